@@ -1,0 +1,114 @@
+"""Evaluators turn a joint policy into differentiable per-agent objectives.
+
+The chain of joint policies (``league.chain``) is written once against this interface; an
+evaluator decides whether objectives are exact (closed-form values: the bilinear zero-sum
+game, tabular IPD) or sampled (DiCE surrogates of rolled-out trajectories).
+
+``live`` is the set of seats whose parameters keep their autograd path into an objective;
+every other seat's parameters are treated as constants. This one mechanism expresses
+Meta-MAPG (peers' updates see the meta-agent live), Meta-PG (each update sees only its own
+seat) and the ablations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Collection, Protocol, Sequence
+
+import torch
+
+from league.games.iterated import IteratedMatrixGame
+from league.learn import dice_objective, discounted_returns, linear_feature_baseline
+from league.policies.base import Params, Policy
+from league.rollout import Batch, rollout
+
+
+class Evaluator(Protocol):
+    """What the chain needs from a game: observe a joint policy, then score it.
+
+    Typical use at one chain step::
+
+        data = evaluator.observe(params)                      # sample (or not) once
+        j = evaluator.inner_objective(data, k, live={0, 1})   # seat k's learning objective
+        r = evaluator.mean_rewards(data)                      # [B, n] for curves
+    """
+
+    n_agents: int
+
+    def observe(self, params: Sequence[Params]) -> Any: ...
+
+    def inner_objective(self, data: Any, k: int, live: Collection[int]) -> torch.Tensor: ...
+
+    def mean_rewards(self, data: Any) -> torch.Tensor: ...
+
+
+def _maybe_detach(params: Sequence[Params], live: Collection[int]) -> list[Params]:
+    return [p if m in live else {name: v.detach() for name, v in p.items()} for m, p in enumerate(params)]
+
+
+@dataclass
+class ValueEvaluator:
+    """Exact objectives from a differentiable ``value_fn(params) -> [B, n]``."""
+
+    n_agents: int
+    value_fn: Callable[[Sequence[Params]], torch.Tensor]
+
+    def observe(self, params: Sequence[Params]) -> list[Params]:
+        return list(params)
+
+    def inner_objective(self, data: list[Params], k: int, live: Collection[int]) -> torch.Tensor:
+        return self.value_fn(_maybe_detach(data, live))[:, k]
+
+    def outer_objective(self, data: list[Params], k: int, live: Collection[int],
+                        advantages: torch.Tensor | None = None) -> torch.Tensor:
+        return self.inner_objective(data, k, live)
+
+    def mean_rewards(self, data: list[Params]) -> torch.Tensor:
+        with torch.no_grad():
+            return self.value_fn(data)
+
+
+@dataclass
+class SampledEvaluator:
+    """DiCE objectives of ``n_episodes`` sampled episodes per chain, with the linear feature
+    baseline refit on each seat's discounted returns-to-go (the inner loop of Meta-MAPG)."""
+
+    game: IteratedMatrixGame
+    policies: Sequence[Policy]
+    n_episodes: int
+    horizon: int
+    gamma: float
+    generator: torch.Generator
+    dtype: torch.dtype = torch.float32
+    use_baseline: bool = True
+
+    @property
+    def n_agents(self) -> int:
+        return self.game.n_agents
+
+    def observe(self, params: Sequence[Params]) -> Batch:
+        n_chains = max(p[next(iter(p))].shape[0] for p in params)
+        return rollout(self.game, self.policies, params, n_chains, self.n_episodes,
+                       self.horizon, self.generator, self.dtype)
+
+    def inner_objective(self, data: Batch, k: int, live: Collection[int]) -> torch.Tensor:
+        if k not in live:
+            raise ValueError(f"seat {k}'s own parameters must be live in its objective")
+        deps = sum(data.logp[m] for m in sorted(live))
+        rewards = data.rewards[..., k]
+        baseline = None
+        if self.use_baseline:
+            baseline = linear_feature_baseline(data.obs, discounted_returns(rewards, self.gamma))
+        return dice_objective(deps, rewards, self.gamma, baseline=baseline)
+
+    def mean_rewards(self, data: Batch) -> torch.Tensor:
+        return data.rewards.mean(dim=(1, 2))
+
+    def outer_objective(self, data: Batch, k: int, live: Collection[int],
+                        advantages: torch.Tensor | None = None) -> torch.Tensor:
+        """Score-function surrogate ``mean_K sum_t (sum_{m in live} log pi_m) * A_t``: its
+        gradient is seat ``k``'s policy gradient through every live seat's parameters."""
+        if advantages is None:
+            raise ValueError("a sampled outer objective needs advantages from a critic")
+        logp = sum(data.logp[m] for m in sorted(live))
+        return (logp * advantages.detach()).sum(-1).mean(-1)

@@ -1,0 +1,50 @@
+"""The functional policy interface shared by every policy class."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+Params = dict[str, torch.Tensor]
+"""A policy's parameters by name; every tensor has the chain dimension ``B`` first
+(``B == 1`` for parameters shared by every chain)."""
+
+
+class Policy(Protocol):
+    """A stateless policy family: ``step`` maps (parameters, observation, recurrent state) to
+    action logits. The rollout loop looks like::
+
+        state = policy.initial_state(params, (B, K))
+        for t in range(H):
+            logits, state = policy.step(params, obs[:, :, t], state)
+            action = sample_categorical(logits, generator)
+    """
+
+    n_actions: int
+
+    def init_params(self, generator: torch.Generator, batch: int = 1) -> Params: ...
+
+    def initial_state(self, params: Params, batch_shape: tuple[int, int]) -> Any: ...
+
+    def step(self, params: Params, obs: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]: ...
+
+
+def sample_categorical(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Sample an index per row of ``logits[..., A]`` with the Gumbel-max trick (vectorised
+    over any batch shape, reproducible through ``generator``)."""
+    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype)
+    gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(logits.dtype).tiny)))
+    return torch.argmax(logits.detach() + gumbel, dim=-1)
+
+
+def batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x[B, N, I] @ weight[B, O, I]^T + bias[B, O]`` with ``B`` broadcast (1 or B)."""
+    return torch.matmul(x, weight.transpose(-1, -2)) + bias.unsqueeze(-2)
+
+
+def xavier_normal(generator: torch.Generator, batch: int, fan_out: int, fan_in: int,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """Xavier-normal weights ``[batch, fan_out, fan_in]`` drawn from ``generator``."""
+    std = (2.0 / (fan_in + fan_out)) ** 0.5
+    return torch.randn(batch, fan_out, fan_in, generator=generator, dtype=dtype) * std

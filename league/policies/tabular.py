@@ -1,0 +1,37 @@
+"""Tabular policies: one row of action logits per game state (the IPD/RPS personas)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from league.policies.base import Params
+
+
+@dataclass
+class Tabular:
+    """Logits ``[B, S, A]``; the observation is the one-hot of the state, so the logits of
+    a step are ``obs @ table``."""
+
+    n_states: int
+    n_actions: int
+    dtype: torch.dtype = torch.float32
+
+    def init_params(self, generator: torch.Generator, batch: int = 1) -> Params:
+        return {"logits": torch.zeros(batch, self.n_states, self.n_actions, dtype=self.dtype)}
+
+    @staticmethod
+    def from_probs(probs: torch.Tensor) -> Params:
+        """Parameters whose softmax is ``probs[B, S, A]``."""
+        return {"logits": torch.log(probs)}
+
+    @staticmethod
+    def probs(params: Params) -> torch.Tensor:
+        return torch.softmax(params["logits"], dim=-1)
+
+    def initial_state(self, params: Params, batch_shape: tuple[int, int]) -> None:
+        return None
+
+    def step(self, params: Params, obs: torch.Tensor, state: None) -> tuple[torch.Tensor, None]:
+        return torch.matmul(obs, params["logits"]), None
