@@ -1,0 +1,153 @@
+"""Algorithm 1 (meta-training with validation-based checkpoint selection) and Algorithm 2
+(meta-testing) for one (method, seed), and a whole experiment over methods x seeds."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from league.chain import unroll
+from league.config import ExperimentConfig
+from league.learner import MetaLearner
+from league.meta import Critic, meta_objective
+from league.methods import Method, make_method
+from league.setting import Setting, build_setting
+
+# Offsets that keep each phase's random stream apart for a given training seed.
+VALIDATION_STREAM, TEST_STREAM = 1_000_003, 2_000_003
+EVAL_CHUNK = 20  # personas per batched evaluation chain (bounds memory)
+
+
+@dataclass
+class Checkpoint:
+    """A meta-agent: initial policy parameters and per-step inner learning rates."""
+
+    method: str
+    seed: int
+    iteration: int
+    policy: dict[str, torch.Tensor]
+    lr: torch.Tensor
+    val_score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "seed": self.seed, "iteration": self.iteration,
+                "policy": self.policy, "lr": self.lr, "val_score": self.val_score}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Checkpoint":
+        return cls(**d)
+
+
+@dataclass
+class Adaptation:
+    """Meta-test results over ``N`` personas: rewards ``[L+1, N, n]`` per chain step and
+    per-state action probabilities ``[L+1, N, n, S, A]`` (NaN where a state was unseen)."""
+
+    rewards: np.ndarray
+    action_probs: np.ndarray
+
+
+def _state_action_probs(data, n_states: int) -> torch.Tensor:
+    """Mean action probabilities per visited state: ``[B, n, S, A]``."""
+    obs = data.obs
+    counts = obs.sum(dim=(1, 2))  # [B, S]
+    out = []
+    for probs in data.probs:
+        sums = torch.einsum("bkhs,bkha->bsa", obs, probs)
+        out.append(sums / counts.unsqueeze(-1))
+    return torch.stack(out, dim=1)
+
+
+def adapt(setting: Setting, method: Method, policy: dict[str, torch.Tensor], lr: torch.Tensor,
+          persona_probs: torch.Tensor, generator: torch.Generator) -> Adaptation:
+    """Algorithm 2: the meta-agent starts from ``policy`` against each persona and every seat
+    learns along the chain (first-order inner steps, no meta-gradient)."""
+    L = setting.cfg.chain.length
+    rewards, probs = [], []
+    evaluator = setting.evaluator(generator)
+    for start in range(0, persona_probs.shape[0], EVAL_CHUNK):
+        chunk = persona_probs[start:start + EVAL_CHUNK]
+        n = chunk.shape[0]
+        peers = setting.peer_params(chunk)
+        meta = {k: v.detach().expand(n, *v.shape[1:]) for k, v in policy.items()}
+        rules = [method.meta_rule] + [method.peer_rule] * setting.n_peers
+        lrs = [lr.detach().expand(n, -1), *setting.peer_lrs(n)]
+        steps = unroll(evaluator, [meta, *peers], rules, lrs, L, differentiable=False)
+        rewards.append(torch.stack([evaluator.mean_rewards(s.data) for s in steps]).detach())
+        probs.append(torch.stack([_state_action_probs(s.data, setting.game.n_states) for s in steps]))
+        del steps
+    return Adaptation(torch.cat(rewards, dim=1).double().numpy(), torch.cat(probs, dim=1).double().numpy())
+
+
+def adaptation_score(adaptation: Adaptation) -> float:
+    """Validation score: the meta-agent's mean per-step reward summed over phi_1..phi_L."""
+    return float(adaptation.rewards[1:, :, 0].mean(axis=1).sum())
+
+
+@dataclass
+class TrainResult:
+    best: Checkpoint
+    final: Checkpoint
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def train_one(cfg: ExperimentConfig, method_name: str, seed: int,
+              progress: Callable[[int, int], None] | None = None) -> TrainResult:
+    """Meta-train one meta-agent (Algorithm 1) and keep the best validated checkpoint."""
+    setting = build_setting(cfg)
+    method = make_method(method_name, cfg.agent.lookahead)
+    g = torch.Generator().manual_seed(seed)
+    L, dtype = cfg.chain.length, setting.dtype
+    policy = setting.meta_policy.init_params(g)
+    lr = torch.full((1, L), cfg.agent.inner_lr, dtype=dtype)
+    critic = None
+    if method.outer == "chain":
+        critic = Critic(setting.value_net, setting.value_net.init_params(g), cfg.chain.gamma, cfg.train.gae_lambda)
+    learner = MetaLearner(policy, lr, method.learn_lr, critic, cfg.train.outer, g)
+    evaluator = setting.evaluator(g)
+    train = setting.personas.train
+    metrics: list[dict[str, Any]] = []
+
+    def snapshot(iteration: int, score: float) -> Checkpoint:
+        return Checkpoint(method_name, seed, iteration,
+                          {k: v.detach().clone() for k, v in learner.policy.items()},
+                          learner.lr.detach().clone(), score)
+
+    def validate(iteration: int) -> Checkpoint:
+        vg = torch.Generator().manual_seed(VALIDATION_STREAM + seed)  # same episodes each pass
+        score = adaptation_score(adapt(setting, method, learner.policy, learner.lr, setting.personas.val, vg))
+        metrics.append({"method": method_name, "seed": seed, "iteration": iteration, "val_score": score})
+        return snapshot(iteration, score)
+
+    best = validate(0)
+    for it in range(1, cfg.train.iterations + 1):
+        t0 = time.perf_counter()
+        idx = torch.randint(train.shape[0], (cfg.train.meta_batch,), generator=g)
+        result = meta_objective(method, evaluator, learner.policy, learner.lr, setting.peer_params(train[idx]),
+                                setting.peer_lrs(cfg.train.meta_batch), L, critic, cfg.train.entropy_weight,
+                                cfg.train.include_initial)
+        meta_reward = float(torch.stack([evaluator.mean_rewards(s.data)[:, 0] for s in result.steps]).mean())
+        stats = learner.step(result)
+        del result
+        metrics.append({"method": method_name, "seed": seed, "iteration": it, "meta_reward": meta_reward,
+                        "seconds": time.perf_counter() - t0, **stats})
+        if it % cfg.train.validate_every == 0 or it == cfg.train.iterations:
+            candidate = validate(it)
+            if candidate.val_score > best.val_score:
+                best = candidate
+        if progress is not None:
+            progress(it, cfg.train.iterations)
+    final = snapshot(cfg.train.iterations, metrics[-1].get("val_score", float("nan")))
+    return TrainResult(best=best, final=final, metrics=metrics)
+
+
+def meta_test(cfg: ExperimentConfig, checkpoint: Checkpoint) -> Adaptation:
+    """Algorithm 2 on every test persona, with the test stream of the checkpoint's seed."""
+    setting = build_setting(cfg)
+    method = make_method(checkpoint.method, cfg.agent.lookahead)
+    g = torch.Generator().manual_seed(TEST_STREAM + checkpoint.seed)
+    return adapt(setting, method, checkpoint.policy, checkpoint.lr, setting.personas.test, g)

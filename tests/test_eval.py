@@ -1,0 +1,150 @@
+"""Statistics (t critical values, CIs, AUC, summaries) and PNG output of the plot helpers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from league.eval import auc, mean_ci, summarize, t_critical_975, t_two_sided_tail
+from league.eval.plots import plot_action_dynamics, plot_adaptation_curves, plot_auc_vs_k
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- stats
+
+
+@pytest.mark.parametrize(
+    "df, expected",
+    [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (30, 2.0423), (100, 1.9840),
+     (10**6, 1.95996)],
+)
+def test_t_critical_matches_tables(df: int, expected: float) -> None:
+    assert t_critical_975(df) == pytest.approx(expected, abs=1e-3)
+
+
+def test_t_critical_inverts_tail_and_decreases() -> None:
+    vals = [t_critical_975(df) for df in range(1, 60)]
+    assert all(a > b for a, b in zip(vals, vals[1:]))
+    for df in (1, 3, 17):
+        assert t_two_sided_tail(t_critical_975(df), df) == pytest.approx(0.05, abs=1e-10)
+    # df = 1 is the Cauchy distribution: critical value tan(0.475 * pi) in closed form.
+    assert t_critical_975(1) == pytest.approx(math.tan(0.475 * math.pi), abs=1e-9)
+    # df = 2 has closed form t = sqrt(2 / (p (2 - p)) - 2) with p = 0.05 two-sided.
+    assert t_critical_975(2) == pytest.approx(math.sqrt(2 / (0.05 * 1.95) - 2), abs=1e-9)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5])
+def test_t_critical_rejects_bad_df(bad: float) -> None:
+    with pytest.raises(ValueError):
+        t_critical_975(bad)  # type: ignore[arg-type]
+
+
+def test_mean_ci_hand_values() -> None:
+    mean, half = mean_ci([1.0, 2.0, 3.0])  # std (ddof=1) = 1, n = 3
+    assert float(mean) == pytest.approx(2.0)
+    assert float(half) == pytest.approx(4.302653 / math.sqrt(3), abs=1e-5)
+
+    mean, half = mean_ci([[1.0, 10.0], [3.0, 14.0]])  # std = [sqrt 2, sqrt 8], n = 2
+    np.testing.assert_allclose(mean, [2.0, 12.0])
+    np.testing.assert_allclose(half, [12.706205, 2 * 12.706205], atol=1e-5)
+
+
+def test_mean_ci_single_seed_is_nan() -> None:
+    mean, half = mean_ci([[0.5, -1.0, 2.0]])
+    np.testing.assert_allclose(mean, [0.5, -1.0, 2.0])
+    assert half.shape == (3,) and np.isnan(half).all()
+    with pytest.raises(ValueError):
+        mean_ci(np.zeros((0, 3)))
+
+
+def test_auc_sums_adapted_steps_only() -> None:
+    curve = np.array([100.0, 1.0, 2.0, 3.0])  # phi_0's value is excluded
+    assert float(auc(curve)) == pytest.approx(6.0)
+    batch = np.array([[[0.0, 1.0, 1.0], [5.0, -1.0, 0.5]]])  # [1, 2, L+1=3]
+    out = auc(batch)
+    assert out.shape == (1, 2)
+    np.testing.assert_allclose(out, [[2.0, -0.5]])
+    with pytest.raises(ValueError):
+        auc(np.array([1.0]))
+
+
+def test_summarize_values_and_json() -> None:
+    curves = {
+        "meta-mapg": np.array([[0.0, 1.0, 2.0], [0.0, 3.0, 4.0]]),  # AUCs 3 and 7
+        "lopt": np.array([[0.5, 0.5, 0.5]]),  # single seed: NaN CIs
+    }
+    s = summarize(curves)
+    m = s["meta-mapg"]
+    assert m["n_seeds"] == 2
+    assert m["curve_mean"] == pytest.approx([0.0, 2.0, 3.0])
+    assert m["curve_ci95"][0] == pytest.approx(0.0)
+    assert m["curve_ci95"][1] == pytest.approx(12.706205 * math.sqrt(2) / math.sqrt(2), abs=1e-5)
+    assert m["auc_per_seed"] == pytest.approx([3.0, 7.0])
+    assert m["auc_mean"] == pytest.approx(5.0)
+    assert m["auc_ci95"] == pytest.approx(12.706205 * math.sqrt(8) / math.sqrt(2), abs=1e-5)
+    lo = s["lopt"]
+    assert lo["n_seeds"] == 1 and lo["auc_mean"] == pytest.approx(1.0)
+    assert math.isnan(lo["auc_ci95"]) and all(math.isnan(v) for v in lo["curve_ci95"])
+    for stats in s.values():
+        assert type(stats["auc_mean"]) is float and type(stats["n_seeds"]) is int
+        assert all(type(v) is float for v in stats["curve_mean"] + stats["auc_per_seed"])
+    text = json.dumps(s)
+    back = json.loads(text)
+    assert back["meta-mapg"]["auc_per_seed"] == [3.0, 7.0]
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _check_png(path: Path, expected: Path) -> None:
+    assert Path(path) == expected and expected.is_file()
+    data = expected.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    assert len(data) > 10_000
+    img = imread(expected)
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100 and img.shape[2] in (3, 4)
+
+
+def test_plot_adaptation_curves_png(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    s = summarize({
+        "Meta-MAPG": rng.normal(size=(3, 5)).cumsum(-1),
+        "Meta-PG": rng.normal(size=(3, 5)),
+        "LOPT": rng.normal(size=(1, 5)),  # NaN band
+    })
+    out = tmp_path / "sub" / "curves.png"
+    _check_png(plot_adaptation_curves(s, out, "IPD, cooperative personas"), out)
+
+
+def test_plot_adaptation_curves_long_chain(tmp_path: Path) -> None:
+    s = summarize({"a": np.random.default_rng(1).normal(size=(2, 41))})
+    out = tmp_path / "long.png"
+    _check_png(plot_adaptation_curves(s, out, "long", ylabel="Reward"), out)
+
+
+def test_plot_auc_vs_k_png(tmp_path: Path) -> None:
+    auc_by_k = {
+        "Meta-MAPG": {4: (3.0, 0.5), 8: (4.0, 0.3), 16: (5.0, float("nan"))},
+        "Meta-PG": {4: (2.0, 0.4), 16: (2.5, 0.2)},  # K=8 missing
+    }
+    out = tmp_path / "auc_k.png"
+    _check_png(plot_auc_vs_k(auc_by_k, out, "AUC vs K"), out)
+
+
+def test_plot_action_dynamics_png(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(2, 4, 5, 2))
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    states, actions = ["s0", "CC", "CD", "DC", "DD"], ["C", "D"]
+    out = tmp_path / "dyn.png"
+    _check_png(plot_action_dynamics(probs[0], probs[1], states, actions, out, "IPD dynamics"), out)
+    out2 = tmp_path / "dyn_nopeer.png"
+    _check_png(plot_action_dynamics(probs[0], None, states, actions, out2, "meta only"), out2)
+    with pytest.raises(ValueError):
+        plot_action_dynamics(probs[0], probs[1][:, :3], states, actions, out, "bad")
