@@ -31,18 +31,17 @@ class Critic:
     lam: float = 0.95
     normalize: bool = True
 
-    def advantages(self, data) -> torch.Tensor:
-        with torch.no_grad():
-            values = self.net.values(self.params, data.obs)
-            adv = gae_advantages(data.rewards[..., 0], values, self.gamma, self.lam)
-        if self.normalize:  # per chain and step, so every step weighs alike
-            adv = (adv - adv.mean(dim=(1, 2), keepdim=True)) / (adv.std(dim=(1, 2), keepdim=True) + 1e-8)
-        return adv
-
-    def loss(self, data) -> torch.Tensor:
+    def advantages_and_loss(self, data) -> tuple[torch.Tensor, torch.Tensor]:
+        """GAE advantages (detached) and the value network's squared error to the discounted
+        returns-to-go, from one pass of the value network over ``data.obs``."""
         values = self.net.values(self.params, data.obs)
-        targets = discounted_returns(data.rewards[..., 0], self.gamma)
-        return ((values - targets) ** 2).mean()
+        rewards = data.rewards[..., 0]
+        loss = ((values - discounted_returns(rewards, self.gamma)) ** 2).mean()
+        with torch.no_grad():
+            adv = gae_advantages(rewards, values.detach(), self.gamma, self.lam)
+            if self.normalize:  # per chain and step, so every step weighs alike
+                adv = (adv - adv.mean(dim=(1, 2), keepdim=True)) / (adv.std(dim=(1, 2), keepdim=True) + 1e-8)
+        return adv, loss
 
 
 @dataclass
@@ -88,12 +87,13 @@ def meta_objective(method: Method, evaluator: Evaluator, policy: Params, lr: tor
         if l == 0 and not include_initial:
             continue
         live = {0} if l == 0 else ({0} if method.own else set()) | (peer_seats if method.peer else set())
+        adv = None
         if critic is not None:
-            value_losses.append(critic.loss(step.data))
+            adv, value_loss = critic.advantages_and_loss(step.data)
+            value_losses.append(value_loss)
         if not live:
             terms.append(torch.zeros(n_chains, dtype=lr.dtype))
             continue
-        adv = critic.advantages(step.data) if critic is not None else None
         term = evaluator.outer_objective(step.data, 0, live, adv)
         if l == 0 and entropy_weight:
             term = term + entropy_weight * step.data.entropy[0].mean(dim=(1, 2))

@@ -25,8 +25,10 @@ class _LSTMNet:
         z = lambda *shape: torch.zeros(batch, *shape, dtype=self.dtype)  # noqa: E731
         return {
             "in_w": xavier_normal(generator, batch, h, d, self.dtype), "in_b": z(h),
-            "wx": xavier_normal(generator, batch, 4 * h, h, self.dtype),
-            "wh": xavier_normal(generator, batch, 4 * h, h, self.dtype), "lstm_b": z(4 * h),
+            # input and recurrent weights side by side: one matmul on [x, h] per step
+            "lstm_w": torch.cat([xavier_normal(generator, batch, 4 * h, h, self.dtype),
+                                 xavier_normal(generator, batch, 4 * h, h, self.dtype)], dim=-1),
+            "lstm_b": z(4 * h),
             "out_w": xavier_normal(generator, batch, o, h, self.dtype), "out_b": z(o),
         }
 
@@ -38,8 +40,7 @@ class _LSTMNet:
         """``obs[B, K, D]`` -> ``(out[B, K, out_dim], state)``."""
         h_prev, c_prev = state
         x = torch.relu(batched_linear(obs, params["in_w"], params["in_b"]))
-        gates = (batched_linear(x, params["wx"], params["lstm_b"])
-                 + torch.matmul(h_prev, params["wh"].transpose(-1, -2)))
+        gates = batched_linear(torch.cat([x, h_prev], dim=-1), params["lstm_w"], params["lstm_b"])
         i, f, g, o = gates.chunk(4, dim=-1)
         c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
