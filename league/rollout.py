@@ -1,5 +1,10 @@
 """Batched episodes of an iterated game under a joint policy: ``B`` chains x ``K`` episodes
-x ``H`` steps, one Python step per time step and every agent a tensor op."""
+x ``H`` steps, one Python step per time step and every agent a tensor op.
+
+Sampling and scoring are separate so that every consumer of trajectories (the embedded
+chain, an agent process learning from a referee's broadcast, the coordinator's replica)
+computes log-probabilities with the same function, :func:`score`, from the same data.
+"""
 
 from __future__ import annotations
 
@@ -13,65 +18,89 @@ from league.policies.base import Params, Policy, sample_categorical
 
 
 @dataclass
-class Batch:
-    """Trajectories of one chain step.
-
-    ``logp[k]`` and ``entropy[k]`` carry the autograd graph back to seat ``k``'s parameters
-    (when the rollout ran with gradients enabled); everything else is data.
-    """
+class Episodes:
+    """What was played: the data a referee broadcasts."""
 
     obs: torch.Tensor  # [B, K, H, S] one-hot game state seen before acting
     actions: torch.Tensor  # [B, K, H, n] long
     rewards: torch.Tensor  # [B, K, H, n]
-    logp: list[torch.Tensor]  # n x [B, K, H]
-    entropy: list[torch.Tensor]  # n x [B, K, H]
-    probs: list[torch.Tensor]  # n x [B, K, H, A], detached
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.actions.shape[:3])  # type: ignore[return-value]
 
 
-def rollout(game: IteratedMatrixGame, policies: Sequence[Policy], params: Sequence[Params],
-            n_chains: int, n_episodes: int, horizon: int, generator: torch.Generator,
-            dtype: torch.dtype = torch.float32) -> Batch:
-    """Play ``n_episodes`` episodes of ``horizon`` steps in each of ``n_chains`` chains.
+@dataclass
+class Batch(Episodes):
+    """Episodes scored under the parameters that played them.
 
-    Log-probabilities are computed in the same pass as sampling, so with gradients enabled
-    they are differentiable functions of ``params`` (the actions are sampled data).
+    ``logp[k]`` and ``entropy[k]`` carry the autograd graph back to seat ``k``'s parameters
+    (when scored with gradients enabled); ``probs[k]`` is detached.
     """
+
+    logp: list[torch.Tensor]  # n x [B, K, H]
+    entropy: list[torch.Tensor]  # n x [B, K, H]
+    probs: list[torch.Tensor]  # n x [B, K, H, A]
+
+
+def _check_seats(game: IteratedMatrixGame, policies: Sequence[Policy], params: Sequence[Params]) -> None:
     n = game.n_agents
     if len(policies) != n or len(params) != n:
         raise ValueError(f"{game.name} has {n} seats; got {len(policies)} policies and {len(params)} params")
+
+
+@torch.no_grad()
+def sample_episodes(game: IteratedMatrixGame, policies: Sequence[Policy], params: Sequence[Params],
+                    n_chains: int, n_episodes: int, horizon: int, generator: torch.Generator,
+                    dtype: torch.dtype = torch.float32) -> Episodes:
+    """Play ``n_episodes`` episodes of ``horizon`` steps in each of ``n_chains`` chains."""
+    _check_seats(game, policies, params)
     B, K, H = n_chains, n_episodes, horizon
     state = game.reset((B, K))
     rec = [policy.initial_state(p, (B, K)) for policy, p in zip(policies, params)]
     obs_t, act_t, rew_t = [], [], []
-    logp_t: list[list[torch.Tensor]] = [[] for _ in range(n)]
-    ent_t: list[list[torch.Tensor]] = [[] for _ in range(n)]
-    prob_t: list[list[torch.Tensor]] = [[] for _ in range(n)]
     for _ in range(H):
         obs = game.observe(state, dtype=dtype)
         actions = []
         for k, (policy, p) in enumerate(zip(policies, params)):
             logits, rec[k] = policy.step(p, obs, rec[k])
-            logits = logits.expand(B, K, -1)
-            a = sample_categorical(logits, generator)
-            log_probs = torch.log_softmax(logits, dim=-1)
-            logp_t[k].append(log_probs.gather(-1, a.unsqueeze(-1)).squeeze(-1))
-            probs = log_probs.exp()
-            ent_t[k].append(-(probs * log_probs).sum(-1))
-            prob_t[k].append(probs.detach())
-            actions.append(a)
+            actions.append(sample_categorical(logits.expand(B, K, -1), generator))
         joint = torch.stack(actions, dim=-1)
         state, rewards = game.step(state, joint)
         obs_t.append(obs)
         act_t.append(joint)
         rew_t.append(rewards.to(dtype))
-    return Batch(
-        obs=torch.stack(obs_t, dim=2), actions=torch.stack(act_t, dim=2),
-        rewards=torch.stack(rew_t, dim=2),
-        logp=[torch.stack(x, dim=2) for x in logp_t],
-        entropy=[torch.stack(x, dim=2) for x in ent_t],
-        probs=[torch.stack(x, dim=2) for x in prob_t],
-    )
+    return Episodes(obs=torch.stack(obs_t, dim=2), actions=torch.stack(act_t, dim=2),
+                    rewards=torch.stack(rew_t, dim=2))
+
+
+def score(policies: Sequence[Policy], params: Sequence[Params], episodes: Episodes) -> Batch:
+    """Log-probabilities, entropies and probabilities of the played actions under
+    ``params``: differentiable functions of the parameters (the actions are data). The
+    policies are stepped exactly as during sampling, so the numbers are the ones that
+    produced the actions."""
+    B, K, H = episodes.shape
+    logp: list[torch.Tensor] = []
+    entropy: list[torch.Tensor] = []
+    probs: list[torch.Tensor] = []
+    for k, (policy, p) in enumerate(zip(policies, params)):
+        state = policy.initial_state(p, (B, K))
+        steps = []
+        for t in range(H):
+            logits, state = policy.step(p, episodes.obs[:, :, t], state)
+            steps.append(logits.expand(B, K, -1))
+        log_probs = torch.log_softmax(torch.stack(steps, dim=2), dim=-1)  # [B, K, H, A]
+        logp.append(log_probs.gather(-1, episodes.actions[..., k].unsqueeze(-1)).squeeze(-1))
+        pr = log_probs.exp()
+        entropy.append(-(pr * log_probs).sum(-1))
+        probs.append(pr.detach())
+    return Batch(obs=episodes.obs, actions=episodes.actions, rewards=episodes.rewards,
+                 logp=logp, entropy=entropy, probs=probs)
+
+
+def rollout(game: IteratedMatrixGame, policies: Sequence[Policy], params: Sequence[Params],
+            n_chains: int, n_episodes: int, horizon: int, generator: torch.Generator,
+            dtype: torch.dtype = torch.float32) -> Batch:
+    """Sample, then score: what a chain step observes."""
+    episodes = sample_episodes(game, policies, params, n_chains, n_episodes, horizon, generator, dtype)
+    return score(policies, params, episodes)
