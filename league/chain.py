@@ -13,8 +13,9 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
-from league.evaluators import Evaluator
-from league.policies.base import Params
+from league.evaluators import Evaluator, SampledEvaluator
+from league.policies.base import Params, Policy
+from league.rollout import Episodes, score
 
 
 class InnerRule(Protocol):
@@ -120,3 +121,17 @@ def unroll(evaluator: Evaluator, params0: Sequence[Params], rules: Sequence[Inne
             new.append(updated if differentiable else _fresh_leaf(updated))
         params = new
     return steps
+
+
+def seat_step(evaluator: SampledEvaluator, policy: Policy, params: Params, episodes: Episodes,
+              seat: int, lr: torch.Tensor) -> Params:
+    """One first-order policy-gradient step of a single seat from played episodes: what an
+    agent process does with a referee's broadcast, knowing only its own parameters. Its
+    gradient equals the chain's :class:`PolicyGradient` step for that seat (other seats'
+    log-probabilities contribute no first-order gradient to it)."""
+    n = episodes.actions.shape[-1]
+    live = _fresh_leaf(params)
+    policies: list[Policy | None] = [policy if m == seat else None for m in range(n)]
+    batch = score(policies, [live if m == seat else None for m in range(n)], episodes)
+    objective = evaluator.inner_objective(batch, seat, (seat,))
+    return {k: v.detach() for k, v in ascend(live, objective, lr, create_graph=False).items()}

@@ -74,16 +74,22 @@ def sample_episodes(game: IteratedMatrixGame, policies: Sequence[Policy], params
                     rewards=torch.stack(rew_t, dim=2))
 
 
-def score(policies: Sequence[Policy], params: Sequence[Params], episodes: Episodes) -> Batch:
+def score(policies: Sequence[Policy | None], params: Sequence[Params | None], episodes: Episodes) -> Batch:
     """Log-probabilities, entropies and probabilities of the played actions under
     ``params``: differentiable functions of the parameters (the actions are data). The
     policies are stepped exactly as during sampling, so the numbers are the ones that
-    produced the actions."""
+    produced the actions. A seat whose policy is ``None`` is not scored (an agent process
+    knows only its own parameters); its entries are ``None``."""
     B, K, H = episodes.shape
     logp: list[torch.Tensor] = []
     entropy: list[torch.Tensor] = []
     probs: list[torch.Tensor] = []
     for k, (policy, p) in enumerate(zip(policies, params)):
+        if policy is None or p is None:
+            logp.append(None)  # type: ignore[arg-type]
+            entropy.append(None)  # type: ignore[arg-type]
+            probs.append(None)  # type: ignore[arg-type]
+            continue
         state = policy.initial_state(p, (B, K))
         steps = []
         for t in range(H):
