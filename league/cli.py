@@ -1,4 +1,5 @@
-"""The ``league`` command line."""
+"""The ``league`` command line: embedded experiments (``train``, ``evaluate``) and the league
+of processes (``up``, ``down``, ``status``, ``referee``, ``agent``)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,71 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(args: argparse.Namespace) -> list[str]:
+    return list(getattr(args, "set", []) or [])
+
+
+def _up(args: argparse.Namespace) -> int:
+    from services.league_config import load_league_config
+    from services.processes import league_table, up
+
+    cfg = load_league_config(args.config, _overrides(args))
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    summary = up(args.config, _overrides(args), out, quiet=args.json)
+    print(json.dumps(summary) if args.json else league_table(summary))
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from services.processes import down
+
+    return down()
+
+
+def _status(args: argparse.Namespace) -> int:
+    import grpc
+
+    from services.processes import format_status, referee_status, status_dict
+
+    try:
+        d = status_dict(referee_status(args.address, timeout=args.timeout))
+    except grpc.RpcError as err:
+        print(f"league: error: no referee answers at {args.address}: {err.code().name}", file=sys.stderr)
+        return 1
+    print(json.dumps(d) if args.json else format_status(d))
+    return 0
+
+
+def _referee(args: argparse.Namespace) -> int:
+    from services.league_config import load_league_config
+    from services.processes import run_referee
+
+    cfg = load_league_config(args.config, _overrides(args))
+    return run_referee(cfg, args.host, args.port, args.metrics_port,
+                       Path(args.ready_file) if args.ready_file else None,
+                       Path(args.results) if args.results else None, args.wait_for)
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from services.league_config import AgentSpec, load_league_config
+    from services.processes import referee_status, run_agent
+
+    if args.config:
+        cfg = load_league_config(args.config, _overrides(args))
+        specs = {a.id: a for a in cfg.agents}
+        if args.id not in specs:
+            raise ConfigError(f"agent {args.id!r} is not in {args.config}; agents: {sorted(specs)}")
+        spec = specs[args.id]
+        env, gamma, L, pop = cfg.referee.env, cfg.referee.gamma, cfg.referee.chain_length, cfg.population_seed
+    else:
+        spec = AgentSpec(id=args.id, role=args.role, policy=args.policy, hidden=args.hidden, init=args.init,
+                         lr=[float(x) for x in args.lr.split(",")], rule=args.rule)
+        env = args.env or referee_status(args.join).env
+        gamma, L, pop = args.gamma, args.chain_length, args.population_seed
+    return run_agent(spec, args.join, env, gamma, L, pop, args.checkpoint_dir, args.host, args.port,
+                     args.metrics_port, Path(args.ready_file) if args.ready_file else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="league", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,9 +112,49 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run directory written by `league train`")
     e.add_argument("--out", help="output directory (default RUN/evaluation)")
     e.set_defaults(func=_evaluate)
-    for p in (t, e):
+    u = sub.add_parser("up", help="start a local league of processes (referee + agents) from a league config")
+    u.add_argument("config", help="league TOML (see configs/league_*.toml)")
+    u.add_argument("--out", help="run directory (default runs/<name>)")
+    u.set_defaults(func=_up)
+    d = sub.add_parser("down", help="stop the league started by `league up`")
+    d.set_defaults(func=_down)
+    st = sub.add_parser("status", help="members, versions, rounds and recent returns of a running league")
+    st.add_argument("address", help="referee host:port")
+    st.add_argument("--timeout", type=float, default=10.0)
+    st.set_defaults(func=_status)
+    r = sub.add_parser("referee", help="run the referee process")
+    r.add_argument("config", help="league TOML")
+    r.add_argument("--host", default="127.0.0.1")
+    r.add_argument("--port", type=int, default=0)
+    r.add_argument("--metrics-port", type=int, default=0)
+    r.add_argument("--ready-file", help="write {address, metrics, pid} here once serving")
+    r.add_argument("--results", help="write chains and member returns here when the rounds are done")
+    r.add_argument("--wait-for", type=int, default=0, help="agents to wait for before the first round")
+    r.set_defaults(func=_referee)
+    a = sub.add_parser("agent", help="run an agent process and join a running league")
+    a.add_argument("--join", required=True, metavar="HOST:PORT", help="the referee's address")
+    a.add_argument("--id", required=True, help="agent id (a restarted agent with the same id resumes)")
+    a.add_argument("--config", help="take this agent's spec from a league TOML")
+    a.add_argument("--role", default="learner", choices=["meta", "persona", "learner"])
+    a.add_argument("--policy", default="tabular", choices=["tabular", "lstm"])
+    a.add_argument("--hidden", type=int, default=64)
+    a.add_argument("--init", default="uniform", help="uniform | random:SEED | persona:SPLIT:INDEX | checkpoint:PATH")
+    a.add_argument("--lr", default="1.0", help="inner learning rate(s), comma-separated per chain step")
+    a.add_argument("--rule", default="pg", choices=["pg", "frozen"])
+    a.add_argument("--env", default="", help="game (default: the referee's)")
+    a.add_argument("--gamma", type=float, default=0.96)
+    a.add_argument("--chain-length", type=int, default=3)
+    a.add_argument("--population-seed", type=int, default=0)
+    a.add_argument("--checkpoint-dir", default="runs/league/agents")
+    a.add_argument("--host", default="127.0.0.1")
+    a.add_argument("--port", type=int, default=0)
+    a.add_argument("--metrics-port", type=int, default=0)
+    a.add_argument("--ready-file")
+    a.set_defaults(func=_agent)
+    for p in (t, e, u, r, a):
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set train.iterations=10 (repeatable)")
+    for p in (t, e, u, st):
         p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     return parser
 
@@ -57,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"league: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

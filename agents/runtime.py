@@ -1,0 +1,246 @@
+"""The agent process: serves its parameters, plays where the referee puts it, and learns
+from the trajectory batches the referee broadcasts, publishing a new version after each.
+
+Kinds it serves: ``policy`` (its base parameters), ``lr`` (inner learning rate per chain
+step) and, while a Markov chain against a peer is running, ``policy@<chain>`` (the
+parameters adapted within that chain; version ``l`` holds ``phi_l``)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import torch
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from agents.params import ParameterStore
+from agents.policy_factory import POLICY_CLASSES, game_for, initial_state, make_policy
+from agents.service import AgentService
+from league.chain import seat_step
+from league.evaluators import SampledEvaluator
+from league.rollout import Episodes
+from services import server as srv
+from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
+from services.league_config import AgentSpec
+from services.wire import decode_tensor
+
+
+@dataclass
+class AgentRuntimeConfig:
+    """Where an agent process runs and whom it talks to."""
+
+    referee: str
+    """host:port of the referee to join."""
+    env: str = "ipd"
+    """Game (must match the referee's)."""
+    gamma: float = 0.96
+    """Discount of the agent's learning objective."""
+    chain_length: int = 3
+    """Learning rates kept per chain step."""
+    population_seed: int = 0
+    """Persona population that a ``persona:`` init indexes into."""
+    checkpoint_dir: str = "runs/league/agents"
+    """Where the agent checkpoints after every update and resumes from on restart."""
+    host: str = "127.0.0.1"
+    """Interface of the agent's gRPC and metrics servers."""
+    port: int = 0
+    """gRPC port (0: any free port)."""
+    metrics_port: int = 0
+    """Prometheus /metrics port (0: any free port)."""
+    advertise: str = ""
+    """Address the referee should dial (default host:port)."""
+    heartbeat_seconds: float = 1.0
+    """Seconds between heartbeats."""
+
+
+class AgentMetrics:
+    """The agent's Prometheus metrics (labels: agent_id, env, role)."""
+
+    def __init__(self, spec: AgentSpec, env: str) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["agent_id", "env", "role"]
+        self.values = (spec.id, env, spec.role)
+        self.episodes = Counter("league_agent_episodes", "Episodes this agent learned from", labels, registry=self.registry)
+        self.updates = Counter("league_agent_updates", "Learning updates applied", labels, registry=self.registry)
+        self.ret = Gauge("league_agent_return", "Mean per-step reward of the agent's last trajectory batch",
+                         labels, registry=self.registry)
+        self.version = Gauge("league_agent_policy_version", "Version of the agent's base policy", labels,
+                             registry=self.registry)
+        self.lr = Gauge("league_agent_learning_rate", "Mean inner learning rate over chain steps", labels,
+                        registry=self.registry)
+        self.last_update = Gauge("league_agent_last_update_timestamp_seconds", "Unix time of the last update",
+                                 labels, registry=self.registry)
+        from prometheus_client import Histogram
+        self.fetch = Histogram("league_agent_parameter_fetch_seconds", "Time serving one parameter fetch",
+                               labels, registry=self.registry,
+                               buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+
+    def observe_fetch(self, seconds: float) -> None:
+        self.fetch.labels(*self.values).observe(seconds)
+
+
+class AgentProcess:
+    """One agent: ``start()`` serves and joins, ``run()`` learns until ``stop()``."""
+
+    def __init__(self, spec: AgentSpec, cfg: AgentRuntimeConfig) -> None:
+        torch.set_num_threads(1)
+        self.spec, self.cfg = spec, cfg
+        self.game = game_for(cfg.env)
+        self.policy = make_policy(spec, self.game)
+        self.evaluator = SampledEvaluator(self.game, [], 0, 0, cfg.gamma, torch.Generator())
+        self.metrics = AgentMetrics(spec, cfg.env)
+        self.checkpoint = Path(cfg.checkpoint_dir) / f"{spec.id}.pt"
+        self.store = ParameterStore()
+        self._restore_or_init()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.server: grpc.Server | None = None
+
+    # -- state ---------------------------------------------------------------------------
+    def _restore_or_init(self) -> None:
+        if self.checkpoint.exists():
+            state = torch.load(self.checkpoint, weights_only=False)
+            if state.get("agent_id") != self.spec.id:
+                raise ValueError(f"{self.checkpoint} belongs to agent {state.get('agent_id')!r}, not {self.spec.id!r}")
+            for kind in ("policy", "lr"):
+                version, params = state["kinds"][kind]
+                self.store.restore(kind, version, params)
+            self.resumed = True
+        else:
+            policy, lr = initial_state(self.spec, self.policy, self.game, self.cfg.population_seed,
+                                       self.cfg.chain_length)
+            self.store.set("policy", policy)
+            self.store.set("lr", {"lr": lr})
+            self.resumed = False
+        self.metrics.version.labels(*self.metrics.values).set(self.store.version("policy"))
+        self.metrics.lr.labels(*self.metrics.values).set(float(self.store.snapshot("lr")[1]["lr"].mean()))
+
+    def save(self) -> None:
+        """Checkpoint base policy and learning rates atomically (write, then rename)."""
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        state = {"agent_id": self.spec.id, "kinds": {k: self.store.get(k) for k in ("policy", "lr")}}
+        tmp = self.checkpoint.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint)
+
+    def description(self) -> dict:
+        return {"agent_id": self.spec.id, "env": self.cfg.env, "obs_dim": self.game.obs_dim,
+                "n_actions": self.game.n_actions, "policy_class": POLICY_CLASSES[self.spec.policy],
+                "policy_config": {"hidden": self.spec.hidden}, "learning_rule": self.spec.rule,
+                "rule_config": {"gamma": self.cfg.gamma, "lr": self.store.snapshot("lr")[1]["lr"].flatten().tolist(),
+                                "baseline": "linear_feature", "objective": "dice"},
+                "capabilities": ["chains", "policy_gradient"]}
+
+    # -- learning ------------------------------------------------------------------------
+    def learn(self, batch: referee_pb2.TrajectoryBatch) -> None:
+        """One update from a broadcast batch in which this agent holds a seat."""
+        seats = [s.agent_id for s in batch.seats]
+        if self.spec.id not in seats:
+            return
+        seat = seats.index(self.spec.id)
+        behaviour = batch.seats[seat].behaviour_version
+        episodes = Episodes(decode_tensor(batch.obs).unsqueeze(0), decode_tensor(batch.actions).unsqueeze(0),
+                            decode_tensor(batch.rewards).unsqueeze(0))
+        n = episodes.shape[1] * episodes.shape[2]
+        m = self.metrics
+        m.episodes.labels(*m.values).inc(episodes.shape[1])
+        m.ret.labels(*m.values).set(float(episodes.rewards[..., seat].sum()) / n)
+        if self.spec.rule == "frozen":
+            return
+        chain = batch.chain_id
+        with self._lock:
+            if chain and batch.step == 0:
+                source, target = "policy", f"policy@{chain}"
+            else:
+                source = target = f"policy@{chain}" if chain else "policy"
+            try:
+                version, params = self.store.snapshot(source)
+            except KeyError:
+                return  # a chain this process never saw (it restarted mid-chain): voided by the referee
+            if version != behaviour:
+                return  # stale batch: the parameters moved on since it was played
+            lr_all = self.store.snapshot("lr")[1]["lr"]
+            lr = lr_all[:, min(batch.step, lr_all.shape[1] - 1)]
+            new = seat_step(self.evaluator, self.policy, params, episodes, seat, lr)
+            if chain and batch.last_step:
+                self.store.discard(target)
+            else:
+                self.store.set(target, new)
+            if not chain:
+                m.version.labels(*m.values).set(self.store.version("policy"))
+                self.save()
+        m.updates.labels(*m.values).inc()
+        m.last_update.labels(*m.values).set(time.time())
+
+    # -- processes and sockets -----------------------------------------------------------
+    def start(self) -> tuple[int, int]:
+        """Serve gRPC and /metrics; return (grpc port, metrics port)."""
+        self.server = srv.make_server()
+        service = AgentService(self.store, self.description(), metrics=self.metrics)
+        agent_pb2_grpc.add_AgentServicer_to_server(service, self.server)
+        self.health = srv.add_health_and_reflection(self.server, ["league.v1.Agent"])
+        self.port = srv.bind(self.server, self.cfg.host, self.cfg.port)
+        self.server.start()
+        self._http, self.metrics_port = srv.serve_metrics(self.metrics.registry, self.cfg.host, self.cfg.metrics_port)
+        return self.port, self.metrics_port
+
+    def address(self) -> str:
+        return self.cfg.advertise or f"{self.cfg.host}:{self.port}"
+
+    def _join(self, stub: referee_pb2_grpc.RefereeStub) -> float:
+        reply = stub.Join(referee_pb2.JoinRequest(agent_id=self.spec.id, address=self.address(),
+                                                  protocol_version=srv.PROTOCOL_VERSION, role=self.spec.role),
+                          timeout=10)
+        return reply.lease_seconds
+
+    def _heartbeat(self, stub: referee_pb2_grpc.RefereeStub) -> None:
+        while not self._stop.wait(self.cfg.heartbeat_seconds):
+            try:
+                stub.Heartbeat(referee_pb2.HeartbeatRequest(agent_id=self.spec.id), timeout=5)
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.NOT_FOUND:  # the referee dropped us: join again
+                    try:
+                        self._join(stub)
+                    except grpc.RpcError:
+                        pass
+
+    def run(self) -> None:
+        """Join the referee and learn from its broadcast until stopped or the league ends."""
+        channel = srv.channel(self.cfg.referee)
+        stub = referee_pb2_grpc.RefereeStub(channel)
+        grpc.channel_ready_future(channel).result(timeout=60)
+        stream = stub.Subscribe(referee_pb2.SubscribeRequest(agent_id=self.spec.id))
+        self._join(stub)
+        threading.Thread(target=self._heartbeat, args=(stub,), daemon=True).start()
+        self._stream = stream
+        try:
+            for batch in stream:
+                if self._stop.is_set():
+                    break
+                self.learn(batch)
+        except grpc.RpcError as err:
+            if err.code() not in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE):
+                raise
+        finally:
+            self.stop()
+            try:
+                stub.Leave(referee_pb2.LeaveRequest(agent_id=self.spec.id), timeout=2)
+            except grpc.RpcError:
+                pass
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        stream = getattr(self, "_stream", None)
+        if stream is not None:
+            stream.cancel()
+        if self.server is not None:
+            self.server.stop(grace=0.5)
+        http = getattr(self, "_http", None)
+        if http is not None:
+            http.shutdown()

@@ -1,0 +1,126 @@
+"""The Agent gRPC service: describes the agent, streams its parameters, accepts pushes.
+
+Contract errors become gRPC status codes: INVALID_ARGUMENT for malformed or mismatched
+parameters, RESOURCE_EXHAUSTED for oversize pushes, ABORTED for a stale expected_version,
+FAILED_PRECONDITION for a protocol-version mismatch. A rejected push changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+import grpc
+
+from agents.params import ParameterStore, StaleVersion, UnknownKind
+from services.gen.league.v1 import agent_pb2, agent_pb2_grpc, tensor_pb2
+from services.server import PROTOCOL_VERSION, abort
+from services.wire import CHUNK_BYTES, WireError, assemble_parameters, chunk_parameters, not_modified
+
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
+DEFAULT_MAX_PUSH_BYTES = 256 * 1024 * 1024
+
+_PLAIN_FIELDS = ("agent_id", "env", "obs_dim", "n_actions", "policy_class", "learning_rule", "capabilities")
+_JSON_FIELDS = {"policy_config": "policy_config_json", "rule_config": "rule_config_json"}
+
+
+class FetchMetrics(Protocol):
+    """Optional metrics hook: observes how long serving one parameter fetch took."""
+
+    def observe_fetch(self, seconds: float) -> None: ...
+
+
+def _description_fields(description: Mapping[str, Any]) -> dict[str, Any]:
+    """AgentDescription fields from a plain dict; *_config values may be dicts (JSON-encoded here)."""
+    fields: dict[str, Any] = {}
+    for key, value in description.items():
+        if key in _PLAIN_FIELDS:
+            fields[key] = list(value) if key == "capabilities" else value
+        elif key in _JSON_FIELDS:
+            fields[_JSON_FIELDS[key]] = json.dumps(value, sort_keys=True)
+        elif key in _JSON_FIELDS.values():
+            fields[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        else:
+            raise ValueError(f"unknown agent description field {key!r}")
+    return fields
+
+
+CHAIN_KIND_PREFIX = "policy@"
+"""Kinds ``policy@<chain>`` are created by the agent as it learns within a chain."""
+
+
+class AgentService(agent_pb2_grpc.AgentServicer):
+    """Serves one agent's ParameterStore and description over gRPC."""
+
+    def __init__(
+        self,
+        store: ParameterStore,
+        description: Mapping[str, Any],
+        *,
+        max_push_bytes: int = DEFAULT_MAX_PUSH_BYTES,
+        chunk_bytes: int = CHUNK_BYTES,
+        on_push: Callable[[str, int], None] | None = None,
+        metrics: FetchMetrics | None = None,
+    ) -> None:
+        self.store = store
+        self._fields = _description_fields(description)
+        self.max_push_bytes = max_push_bytes
+        self.chunk_bytes = chunk_bytes
+        self.on_push = on_push
+        self.metrics = metrics
+
+    def Describe(self, request: agent_pb2.DescribeRequest, context: grpc.ServicerContext) -> agent_pb2.AgentDescription:
+        """The agent's description and current versions; FAILED_PRECONDITION on a protocol mismatch."""
+        if request.protocol_version not in (0, PROTOCOL_VERSION):
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"protocol version mismatch: client speaks {request.protocol_version}, "
+                f"this agent speaks {PROTOCOL_VERSION}",
+            )
+        return agent_pb2.AgentDescription(
+            protocol_version=PROTOCOL_VERSION, versions=self.store.versions(), **self._fields
+        )
+
+    def GetParameters(
+        self, request: agent_pb2.GetParametersRequest, context: grpc.ServicerContext
+    ) -> Iterator[tensor_pb2.ParameterChunk]:
+        """Stream one kind in chunks, or one "not modified" chunk when its version < min_version."""
+        start = time.perf_counter()
+        try:
+            version, params = self.store.snapshot(request.kind)
+        except UnknownKind as err:
+            if request.kind.startswith(CHAIN_KIND_PREFIX) and request.min_version > 0:
+                # a chain's parameters that this agent has not published yet: "not yet"
+                yield not_modified(request.kind, 0)
+                return
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        if version < request.min_version:
+            yield not_modified(request.kind, version)
+        else:
+            yield from chunk_parameters(request.kind, version, params, chunk_bytes=self.chunk_bytes)
+        if self.metrics is not None:
+            self.metrics.observe_fetch(time.perf_counter() - start)
+
+    def PushParameters(
+        self, request_iterator: Iterator[tensor_pb2.ParameterChunk], context: grpc.ServicerContext
+    ) -> agent_pb2.PushResult:
+        """Validate a whole pushed set, then compare-and-set it; all or nothing.
+
+        The chunks' `version` field is informational; the store assigns the new version.
+        """
+        try:
+            assembled = assemble_parameters(request_iterator, self.max_push_bytes)
+            if assembled.params is None:
+                raise WireError("a push must carry parameters, not a 'not modified' chunk")
+            version = self.store.compare_and_set(assembled.kind, assembled.expected_version, assembled.params)
+        except WireError as err:
+            abort(context, err)
+        except UnknownKind as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except StaleVersion as err:
+            context.abort(err.code, str(err))
+        if self.on_push is not None:
+            self.on_push(assembled.kind, version)
+        return agent_pb2.PushResult(kind=assembled.kind, version=version)

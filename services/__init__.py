@@ -1,0 +1,1 @@
+"""League services: the referee and coordinator processes and the gRPC plumbing they share."""

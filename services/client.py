@@ -1,0 +1,58 @@
+"""Client helpers for the Agent service: fetch and push whole parameter sets over chunk streams."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from services.gen.league.v1 import agent_pb2, agent_pb2_grpc
+from services.server import PROTOCOL_VERSION
+from services.wire import CHUNK_BYTES, Assembled, assemble_parameters, chunk_parameters
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_FETCH_BYTES = 256 * 1024 * 1024
+
+
+def describe(stub: agent_pb2_grpc.AgentStub, timeout: float = DEFAULT_TIMEOUT) -> agent_pb2.AgentDescription:
+    """The agent's description, announcing this side's protocol version."""
+    return stub.Describe(agent_pb2.DescribeRequest(protocol_version=PROTOCOL_VERSION), timeout=timeout)
+
+
+def fetch_parameters(
+    stub: agent_pb2_grpc.AgentStub,
+    kind: str,
+    min_version: int = 0,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_bytes: int = DEFAULT_MAX_FETCH_BYTES,
+) -> Assembled:
+    """Fetch one parameter kind; `.params` is None when the agent's version is below min_version.
+
+    Raises grpc.RpcError for a status from the agent and WireError for a malformed stream
+    (the call is then cancelled).
+    """
+    call = stub.GetParameters(agent_pb2.GetParametersRequest(kind=kind, min_version=min_version), timeout=timeout)
+    try:
+        return assemble_parameters(call, max_bytes)
+    except BaseException:
+        call.cancel()
+        raise
+
+
+def push_parameters(
+    stub: agent_pb2_grpc.AgentStub,
+    kind: str,
+    params: Mapping[str, torch.Tensor],
+    expected_version: int,
+    timeout: float = DEFAULT_TIMEOUT,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> int:
+    """Push a parameter set replacing version expected_version; return the agent's new version.
+
+    Raises grpc.RpcError: ABORTED if the version moved on, INVALID_ARGUMENT for mismatched
+    or non-finite tensors, RESOURCE_EXHAUSTED if the set is over the agent's limit.
+    """
+    chunks = chunk_parameters(
+        kind, expected_version + 1, params, expected_version=expected_version, chunk_bytes=chunk_bytes
+    )
+    return stub.PushParameters(chunks, timeout=timeout).version

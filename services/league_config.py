@@ -1,0 +1,135 @@
+"""The configuration of a league of processes: the referee's schedule and each agent's
+spec. Loaded from TOML like the experiment configs (``league.config``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from league.config import ConfigError, _build
+
+
+@dataclass
+class RefereeConfig:
+    """Matchmaking and rollouts."""
+
+    env: str = "ipd"
+    """Game played by every match (``ipd`` or ``rps``)."""
+    trajectories: int = 16
+    """K: episodes per match (one trajectory batch)."""
+    horizon: int = 50
+    """H: steps per episode."""
+    gamma: float = 0.96
+    """Discount of returns (reported with the trajectories; agents learn with it)."""
+    chain_length: int = 3
+    """L: inner steps of each meta-agent x persona chain (chains visit phi_0..phi_L)."""
+    rounds: int = 8
+    """Rounds to play before the league ends by itself (0: run until stopped)."""
+    chains: int = 0
+    """Chains per (meta-agent, persona) pair before the pair stops being scheduled (0: no limit)."""
+    seed: int = 0
+    """Seed of the referee's sampling and matchmaking stream."""
+    lease_seconds: float = 5.0
+    """A member not heard from for this long is dropped from matchmaking."""
+    fetch_timeout: float = 30.0
+    """Seconds to wait for a seat's pinned parameters before the match is voided."""
+
+
+@dataclass
+class AgentSpec:
+    """One agent process of the league."""
+
+    id: str = ""
+    """Agent id, unique in the league; a restarted process with the same id resumes."""
+    role: str = "learner"
+    """``meta`` (plays chains against every persona), ``persona`` (a chain peer) or
+    ``learner`` (paired across the population every round)."""
+    policy: str = "tabular"
+    """``tabular`` (logits per game state) or ``lstm`` (the Meta-MAPG LSTM)."""
+    hidden: int = 64
+    """LSTM units."""
+    init: str = "uniform"
+    """Initial policy: ``uniform``, ``random:SEED``, ``persona:SPLIT:INDEX`` (the config's
+    persona population, e.g. ``persona:test:3``), or ``checkpoint:PATH`` (a meta-agent
+    checkpoint written by ``league train``)."""
+    lr: list[float] = field(default_factory=lambda: [1.0])
+    """Inner learning rate per chain step (the last value repeats); a checkpoint's learned
+    rates replace it."""
+    rule: str = "pg"
+    """Learning rule: ``pg`` (policy gradient with the linear feature baseline) or ``frozen``."""
+
+
+@dataclass
+class LeagueConfig:
+    """A whole league: referee schedule, persona population and the agents to start."""
+
+    name: str = "league"
+    """Name shown by ``league status`` and used for the run directory."""
+    population_seed: int = 0
+    """Seed of the persona population that ``persona:`` inits index into."""
+    referee: RefereeConfig = field(default_factory=RefereeConfig)
+    agents: list[AgentSpec] = field(default_factory=list)
+
+
+def _coerce_agents(table: dict[str, Any]) -> dict[str, Any]:
+    agents = table.pop("agents", [])
+    if not isinstance(agents, list):
+        raise ConfigError("agents must be an array of tables ([[agents]])")
+    return {"agents": [_build(AgentSpec, a, f"agents[{i}]") for i, a in enumerate(agents)]}
+
+
+def load_league_config(path: str | Path, overrides: list[str] = ()) -> LeagueConfig:
+    """Read a league TOML file and apply ``key.path=value`` overrides (not to agents)."""
+    from league.config import _parse_override
+
+    try:
+        table = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"league config {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    for text in overrides:
+        keys, value = _parse_override(text)
+        node = table
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    agents = _coerce_agents(table)
+    cfg = _build(LeagueConfig, {**table, "agents": []}, "")
+    cfg.agents = agents["agents"]
+    validate_league(cfg)
+    return cfg
+
+
+def validate_league(cfg: LeagueConfig) -> None:
+    ids = [a.id for a in cfg.agents]
+    if any(not i for i in ids):
+        raise ConfigError("every agent needs an id")
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"agent ids must be unique: {ids}")
+    for a in cfg.agents:
+        validate_agent(a)
+    r = cfg.referee
+    if r.env not in ("ipd", "rps"):
+        raise ConfigError(f"unknown env {r.env!r}; known: ipd, rps")
+    for key in ("trajectories", "horizon", "chain_length"):
+        if getattr(r, key) < 1:
+            raise ConfigError(f"referee.{key} must be >= 1")
+
+
+def validate_agent(a: AgentSpec) -> None:
+    if a.role not in ("meta", "persona", "learner"):
+        raise ConfigError(f"agent {a.id}: role must be meta, persona or learner, not {a.role!r}")
+    if a.policy not in ("tabular", "lstm"):
+        raise ConfigError(f"agent {a.id}: policy must be tabular or lstm, not {a.policy!r}")
+    if a.rule not in ("pg", "frozen"):
+        raise ConfigError(f"agent {a.id}: rule must be pg or frozen, not {a.rule!r}")
+    if not a.lr:
+        raise ConfigError(f"agent {a.id}: lr must not be empty")
+    kind = a.init.split(":", 1)[0]
+    if kind not in ("uniform", "random", "persona", "checkpoint"):
+        raise ConfigError(f"agent {a.id}: init {a.init!r} is not uniform, random:SEED, persona:SPLIT:INDEX "
+                          "or checkpoint:PATH")

@@ -1,0 +1,279 @@
+"""Tensor and parameter-set codec of the league wire contract (package league.v1).
+
+Tensors travel as dtype + shape + raw C-order little-endian bytes. A parameter set of one
+kind ("policy", "lr", "value") at one version travels as a stream of ParameterChunk messages
+of about CHUNK_BYTES each: the payload is the concatenation of every tensor's bytes in dict
+order; chunk 0 carries a header with the tensor specs, the total size and a SHA-256 so the
+receiver can validate the whole set before applying any of it. No sockets, no autograd.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import torch
+
+from services.gen.league.v1 import tensor_pb2
+
+CHUNK_BYTES = 1 << 20
+
+DType = tensor_pb2.DType
+_BY_TORCH: dict[torch.dtype, int] = {
+    torch.float32: tensor_pb2.FLOAT32,
+    torch.float64: tensor_pb2.FLOAT64,
+    torch.int64: tensor_pb2.INT64,
+    torch.int32: tensor_pb2.INT32,
+    torch.bool: tensor_pb2.BOOL,
+}
+_TORCH: dict[int, torch.dtype] = {wire: t for t, wire in _BY_TORCH.items()}
+# Little-endian wire layout of each dtype (bool is one byte, 0 or 1).
+_NUMPY_WIRE: dict[int, np.dtype] = {
+    tensor_pb2.FLOAT32: np.dtype("<f4"),
+    tensor_pb2.FLOAT64: np.dtype("<f8"),
+    tensor_pb2.INT64: np.dtype("<i8"),
+    tensor_pb2.INT32: np.dtype("<i4"),
+    tensor_pb2.BOOL: np.dtype("?"),
+}
+
+
+class WireError(ValueError):
+    """A message that breaks the wire contract; `code` is the gRPC status to answer with."""
+
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Assembled:
+    """A parameter set received as chunks; params is None for a "not modified" answer."""
+
+    kind: str
+    version: int
+    expected_version: int
+    params: dict[str, torch.Tensor] | None
+
+    @property
+    def not_modified(self) -> bool:
+        """True when the sender answered "not modified" (the min_version fast path)."""
+        return self.params is None
+
+
+def dtype_name(wire_dtype: int) -> str:
+    """Readable name of a wire dtype, also for unknown values (for error messages)."""
+    try:
+        return tensor_pb2.DType.Name(wire_dtype)
+    except ValueError:
+        return f"DType({wire_dtype})"
+
+
+def wire_dtype(dtype: torch.dtype) -> int:
+    """The wire dtype of a torch dtype; WireError for one the contract does not carry."""
+    try:
+        return _BY_TORCH[dtype]
+    except KeyError:
+        supported = ", ".join(str(d) for d in _BY_TORCH)
+        raise WireError(f"dtype {dtype} cannot be sent; supported: {supported}") from None
+
+
+def torch_dtype(wire: int) -> torch.dtype:
+    """The torch dtype of a wire dtype; WireError for an unknown or unspecified one."""
+    try:
+        return _TORCH[wire]
+    except KeyError:
+        raise WireError(f"unknown tensor dtype {dtype_name(wire)}") from None
+
+
+def _numel(shape: Iterable[int], what: str) -> int:
+    """Element count of a shape, rejecting negative dimensions."""
+    dims = list(shape)
+    if any(d < 0 for d in dims):
+        raise WireError(f"{what} has a negative dimension in shape {dims}")
+    return math.prod(dims)
+
+
+def nbytes(wire: int, shape: Iterable[int], what: str = "tensor") -> int:
+    """Size in bytes on the wire of a tensor of this dtype and shape (validated)."""
+    if wire not in _NUMPY_WIRE:
+        raise WireError(f"{what} has unknown dtype {dtype_name(wire)}")
+    return _numel(shape, what) * _NUMPY_WIRE[wire].itemsize
+
+
+def _raw_bytes(t: torch.Tensor) -> tuple[int, bytes]:
+    """(wire dtype, C-order little-endian bytes) of a tensor, detached from autograd."""
+    wire = wire_dtype(t.dtype)
+    array = t.detach().cpu().contiguous().numpy()
+    return wire, array.astype(_NUMPY_WIRE[wire], copy=False).tobytes(order="C")
+
+
+def encode_tensor(t: torch.Tensor) -> tensor_pb2.Tensor:
+    """Encode a tensor as a Tensor message (dtype, shape, raw little-endian bytes)."""
+    wire, data = _raw_bytes(t)
+    return tensor_pb2.Tensor(dtype=wire, shape=list(t.shape), data=data)
+
+
+def _decode(wire: int, shape: list[int], data: bytes | memoryview, what: str) -> torch.Tensor:
+    """Decode raw bytes into a fresh, writable, native-endian tensor that aliases nothing."""
+    expected = nbytes(wire, shape, what)
+    if len(data) != expected:
+        raise WireError(
+            f"{what}: {len(data)} bytes of data, but dtype {dtype_name(wire)} and shape {shape} need {expected}"
+        )
+    array = np.frombuffer(data, dtype=_NUMPY_WIRE[wire])
+    if wire == tensor_pb2.BOOL and expected and np.frombuffer(data, dtype=np.uint8).max() > 1:
+        raise WireError(f"{what}: bool data holds bytes other than 0 and 1")
+    native = array.astype(array.dtype.newbyteorder("="), copy=True).reshape(shape)
+    return torch.from_numpy(native)
+
+
+def decode_tensor(msg: tensor_pb2.Tensor, name: str = "tensor") -> torch.Tensor:
+    """Decode and validate a Tensor message (known dtype, sane shape, exact byte length)."""
+    return _decode(msg.dtype, list(msg.shape), msg.data, name)
+
+
+def not_modified(kind: str, version: int) -> tensor_pb2.ParameterChunk:
+    """The single "not modified" chunk (count == 0) carrying the sender's current version."""
+    return tensor_pb2.ParameterChunk(kind=kind, version=version, index=0, count=0)
+
+
+def chunk_parameters(
+    kind: str,
+    version: int,
+    params: Mapping[str, torch.Tensor],
+    expected_version: int = 0,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Iterator[tensor_pb2.ParameterChunk]:
+    """Split a parameter set into chunks of at most chunk_bytes of payload; chunk 0 has the header."""
+    if chunk_bytes <= 0:
+        raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
+    specs, pieces = [], []
+    for name, t in params.items():
+        if not name:
+            raise WireError("a parameter tensor needs a non-empty name")
+        wire, data = _raw_bytes(t)
+        specs.append(tensor_pb2.TensorSpec(name=name, dtype=wire, shape=list(t.shape)))
+        pieces.append(data)
+    payload = memoryview(b"".join(pieces))
+    del pieces
+    total = len(payload)
+    header = tensor_pb2.ParameterHeader(
+        tensors=specs, total_bytes=total, sha256=hashlib.sha256(payload).hexdigest()
+    )
+    count = max(1, -(-total // chunk_bytes))
+    for index in range(count):
+        chunk = tensor_pb2.ParameterChunk(
+            kind=kind,
+            version=version,
+            index=index,
+            count=count,
+            expected_version=expected_version,
+            payload=bytes(payload[index * chunk_bytes : (index + 1) * chunk_bytes]),
+        )
+        if index == 0:
+            chunk.header.CopyFrom(header)
+        yield chunk
+
+
+def _check_header(header: tensor_pb2.ParameterHeader, max_bytes: int) -> list[tuple[str, int, list[int], int]]:
+    """Validate a header before any payload is buffered; return (name, dtype, shape, nbytes) per tensor."""
+    if header.total_bytes > max_bytes:
+        raise WireError(
+            f"parameter set of {header.total_bytes} bytes exceeds the limit of {max_bytes} bytes",
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        )
+    specs, seen, total = [], set(), 0
+    for spec in header.tensors:
+        if not spec.name:
+            raise WireError("header has a tensor with an empty name")
+        if spec.name in seen:
+            raise WireError(f"header names tensor '{spec.name}' twice")
+        seen.add(spec.name)
+        size = nbytes(spec.dtype, spec.shape, f"tensor '{spec.name}'")
+        specs.append((spec.name, spec.dtype, list(spec.shape), size))
+        total += size
+    if total != header.total_bytes:
+        raise WireError(f"header tensor specs add up to {total} bytes but total_bytes is {header.total_bytes}")
+    if len(header.sha256) != 64 or any(c not in "0123456789abcdef" for c in header.sha256.lower()):
+        raise WireError(f"header sha256 {header.sha256!r} is not a hex SHA-256 digest")
+    return specs
+
+
+def assemble_parameters(chunks: Iterable[tensor_pb2.ParameterChunk], max_bytes: int) -> Assembled:
+    """Validate and reassemble a chunk stream into a parameter set; WireError on any breach."""
+    stream = iter(chunks)
+    first = next(stream, None)
+    if first is None:
+        raise WireError("empty parameter stream: expected at least one chunk")
+    if first.index != 0:
+        raise WireError(f"first chunk has index {first.index}, expected 0")
+    kind, version, count, expected_version = first.kind, first.version, first.count, first.expected_version
+    if count == 0:
+        if first.HasField("header") or first.payload:
+            raise WireError("a 'not modified' chunk (count 0) must carry no header and no payload")
+        if next(stream, None) is not None:
+            raise WireError("a 'not modified' chunk must be the only chunk of its stream")
+        return Assembled(kind, version, expected_version, None)
+    if not first.HasField("header"):
+        raise WireError("chunk 0 carries no header")
+    header = first.header
+    specs = _check_header(header, max_bytes)
+    total = header.total_bytes
+
+    buffer = bytearray()
+    digest = hashlib.sha256()
+    received = 0
+    chunk: tensor_pb2.ParameterChunk | None = first
+    while chunk is not None:
+        if chunk.index != received:
+            raise WireError(f"chunk index {chunk.index} out of order: expected {received}")
+        if received >= count:
+            raise WireError(f"more chunks than the announced count {count}")
+        if (chunk.kind, chunk.version, chunk.count, chunk.expected_version) != (
+            kind,
+            version,
+            count,
+            expected_version,
+        ):
+            raise WireError(
+                f"chunk {chunk.index} is (kind {chunk.kind!r}, version {chunk.version}, count {chunk.count}, "
+                f"expected_version {chunk.expected_version}) but chunk 0 was (kind {kind!r}, version {version}, "
+                f"count {count}, expected_version {expected_version})"
+            )
+        if received > 0 and chunk.HasField("header"):
+            raise WireError(f"chunk {chunk.index} carries a header; only chunk 0 may")
+        size = len(buffer) + len(chunk.payload)
+        if size > max_bytes:
+            raise WireError(
+                f"parameter stream exceeds the limit of {max_bytes} bytes", grpc.StatusCode.RESOURCE_EXHAUSTED
+            )
+        if size > total:
+            raise WireError(f"parameter stream carries more than the announced {total} bytes")
+        buffer += chunk.payload
+        digest.update(chunk.payload)
+        received += 1
+        chunk = next(stream, None)
+    if received != count:
+        raise WireError(f"stream ended after {received} of {count} chunks")
+    if len(buffer) != total:
+        raise WireError(f"received {len(buffer)} bytes, header announced {total}")
+    if digest.hexdigest() != header.sha256.lower():
+        raise WireError(f"sha256 mismatch: payload hashes to {digest.hexdigest()}, header says {header.sha256}")
+
+    params: dict[str, torch.Tensor] = {}
+    view, offset = memoryview(buffer), 0
+    for name, wire, shape, size in specs:
+        params[name] = _decode(wire, shape, view[offset : offset + size], f"tensor '{name}'")
+        offset += size
+    return Assembled(kind, version, expected_version, params)
+
+
+def check_finite(params: Mapping[str, torch.Tensor], what: str = "parameter set") -> None:
+    """Raise WireError naming the first floating tensor that holds NaN or Inf."""
+    for name, t in params.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise WireError(f"{what} contains NaN/Inf in tensor '{name}'")

@@ -1,0 +1,136 @@
+"""Real processes on 127.0.0.1: an agent killed with SIGKILL mid-round is voided and the
+league goes on; restarted under the same id it resumes from its checkpoint; a new agent
+attached to the running league is matched, learns, and shows up in the metrics."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from services.processes import referee_status
+from tests.league_procs import metric_value, metrics, spawn, stop, wait_json
+
+LEAGUE = """
+name = "faults"
+[referee]
+env = "ipd"
+trajectories = 8
+horizon = 20
+chain_length = 2
+rounds = 0
+seed = 1
+lease_seconds = 2.0
+fetch_timeout = 3.0
+
+[[agents]]
+id = "meta"
+role = "meta"
+policy = "lstm"
+hidden = 16
+init = "random:0"
+lr = [0.1]
+
+[[agents]]
+id = "persona"
+role = "persona"
+init = "persona:test:0"
+
+[[agents]]
+id = "l1"
+role = "learner"
+init = "random:1"
+lr = [0.5]
+
+[[agents]]
+id = "l2"
+role = "learner"
+init = "random:2"
+lr = [0.5]
+
+[[agents]]
+id = "l3"
+role = "learner"
+init = "random:3"
+lr = [0.5]
+"""
+
+
+def _members(address):
+    return {m.agent_id: m for m in referee_status(address).members}
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def league(tmp_path):
+    config = tmp_path / "league.toml"
+    config.write_text(LEAGUE)
+    procs = {}
+    procs["referee"] = spawn(["referee", str(config), "--ready-file", str(tmp_path / "referee.json"),
+                              "--wait-for", "5"], tmp_path / "referee.log")
+    ref = wait_json(tmp_path / "referee.json", procs["referee"])
+
+    def start_agent(agent_id, *extra):
+        procs[agent_id] = spawn(["agent", "--join", ref["address"], "--id", agent_id,
+                                 "--checkpoint-dir", str(tmp_path / "ckpt"),
+                                 "--ready-file", str(tmp_path / f"{agent_id}.json"), *extra],
+                                tmp_path / f"{agent_id}.log")
+        return wait_json(tmp_path / f"{agent_id}.json", procs[agent_id])
+
+    for a in ("meta", "persona", "l1", "l2", "l3"):
+        (tmp_path / f"{a}.json").unlink(missing_ok=True)
+        start_agent(a, "--config", str(config))
+    yield ref, start_agent, procs, tmp_path
+    stop(list(procs.values()))
+
+
+def test_sigkill_voids_the_match_and_the_agent_resumes(league):
+    ref, start_agent, procs, tmp = league
+    addr = ref["address"]
+    _wait(lambda: _members(addr).get("l1") and _members(addr)["l1"].policy_version >= 3, 60, "l1 learning")
+    before = _members(addr)["l1"].policy_version
+    os.kill(procs["l1"].pid, signal.SIGKILL)
+    procs["l1"].wait(timeout=10)
+    rounds_at_kill = referee_status(addr).round
+    # the league keeps running: rounds go on and the survivors keep learning
+    _wait(lambda: referee_status(addr).round >= rounds_at_kill + 3, 60, "rounds after the kill")
+    survivors = _members(addr)
+    assert survivors["l2"].policy_version > 1 and survivors["meta"].matches > 0
+    # the match that needed the dead agent was voided, not played or hung
+    _wait(lambda: referee_status(addr).aborted_matches >= 1, 30, "the dead agent's match to be voided")
+    # the dead agent's lease expires and it leaves the league (its matches were voided or skipped)
+    _wait(lambda: "l1" not in _members(addr), 30, "l1's lease to expire")
+    # restarted under the same id: it resumes from its checkpoint, not from scratch
+    (tmp / "l1.json").unlink()
+    info = start_agent("l1", "--config", str(tmp / "league.toml"))
+    assert info["resumed"] is True
+    m = _wait(lambda: _members(addr).get("l1"), 30, "l1 to rejoin")
+    assert m.policy_version >= before - 1  # the checkpoint holds its last published update
+    _wait(lambda: _members(addr)["l1"].policy_version > before, 60, "l1 to learn again after resuming")
+
+
+def test_attached_agent_is_matched_learns_and_is_in_the_metrics(league):
+    ref, start_agent, procs, tmp = league
+    addr = ref["address"]
+    _wait(lambda: referee_status(addr).round >= 2, 60, "the league to run")
+    info = start_agent("newcomer", "--role", "learner", "--policy", "tabular", "--init", "random:9", "--lr", "0.5")
+    assert info["resumed"] is False
+    m = _wait(lambda: (_members(addr).get("newcomer") and _members(addr)["newcomer"].policy_version >= 3
+                       and _members(addr)["newcomer"]), 60, "the newcomer to be matched and learn")
+    assert m.matches >= 2 and m.episodes > 0
+    agent_text = metrics(info["metrics"])
+    assert metric_value(agent_text, "league_agent_updates_total", agent_id="newcomer") >= 2
+    assert metric_value(agent_text, "league_agent_policy_version", agent_id="newcomer") >= 3
+    referee_text = metrics(ref["metrics"])
+    assert metric_value(referee_text, "league_episodes_total", agent_id="newcomer", role="learner") > 0
+    assert metric_value(referee_text, "league_return", agent_id="newcomer") is not None
