@@ -22,6 +22,7 @@ from agents.policy_factory import POLICY_CLASSES, game_for, initial_state, make_
 from agents.service import AgentService
 from league.chain import seat_step
 from league.evaluators import SampledEvaluator
+from league.policies import LSTMValue
 from league.rollout import Episodes
 from services import server as srv
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
@@ -106,7 +107,7 @@ class AgentProcess:
             state = torch.load(self.checkpoint, weights_only=False)
             if state.get("agent_id") != self.spec.id:
                 raise ValueError(f"{self.checkpoint} belongs to agent {state.get('agent_id')!r}, not {self.spec.id!r}")
-            for kind in ("policy", "lr"):
+            for kind in state["kinds"]:
                 version, params = state["kinds"][kind]
                 self.store.restore(kind, version, params)
             self.resumed = True
@@ -115,6 +116,9 @@ class AgentProcess:
                                        self.cfg.chain_length)
             self.store.set("policy", policy)
             self.store.set("lr", {"lr": lr})
+            if self.spec.role == "meta":  # the coordinator's critic, served for inspection
+                value_net = LSTMValue(obs_dim=self.game.obs_dim, hidden=self.spec.hidden)
+                self.store.set("value", value_net.init_params(torch.Generator().manual_seed(0)))
             self.resumed = False
         self.metrics.version.labels(*self.metrics.values).set(self.store.version("policy"))
         self.metrics.lr.labels(*self.metrics.values).set(float(self.store.snapshot("lr")[1]["lr"].mean()))
@@ -122,7 +126,8 @@ class AgentProcess:
     def save(self) -> None:
         """Checkpoint base policy and learning rates atomically (write, then rename)."""
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        state = {"agent_id": self.spec.id, "kinds": {k: self.store.get(k) for k in ("policy", "lr")}}
+        kinds = [k for k in self.store.kinds() if not k.startswith("policy@")]
+        state = {"agent_id": self.spec.id, "kinds": {k: self.store.get(k) for k in kinds}}
         tmp = self.checkpoint.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.checkpoint)
@@ -180,13 +185,23 @@ class AgentProcess:
     def start(self) -> tuple[int, int]:
         """Serve gRPC and /metrics; return (grpc port, metrics port)."""
         self.server = srv.make_server()
-        service = AgentService(self.store, self.description(), metrics=self.metrics)
+        service = AgentService(self.store, self.description(), metrics=self.metrics, on_push=self._on_push)
         agent_pb2_grpc.add_AgentServicer_to_server(service, self.server)
         self.health = srv.add_health_and_reflection(self.server, ["league.v1.Agent"])
         self.port = srv.bind(self.server, self.cfg.host, self.cfg.port)
         self.server.start()
         self._http, self.metrics_port = srv.serve_metrics(self.metrics.registry, self.cfg.host, self.cfg.metrics_port)
         return self.port, self.metrics_port
+
+    def _on_push(self, kind: str, version: int) -> None:
+        m = self.metrics
+        if kind == "policy":
+            m.version.labels(*m.values).set(version)
+        if kind == "lr":
+            m.lr.labels(*m.values).set(float(self.store.snapshot("lr")[1]["lr"].mean()))
+        m.last_update.labels(*m.values).set(time.time())
+        with self._lock:
+            self.save()
 
     def address(self) -> str:
         return self.cfg.advertise or f"{self.cfg.host}:{self.port}"

@@ -101,6 +101,19 @@ def _agent(args: argparse.Namespace) -> int:
                      args.metrics_port, Path(args.ready_file) if args.ready_file else None)
 
 
+def _coordinator(args: argparse.Namespace) -> int:
+    import logging
+
+    from services.coordinator import CoordinatorConfig, run_coordinator
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    experiment = load_config(args.experiment, _overrides(args))
+    cfg = CoordinatorConfig(referee=args.join, meta_agent=args.meta, personas=args.personas.split(","),
+                            tolerance=args.tolerance)
+    return run_coordinator(experiment, args.method, args.seed, cfg, args.iterations, args.host, args.port,
+                           args.metrics_port, args.results, args.ready_file)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="league", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,7 +164,22 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--metrics-port", type=int, default=0)
     a.add_argument("--ready-file")
     a.set_defaults(func=_agent)
-    for p in (t, e, u, r, a):
+    c = sub.add_parser("coordinator", help="run Meta-MAPG meta-training (Algorithm 1) against a running league")
+    c.add_argument("--join", required=True, metavar="HOST:PORT", help="the referee's address")
+    c.add_argument("--experiment", required=True, help="experiment TOML (chain, agent and train sections)")
+    c.add_argument("--method", default="meta-mapg", choices=["meta-mapg", "meta-pg", "no-own-learning"])
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--meta", required=True, help="agent id of the meta-agent")
+    c.add_argument("--personas", required=True, help="comma-separated agent ids of the persona agents")
+    c.add_argument("--iterations", type=int, default=1)
+    c.add_argument("--tolerance", type=float, default=1e-5)
+    c.add_argument("--results", help="write the iterations and final meta-parameters here (JSON)")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=0)
+    c.add_argument("--metrics-port", type=int, default=0)
+    c.add_argument("--ready-file")
+    c.set_defaults(func=_coordinator)
+    for p in (t, e, u, r, a, c):
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set train.iterations=10 (repeatable)")
     for p in (t, e, u, st):

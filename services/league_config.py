@@ -34,6 +34,9 @@ class RefereeConfig:
     """Seed of the referee's sampling and matchmaking stream."""
     lease_seconds: float = 5.0
     """A member not heard from for this long is dropped from matchmaking."""
+    chains_by: str = "referee"
+    """Who drives the meta-agent x persona chains: ``referee`` (every round, Algorithm 2)
+    or ``coordinator`` (only on its PlayMatches requests, Algorithm 1)."""
     fetch_timeout: float = 30.0
     """Seconds to wait for a seat's pinned parameters before the match is voided."""
 
@@ -113,6 +116,8 @@ def validate_league(cfg: LeagueConfig) -> None:
     for a in cfg.agents:
         validate_agent(a)
     r = cfg.referee
+    if r.chains_by not in ("referee", "coordinator"):
+        raise ConfigError(f"referee.chains_by must be referee or coordinator, not {r.chains_by!r}")
     if r.env not in ("ipd", "rps"):
         raise ConfigError(f"unknown env {r.env!r}; known: ipd, rps")
     for key in ("trajectories", "horizon", "chain_length"):

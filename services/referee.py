@@ -71,6 +71,9 @@ class Match:
     min_versions: list[int]
     chain: Chain | None = None
     step: int = 0
+    chain_id: str = ""
+    last_step: bool = False
+    exact: bool = False  # pin exactly min_versions (coordinator requests), not "at least"
 
 
 class RefereeMetrics:
@@ -232,7 +235,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             personas = [m for m in members if m.role == "persona"]
             learners = [m for m in members if m.role == "learner"]
             matches = []
-            for meta in metas:
+            for meta in metas if self.cfg.chains_by == "referee" else []:
                 for persona in personas:
                     key = (meta.agent_id, persona.agent_id)
                     chain = self.chains.get(key)
@@ -247,7 +250,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                     kinds = ["policy" if l == 0 else f"policy@{chain.chain_id}"] * 2
                     mins = [0 if l == 0 else l] * 2
                     matches.append(Match(f"{chain.chain_id}.{l}", [meta.agent_id, persona.agent_id], kinds, mins,
-                                         chain, l))
+                                         chain, l, chain.chain_id, l == self.cfg.chain_length))
             if len(learners) >= 2:
                 perm = torch.randperm(len(learners), generator=self.generator).tolist()
                 for a, b in zip(perm[0::2], perm[1::2]):
@@ -256,6 +259,12 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                                          [p.agent_id for p in pair], ["policy", "policy"],
                                          [p.policy_version for p in pair]))
             return matches
+
+    def _fetch_exact(self, member: Member, kind: str, version: int) -> tuple[int, Params]:
+        got_version, params = self._fetch(member, kind, version)
+        if got_version != version:
+            raise ValueError(f"{member.agent_id} holds {kind} version {got_version}, the match pins {version}")
+        return got_version, params
 
     def _fetch(self, member: Member, kind: str, min_version: int) -> tuple[int, Params]:
         """Wait until the seat publishes ``kind`` at ``min_version`` or later, then pull it."""
@@ -273,6 +282,31 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
+    def _pin(self, matches: list[Match], members: dict[str, Member]) -> dict[str, list[tuple[int, Params]]]:
+        """Pull every seat's parameters in parallel; a match with a failed seat is voided."""
+        jobs = {}
+        for match in matches:
+            for seat, (agent, kind, v) in enumerate(zip(match.seats, match.kinds, match.min_versions)):
+                member = members.get(agent)
+                fetch = self._fetch_exact if match.exact else self._fetch
+                jobs[(match.match_id, seat)] = (self._pool.submit(fetch, member, kind, v) if member is not None
+                                                else None)
+        pinned: dict[str, list[tuple[int, Params]]] = {}
+        for match in matches:
+            try:
+                got = []
+                for s, agent in enumerate(match.seats):
+                    job = jobs[(match.match_id, s)]
+                    if job is None:
+                        raise KeyError(f"{agent} is not a member")
+                    got.append(job.result())
+                pinned[match.match_id] = got
+            except (grpc.RpcError, TimeoutError, KeyError, ValueError, AttributeError) as err:
+                reason = f"{err.code().name}: {err.details()}" if isinstance(err, grpc.RpcError) else repr(err)
+                log.warning("round %d: voided match %s (%s)", self.round, match.match_id, reason)
+                self._void(match, members)
+        return pinned
+
     def play_round(self) -> int:
         """Schedule, pin, roll out and broadcast one round; return the number of matches played."""
         self._expire()
@@ -281,27 +315,48 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             return 0
         with self.lock:
             members = dict(self.members)
-        jobs = {}
-        for match in matches:
-            for seat, (agent, kind, v) in enumerate(zip(match.seats, match.kinds, match.min_versions)):
-                jobs[(match.match_id, seat)] = self._pool.submit(self._fetch, members[agent], kind, v)
-        pinned: dict[str, list[tuple[int, Params]]] = {}
-        for match in matches:
-            try:
-                pinned[match.match_id] = [jobs[(match.match_id, s)].result() for s in range(len(match.seats))]
-            except (grpc.RpcError, TimeoutError, KeyError, ValueError) as err:
-                reason = f"{err.code().name}: {err.details()}" if isinstance(err, grpc.RpcError) else repr(err)
-                log.warning("round %d: voided match %s (%s)", self.round, match.match_id, reason)
-                self._void(match, members)
+        pinned = self._pin(matches, members)
         played = [m for m in matches if m.match_id in pinned]
         groups: dict[tuple[str, ...], list[Match]] = {}
         for m in played:
             groups.setdefault(tuple(members[a].policy_class for a in m.seats), []).append(m)
         for group in groups.values():
-            self._play_group(group, members, pinned)
+            self._play_group(group, members, pinned, self.generator)
         self.round += 1
         self.metrics.rounds.labels(self.cfg.env, "referee").inc()
         return len(played)
+
+    def PlayMatches(self, request, context):
+        """Play the requested matches in one batched rollout (the coordinator's chain steps)."""
+        if not request.matches:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no matches requested")
+        with self.lock:
+            members = dict(self.members)
+        matches = []
+        for spec in request.matches:
+            for seat in spec.seats:
+                if seat.agent_id not in members:
+                    context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{seat.agent_id} is not a member of the league")
+            matches.append(Match(spec.match_id, [s.agent_id for s in spec.seats], [s.kind for s in spec.seats],
+                                 [s.version for s in spec.seats], step=spec.step, chain_id=spec.chain_id,
+                                 last_step=spec.last_step, exact=True))
+        signatures = {tuple(members[a].policy_class for a in m.seats) for m in matches}
+        if len(signatures) != 1:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"matches mix policy classes {sorted(signatures)}")
+        aborted_before = self.aborted
+        pinned = self._pin(matches, members)
+        if len(pinned) != len(matches):
+            context.abort(grpc.StatusCode.ABORTED, f"{self.aborted - aborted_before} of {len(matches)} matches "
+                          "voided: a seat was unreachable or not at its pinned version (see the referee log)")
+        generator = self.generator
+        if request.rng_state:
+            generator = torch.Generator()
+            generator.set_state(torch.frombuffer(bytearray(request.rng_state), dtype=torch.uint8))
+        K = request.episodes or self.cfg.trajectories
+        H = request.horizon or self.cfg.horizon
+        batches = self._play_group(matches, members, pinned, generator, K, H)
+        state = bytes(generator.get_state().numpy().tobytes()) if request.rng_state else b""
+        return referee_pb2.PlayMatchesResponse(batches=batches, rng_state=state)
 
     def _void(self, match: Match, members: dict[str, Member]) -> None:
         with self.lock:
@@ -310,14 +365,17 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 self.chains.pop((match.chain.meta, match.chain.persona), None)
         self.metrics.aborted.labels(self.cfg.env, "referee").inc()
 
-    def _play_group(self, group: list[Match], members: dict[str, Member], pinned) -> None:
+    def _play_group(self, group: list[Match], members: dict[str, Member], pinned, generator: torch.Generator,
+                    K: int | None = None, H: int | None = None) -> list[referee_pb2.TrajectoryBatch]:
+        """One batched rollout of matches sharing a policy signature; broadcast and record each."""
         n_seats = len(group[0].seats)
         policies = [members[group[0].seats[s]].policy for s in range(n_seats)]
         params = [{k: torch.cat([pinned[m.match_id][s][1][k] for m in group]) for k in pinned[group[0].match_id][s][1]}
                   for s in range(n_seats)]
-        K, H = self.cfg.trajectories, self.cfg.horizon
-        episodes = sample_episodes(self.game, policies, params, len(group), K, H, self.generator)
+        K, H = K or self.cfg.trajectories, H or self.cfg.horizon
+        episodes = sample_episodes(self.game, policies, params, len(group), K, H, generator)
         self.metrics.steps.labels(self.cfg.env, "referee").inc(len(group) * K * H)
+        batches = []
         for b, match in enumerate(group):
             batch = referee_pb2.TrajectoryBatch(
                 match_id=match.match_id, round=self.round, env=self.cfg.env,
@@ -326,10 +384,11 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 obs=encode_tensor(episodes.obs[b]), actions=encode_tensor(episodes.actions[b]),
                 rewards=encode_tensor(episodes.rewards[b]),
                 dones=encode_tensor(torch.zeros(K, H, dtype=torch.bool).index_fill_(1, torch.tensor([H - 1]), True)),
-                step=match.step, chain_id=match.chain.chain_id if match.chain else "",
-                last_step=bool(match.chain and match.step == self.cfg.chain_length))
+                step=match.step, chain_id=match.chain_id, last_step=match.last_step)
             self._record(match, members, pinned, episodes.rewards[b])
             self._broadcast(batch)
+            batches.append(batch)
+        return batches
 
     def _record(self, match: Match, members: dict[str, Member], pinned, rewards: torch.Tensor) -> None:
         with self.lock:
@@ -340,7 +399,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 member.matches += 1
                 member.returns.append(r)
                 del member.returns[:-100]
-                if match.chain is None or match.step == 0:
+                if match.kinds[s] == "policy":
                     member.policy_version = pinned[match.match_id][s][0]
                 labels = (agent, self.cfg.env, member.role)
                 self.metrics.episodes.labels(*labels).inc(rewards.shape[0])

@@ -129,18 +129,46 @@ class LeagueStatus(_message.Message):
     env: str
     def __init__(self, round: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., aborted_matches: _Optional[int] = ..., protocol_version: _Optional[int] = ..., env: _Optional[str] = ...) -> None: ...
 
-class PlayMatchRequest(_message.Message):
-    __slots__ = ("seats", "episodes", "horizon", "seed", "step", "chain_id")
+class PinnedSeat(_message.Message):
+    __slots__ = ("agent_id", "kind", "version")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    kind: str
+    version: int
+    def __init__(self, agent_id: _Optional[str] = ..., kind: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class MatchSpec(_message.Message):
+    __slots__ = ("match_id", "seats", "chain_id", "step", "last_step")
+    MATCH_ID_FIELD_NUMBER: _ClassVar[int]
     SEATS_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    LAST_STEP_FIELD_NUMBER: _ClassVar[int]
+    match_id: str
+    seats: _containers.RepeatedCompositeFieldContainer[PinnedSeat]
+    chain_id: str
+    step: int
+    last_step: bool
+    def __init__(self, match_id: _Optional[str] = ..., seats: _Optional[_Iterable[_Union[PinnedSeat, _Mapping]]] = ..., chain_id: _Optional[str] = ..., step: _Optional[int] = ..., last_step: _Optional[bool] = ...) -> None: ...
+
+class PlayMatchesRequest(_message.Message):
+    __slots__ = ("matches", "episodes", "horizon", "rng_state")
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
     EPISODES_FIELD_NUMBER: _ClassVar[int]
     HORIZON_FIELD_NUMBER: _ClassVar[int]
-    SEED_FIELD_NUMBER: _ClassVar[int]
-    STEP_FIELD_NUMBER: _ClassVar[int]
-    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
-    seats: _containers.RepeatedCompositeFieldContainer[Seat]
+    RNG_STATE_FIELD_NUMBER: _ClassVar[int]
+    matches: _containers.RepeatedCompositeFieldContainer[MatchSpec]
     episodes: int
     horizon: int
-    seed: int
-    step: int
-    chain_id: str
-    def __init__(self, seats: _Optional[_Iterable[_Union[Seat, _Mapping]]] = ..., episodes: _Optional[int] = ..., horizon: _Optional[int] = ..., seed: _Optional[int] = ..., step: _Optional[int] = ..., chain_id: _Optional[str] = ...) -> None: ...
+    rng_state: bytes
+    def __init__(self, matches: _Optional[_Iterable[_Union[MatchSpec, _Mapping]]] = ..., episodes: _Optional[int] = ..., horizon: _Optional[int] = ..., rng_state: _Optional[bytes] = ...) -> None: ...
+
+class PlayMatchesResponse(_message.Message):
+    __slots__ = ("batches", "rng_state")
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    RNG_STATE_FIELD_NUMBER: _ClassVar[int]
+    batches: _containers.RepeatedCompositeFieldContainer[TrajectoryBatch]
+    rng_state: bytes
+    def __init__(self, batches: _Optional[_Iterable[_Union[TrajectoryBatch, _Mapping]]] = ..., rng_state: _Optional[bytes] = ...) -> None: ...

@@ -59,10 +59,10 @@ class RefereeStub:
                 request_serializer=league_dot_v1_dot_referee__pb2.StatusRequest.SerializeToString,
                 response_deserializer=league_dot_v1_dot_referee__pb2.LeagueStatus.FromString,
                 _registered_method=True)
-        self.PlayMatch = channel.unary_unary(
-                '/league.v1.Referee/PlayMatch',
-                request_serializer=league_dot_v1_dot_referee__pb2.PlayMatchRequest.SerializeToString,
-                response_deserializer=league_dot_v1_dot_referee__pb2.TrajectoryBatch.FromString,
+        self.PlayMatches = channel.unary_unary(
+                '/league.v1.Referee/PlayMatches',
+                request_serializer=league_dot_v1_dot_referee__pb2.PlayMatchesRequest.SerializeToString,
+                response_deserializer=league_dot_v1_dot_referee__pb2.PlayMatchesResponse.FromString,
                 _registered_method=True)
 
 
@@ -101,9 +101,9 @@ class RefereeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def PlayMatch(self, request, context):
-        """Play one match now with the given seats pinned at the given versions (the coordinator's
-        chain steps); the batch is also broadcast to subscribers.
+    def PlayMatches(self, request, context):
+        """Play matches now, all in one batched rollout, with every seat pinned at the given kind
+        and version (the coordinator's chain steps); the batches are also broadcast.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -137,10 +137,10 @@ def add_RefereeServicer_to_server(servicer, server):
                     request_deserializer=league_dot_v1_dot_referee__pb2.StatusRequest.FromString,
                     response_serializer=league_dot_v1_dot_referee__pb2.LeagueStatus.SerializeToString,
             ),
-            'PlayMatch': grpc.unary_unary_rpc_method_handler(
-                    servicer.PlayMatch,
-                    request_deserializer=league_dot_v1_dot_referee__pb2.PlayMatchRequest.FromString,
-                    response_serializer=league_dot_v1_dot_referee__pb2.TrajectoryBatch.SerializeToString,
+            'PlayMatches': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlayMatches,
+                    request_deserializer=league_dot_v1_dot_referee__pb2.PlayMatchesRequest.FromString,
+                    response_serializer=league_dot_v1_dot_referee__pb2.PlayMatchesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -289,7 +289,7 @@ class Referee:
             _registered_method=True)
 
     @staticmethod
-    def PlayMatch(request,
+    def PlayMatches(request,
             target,
             options=(),
             channel_credentials=None,
@@ -302,9 +302,9 @@ class Referee:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/league.v1.Referee/PlayMatch',
-            league_dot_v1_dot_referee__pb2.PlayMatchRequest.SerializeToString,
-            league_dot_v1_dot_referee__pb2.TrajectoryBatch.FromString,
+            '/league.v1.Referee/PlayMatches',
+            league_dot_v1_dot_referee__pb2.PlayMatchesRequest.SerializeToString,
+            league_dot_v1_dot_referee__pb2.PlayMatchesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,97 @@
+"""The coordinator runs Algorithm 1 against live processes: one meta-training iteration
+through the league gives the embedded iteration's meta-parameters and learning rates, and
+an agent whose learning differs from the replica aborts the round with a clear error."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from league.config import load_config
+from league.experiment import train_one
+from services import server as srv
+from services.client import fetch_parameters
+from services.gen.league.v1 import agent_pb2_grpc
+from tests.league_procs import ROOT, spawn, stop, wait_json
+
+OVERRIDES = ['methods=["meta-mapg"]', "seeds=[0]", "chain.trajectories=4", "chain.horizon=10", "chain.length=2",
+             "train.meta_batch=2", "train.iterations=1", "train.validate_every=1", "agent.hidden=8"]
+
+LEAGUE = """
+name = "coordinated"
+[referee]
+env = "ipd"
+trajectories = 4
+horizon = 10
+chain_length = 2
+rounds = 0
+chains_by = "coordinator"
+fetch_timeout = 20.0
+
+[[agents]]
+id = "meta"
+role = "meta"
+policy = "lstm"
+hidden = 8
+
+[[agents]]
+id = "p0"
+role = "persona"
+lr = [{lr}]
+
+[[agents]]
+id = "p1"
+role = "persona"
+lr = [1.0]
+"""
+
+
+def _league(tmp_path, persona_lr: float):
+    config = tmp_path / "league.toml"
+    config.write_text(LEAGUE.format(lr=persona_lr))
+    experiment = tmp_path / "experiment.toml"
+    experiment.write_text((ROOT / "configs" / "ipd_quick.toml").read_text())
+    procs = [spawn(["referee", str(config), "--ready-file", str(tmp_path / "ref.json")], tmp_path / "ref.log")]
+    ref = wait_json(tmp_path / "ref.json", procs[0])
+    for a in ("meta", "p0", "p1"):
+        procs.append(spawn(["agent", "--join", ref["address"], "--config", str(config), "--id", a,
+                            "--checkpoint-dir", str(tmp_path / "ckpt"), "--ready-file", str(tmp_path / f"{a}.json")],
+                           tmp_path / f"{a}.log"))
+    infos = {a: wait_json(tmp_path / f"{a}.json", p) for a, p in zip(("meta", "p0", "p1"), procs[1:])}
+    coord = spawn(["coordinator", "--join", ref["address"], "--experiment", str(experiment),
+                   *sum((["--set", o] for o in OVERRIDES), []), "--meta", "meta", "--personas", "p0,p1",
+                   "--iterations", "1", "--results", str(tmp_path / "coord.json")], tmp_path / "coord.log")
+    procs.append(coord)
+    return procs, coord, infos
+
+
+def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path):
+    cfg = load_config(ROOT / "configs" / "ipd_quick.toml", OVERRIDES)
+    embedded = train_one(cfg, "meta-mapg", 0).final
+    procs, coord, infos = _league(tmp_path, 1.0)
+    try:
+        assert coord.wait(timeout=240) == 0, (tmp_path / "coord.log").read_text()[-3000:]
+        result = json.loads((tmp_path / "coord.json").read_text())
+        assert result["state"] == "done"
+        for name, value in embedded.policy.items():
+            np.testing.assert_allclose(np.array(result["policy"][name]), value.numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(np.array(result["lr"]), embedded.lr.numpy(), atol=1e-5, rtol=0)
+        assert not torch.allclose(embedded.lr, torch.full_like(embedded.lr, cfg.agent.inner_lr))  # it moved
+        # the meta-agent process now serves the new initial policy and learning rates
+        with srv.channel(infos["meta"]["address"]) as ch:
+            served = fetch_parameters(agent_pb2_grpc.AgentStub(ch), "lr").params["lr"]
+        np.testing.assert_allclose(served.numpy(), embedded.lr.numpy(), atol=1e-5, rtol=0)
+    finally:
+        stop(procs)
+
+
+def test_a_peer_whose_update_differs_from_the_replica_aborts_the_round(tmp_path):
+    procs, coord, _ = _league(tmp_path, 0.5)  # p0 learns at 0.5; the coordinator replicates 1.0
+    try:
+        assert coord.wait(timeout=240) != 0
+        log = (tmp_path / "coord.log").read_text()
+        assert "p0's published step-1 update" in log and "differs from the coordinator's replica" in log
+        assert "aborted" in json.loads((tmp_path / "coord.json").read_text())["state"]
+    finally:
+        stop(procs)
