@@ -80,6 +80,9 @@ class AgentMetrics:
                                labels, registry=self.registry,
                                buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
+        for metric in (self.episodes, self.updates, self.fetch):
+            metric.labels(*self.values)  # present (at 0) before the first observation
+
     def observe_fetch(self, seconds: float) -> None:
         self.fetch.labels(*self.values).observe(seconds)
 

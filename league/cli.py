@@ -111,7 +111,7 @@ def _coordinator(args: argparse.Namespace) -> int:
     cfg = CoordinatorConfig(referee=args.join, meta_agent=args.meta, personas=args.personas.split(","),
                             tolerance=args.tolerance)
     return run_coordinator(experiment, args.method, args.seed, cfg, args.iterations, args.host, args.port,
-                           args.metrics_port, args.results, args.ready_file)
+                           args.metrics_port, args.results, args.ready_file, args.linger)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--port", type=int, default=0)
     c.add_argument("--metrics-port", type=int, default=0)
     c.add_argument("--ready-file")
+    c.add_argument("--linger", type=float, default=0.0, help="seconds to keep serving /metrics after the last iteration")
     c.set_defaults(func=_coordinator)
     for p in (t, e, u, r, a, c):
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

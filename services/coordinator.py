@@ -232,7 +232,8 @@ class CoordinatorMetrics:
 
 
 def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: CoordinatorConfig, iterations: int,
-                    host: str, port: int, metrics_port: int, results: str | None, ready_file: str | None) -> int:
+                    host: str, port: int, metrics_port: int, results: str | None, ready_file: str | None,
+                    linger: float = 0.0) -> int:
     """The coordinator process: serve Status, health and /metrics; run the iterations."""
     import json
     import os
@@ -260,6 +261,14 @@ def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: C
         Path(ready_file).write_text(json.dumps(info))
     print(json.dumps({"coordinator": info}), flush=True)
     history = []
+
+    def write_results() -> None:
+        if results:
+            Path(results).write_text(json.dumps({
+                "method": method, "seed": seed, "iterations": history, "state": state["state"],
+                "policy": {k: v.detach().tolist() for k, v in coordinator.learner.policy.items()},
+                "lr": coordinator.learner.lr.detach().tolist()}))
+
     try:
         coordinator.wait_for_members()
         state["state"] = "training"
@@ -269,16 +278,14 @@ def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: C
             history.append({"iteration": coordinator.iteration, **stats})
             log.info("iteration %d: %s", coordinator.iteration, stats)
         state["state"] = "done"
-    except (ReplicaMismatch, grpc.RpcError, TimeoutError) as err:
+        write_results()
+        time.sleep(linger)  # keep /metrics up for a last scrape
+    except (ReplicaMismatch, grpc.RpcError, TimeoutError, ValueError) as err:
         state["state"] = f"aborted: {err}"
         log.error("coordinator stopped: %s", err)
+        write_results()
         raise
     finally:
-        if results:
-            Path(results).write_text(json.dumps({
-                "method": method, "seed": seed, "iterations": history, "state": state["state"],
-                "policy": {k: v.detach().tolist() for k, v in coordinator.learner.policy.items()},
-                "lr": coordinator.learner.lr.detach().tolist()}))
         health.enter_graceful_shutdown()
         server.stop(grace=1.0).wait()
         http.shutdown()

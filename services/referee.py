@@ -95,6 +95,8 @@ class RefereeMetrics:
         self.fetch = Histogram("league_parameter_fetch_seconds", "Referee-side latency of one parameter fetch",
                                ["env", "role"], registry=r,
                                buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        for counter in (self.rounds, self.steps, self.aborted):
+            counter.labels(env, "referee")  # present (at 0) before the first increment
         self.curve = Gauge("league_chain_step_return", "Meta-agents' mean per-step reward at chain step l over the "
                            "latest completed round of chains", ["env", "role", "step"], registry=r)
 

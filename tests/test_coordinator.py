@@ -13,7 +13,16 @@ from league.experiment import train_one
 from services import server as srv
 from services.client import fetch_parameters
 from services.gen.league.v1 import agent_pb2_grpc
-from tests.league_procs import ROOT, spawn, stop, wait_json
+import time
+
+from tests.league_procs import ROOT, metric_value, metrics, spawn, stop, wait_json
+
+
+def _wait_for(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
 
 OVERRIDES = ['methods=["meta-mapg"]', "seeds=[0]", "chain.trajectories=4", "chain.horizon=10", "chain.length=2",
              "train.meta_batch=2", "train.iterations=1", "train.validate_every=1", "agent.hidden=8"]
@@ -61,7 +70,8 @@ def _league(tmp_path, persona_lr: float):
     infos = {a: wait_json(tmp_path / f"{a}.json", p) for a, p in zip(("meta", "p0", "p1"), procs[1:])}
     coord = spawn(["coordinator", "--join", ref["address"], "--experiment", str(experiment),
                    *sum((["--set", o] for o in OVERRIDES), []), "--meta", "meta", "--personas", "p0,p1",
-                   "--iterations", "1", "--results", str(tmp_path / "coord.json")], tmp_path / "coord.log")
+                   "--iterations", "1", "--results", str(tmp_path / "coord.json"),
+                   "--ready-file", str(tmp_path / "coord.ready.json"), "--linger", "3"], tmp_path / "coord.log")
     procs.append(coord)
     return procs, coord, infos
 
@@ -71,7 +81,12 @@ def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path):
     embedded = train_one(cfg, "meta-mapg", 0).final
     procs, coord, infos = _league(tmp_path, 1.0)
     try:
-        assert coord.wait(timeout=240) == 0, (tmp_path / "coord.log").read_text()[-3000:]
+        ready = wait_json(tmp_path / "coord.ready.json", coord)
+        _wait_for(lambda: (tmp_path / "coord.json").exists(), 240)
+        text = metrics(ready["metrics"])  # scraped while it lingers
+        assert metric_value(text, "league_coordinator_iterations_total", role="coordinator") == 1
+        assert metric_value(text, "league_meta_learning_rate", step="1") is not None
+        assert coord.wait(timeout=60) == 0, (tmp_path / "coord.log").read_text()[-3000:]
         result = json.loads((tmp_path / "coord.json").read_text())
         assert result["state"] == "done"
         for name, value in embedded.policy.items():

@@ -134,3 +134,30 @@ def test_attached_agent_is_matched_learns_and_is_in_the_metrics(league):
     referee_text = metrics(ref["metrics"])
     assert metric_value(referee_text, "league_episodes_total", agent_id="newcomer", role="learner") > 0
     assert metric_value(referee_text, "league_return", agent_id="newcomer") is not None
+
+
+REFEREE_METRICS = ["league_rounds_total", "league_env_steps_total", "league_aborted_matches_total",
+                   "league_episodes_total", "league_return", "league_policy_version", "league_members",
+                   "league_parameter_fetch_seconds_count", "league_chain_step_return"]
+AGENT_METRICS = ["league_agent_episodes_total", "league_agent_updates_total", "league_agent_return",
+                 "league_agent_policy_version", "league_agent_learning_rate",
+                 "league_agent_last_update_timestamp_seconds", "league_agent_parameter_fetch_seconds_count"]
+ALLOWED_LABELS = {"agent_id", "env", "role", "step", "le"}
+
+
+def test_every_process_serves_the_metrics_contract(league):
+    ref, _, procs, tmp = league
+    _wait(lambda: referee_status(ref["address"]).round >= 4, 60, "a few rounds")
+    pages = {"referee": (metrics(ref["metrics"]), REFEREE_METRICS)}
+    for a in ("meta", "persona", "l1"):
+        info = json.loads((tmp / f"{a}.json").read_text())
+        pages[a] = (metrics(info["metrics"]), AGENT_METRICS)
+    for name, (text, expected) in pages.items():
+        for metric in expected:
+            assert metric_value(text, metric) is not None, f"{name} does not serve {metric}"
+        for line in text.splitlines():
+            if line.startswith("league_") and "{" in line:
+                labels = {kv.split("=")[0] for kv in line[line.index("{") + 1:line.index("}")].split(",")}
+                assert labels <= ALLOWED_LABELS, f"{name}: unbounded labels in {line}"
+    assert metric_value(pages["referee"][0], "league_episodes_total", agent_id="meta", role="meta") > 0
+    assert metric_value(pages["meta"][0], "league_agent_updates_total", agent_id="meta") > 0

@@ -1,0 +1,110 @@
+"""Timing hooks for benchmarks/league_overhead.py, active only when the environment
+variable LEAGUE_BENCH_TIMING names a directory (the benchmark puts this folder on
+PYTHONPATH of the `league up` it launches, so every league process imports it at start-up).
+
+Nothing in the league changes behaviour: after ``services.referee`` or ``agents.runtime``
+is imported, a few of its functions are wrapped to append timestamped events (time.time(),
+comparable across the processes of one machine) to ``$LEAGUE_BENCH_TIMING/<pid>.jsonl``:
+
+referee: round (play_round start/end), pin (_pin start/end), fetch (one Referee._fetch:
+agent, kind, min_version, start, start of its last poll, end, polls), sample
+(sample_episodes start/end), group (_play_group start/end), broadcast (match id, time).
+agent: learn (agent, match id, chain step, start/end of AgentProcess.learn)."""
+
+import os
+import sys
+
+_DIR = os.environ.get("LEAGUE_BENCH_TIMING")
+
+
+def _install() -> None:
+    import functools
+    import importlib.abc
+    import importlib.machinery
+    import json
+    import threading
+    import time
+
+    lock = threading.Lock()
+    path = os.path.join(_DIR, f"{os.getpid()}.jsonl")
+    local = threading.local()
+
+    def log(ev: str, **kw) -> None:
+        line = json.dumps({"ev": ev, "pid": os.getpid(), **kw})
+        with lock:
+            with open(path, "a") as f:
+                f.write(line + "\n")
+
+    def timed(ev, fn, info=None):
+        @functools.wraps(fn)
+        def wrapper(*a, **kw):
+            extra = info(*a, **kw) if info else {}
+            t0 = time.time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                log(ev, t0=t0, t1=time.time(), **extra)
+        return wrapper
+
+    def patch_referee(mod) -> None:
+        R = mod.Referee
+        real_fetch_parameters = mod.fetch_parameters
+
+        def counting_fetch(*a, **kw):
+            local.polls = getattr(local, "polls", 0) + 1
+            local.last = time.time()
+            return real_fetch_parameters(*a, **kw)
+
+        mod.fetch_parameters = counting_fetch
+        real_fetch = R._fetch
+
+        def _fetch(self, member, kind, min_version):
+            local.polls, t0 = 0, time.time()
+            try:
+                return real_fetch(self, member, kind, min_version)
+            finally:
+                log("fetch", agent=member.agent_id, kind=kind, min_version=min_version, round=self.round,
+                    t0=t0, t_last_poll=getattr(local, "last", t0), t1=time.time(), polls=local.polls)
+
+        R._fetch = _fetch
+        R.play_round = timed("round", R.play_round, lambda self: {"round": self.round})
+        R._pin = timed("pin", R._pin, lambda self, *a, **k: {"round": self.round})
+        R._play_group = timed("group", R._play_group, lambda self, group, *a, **k: {"round": self.round,
+                                                                                    "matches": len(group)})
+        mod.sample_episodes = timed("sample", mod.sample_episodes)
+        real_broadcast = R._broadcast
+
+        def _broadcast(self, batch):
+            real_broadcast(self, batch)
+            log("broadcast", t=time.time(), match=batch.match_id, round=batch.round, step=batch.step)
+
+        R._broadcast = _broadcast
+
+    def patch_agent(mod) -> None:
+        A = mod.AgentProcess
+        A.learn = timed("learn", A.learn, lambda self, batch: {"agent": self.spec.id, "match": batch.match_id,
+                                                               "step": batch.step, "round": batch.round})
+
+    targets = {"services.referee": patch_referee, "agents.runtime": patch_agent}
+
+    class Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name not in targets:
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            if spec is None or spec.loader is None:
+                return spec
+            real_exec = spec.loader.exec_module
+
+            def exec_module(module):
+                real_exec(module)
+                targets[name](module)
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, Finder())
+
+
+if _DIR:
+    _install()

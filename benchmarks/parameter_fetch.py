@@ -1,0 +1,292 @@
+"""Benchmark: fetching a float32 policy from a real agent parameter server over gRPC on
+127.0.0.1, against a raw loopback TCP baseline moving the same bytes.
+
+* **gRPC fetch**: an ``AgentService`` over a ``ParameterStore`` (the agent process's
+  server: ``services.server.make_server``, the league's message limits, 1 MiB chunks)
+  runs in a separately spawned process; the benchmark process fetches with
+  ``services.client.fetch_parameters`` (chunk stream, SHA-256 check, decode into tensors)
+  over one persistent channel. Policies of 1 MiB and 40 MiB (one float32 tensor each).
+* **raw TCP**: a plain socket server in another spawned process. Per fetch the client
+  sends an 8-byte length on a persistent connection and the server answers with that many
+  bytes in 1 MiB ``sendall`` writes; the client ``recv_into``s them into one buffer. No
+  gRPC, no protobuf, no hashing, no tensors.
+* **not-modified fast path**: ``fetch_parameters(..., min_version=current + 1)``, answered
+  by one empty chunk; compared with a raw 8-byte request / 1-byte answer round trip and a
+  unary gRPC ``Describe`` call.
+
+Transfers alternate gRPC / raw within every repetition so both see the same load. The
+script also times, in-process and without sockets, the codec work a gRPC fetch does
+(``chunk_parameters`` on the server side, protobuf serialise and parse, and
+``assemble_parameters`` on the client side) to show where the time goes.
+
+    python benchmarks/parameter_fetch.py                 # full run, writes benchmarks/parameter_fetch.json
+    python benchmarks/parameter_fetch.py --quick --out /tmp/q.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import socket
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench_common import ROOT, loadavg, machine_info, med, summary  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+
+MiB = 1 << 20
+WRITE = 1 << 20  # raw baseline write size
+SIZES = {"policy_1MiB": 1 * MiB, "policy_40MiB": 40 * MiB}
+
+
+def make_params(nbytes: int, seed: int):
+    import torch
+
+    return {"weight": torch.randn(nbytes // 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)}
+
+
+# ----------------------------------------------------------------------------- servers (child processes)
+
+def serve_agent(sizes: dict, ready, stop) -> None:
+    import torch
+
+    from agents.params import ParameterStore
+    from agents.service import AgentService
+    from services import server as srv
+    from services.gen.league.v1 import agent_pb2_grpc
+
+    torch.set_num_threads(1)
+    store = ParameterStore()
+    for i, (kind, nbytes) in enumerate(sizes.items()):
+        store.set(kind, make_params(nbytes, i))
+    server = srv.make_server()
+    agent_pb2_grpc.add_AgentServicer_to_server(AgentService(store, {"agent_id": "bench", "env": "ipd"}), server)
+    port = srv.bind(server, "127.0.0.1", 0)
+    server.start()
+    ready.put(port)
+    stop.wait(600)
+    server.stop(0).wait()
+
+
+def serve_raw(max_bytes: int, ready, stop) -> None:
+    payload = memoryview(bytes(bytearray(range(256)) * (max_bytes // 256 + 1))[:max_bytes])
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    lsock.settimeout(600)
+    ready.put(lsock.getsockname()[1])
+    conn, _ = lsock.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with conn:
+        while not stop.is_set():
+            head = _recv_exact(conn, 8)
+            if head is None:
+                break
+            n = int.from_bytes(head, "little")
+            if n == 0:
+                conn.sendall(b"\x01")
+                continue
+            for off in range(0, n, WRITE):
+                conn.sendall(payload[off:min(off + WRITE, n)])
+    lsock.close()
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        r = sock.recv_into(view[got:], n - got)
+        if r == 0:
+            return None
+        got += r
+    return bytes(buf)
+
+
+# ----------------------------------------------------------------------------- clients
+
+def raw_fetch(sock: socket.socket, n: int) -> bytearray:
+    sock.sendall(n.to_bytes(8, "little"))
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        r = sock.recv_into(view[got:], min(n - got, WRITE))
+        if r == 0:
+            raise ConnectionError("raw server closed")
+        got += r
+    return buf
+
+
+def raw_ping(sock: socket.socket) -> None:
+    sock.sendall((0).to_bytes(8, "little"))
+    if sock.recv(1) != b"\x01":
+        raise ConnectionError("raw server closed")
+
+
+def codec_costs(nbytes: int, reps: int) -> dict:
+    """The codec work of one fetch, in this process, no sockets: medians in seconds."""
+    from services.gen.league.v1 import tensor_pb2
+    from services.wire import assemble_parameters, chunk_parameters
+
+    params = make_params(nbytes, 0)
+    raw = params["weight"].numpy().tobytes()
+    out = {"chunk_parameters": [], "serialize": [], "parse": [], "assemble_parameters": [], "bytes_copy": []}
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        chunks = list(chunk_parameters("policy", 1, params))
+        t1 = time.perf_counter()
+        wire = [c.SerializeToString() for c in chunks]
+        t2 = time.perf_counter()
+        parsed = []
+        for w in wire:
+            m = tensor_pb2.ParameterChunk()
+            m.ParseFromString(w)
+            parsed.append(m)
+        t3 = time.perf_counter()
+        got = assemble_parameters(iter(parsed), 1 << 30)
+        t4 = time.perf_counter()
+        assert got.params["weight"].numel() == nbytes // 4
+        t5 = time.perf_counter()
+        copy = bytearray(raw)  # one plain copy of the whole payload, for scale
+        t6 = time.perf_counter()
+        del copy
+        for k, v in zip(out, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t6 - t5)):
+            out[k].append(v)
+        del chunks, wire, parsed, got
+    res = {k: med(v) for k, v in out.items()}
+    res["codec_total_excluding_copy"] = sum(res[k] for k in ("chunk_parameters", "serialize", "parse",
+                                                              "assemble_parameters"))
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (a ~20 s smoke run)")
+    p.add_argument("--reps-small", type=int, default=None, help="1 MiB transfers per method (default 60; 10 quick)")
+    p.add_argument("--reps-large", type=int, default=None, help="40 MiB transfers per method (default 15; 3 quick)")
+    p.add_argument("--reps-fast", type=int, default=None, help="fast-path calls per method (default 400; 50 quick)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "parameter_fetch.json"))
+    args = p.parse_args()
+    reps = {"policy_1MiB": args.reps_small or (10 if args.quick else 60),
+            "policy_40MiB": args.reps_large or (3 if args.quick else 15)}
+    reps_fast = args.reps_fast or (50 if args.quick else 400)
+
+    import grpc
+    import torch
+
+    from services import server as srv
+    from services.client import describe, fetch_parameters
+    from services.gen.league.v1 import agent_pb2_grpc
+
+    torch.set_num_threads(1)
+    t_start = time.perf_counter()
+    info = machine_info()
+    load_start = loadavg()
+    print(f"parameter fetch benchmark: sizes {SIZES}, reps {reps}, fast path {reps_fast}, load {load_start}",
+          flush=True)
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    q_agent, q_raw = ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=serve_agent, args=(SIZES, q_agent, stop), daemon=True),
+             ctx.Process(target=serve_raw, args=(max(SIZES.values()), q_raw, stop), daemon=True)]
+    for pr in procs:
+        pr.start()
+    channel = sock = None
+    try:
+        agent_port, raw_port = q_agent.get(timeout=120), q_raw.get(timeout=120)
+        channel = srv.channel(f"127.0.0.1:{agent_port}")
+        grpc.channel_ready_future(channel).result(timeout=30)
+        stub = agent_pb2_grpc.AgentStub(channel)
+        sock = socket.create_connection(("127.0.0.1", raw_port), timeout=60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        results = {}
+        for kind, nbytes in SIZES.items():
+            expected = make_params(nbytes, list(SIZES).index(kind))["weight"]
+            for _ in range(2):  # warm-up (and check the bytes that arrive)
+                got = fetch_parameters(stub, kind)
+                assert torch.equal(got.params["weight"], expected)
+                assert len(raw_fetch(sock, nbytes)) == nbytes
+            g_s, r_s = [], []
+            for i in range(reps[kind]):
+                t0 = time.perf_counter()
+                got = fetch_parameters(stub, kind)
+                t1 = time.perf_counter()
+                buf = raw_fetch(sock, nbytes)
+                t2 = time.perf_counter()
+                assert got.params is not None and len(buf) == nbytes
+                del got, buf
+                g_s.append(t1 - t0)
+                r_s.append(t2 - t1)
+            gm, rm = med(g_s), med(r_s)
+            results[kind] = {
+                "bytes": nbytes,
+                "grpc_fetch_s": summary(g_s), "raw_tcp_s": summary(r_s),
+                "grpc_fetch_MB_per_s": nbytes / gm / 1e6, "raw_tcp_MB_per_s": nbytes / rm / 1e6,
+                "grpc_over_raw_time": gm / rm,
+                "grpc_fetch_MB_per_s_best": nbytes / min(g_s) / 1e6, "raw_tcp_MB_per_s_best": nbytes / min(r_s) / 1e6,
+                "codec_in_process_s": codec_costs(nbytes, max(3, min(reps[kind], 10))),
+            }
+            print(f"  {kind}: gRPC {gm * 1e3:.2f} ms ({nbytes / gm / 1e6:.0f} MB/s), raw TCP {rm * 1e3:.2f} ms "
+                  f"({nbytes / rm / 1e6:.0f} MB/s), ratio {gm / rm:.2f}x", flush=True)
+        # the not-modified fast path
+        version = describe(stub).versions["policy_40MiB"]
+        for _ in range(10):
+            assert fetch_parameters(stub, "policy_40MiB", min_version=version + 1).not_modified
+            raw_ping(sock)
+        nm, ping, desc = [], [], []
+        for _ in range(reps_fast):
+            t0 = time.perf_counter()
+            got = fetch_parameters(stub, "policy_40MiB", min_version=version + 1)
+            t1 = time.perf_counter()
+            raw_ping(sock)
+            t2 = time.perf_counter()
+            describe(stub)
+            t3 = time.perf_counter()
+            assert got.not_modified
+            nm.append(t1 - t0)
+            ping.append(t2 - t1)
+            desc.append(t3 - t2)
+        results["not_modified"] = {"grpc_not_modified_s": summary(nm), "raw_tcp_round_trip_s": summary(ping),
+                                   "grpc_describe_unary_s": summary(desc),
+                                   "grpc_not_modified_over_raw_round_trip": med(nm) / med(ping)}
+        print(f"  not modified: gRPC {med(nm) * 1e6:.0f} us, raw round trip {med(ping) * 1e6:.0f} us, "
+              f"unary Describe {med(desc) * 1e6:.0f} us", flush=True)
+    finally:
+        stop.set()
+        if sock is not None:
+            sock.close()
+        if channel is not None:
+            channel.close()
+        for pr in procs:
+            pr.join(timeout=10)
+            if pr.is_alive():
+                pr.terminate()
+                pr.join(timeout=5)
+
+    doc = {
+        "benchmark": "parameter_fetch", "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "setting": {"sizes_bytes": SIZES, "dtype": "float32", "chunk_bytes": MiB, "raw_write_bytes": WRITE,
+                    "reps": reps, "reps_fast_path": reps_fast, "host": "127.0.0.1"},
+        "machine": info, "loadavg_start": load_start, "loadavg_end": loadavg(), "results": results,
+        "notes": [
+            "MB = 1e6 bytes. Seconds are per whole fetch, client side, medians over repetitions after 2 warm-ups.",
+            "gRPC fetch: services.client.fetch_parameters over one persistent channel to an AgentService in a "
+            "spawned process (chunk_parameters with SHA-256 on the server, assemble_parameters with SHA-256 and "
+            "decode into a torch tensor on the client).",
+            "raw TCP: persistent connection, 8-byte request, the server sendall()s the bytes in 1 MiB writes, the "
+            "client recv_into()s one preallocated bytearray. Same number of bytes, nothing else.",
+            "codec_in_process_s: the same codec steps in this process without sockets (chunk_parameters, protobuf "
+            "SerializeToString and ParseFromString of every chunk, assemble_parameters) and one plain copy of the "
+            "payload (bytes_copy) for scale.",
+        ],
+        "total_wall_s": time.perf_counter() - t_start,
+    }
+    Path(args.out).write_text(json.dumps(doc, indent=1))
+    print(f"wrote {args.out} ({doc['total_wall_s']:.0f} s, load {doc['loadavg_end']})")
+
+
+if __name__ == "__main__":
+    main()
