@@ -53,7 +53,7 @@ class AgentRuntimeConfig:
     metrics_port: int = 0
     """Prometheus /metrics port (0: any free port)."""
     advertise: str = ""
-    """Address the referee should dial (default host:port)."""
+    """Host name the referee and Prometheus should dial (default: host); ports are the bound ones."""
     heartbeat_seconds: float = 1.0
     """Seconds between heartbeats."""
 
@@ -206,13 +206,16 @@ class AgentProcess:
         with self._lock:
             self.save()
 
+    def advertised_host(self) -> str:
+        return self.cfg.advertise or self.cfg.host
+
     def address(self) -> str:
-        return self.cfg.advertise or f"{self.cfg.host}:{self.port}"
+        return f"{self.advertised_host()}:{self.port}"
 
     def _join(self, stub: referee_pb2_grpc.RefereeStub) -> float:
-        reply = stub.Join(referee_pb2.JoinRequest(agent_id=self.spec.id, address=self.address(),
-                                                  protocol_version=srv.PROTOCOL_VERSION, role=self.spec.role),
-                          timeout=10)
+        reply = stub.Join(referee_pb2.JoinRequest(
+            agent_id=self.spec.id, address=self.address(), protocol_version=srv.PROTOCOL_VERSION,
+            role=self.spec.role, metrics_address=f"{self.advertised_host()}:{self.metrics_port}"), timeout=10)
         return reply.lease_seconds
 
     def _heartbeat(self, stub: referee_pb2_grpc.RefereeStub) -> None:

@@ -131,11 +131,11 @@ def main() -> None:
     p.add_argument("--K", type=int, default=32)
     p.add_argument("--H", type=int, default=50)
     p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--reps", type=int, default=None, help="timed repetitions per variant (default 40; 10 with --quick)")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions per variant (default 100; 30 with --quick)")
     p.add_argument("--cases", default="lstm_vs_tabular,tabular_vs_tabular")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "referee_rollout.json"))
     args = p.parse_args()
-    reps = args.reps if args.reps is not None else (10 if args.quick else 40)
+    reps = args.reps if args.reps is not None else (30 if args.quick else 100)
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
 

@@ -82,9 +82,12 @@ def _referee(args: argparse.Namespace) -> int:
 
 
 def _agent(args: argparse.Namespace) -> int:
+    import socket
+
     from services.league_config import AgentSpec, load_league_config
     from services.processes import referee_status, run_agent
 
+    args.id = args.id or socket.gethostname()
     if args.config:
         cfg = load_league_config(args.config, _overrides(args))
         specs = {a.id: a for a in cfg.agents}
@@ -98,7 +101,7 @@ def _agent(args: argparse.Namespace) -> int:
         env = args.env or referee_status(args.join).env
         gamma, L, pop = args.gamma, args.chain_length, args.population_seed
     return run_agent(spec, args.join, env, gamma, L, pop, args.checkpoint_dir, args.host, args.port,
-                     args.metrics_port, Path(args.ready_file) if args.ready_file else None)
+                     args.metrics_port, Path(args.ready_file) if args.ready_file else None, args.advertise)
 
 
 def _coordinator(args: argparse.Namespace) -> int:
@@ -146,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_referee)
     a = sub.add_parser("agent", help="run an agent process and join a running league")
     a.add_argument("--join", required=True, metavar="HOST:PORT", help="the referee's address")
-    a.add_argument("--id", required=True, help="agent id (a restarted agent with the same id resumes)")
+    a.add_argument("--id", default="", help="agent id (a restarted agent with the same id resumes); "
+                   "default: this host's name, so scaled container replicas get distinct ids")
     a.add_argument("--config", help="take this agent's spec from a league TOML")
     a.add_argument("--role", default="learner", choices=["meta", "persona", "learner"])
     a.add_argument("--policy", default="tabular", choices=["tabular", "lstm"])
@@ -162,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--host", default="127.0.0.1")
     a.add_argument("--port", type=int, default=0)
     a.add_argument("--metrics-port", type=int, default=0)
+    a.add_argument("--advertise", default="", help="host name the referee and Prometheus dial (default: --host)")
     a.add_argument("--ready-file")
     a.set_defaults(func=_agent)
     c = sub.add_parser("coordinator", help="run Meta-MAPG meta-training (Algorithm 1) against a running league")

@@ -43,7 +43,8 @@ def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, read
     health = srv.add_health_and_reflection(server, ["league.v1.Referee"])
     bound = srv.bind(server, host, port)
     server.start()
-    http, mport = srv.serve_metrics(referee.metrics.registry, host, metrics_port)
+    http, mport = srv.serve_metrics(referee.metrics.registry, host, metrics_port,
+                                    routes={"/sd": referee.service_discovery})
     info = {"address": f"{host}:{bound}", "metrics": f"http://{host}:{mport}/metrics", "pid": os.getpid()}
     if ready_file:
         _write_json(ready_file, info)
@@ -71,16 +72,17 @@ def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, read
 
 # -- agent -------------------------------------------------------------------------------
 def run_agent(spec: AgentSpec, referee: str, env: str, gamma: float, chain_length: int, population_seed: int,
-              checkpoint_dir: str, host: str, port: int, metrics_port: int, ready_file: Path | None) -> int:
+              checkpoint_dir: str, host: str, port: int, metrics_port: int, ready_file: Path | None,
+              advertise: str = "") -> int:
     from agents.runtime import AgentProcess, AgentRuntimeConfig
 
     validate_agent(spec)
     cfg = AgentRuntimeConfig(referee=referee, env=env, gamma=gamma, chain_length=chain_length,
                              population_seed=population_seed, checkpoint_dir=checkpoint_dir, host=host, port=port,
-                             metrics_port=metrics_port)
+                             metrics_port=metrics_port, advertise=advertise)
     agent = AgentProcess(spec, cfg)
     gport, mport = agent.start()
-    info = {"agent_id": spec.id, "address": f"{host}:{gport}", "metrics": f"http://{host}:{mport}/metrics",
+    info = {"agent_id": spec.id, "address": agent.address(), "metrics": f"http://{agent.advertised_host()}:{mport}/metrics",
             "pid": os.getpid(), "resumed": agent.resumed}
     if ready_file:
         _write_json(ready_file, info)

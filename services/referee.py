@@ -47,6 +47,7 @@ class Member:
     order: int
     expires: float
     policy_version: int = 0
+    metrics_address: str = ""
     episodes: int = 0
     matches: int = 0
     returns: list[float] = field(default_factory=list)
@@ -155,7 +156,8 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 self._next_order += 1
             self.members[request.agent_id] = Member(
                 request.agent_id, request.address, request.role, policy, desc.policy_class, stub, channel, order,
-                time.monotonic() + self.cfg.lease_seconds, policy_version=desc.versions.get("policy", 0))
+                time.monotonic() + self.cfg.lease_seconds, policy_version=desc.versions.get("policy", 0),
+                metrics_address=request.metrics_address)
             self._gauge_members()
         return referee_pb2.JoinResponse(lease_seconds=self.cfg.lease_seconds, round=self.round)
 
@@ -191,6 +193,16 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             expired = [a for a, m in self.members.items() if m.expires < now]
         for a in expired:
             self._drop(a)
+
+    def service_discovery(self) -> bytes:
+        """Prometheus HTTP service discovery: every member's /metrics target, by role."""
+        import json
+
+        with self.lock:
+            members = [m for m in self.members.values() if m.metrics_address]
+        groups = [{"targets": [m.metrics_address], "labels": {"agent_id": m.agent_id, "role": m.role}}
+                  for m in sorted(members, key=lambda m: m.order)]
+        return json.dumps(groups).encode()
 
     # -- broadcast -----------------------------------------------------------------------
     def Subscribe(self, request, context) -> Iterator[referee_pb2.TrajectoryBatch]:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from concurrent import futures
 from typing import NoReturn
-from wsgiref.simple_server import WSGIServer
+import threading
+from collections.abc import Callable, Mapping
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from wsgiref.simple_server import make_server as make_wsgi_server
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from services.wire import WireError
 
@@ -64,12 +68,35 @@ def abort(context: grpc.ServicerContext, err: WireError) -> NoReturn:
     raise AssertionError("unreachable: context.abort returned")
 
 
-def serve_metrics(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0) -> tuple[WSGIServer, int]:
-    """Serve registry as Prometheus text on http://host:port/metrics in a daemon thread.
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - no access log on stderr
+        pass
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def serve_metrics(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0,
+                  routes: Mapping[str, Callable[[], bytes]] | None = None) -> tuple[WSGIServer, int]:
+    """Serve registry as Prometheus text on http://host:port/metrics in a daemon thread, plus
+    optional JSON ``routes`` (path -> body), e.g. the referee's service-discovery list.
 
     Returns (server, bound port); stop it with server.shutdown() and server.server_close().
     """
-    httpd, _thread = start_http_server(port, addr=host, registry=registry)
+    metrics_app = make_wsgi_app(registry)
+    extra = dict(routes or {})
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path in extra:
+            body = extra[path]()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        return metrics_app(environ, start_response)
+
+    httpd = make_wsgi_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, httpd.server_port
 
 

@@ -161,3 +161,15 @@ def test_every_process_serves_the_metrics_contract(league):
                 assert labels <= ALLOWED_LABELS, f"{name}: unbounded labels in {line}"
     assert metric_value(pages["referee"][0], "league_episodes_total", agent_id="meta", role="meta") > 0
     assert metric_value(pages["meta"][0], "league_agent_updates_total", agent_id="meta") > 0
+
+
+def test_referee_serves_prometheus_service_discovery(league):
+    ref, _, procs, tmp = league
+    sd_url = ref["metrics"].replace("/metrics", "/sd")
+    groups = _wait(lambda: (g := json.loads(metrics(sd_url))) and len(g) == 5 and g, 30, "5 members in /sd")
+    by_id = {g["labels"]["agent_id"]: g for g in groups}
+    for a in ("meta", "persona", "l1", "l2", "l3"):
+        info = json.loads((tmp / f"{a}.json").read_text())
+        target = by_id[a]["targets"][0]
+        assert info["metrics"] == f"http://{target}/metrics"
+        assert metric_value(metrics(info["metrics"]), "league_agent_policy_version", agent_id=a) is not None

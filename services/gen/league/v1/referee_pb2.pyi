@@ -8,16 +8,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JoinRequest(_message.Message):
-    __slots__ = ("agent_id", "address", "protocol_version", "role")
+    __slots__ = ("agent_id", "address", "protocol_version", "role", "metrics_address")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     address: str
     protocol_version: int
     role: str
-    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., protocol_version: _Optional[int] = ..., role: _Optional[str] = ...) -> None: ...
+    metrics_address: str
+    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., protocol_version: _Optional[int] = ..., role: _Optional[str] = ..., metrics_address: _Optional[str] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
     __slots__ = ("lease_seconds", "round")
