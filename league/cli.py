@@ -117,6 +117,24 @@ def _coordinator(args: argparse.Namespace) -> int:
                            args.metrics_port, args.results, args.ready_file, args.linger)
 
 
+def _health(args: argparse.Namespace) -> int:
+    """Exit 0 when the server at ADDRESS reports SERVING through grpc.health.v1 (a container
+    healthcheck; no extra probe binary needed)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(args.address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=args.service),
+                                                              timeout=args.timeout)
+    except grpc.RpcError as err:
+        print(f"league: {args.address}: {err.code().name}", file=sys.stderr)
+        return 1
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(name)
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="league", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--ready-file")
     c.add_argument("--linger", type=float, default=0.0, help="seconds to keep serving /metrics after the last iteration")
     c.set_defaults(func=_coordinator)
+    h = sub.add_parser("health", help="exit 0 if a league server reports SERVING (grpc.health.v1)")
+    h.add_argument("address", help="host:port")
+    h.add_argument("--service", default="", help="service name (default: the whole server)")
+    h.add_argument("--timeout", type=float, default=3.0)
+    h.set_defaults(func=_health)
     for p in (t, e, u, r, a, c):
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set train.iterations=10 (repeatable)")
