@@ -30,6 +30,7 @@ class Evaluator(Protocol):
 
         data = evaluator.observe(params)                      # sample (or not) once
         j = evaluator.inner_objective(data, k, live={0, 1})   # seat k's learning objective
+        s = evaluator.outer_objective(data, 0, live, adv)     # the meta-objective's term
         r = evaluator.mean_rewards(data)                      # [B, n] for curves
     """
 
@@ -38,6 +39,9 @@ class Evaluator(Protocol):
     def observe(self, params: Sequence[Params]) -> Any: ...
 
     def inner_objective(self, data: Any, k: int, live: Collection[int]) -> torch.Tensor: ...
+
+    def outer_objective(self, data: Any, k: int, live: Collection[int],
+                        advantages: torch.Tensor | None = None) -> torch.Tensor: ...
 
     def mean_rewards(self, data: Any) -> torch.Tensor: ...
 
@@ -61,6 +65,7 @@ class ValueEvaluator:
 
     def outer_objective(self, data: list[Params], k: int, live: Collection[int],
                         advantages: torch.Tensor | None = None) -> torch.Tensor:
+        """The exact value itself (its gradient is the exact policy gradient)."""
         return self.inner_objective(data, k, live)
 
     def mean_rewards(self, data: list[Params]) -> torch.Tensor:
