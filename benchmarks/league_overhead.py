@@ -108,13 +108,48 @@ def child_embedded(args) -> None:
     total, _, _ = once()
     SampledEvaluator.observe, chain_mod.ascend = real_observe, real_ascend
     method.meta_rule.__class__.objective = real_objective
+    learn = learn_microbench(setting, best, personas, args)
     Path(args.child_out).write_text(json.dumps({
+        "meta_learn_microbench": learn,
         "cold_s": cold, "cold_cpu_s": cold_cpu, "warm_s": [w[0] for w in warm], "warm_cpu_s": [w[1] for w in warm],
         "curve": curve, "startup_s": t_ready - t_proc,
         "split": {"total_s": total, "rollouts_s": spent["observe"], "objectives_s": spent["objective"],
                   "inner_steps_s": spent["ascend"],
                   "other_s": total - spent["observe"] - spent["objective"] - spent["ascend"]},
     }))
+
+
+def learn_microbench(setting, best, personas, args, reps: int = 5) -> dict:
+    """The meta-agent's learning from one chain step's episodes of all N chains: N
+    ``seat_step`` calls on B = 1 (what the meta-agent process does, one broadcast batch at a
+    time) against one ``seat_step`` on B = N (the batched shape of the embedded chain).
+    Both score the episodes with gradients, build the DiCE objective and take the step."""
+    import torch
+
+    from league.chain import seat_step
+    from league.evaluators import SampledEvaluator
+    from league.rollout import sample_episodes
+
+    g = torch.Generator().manual_seed(args.seed)
+    N, policy = personas.shape[0], setting.meta_policy
+    meta = {k: v.expand(N, *v.shape[1:]).contiguous() for k, v in best["policy"].items()}
+    peers = setting.peer_params(personas)
+    episodes = sample_episodes(setting.game, [policy, setting.peer_policy], [meta, peers[0]], N, args.K, args.H, g)
+    evaluator = SampledEvaluator(setting.game, [], 0, 0, setting.cfg.chain.gamma, torch.Generator())
+    lr = best["lr"][:, 0]
+    one = lambda b: type(episodes)(episodes.obs[b:b + 1], episodes.actions[b:b + 1], episodes.rewards[b:b + 1])  # noqa: E731
+    seq, batched = [], []
+    for i in range(reps + 1):
+        t0 = time.perf_counter()
+        for b in range(N):
+            seat_step(evaluator, policy, {k: v[b:b + 1] for k, v in meta.items()}, one(b), 0, lr)
+        t1 = time.perf_counter()
+        seat_step(evaluator, policy, meta, episodes, 0, lr.expand(N))
+        t2 = time.perf_counter()
+        if i:
+            seq.append(t1 - t0)
+            batched.append(t2 - t1)
+    return {"sequential_B1_s": med(seq), "batched_BN_s": med(batched), "reps": reps}
 
 
 def run_embedded(args, ckpt: Path, tmp: Path, env: dict) -> dict:
@@ -364,6 +399,8 @@ def main() -> None:
             "warm_s": summary(warm), "warm_cpu_s": summary([med(e["warm_cpu_s"]) for e in embedded]),
             "startup_s": summary([e["startup_s"] for e in embedded]),
             "split_instrumented": {k: med([e["split"][k] for e in embedded]) for k in embedded[0]["split"]},
+            "meta_learn_one_chain_step_s": {k: med([e["meta_learn_microbench"][k] for e in embedded])
+                                            for k in ("sequential_B1_s", "batched_BN_s")},
             "runs": embedded,
         },
         "league": {
@@ -412,6 +449,9 @@ def main() -> None:
     print(f"\nembedded (one process): cold {med(cold):.3f} s, warm {med(warm):.3f} s "
           f"(rollouts {r['embedded']['split_instrumented']['rollouts_s']:.3f} s, rest "
           f"{r['embedded']['split_instrumented']['total_s'] - r['embedded']['split_instrumented']['rollouts_s']:.3f} s)")
+    mb = r["embedded"]["meta_learn_one_chain_step_s"]
+    print(f"meta-agent learning from one chain step of {args.N} chains: {mb['sequential_B1_s']:.3f} s as {args.N} x B=1 "
+          f"(league agent) vs {mb['batched_BN_s']:.3f} s as one B={args.N} step")
     print(f"league chain: {med(chain):.3f} s (start-up to first round {r['league']['startup_first_round_s']['median']:.1f}"
           f" s, teardown {r['league']['teardown_s']['median']:.1f} s)")
     print("league split (medians): " + ", ".join(f"{k} {v:.3f}" for k, v in r["league"]["split_median_s"].items()))

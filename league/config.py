@@ -8,7 +8,7 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from league.learner import OuterConfig
 
@@ -115,7 +115,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
-        return _build(tp, value, where)
+        return build(tp, value, where)
     if origin is list:
         (item,) = typing.get_args(tp)
         if isinstance(value, str):
@@ -147,7 +147,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {tp}")
 
 
-def _build(cls: type, table: dict[str, Any], where: str = "") -> Any:
+def build(cls: type, table: dict[str, Any], where: str = "") -> Any:
+    """A dataclass from a table, coercing values to the field types; unknown keys are errors."""
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(table) - known
@@ -168,8 +169,9 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig:
-    """Read a TOML file (or start from the defaults) and apply ``key.path=value`` overrides."""
+def read_table(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A TOML file as a table (empty without a path) with ``key.path=value`` overrides
+    applied; every config loader of the project reads through this."""
     table: dict[str, Any] = {}
     if path is not None:
         try:
@@ -186,7 +188,12 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Experimen
             if not isinstance(node, dict):
                 raise ConfigError(f"override {text!r}: {k} is not a section")
         node[keys[-1]] = value
-    cfg = _build(ExperimentConfig, table)
+    return table
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read a TOML file (or start from the defaults) and apply ``key.path=value`` overrides."""
+    cfg = build(ExperimentConfig, read_table(path, overrides))
     validate(cfg)
     return cfg
 

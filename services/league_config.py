@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import tomllib
+from typing import Sequence
 
-from league.config import ConfigError, _build
+from league.config import ConfigError, build, read_table
 
 
 @dataclass
@@ -77,32 +76,14 @@ class LeagueConfig:
     agents: list[AgentSpec] = field(default_factory=list)
 
 
-def _coerce_agents(table: dict[str, Any]) -> dict[str, Any]:
+def load_league_config(path: str | Path, overrides: Sequence[str] = ()) -> LeagueConfig:
+    """Read a league TOML file and apply ``key.path=value`` overrides."""
+    table = read_table(path, overrides)
     agents = table.pop("agents", [])
     if not isinstance(agents, list):
         raise ConfigError("agents must be an array of tables ([[agents]])")
-    return {"agents": [_build(AgentSpec, a, f"agents[{i}]") for i, a in enumerate(agents)]}
-
-
-def load_league_config(path: str | Path, overrides: list[str] = ()) -> LeagueConfig:
-    """Read a league TOML file and apply ``key.path=value`` overrides (not to agents)."""
-    from league.config import _parse_override
-
-    try:
-        table = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"league config {path} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
-    for text in overrides:
-        keys, value = _parse_override(text)
-        node = table
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = value
-    agents = _coerce_agents(table)
-    cfg = _build(LeagueConfig, {**table, "agents": []}, "")
-    cfg.agents = agents["agents"]
+    cfg = build(LeagueConfig, table)
+    cfg.agents = [build(AgentSpec, a, f"agents[{i}]") for i, a in enumerate(agents)]
     validate_league(cfg)
     return cfg
 
