@@ -8,6 +8,7 @@ parameters adapted within that chain; version ``l`` holds ``phi_l``)."""
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -146,42 +147,67 @@ class AgentProcess:
     # -- learning ------------------------------------------------------------------------
     def learn(self, batch: referee_pb2.TrajectoryBatch) -> None:
         """One update from a broadcast batch in which this agent holds a seat."""
+        self.learn_many([batch])
+
+    def learn_many(self, batches: list[referee_pb2.TrajectoryBatch]) -> None:
+        """Updates from several broadcast batches. Batches of different chains at the same
+        step are learned in one batched step (chains as the tensor dimension: the same
+        numbers as one step per chain, at a fraction of the cost)."""
+        groups: dict[tuple, list[tuple]] = {}
+        for batch in batches:
+            item = self._prepare(batch)
+            if item is not None:
+                chain, step, seat = item[0], batch.step, item[2]
+                groups.setdefault((bool(chain), step, seat) if chain else ("", id(batch)), []).append(item)
+        for items in groups.values():
+            self._update(items)
+
+    def _prepare(self, batch: referee_pb2.TrajectoryBatch):
         seats = [s.agent_id for s in batch.seats]
         if self.spec.id not in seats:
-            return
+            return None
         seat = seats.index(self.spec.id)
-        behaviour = batch.seats[seat].behaviour_version
         episodes = Episodes(decode_tensor(batch.obs).unsqueeze(0), decode_tensor(batch.actions).unsqueeze(0),
                             decode_tensor(batch.rewards).unsqueeze(0))
-        n = episodes.shape[1] * episodes.shape[2]
         m = self.metrics
         m.episodes.labels(*m.values).inc(episodes.shape[1])
-        m.ret.labels(*m.values).set(float(episodes.rewards[..., seat].sum()) / n)
+        m.ret.labels(*m.values).set(float(episodes.rewards[..., seat].mean()))
         if self.spec.rule == "frozen":
-            return
+            return None
         chain = batch.chain_id
+        source = "policy" if not chain or batch.step == 0 else f"policy@{chain}"
+        target = f"policy@{chain}" if chain else "policy"
+        return chain, batch, seat, source, target, episodes
+
+    def _update(self, items: list[tuple]) -> None:
+        m = self.metrics
         with self._lock:
-            if chain and batch.step == 0:
-                source, target = "policy", f"policy@{chain}"
-            else:
-                source = target = f"policy@{chain}" if chain else "policy"
-            try:
-                version, params = self.store.snapshot(source)
-            except KeyError:
-                return  # a chain this process never saw (it restarted mid-chain): voided by the referee
-            if version != behaviour:
-                return  # stale batch: the parameters moved on since it was played
+            live = []
+            for chain, batch, seat, source, target, episodes in items:
+                try:
+                    version, params = self.store.snapshot(source)
+                except KeyError:
+                    continue  # a chain this process never saw (it restarted mid-chain): voided by the referee
+                if version != batch.seats[seat].behaviour_version:
+                    continue  # stale batch: the parameters moved on since it was played
+                live.append((chain, batch, seat, target, episodes, params))
+            if not live:
+                return
+            seat, step = live[0][2], live[0][1].step
             lr_all = self.store.snapshot("lr")[1]["lr"]
-            lr = lr_all[:, min(batch.step, lr_all.shape[1] - 1)]
+            lr = lr_all[:, min(step, lr_all.shape[1] - 1)].expand(len(live))
+            params = {k: torch.cat([item[5][k] for item in live]) for k in live[0][5]}
+            episodes = Episodes(*(torch.cat([getattr(item[4], f) for item in live]) for f in ("obs", "actions", "rewards")))
             new = seat_step(self.evaluator, self.policy, params, episodes, seat, lr)
-            if chain and batch.last_step:
-                self.store.discard(target)
-            else:
-                self.store.set(target, new)
-            if not chain:
+            for b, (chain, batch, _, target, _, _) in enumerate(live):
+                if chain and batch.last_step:
+                    self.store.discard(target)
+                else:
+                    self.store.set(target, {k: v[b:b + 1] for k, v in new.items()})
+            if not live[0][0]:
                 m.version.labels(*m.values).set(self.store.version("policy"))
                 self.save()
-        m.updates.labels(*m.values).inc()
+        m.updates.labels(*m.values).inc(len(live))
         m.last_update.labels(*m.values).set(time.time())
 
     # -- processes and sockets -----------------------------------------------------------
@@ -238,20 +264,40 @@ class AgentProcess:
         self._join(stub)
         threading.Thread(target=self._heartbeat, args=(stub,), daemon=True).start()
         self._stream = stream
+        inbox: queue.Queue = queue.Queue()
+        learner = threading.Thread(target=self._learn_loop, args=(inbox,), daemon=True)
+        learner.start()
         try:
             for batch in stream:
                 if self._stop.is_set():
                     break
-                self.learn(batch)
+                inbox.put(batch)
         except grpc.RpcError as err:
             if err.code() not in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE):
                 raise
         finally:
+            inbox.put(None)
+            learner.join(timeout=30)
             self.stop()
             try:
                 stub.Leave(referee_pb2.LeaveRequest(agent_id=self.spec.id), timeout=2)
             except grpc.RpcError:
                 pass
+
+    def _learn_loop(self, inbox: queue.Queue) -> None:
+        """Learn from whatever has arrived: everything queued is taken at once, so the
+        chains of one round are learned as one batched step."""
+        while True:
+            batches = [inbox.get()]
+            while True:
+                try:
+                    batches.append(inbox.get(timeout=0.002))
+                except queue.Empty:
+                    break
+            done = None in batches
+            self.learn_many([b for b in batches if b is not None])
+            if done:
+                return
 
     def stop(self) -> None:
         if self._stop.is_set():

@@ -47,6 +47,9 @@ def _description_fields(description: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
+MAX_WAIT_SECONDS = 30.0
+"""Longest server-side wait of a long-poll fetch."""
+
 CHAIN_KIND_PREFIX = "policy@"
 """Kinds ``policy@<chain>`` are created by the agent as it learns within a chain."""
 
@@ -88,6 +91,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     ) -> Iterator[tensor_pb2.ParameterChunk]:
         """Stream one kind in chunks, or one "not modified" chunk when its version < min_version."""
         start = time.perf_counter()
+        if request.min_version > 0 and request.wait_seconds > 0:
+            left = context.time_remaining()
+            limit = MAX_WAIT_SECONDS if left is None else max(left - 0.5, 0.0)
+            self.store.wait_for_version(request.kind, request.min_version, min(request.wait_seconds, limit))
         try:
             version, params = self.store.snapshot(request.kind)
         except UnknownKind as err:

@@ -8,10 +8,12 @@ import json
 import sys
 from pathlib import Path
 
-from league.config import ConfigError, load_config
+# league.config (and so torch, ~1 s of CPU) is imported where it is needed, so that
+# `league health`, a container healthcheck run every few seconds, stays cheap.
 
 
 def _train(args: argparse.Namespace) -> int:
+    from league.config import load_config
     from league.run import results_table, run_experiment
 
     cfg = load_config(args.config, args.set)
@@ -84,6 +86,7 @@ def _referee(args: argparse.Namespace) -> int:
 def _agent(args: argparse.Namespace) -> int:
     import socket
 
+    from league.config import ConfigError
     from services.league_config import AgentSpec, load_league_config
     from services.processes import referee_status, run_agent
 
@@ -107,6 +110,7 @@ def _agent(args: argparse.Namespace) -> int:
 def _coordinator(args: argparse.Namespace) -> int:
     import logging
 
+    from league.config import load_config
     from services.coordinator import CoordinatorConfig, run_coordinator
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:  # ValueError includes league.config.ConfigError
         print(f"league: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

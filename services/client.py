@@ -25,13 +25,15 @@ def fetch_parameters(
     min_version: int = 0,
     timeout: float = DEFAULT_TIMEOUT,
     max_bytes: int = DEFAULT_MAX_FETCH_BYTES,
+    wait_seconds: float = 0.0,
 ) -> Assembled:
     """Fetch one parameter kind; `.params` is None when the agent's version is below min_version.
 
     Raises grpc.RpcError for a status from the agent and WireError for a malformed stream
     (the call is then cancelled).
     """
-    call = stub.GetParameters(agent_pb2.GetParametersRequest(kind=kind, min_version=min_version), timeout=timeout)
+    request = agent_pb2.GetParametersRequest(kind=kind, min_version=min_version, wait_seconds=wait_seconds)
+    call = stub.GetParameters(request, timeout=timeout)
     try:
         return assemble_parameters(call, max_bytes)
     except BaseException:

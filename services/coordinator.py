@@ -162,15 +162,11 @@ class Coordinator:
         """Every seat's published ``policy@chain`` at version ``step`` equals the replica's."""
         for b, chain in enumerate(chain_ids):
             for seat, agent in enumerate([self.cfg.meta_agent, self.cfg.personas[b]]):
-                got = None
-                deadline = time.monotonic() + self.cfg.timeout
-                while got is None or got.params is None:
-                    got = fetch_parameters(self._stub(agent), f"policy@{chain}", min_version=step,
-                                           timeout=self.cfg.timeout)
-                    if got.params is None:
-                        if time.monotonic() > deadline:
-                            raise ReplicaMismatch(f"{agent} never published step {step} of chain {chain}")
-                        time.sleep(0.005)
+                got = fetch_parameters(self._stub(agent), f"policy@{chain}", min_version=step,
+                                       timeout=self.cfg.timeout + 5.0, wait_seconds=self.cfg.timeout)
+                if got.params is None:
+                    raise ReplicaMismatch(f"{agent} did not publish step {step} of chain {chain} "
+                                          f"within {self.cfg.timeout}s")
                 for name, replica in params[seat].items():
                     diff = float((got.params[name] - replica[b:b + 1].detach()).abs().max())
                     if diff > self.cfg.tolerance:

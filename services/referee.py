@@ -283,18 +283,17 @@ class Referee(referee_pb2_grpc.RefereeServicer):
     def _fetch(self, member: Member, kind: str, min_version: int) -> tuple[int, Params]:
         """Wait until the seat publishes ``kind`` at ``min_version`` or later, then pull it."""
         deadline = time.monotonic() + self.cfg.fetch_timeout
-        delay = 0.002
-        while True:
+        while True:  # long polls: the agent answers as soon as it publishes the version
+            remaining = deadline - time.monotonic()
             t0 = time.perf_counter()
-            got = fetch_parameters(member.stub, kind, min_version=min_version, timeout=self.cfg.fetch_timeout)
+            got = fetch_parameters(member.stub, kind, min_version=min_version, timeout=remaining + 5.0,
+                                   wait_seconds=max(remaining, 0.0))
             self.metrics.fetch.labels(self.cfg.env, member.role).observe(time.perf_counter() - t0)
             if got.params is not None:
                 return got.version, got.params
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:
                 raise TimeoutError(f"{member.agent_id} did not publish {kind} version {min_version} "
                                    f"within {self.cfg.fetch_timeout}s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
 
     def _pin(self, matches: list[Match], members: dict[str, Member]) -> dict[str, list[tuple[int, Params]]]:
         """Pull every seat's parameters in parallel; a match with a failed seat is voided."""

@@ -47,12 +47,14 @@ class AgentDescription(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., protocol_version: _Optional[int] = ..., env: _Optional[str] = ..., obs_dim: _Optional[int] = ..., n_actions: _Optional[int] = ..., policy_class: _Optional[str] = ..., policy_config_json: _Optional[str] = ..., learning_rule: _Optional[str] = ..., rule_config_json: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., versions: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class GetParametersRequest(_message.Message):
-    __slots__ = ("kind", "min_version")
+    __slots__ = ("kind", "min_version", "wait_seconds")
     KIND_FIELD_NUMBER: _ClassVar[int]
     MIN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     kind: str
     min_version: int
-    def __init__(self, kind: _Optional[str] = ..., min_version: _Optional[int] = ...) -> None: ...
+    wait_seconds: float
+    def __init__(self, kind: _Optional[str] = ..., min_version: _Optional[int] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class PushResult(_message.Message):
     __slots__ = ("kind", "version")
