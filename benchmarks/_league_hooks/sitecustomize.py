@@ -82,8 +82,11 @@ def _install() -> None:
 
     def patch_agent(mod) -> None:
         A = mod.AgentProcess
-        A.learn = timed("learn", A.learn, lambda self, batch: {"agent": self.spec.id, "match": batch.match_id,
-                                                               "step": batch.step, "round": batch.round})
+        # one event per learning call; a call may learn several chains' batches at once
+        A.learn_many = timed("learn", A.learn_many, lambda self, batches: {
+            "agent": self.spec.id, "match": batches[0].match_id if batches else "",
+            "step": batches[0].step if batches else -1, "round": batches[0].round if batches else -1,
+            "batches": len(batches)})
 
     targets = {"services.referee": patch_referee, "agents.runtime": patch_agent}
 
