@@ -1,0 +1,80 @@
+"""`league up` starts the configured processes and reports their addresses; `league down`
+stops every one of them (by the PIDs `league up` recorded); `league status` reads the
+running league."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from services.processes import referee_status
+from tests.league_procs import ROOT, env
+
+LEAGUE = """
+name = "updown"
+[referee]
+env = "ipd"
+trajectories = 4
+horizon = 10
+chain_length = 2
+rounds = 0
+
+[[agents]]
+id = "a"
+role = "learner"
+init = "random:1"
+lr = [0.5]
+
+[[agents]]
+id = "b"
+role = "learner"
+init = "random:2"
+lr = [0.5]
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is not alive
+        return f.read().split()[2] != "Z"
+
+
+def test_up_status_down(tmp_path):
+    config = tmp_path / "league.toml"
+    config.write_text(LEAGUE)
+    e = {**env(), "LEAGUE_STATE": str(tmp_path / "up.json")}
+    up = subprocess.Popen([sys.executable, "-m", "league.cli", "up", str(config), "--out", str(tmp_path / "run")],
+                          env=e, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "up.json").exists() or not (tmp_path / "run" / "b.ready.json").exists():
+            assert up.poll() is None, up.stdout.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        state = json.loads((tmp_path / "up.json").read_text())
+        assert set(state["pids"]) == {"referee", "a", "b"}
+        deadline = time.monotonic() + 60
+        while referee_status(state["referee"]).round < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        status = subprocess.run([sys.executable, "-m", "league.cli", "status", state["referee"], "--json"],
+                                env=e, capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stderr
+        members = {m["agent_id"]: m for m in json.loads(status.stdout)["members"]}
+        assert set(members) == {"a", "b"} and members["a"]["matches"] >= 1
+        down = subprocess.run([sys.executable, "-m", "league.cli", "down"], env=e, capture_output=True, text=True,
+                              timeout=60)
+        assert down.returncode == 0, down.stderr
+        assert up.wait(timeout=60) == 0  # `league up` notices, cleans up and prints its summary
+        out = up.stdout.read()
+        assert "league updown" in out
+        for name, pid in state["pids"].items():
+            assert not _alive(pid), f"{name} (pid {pid}) still running after league down"
+        assert not (tmp_path / "up.json").exists()
+    finally:
+        if up.poll() is None:
+            up.kill()
