@@ -55,6 +55,12 @@ def initial_state(spec: AgentSpec, policy: Policy, game: IteratedMatrixGame, pop
         state = torch.load(arg, weights_only=False)
         best = state["best"] if "best" in state else state
         params = {k: v.detach().clone() for k, v in best["policy"].items()}
+        expected = policy.init_params(torch.Generator().manual_seed(0))
+        for name, value in expected.items():
+            if name not in params or params[name].shape != value.shape:
+                got = tuple(params[name].shape) if name in params else "missing"
+                raise ValueError(f"agent {spec.id}: checkpoint {arg} does not fit its policy ({spec.policy}, "
+                                 f"hidden {spec.hidden}): tensor {name!r} is {got}, expected {tuple(value.shape)}")
         ckpt_lr = best["lr"].detach().clone().reshape(1, -1)
         if ckpt_lr.shape[-1] < chain_length:
             raise ValueError(f"agent {spec.id}: checkpoint has {ckpt_lr.shape[-1]} learning rates, "
