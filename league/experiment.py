@@ -51,7 +51,7 @@ class Adaptation:
     action_probs: np.ndarray
 
 
-def _state_action_probs(data, n_states: int) -> torch.Tensor:
+def _state_action_probs(data) -> torch.Tensor:
     """Mean action probabilities per visited state: ``[B, n, S, A]``."""
     obs = data.obs
     counts = obs.sum(dim=(1, 2))  # [B, S]
@@ -78,7 +78,7 @@ def adapt(setting: Setting, method: Method, policy: dict[str, torch.Tensor], lr:
         lrs = [lr.detach().expand(n, -1), *setting.peer_lrs(n)]
         steps = unroll(evaluator, [meta, *peers], rules, lrs, L, differentiable=False)
         rewards.append(torch.stack([evaluator.mean_rewards(s.data) for s in steps]).detach())
-        probs.append(torch.stack([_state_action_probs(s.data, setting.game.n_states) for s in steps]))
+        probs.append(torch.stack([_state_action_probs(s.data) for s in steps]))
         del steps
     return Adaptation(torch.cat(rewards, dim=1).double().numpy(), torch.cat(probs, dim=1).double().numpy())
 

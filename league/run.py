@@ -53,13 +53,14 @@ def _run_jobs(cfg: ExperimentConfig, jobs: list[tuple[str, int]], label: str) ->
     total = len(jobs) * max(cfg.train.iterations, 1)
     bar = Progress(total, label)
     done: dict[tuple[str, int], int] = {}
-    if cfg.workers == 1:
-        out = []
-        for m, s in jobs:
-            def events_put(ev, m=m, s=s):
-                done[(m, s)] = ev[2]
+    if cfg.workers == 1:  # in this process: progress events go straight to the bar
+        class Inline:
+            def put(self, event: tuple[str, int, int, int]) -> None:
+                m, s, it, _ = event
+                done[(m, s)] = it
                 bar.update(sum(done.values()), f"{m} seed {s}")
-            out.append(_job(cfg, m, s, type("Q", (), {"put": staticmethod(events_put)})()))
+
+        out = [_job(cfg, m, s, Inline()) for m, s in jobs]
         bar.close()
         return out
     ctx = mp.get_context("spawn")

@@ -6,8 +6,9 @@
 #   outer Adam lr 3e-3 for actor and critic (paper: 1e-4 / 1.5e-4 IPD, 1e-5 / 1.5e-5 RPS;
 #   raised so that a hundred-odd iterations move the policy); IPD: 150 iterations x 3 seeds;
 #   RPS: 100 iterations x 2 seeds; the RPS ablation: 80 iterations x 2 seeds; the K sweep
-#   (K = 8 and 32): 50 iterations x 2 seeds per K. Other hyperparameters as in each config.
-#   The out-of-distribution IPD config (configs/ipd_ood.toml) is not part of this budget.
+#   (K = 8 and 32): 50 iterations x 2 seeds per K; the out-of-distribution IPD (Meta-MAPG and
+#   Meta-PG trained and tested on that split): 100 iterations x 2 seeds. Other
+#   hyperparameters as in each config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LEAGUE=.venv/bin/league
@@ -25,6 +26,7 @@ run() {  # run NAME CONFIG ARGS...
 run ipd configs/ipd.toml --set train.iterations=150 --set train.validate_every=25 --set 'seeds=[0,1,2]'
 run rps configs/rps.toml --set train.iterations=100 --set train.validate_every=25 --set 'seeds=[0,1]'
 run rps_ablation configs/rps_ablation.toml --set train.iterations=80 --set train.validate_every=20 --set 'seeds=[0,1]'
+run ipd_ood configs/ipd_ood.toml --set train.iterations=100 --set train.validate_every=25 --set 'seeds=[0,1]'
 if [ ! -f results/ipd_k_sweep/summary.json ]; then
   echo "== ipd_k_sweep ($(date -u +%H:%M:%S))"
   .venv/bin/python scripts/k_sweep.py configs/ipd.toml --ks 8 32 --out results/ipd_k_sweep \
