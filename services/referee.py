@@ -47,6 +47,7 @@ class Member:
     order: int
     expires: float
     policy_version: int = 0
+    learns: bool = True  # publishes a new version after each of its matches
     metrics_address: str = ""
     episodes: int = 0
     matches: int = 0
@@ -157,7 +158,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             self.members[request.agent_id] = Member(
                 request.agent_id, request.address, request.role, policy, desc.policy_class, stub, channel, order,
                 time.monotonic() + self.cfg.lease_seconds, policy_version=desc.versions.get("policy", 0),
-                metrics_address=request.metrics_address)
+                learns=desc.learning_rule != "frozen", metrics_address=request.metrics_address)
             self._gauge_members()
         return referee_pb2.JoinResponse(lease_seconds=self.cfg.lease_seconds, round=self.round)
 
@@ -271,7 +272,9 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                     pair = [learners[a], learners[b]]
                     matches.append(Match(f"r{self.round}.{pair[0].agent_id}-{pair[1].agent_id}",
                                          [p.agent_id for p in pair], ["policy", "policy"],
-                                         [p.policy_version for p in pair]))
+                                         # a learner that played waits for the update it learns from that match,
+                                         # so every match is played at a version fixed by the schedule alone
+                                         [p.policy_version + 1 if p.learns and p.matches else 0 for p in pair]))
             return matches
 
     def _fetch_exact(self, member: Member, kind: str, version: int) -> tuple[int, Params]:

@@ -78,3 +78,64 @@ def test_up_status_down(tmp_path):
     finally:
         if up.poll() is None:
             up.kill()
+
+
+DETERMINISTIC = """
+name = "same-seed"
+[referee]
+env = "ipd"
+trajectories = 4
+horizon = 10
+chain_length = 2
+rounds = 6
+seed = 3
+
+[[agents]]
+id = "meta"
+role = "meta"
+policy = "lstm"
+hidden = 8
+init = "random:0"
+lr = [0.2]
+
+[[agents]]
+id = "persona"
+role = "persona"
+init = "persona:test:1"
+
+[[agents]]
+id = "l1"
+role = "learner"
+init = "random:1"
+lr = [0.5]
+
+[[agents]]
+id = "l2"
+role = "learner"
+init = "random:2"
+lr = [0.5]
+
+[[agents]]
+id = "l3"
+role = "learner"
+init = "random:3"
+lr = [0.5]
+"""
+
+
+def test_same_seed_same_league(tmp_path):
+    """Every match is pinned at a version fixed by the schedule (learners wait for their own
+    update), so two runs of the same league config give the same numbers."""
+    config = tmp_path / "league.toml"
+    config.write_text(DETERMINISTIC)
+    runs = []
+    for i in range(2):
+        proc = subprocess.run([sys.executable, "-m", "league.cli", "up", str(config), "--out", str(tmp_path / f"r{i}"),
+                               "--json"], env={**env(), "LEAGUE_STATE": str(tmp_path / f"up{i}.json")},
+                              cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        runs.append(json.loads(proc.stdout))
+    assert runs[0]["rounds"] == 6 and runs[0]["aborted_matches"] == 0
+    assert runs[0]["chains"] == runs[1]["chains"]
+    assert runs[0]["members"] == runs[1]["members"]
+    assert {m["agent_id"]: m["policy_version"] for m in runs[0]["members"]}["l1"] > 1
