@@ -145,10 +145,6 @@ class AgentProcess:
                 "capabilities": ["chains", "policy_gradient"]}
 
     # -- learning ------------------------------------------------------------------------
-    def learn(self, batch: referee_pb2.TrajectoryBatch) -> None:
-        """One update from a broadcast batch in which this agent holds a seat."""
-        self.learn_many([batch])
-
     def learn_many(self, batches: list[referee_pb2.TrajectoryBatch]) -> None:
         """Updates from several broadcast batches. Batches of different chains at the same
         step are learned in one batched step (chains as the tensor dimension: the same

@@ -197,7 +197,6 @@ def run_loop(ctx, timings: dict, counter: Counting | None) -> dict:
 
     cfg, setting, method, g, learner, critic, evaluator = ctx
     train, B, L = setting.personas.train, cfg.train.meta_batch, cfg.chain.length
-    t0 = time.perf_counter()
     idx = torch.randint(train.shape[0], (B,), generator=g)
     grads, objectives, rewards, chain_s = defaultdict(list), [], [], []
     critic_names = list(critic.params)

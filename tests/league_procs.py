@@ -36,6 +36,17 @@ def wait_json(path: Path, proc: subprocess.Popen, timeout: float = 60.0) -> dict
     return json.loads(path.read_text())
 
 
+def wait_until(predicate, timeout: float, what: str):
+    """Poll ``predicate`` until it returns something truthy (returned) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
 def stop(procs: list[subprocess.Popen]) -> None:
     for p in procs:
         if p.poll() is None:

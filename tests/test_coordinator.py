@@ -5,7 +5,6 @@ an agent whose learning differs from the replica aborts the round with a clear e
 import json
 
 import numpy as np
-import pytest
 import torch
 
 from league.config import load_config
@@ -13,16 +12,8 @@ from league.experiment import train_one
 from services import server as srv
 from services.client import fetch_parameters
 from services.gen.league.v1 import agent_pb2_grpc
-import time
+from tests.league_procs import ROOT, metric_value, metrics, spawn, stop, wait_json, wait_until
 
-from tests.league_procs import ROOT, metric_value, metrics, spawn, stop, wait_json
-
-
-def _wait_for(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 OVERRIDES = ['methods=["meta-mapg"]', "seeds=[0]", "chain.trajectories=4", "chain.horizon=10", "chain.length=2",
              "train.meta_batch=2", "train.iterations=1", "train.validate_every=1", "agent.hidden=8"]
@@ -82,7 +73,7 @@ def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path):
     procs, coord, infos = _league(tmp_path, 1.0)
     try:
         ready = wait_json(tmp_path / "coord.ready.json", coord)
-        _wait_for(lambda: (tmp_path / "coord.json").exists(), 240)
+        wait_until(lambda: (tmp_path / "coord.json").exists(), 240, "the coordinator's results")
         text = metrics(ready["metrics"])  # scraped while it lingers
         assert metric_value(text, "league_coordinator_iterations_total", role="coordinator") == 1
         assert metric_value(text, "league_meta_learning_rate", step="1") is not None

@@ -5,12 +5,11 @@ attached to the running league is matched, learns, and shows up in the metrics."
 import json
 import os
 import signal
-import time
 
 import pytest
 
 from services.processes import referee_status
-from tests.league_procs import metric_value, metrics, spawn, stop, wait_json
+from tests.league_procs import metric_value, metrics, spawn, stop, wait_json, wait_until
 
 LEAGUE = """
 name = "faults"
@@ -61,16 +60,6 @@ def _members(address):
     return {m.agent_id: m for m in referee_status(address).members}
 
 
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.fixture
 def league(tmp_path):
     config = tmp_path / "league.toml"
@@ -97,35 +86,35 @@ def league(tmp_path):
 def test_sigkill_voids_the_match_and_the_agent_resumes(league):
     ref, start_agent, procs, tmp = league
     addr = ref["address"]
-    _wait(lambda: _members(addr).get("l1") and _members(addr)["l1"].policy_version >= 3, 60, "l1 learning")
+    wait_until(lambda: _members(addr).get("l1") and _members(addr)["l1"].policy_version >= 3, 60, "l1 learning")
     before = _members(addr)["l1"].policy_version
     os.kill(procs["l1"].pid, signal.SIGKILL)
     procs["l1"].wait(timeout=10)
     rounds_at_kill = referee_status(addr).round
     # the league keeps running: rounds go on and the survivors keep learning
-    _wait(lambda: referee_status(addr).round >= rounds_at_kill + 3, 60, "rounds after the kill")
+    wait_until(lambda: referee_status(addr).round >= rounds_at_kill + 3, 60, "rounds after the kill")
     survivors = _members(addr)
     assert survivors["l2"].policy_version > 1 and survivors["meta"].matches > 0
     # the match that needed the dead agent was voided, not played or hung
-    _wait(lambda: referee_status(addr).aborted_matches >= 1, 30, "the dead agent's match to be voided")
+    wait_until(lambda: referee_status(addr).aborted_matches >= 1, 30, "the dead agent's match to be voided")
     # the dead agent's lease expires and it leaves the league (its matches were voided or skipped)
-    _wait(lambda: "l1" not in _members(addr), 30, "l1's lease to expire")
+    wait_until(lambda: "l1" not in _members(addr), 30, "l1's lease to expire")
     # restarted under the same id: it resumes from its checkpoint, not from scratch
     (tmp / "l1.json").unlink()
     info = start_agent("l1", "--config", str(tmp / "league.toml"))
     assert info["resumed"] is True
-    m = _wait(lambda: _members(addr).get("l1"), 30, "l1 to rejoin")
+    m = wait_until(lambda: _members(addr).get("l1"), 30, "l1 to rejoin")
     assert m.policy_version >= before - 1  # the checkpoint holds its last published update
-    _wait(lambda: _members(addr)["l1"].policy_version > before, 60, "l1 to learn again after resuming")
+    wait_until(lambda: _members(addr)["l1"].policy_version > before, 60, "l1 to learn again after resuming")
 
 
 def test_attached_agent_is_matched_learns_and_is_in_the_metrics(league):
     ref, start_agent, procs, tmp = league
     addr = ref["address"]
-    _wait(lambda: referee_status(addr).round >= 2, 60, "the league to run")
+    wait_until(lambda: referee_status(addr).round >= 2, 60, "the league to run")
     info = start_agent("newcomer", "--role", "learner", "--policy", "tabular", "--init", "random:9", "--lr", "0.5")
     assert info["resumed"] is False
-    m = _wait(lambda: (_members(addr).get("newcomer") and _members(addr)["newcomer"].policy_version >= 3
+    m = wait_until(lambda: (_members(addr).get("newcomer") and _members(addr)["newcomer"].policy_version >= 3
                        and _members(addr)["newcomer"]), 60, "the newcomer to be matched and learn")
     assert m.matches >= 2 and m.episodes > 0
     agent_text = metrics(info["metrics"])
@@ -147,7 +136,7 @@ ALLOWED_LABELS = {"agent_id", "env", "role", "step", "le"}
 
 def test_every_process_serves_the_metrics_contract(league):
     ref, _, procs, tmp = league
-    _wait(lambda: referee_status(ref["address"]).round >= 4, 60, "a few rounds")
+    wait_until(lambda: referee_status(ref["address"]).round >= 4, 60, "a few rounds")
     pages = {"referee": (metrics(ref["metrics"]), REFEREE_METRICS)}
     for a in ("meta", "persona", "l1"):
         info = json.loads((tmp / f"{a}.json").read_text())
@@ -166,7 +155,7 @@ def test_every_process_serves_the_metrics_contract(league):
 def test_referee_serves_prometheus_service_discovery(league):
     ref, _, procs, tmp = league
     sd_url = ref["metrics"].replace("/metrics", "/sd")
-    groups = _wait(lambda: (g := json.loads(metrics(sd_url))) and len(g) == 5 and g, 30, "5 members in /sd")
+    groups = wait_until(lambda: (g := json.loads(metrics(sd_url))) and len(g) == 5 and g, 30, "5 members in /sd")
     by_id = {g["labels"]["agent_id"]: g for g in groups}
     for a in ("meta", "persona", "l1", "l2", "l3"):
         info = json.loads((tmp / f"{a}.json").read_text())

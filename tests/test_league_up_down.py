@@ -6,10 +6,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 from services.processes import referee_status
-from tests.league_procs import ROOT, env
+from tests.league_procs import env, wait_until
 
 LEAGUE = """
 name = "updown"
@@ -50,17 +49,14 @@ def test_up_status_down(tmp_path):
     up = subprocess.Popen([sys.executable, "-m", "league.cli", "up", str(config), "--out", str(tmp_path / "run")],
                           env=e, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "up.json").exists() or not (tmp_path / "run" / "b.ready.json").exists():
+        def started() -> bool:
             assert up.poll() is None, up.stdout.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+            return (tmp_path / "up.json").exists() and (tmp_path / "run" / "b.ready.json").exists()
+
+        wait_until(started, 120, "league up to start every process")
         state = json.loads((tmp_path / "up.json").read_text())
         assert set(state["pids"]) == {"referee", "a", "b"}
-        deadline = time.monotonic() + 60
-        while referee_status(state["referee"]).round < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_until(lambda: referee_status(state["referee"]).round >= 2, 60, "two rounds")
         status = subprocess.run([sys.executable, "-m", "league.cli", "status", state["referee"], "--json"],
                                 env=e, capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stderr
