@@ -32,11 +32,14 @@ class PolicyGradient:
     what makes this seat's next parameters a differentiable function of its peers'."""
 
     see_peers: bool = True
+    plain: bool = False
+    """Differentiate the step as a plain function of the parameters with the data held
+    fixed (no magic box; ``see_peers`` then has no effect on the gradient)."""
 
     def objective(self, evaluator: Evaluator, params: Sequence[Params], data: Any, k: int,
                   lrs: Sequence[torch.Tensor], step: int) -> torch.Tensor:
         live = range(evaluator.n_agents) if self.see_peers else (k,)
-        return evaluator.inner_objective(data, k, live)
+        return evaluator.inner_objective(data, k, live, plain=self.plain)
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,11 @@ class TrainConfig:
     """GAE lambda of the outer loss."""
     include_initial: bool = True
     """Include the return of phi_0 in the meta-objective (the authors' code does)."""
+    estimator: str = "dice"
+    """Form of the meta-gradient (``league.estimators``): ``dice``, ``authors`` or ``score``."""
+    per_step: bool = True
+    """Average the outer objective's terms over the H time steps (a scale that does not grow
+    with H) instead of summing them as the authors do."""
     validate_every: int = 10
     """Iterations between validation passes; the best validated checkpoint is kept."""
     outer: OuterConfig = field(default_factory=OuterConfig)
@@ -202,9 +207,13 @@ def validate(cfg: ExperimentConfig) -> None:
     """Reject values that would fail later or silently do something else."""
     from league.methods import METHOD_NAMES
 
+    from league.estimators import ESTIMATORS
+
     for m in cfg.methods:
         if m not in METHOD_NAMES:
             raise ConfigError(f"unknown method {m!r}; known: {', '.join(METHOD_NAMES)}")
+    if cfg.train.estimator not in ESTIMATORS:
+        raise ConfigError(f"unknown train.estimator {cfg.train.estimator!r}; known: {', '.join(ESTIMATORS)}")
     if not cfg.methods or not cfg.seeds:
         raise ConfigError("methods and seeds must not be empty")
     if cfg.game.name not in ("ipd", "rps"):

@@ -18,7 +18,7 @@ from typing import Any, Callable, Collection, Protocol, Sequence
 import torch
 
 from league.games.iterated import IteratedMatrixGame
-from league.learn import dice_objective, discounted_returns, linear_feature_baseline
+from league.learn import dice_objective, discount_weights, discounted_returns, linear_feature_baseline
 from league.policies.base import Params, Policy
 from league.rollout import Batch, rollout
 
@@ -38,7 +38,7 @@ class Evaluator(Protocol):
 
     def observe(self, params: Sequence[Params]) -> Any: ...
 
-    def inner_objective(self, data: Any, k: int, live: Collection[int]) -> torch.Tensor: ...
+    def inner_objective(self, data: Any, k: int, live: Collection[int], plain: bool = False) -> torch.Tensor: ...
 
     def outer_objective(self, data: Any, k: int, live: Collection[int],
                         advantages: torch.Tensor | None = None) -> torch.Tensor: ...
@@ -60,7 +60,8 @@ class ValueEvaluator:
     def observe(self, params: Sequence[Params]) -> list[Params]:
         return list(params)
 
-    def inner_objective(self, data: list[Params], k: int, live: Collection[int]) -> torch.Tensor:
+    def inner_objective(self, data: list[Params], k: int, live: Collection[int], plain: bool = False) -> torch.Tensor:
+        """Seat ``k``'s exact value (no data, so ``plain`` changes nothing)."""
         return self.value_fn(_maybe_detach(data, live))[:, k]
 
     def outer_objective(self, data: list[Params], k: int, live: Collection[int],
@@ -96,14 +97,25 @@ class SampledEvaluator:
         return rollout(self.game, self.policies, params, n_chains, self.n_episodes,
                        self.horizon, self.generator, self.dtype)
 
-    def inner_objective(self, data: Batch, k: int, live: Collection[int]) -> torch.Tensor:
+    def inner_objective(self, data: Batch, k: int, live: Collection[int], plain: bool = False) -> torch.Tensor:
+        """Seat ``k``'s surrogate of its discounted return on ``data``, per chain ``[B]``.
+
+        DiCE (default): its first derivative is the policy-gradient estimate and its higher
+        derivatives also carry how the sampled data depend on every live seat's parameters.
+        ``plain``: ``mean_K sum_t log pi_k(a_t | s_t) * w_t`` with the weights
+        ``w_t = gamma^t (G_t - b_t)`` detached: the same first derivative, but its higher
+        derivatives are those of that estimate as a plain function of the parameters with
+        the data held fixed (the inner step of the likelihood-ratio ``score`` form)."""
         if k not in live:
             raise ValueError(f"seat {k}'s own parameters must be live in its objective")
-        deps = sum(data.logp[m] for m in sorted(live))
         rewards = data.rewards[..., k]
-        baseline = None
-        if self.use_baseline:
-            baseline = linear_feature_baseline(data.obs, discounted_returns(rewards, self.gamma))
+        returns = discounted_returns(rewards, self.gamma)
+        baseline = linear_feature_baseline(data.obs, returns) if self.use_baseline else None
+        if plain:
+            w = discount_weights(rewards.shape[-1], self.gamma, dtype=rewards.dtype)
+            weights = w * (returns if baseline is None else returns - baseline)
+            return (data.logp[k] * weights.detach()).sum(-1).mean(-1)
+        deps = sum(data.logp[m] for m in sorted(live))
         return dice_objective(deps, rewards, self.gamma, baseline=baseline)
 
     def mean_rewards(self, data: Batch) -> torch.Tensor:

@@ -99,7 +99,7 @@ def train_one(cfg: ExperimentConfig, method_name: str, seed: int,
               progress: Callable[[int, int], None] | None = None) -> TrainResult:
     """Meta-train one meta-agent (Algorithm 1) and keep the best validated checkpoint."""
     setting = build_setting(cfg)
-    method = make_method(method_name, cfg.agent.lookahead)
+    method = make_method(method_name, cfg.agent.lookahead, cfg.train.estimator)
     g = torch.Generator().manual_seed(seed)
     L, dtype = cfg.chain.length, setting.dtype
     policy = setting.meta_policy.init_params(g)
@@ -129,7 +129,7 @@ def train_one(cfg: ExperimentConfig, method_name: str, seed: int,
         idx = torch.randint(train.shape[0], (cfg.train.meta_batch,), generator=g)
         result = meta_objective(method, evaluator, learner.policy, learner.lr, setting.peer_params(train[idx]),
                                 setting.peer_lrs(cfg.train.meta_batch), L, critic, cfg.train.entropy_weight,
-                                cfg.train.include_initial)
+                                cfg.train.include_initial, cfg.train.per_step)
         meta_reward = float(torch.stack([evaluator.mean_rewards(s.data)[:, 0] for s in result.steps]).mean())
         stats = learner.step(result)
         del result

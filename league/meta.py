@@ -15,7 +15,8 @@ import torch
 
 from league.chain import ChainStep, expand_params, unroll
 from league.evaluators import Evaluator
-from league.learn import discounted_returns, gae_advantages
+from league.estimators import OuterInputs, get_estimator
+from league.learn import discount_weights, discounted_returns, gae_advantages
 from league.methods import Method
 from league.policies.base import Params
 from league.policies.lstm import LSTMValue
@@ -57,11 +58,19 @@ class MetaObjective:
 def meta_objective(method: Method, evaluator: Evaluator, policy: Params, lr: torch.Tensor,
                    peers: Sequence[Params], peer_lrs: Sequence[torch.Tensor], length: int,
                    critic: Critic | None = None, entropy_weight: float = 0.0,
-                   include_initial: bool = True) -> MetaObjective:
+                   include_initial: bool = True, per_step: bool = False,
+                   chain_baseline: bool = True) -> MetaObjective:
     """The meta-agent (seat 0, ``policy`` with ``B == 1`` and learning rates ``lr[1, L]``)
-    against ``B`` persona chains ``peers`` (seats 1..n-1). ``include_initial`` adds the
-    return of ``phi_0`` itself (the current-policy term) as the authors' code does; the
-    appendix's meta-value ``V_{0:L}`` leaves it out."""
+    against ``B`` persona chains ``peers`` (seats 1..n-1), in the form ``method.estimator``.
+
+    ``include_initial`` adds the return of ``phi_0`` itself (the current-policy term) as the
+    authors' code does; the appendix's meta-value ``V_{0:L}`` leaves it out. Advantages
+    come from ``critic`` (GAE) or, without one, are the discounted returns-to-go
+    ``gamma^t G_t`` (unbiased; used by the exact tests). ``per_step`` divides every term by
+    the horizon ``H``, so the objective is on a per-step scale that does not grow with
+    ``H`` (the entropy bonus, a per-step mean, is then on the same scale as the rest).
+    ``chain_baseline``: the score form subtracts the other chains' mean return from a
+    chain's earlier-trajectory weight (off only to enumerate an estimator's expectation)."""
     n_chains = peers[0][next(iter(peers[0]))].shape[0]
     handles = dict(expand_params(policy, n_chains))
     lr_b = lr.expand(n_chains, -1)
@@ -74,33 +83,55 @@ def meta_objective(method: Method, evaluator: Evaluator, policy: Params, lr: tor
     if method.outer == "initial":
         params = [meta_params, *[{k: v.detach().requires_grad_(True) for k, v in p.items()} for p in peers]]
         data = evaluator.observe(params)
-        objective = method.meta_rule.objective(evaluator, params, data, 0, lrs, 0)
+        scale = _time_scale(data, per_step)
+        objective = method.meta_rule.objective(evaluator, params, data, 0, lrs, 0) * scale
         steps = [ChainStep(params, data)]
-        if entropy_weight:
-            objective = objective + entropy_weight * data.entropy[0].mean(dim=(1, 2))
-        return MetaObjective(objective, handles, steps, None)
+        return MetaObjective(objective + _entropy_bonus(data, entropy_weight, scale), handles, steps, None)
 
     steps = unroll(evaluator, [meta_params, *peers], rules, lrs, length, differentiable=True)
-    peer_seats = set(range(1, evaluator.n_agents))
-    terms, value_losses = [], []
-    for l, step in enumerate(steps):
-        if l == 0 and not include_initial:
-            continue
-        live = {0} if l == 0 else ({0} if method.own else set()) | (peer_seats if method.peer else set())
-        adv = None
-        if critic is not None:
-            adv, value_loss = critic.advantages_and_loss(step.data)
+    scale = _time_scale(steps[0].data, per_step)
+    advantages, returns, value_losses = [], [], []
+    for step in steps:
+        adv, ret, value_loss = _advantages(step.data, critic, getattr(evaluator, "gamma", None))
+        advantages.append(None if adv is None else adv * scale)
+        returns.append(None if ret is None else ret * scale)
+        if value_loss is not None:
             value_losses.append(value_loss)
-        if not live:
-            terms.append(torch.zeros(n_chains, dtype=lr.dtype))
-            continue
-        term = evaluator.outer_objective(step.data, 0, live, adv)
-        if l == 0 and entropy_weight:
-            term = term + entropy_weight * step.data.entropy[0].mean(dim=(1, 2))
-        terms.append(term)
-    objective = torch.stack(terms).mean(0)
+    estimator = get_estimator(method.estimator)
+    inputs = OuterInputs(steps, method, advantages, returns, include_initial,
+                         normalize=critic is not None and critic.normalize, chain_baseline=chain_baseline)
+    objective = estimator.objective(evaluator, inputs)
+    if include_initial and entropy_weight:  # on phi_0, counted as one of the averaged terms
+        objective = objective + _entropy_bonus(steps[0].data, entropy_weight, scale) / (length + 1)
     value_loss = torch.stack(value_losses).mean() if value_losses else None
     return MetaObjective(objective, handles, steps, value_loss)
+
+
+def _time_scale(data, per_step: bool) -> float:
+    """``1 / H`` for a per-step objective (sampled data only), else 1."""
+    rewards = getattr(data, "rewards", None)
+    return 1.0 / rewards.shape[-1] if per_step and rewards is not None else 1.0
+
+
+def _entropy_bonus(data, weight: float, scale: float) -> torch.Tensor | float:
+    """``weight * mean_K sum_t H(pi_0(. | s_t)) * scale`` of the meta-agent's policy."""
+    if not weight or getattr(data, "entropy", None) is None:
+        return 0.0
+    return weight * data.entropy[0].sum(-1).mean(-1) * scale
+
+
+def _advantages(data, critic: Critic | None, gamma: float | None):
+    """The meta-agent's advantages ``[B, K, H]`` and discounted episode returns ``[B, K]``
+    on one step's data (``None`` for exact evaluators), and the critic's loss."""
+    if getattr(data, "rewards", None) is None:
+        return None, None, None
+    rewards = data.rewards[..., 0]
+    w = discount_weights(rewards.shape[-1], gamma, dtype=rewards.dtype)
+    episode_returns = (rewards * w).sum(-1)
+    if critic is None:
+        return w * discounted_returns(rewards, gamma), episode_returns, None
+    adv, loss = critic.advantages_and_loss(data)
+    return adv, episode_returns, loss
 
 
 def per_chain_gradients(result: MetaObjective) -> dict[str, torch.Tensor]:

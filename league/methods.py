@@ -1,12 +1,15 @@
 """The Meta-MAPG family as data: each method is the meta-agent's inner rule, the peers'
-rule, whether its inner learning rates are meta-learned, and which gradient paths its
-meta-objective keeps. See docs/methods.md for the definitions and their sources."""
+rule, whether its inner learning rates are meta-learned, which gradient paths its
+meta-objective keeps, and the form in which that gradient is estimated
+(``league.estimators``). See docs/methods.md for the definitions and their sources."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from league.chain import InnerRule, LolaDice, PolicyGradient
+from league.estimators import get_estimator
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,7 @@ class Method:
     own-learning path (``own``) and the peer-learning path (``peer``) are kept or cut.
     ``outer == "initial"``: the meta-objective is the method's own inner objective at
     ``phi_0`` against the training population (REINFORCE and LOLA-DiCE are trained as their
-    own learning rules, not through the chain).
+    own learning rules, not through the chain). ``estimator`` names the outer form.
     """
 
     name: str
@@ -28,25 +31,49 @@ class Method:
     outer: str = "chain"
     own: bool = True
     peer: bool = True
+    estimator: str = "dice"
 
 
-def make_method(name: str, lookahead: int = 1) -> Method:
-    """The method registry; ``lookahead`` applies to ``lola-dice``."""
-    if name == "meta-mapg":
-        return Method(name, PolicyGradient(see_peers=True), PolicyGradient(see_peers=True), learn_lr=True)
-    if name == "meta-pg":
-        return Method(name, PolicyGradient(see_peers=False), PolicyGradient(see_peers=False),
-                      learn_lr=True, peer=False)
-    if name == "no-own-learning":
-        return Method(name, PolicyGradient(see_peers=True), PolicyGradient(see_peers=True),
-                      learn_lr=True, own=False)
-    if name == "lola-dice":
-        return Method(name, LolaDice(lookahead=lookahead), PolicyGradient(see_peers=True),
-                      learn_lr=False, outer="initial")
-    if name == "reinforce":
-        return Method(name, PolicyGradient(see_peers=False), PolicyGradient(see_peers=False),
-                      learn_lr=False, outer="initial")
-    raise ValueError(f"unknown method {name!r}; known: {', '.join(METHOD_NAMES)}")
+def _meta_mapg(lookahead: int, plain: bool) -> dict:
+    pg = PolicyGradient(see_peers=True, plain=plain)
+    return dict(meta_rule=pg, peer_rule=pg, learn_lr=True)
 
 
-METHOD_NAMES = ("meta-mapg", "meta-pg", "no-own-learning", "lola-dice", "reinforce")
+def _meta_pg(lookahead: int, plain: bool) -> dict:
+    pg = PolicyGradient(see_peers=False, plain=plain)
+    return dict(meta_rule=pg, peer_rule=pg, learn_lr=True, peer=False)
+
+
+def _no_own_learning(lookahead: int, plain: bool) -> dict:
+    pg = PolicyGradient(see_peers=True, plain=plain)
+    return dict(meta_rule=pg, peer_rule=pg, learn_lr=True, own=False)
+
+
+def _lola_dice(lookahead: int, plain: bool) -> dict:
+    return dict(meta_rule=LolaDice(lookahead=lookahead), peer_rule=PolicyGradient(see_peers=True),
+                learn_lr=False, outer="initial")
+
+
+def _reinforce(lookahead: int, plain: bool) -> dict:
+    pg = PolicyGradient(see_peers=False)
+    return dict(meta_rule=pg, peer_rule=pg, learn_lr=False, outer="initial")
+
+
+METHODS: dict[str, Callable[[int, bool], dict]] = {
+    "meta-mapg": _meta_mapg,
+    "meta-pg": _meta_pg,
+    "no-own-learning": _no_own_learning,
+    "lola-dice": _lola_dice,
+    "reinforce": _reinforce,
+}
+METHOD_NAMES = tuple(METHODS)
+
+
+def make_method(name: str, lookahead: int = 1, estimator: str = "dice") -> Method:
+    """The method ``name`` with its meta-gradient in the form ``estimator``; ``lookahead``
+    applies to ``lola-dice``. The estimator decides whether the chain's inner steps are
+    differentiated as DiCE steps or as plain functions of fixed data."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHOD_NAMES)}")
+    est = get_estimator(estimator)
+    return Method(name, estimator=est.name, **METHODS[name](lookahead, est.plain_inner))

@@ -110,7 +110,7 @@ class Coordinator:
         self.setting = build_setting(experiment)
         if self.setting.n_peers != 1 or len(cfg.personas) < 1:
             raise ValueError("meta-mapg mode needs a two-player game and at least one persona agent")
-        self.method = make_method(method, experiment.agent.lookahead)
+        self.method = make_method(method, experiment.agent.lookahead, experiment.train.estimator)
         self.method_name = method
         # the same random stream, drawn in the same order, as league.experiment.train_one
         self.generator = torch.Generator().manual_seed(seed)
@@ -195,7 +195,7 @@ class Coordinator:
         evaluator = RemoteEvaluator(self.evaluator, self, chain_ids, versions)
         result = meta_objective(self.method, evaluator, self.learner.policy, self.learner.lr, peers,
                                 self.setting.peer_lrs(B), cfg.chain.length, self.learner.critic,
-                                cfg.train.entropy_weight, cfg.train.include_initial)
+                                cfg.train.entropy_weight, cfg.train.include_initial, cfg.train.per_step)
         stats = self.learner.step(result)
         self._push(self.cfg.meta_agent, "policy", self.learner.policy)
         self._push(self.cfg.meta_agent, "lr", {"lr": self.learner.lr})
