@@ -95,7 +95,8 @@ class ExperimentConfig:
     name: str = "experiment"
     """Name used for the run directory and plot titles."""
     methods: list[str] = field(default_factory=lambda: ["meta-mapg", "meta-pg", "lola-dice", "reinforce"])
-    """Methods to compare side by side (see ``league.methods``)."""
+    """Methods to compare side by side (see ``league.methods``); ``name:form`` runs a method
+    with another meta-gradient estimator than ``train.estimator`` (e.g. ``meta-mapg:authors``)."""
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     """Training seeds; every (method, seed) pair is an independent run."""
     workers: int = 2
@@ -210,8 +211,11 @@ def validate(cfg: ExperimentConfig) -> None:
     from league.estimators import ESTIMATORS
 
     for m in cfg.methods:
-        if m not in METHOD_NAMES:
-            raise ConfigError(f"unknown method {m!r}; known: {', '.join(METHOD_NAMES)}")
+        name, _, form = m.partition(":")
+        if name not in METHOD_NAMES:
+            raise ConfigError(f"unknown method {name!r}; known: {', '.join(METHOD_NAMES)}")
+        if form and form not in ESTIMATORS:
+            raise ConfigError(f"unknown estimator {form!r} in method {m!r}; known: {', '.join(ESTIMATORS)}")
     if cfg.train.estimator not in ESTIMATORS:
         raise ConfigError(f"unknown train.estimator {cfg.train.estimator!r}; known: {', '.join(ESTIMATORS)}")
     if not cfg.methods or not cfg.seeds:

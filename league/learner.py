@@ -81,7 +81,8 @@ class MetaLearner:
             offset += size
         self.actor_opt.step()
         self.actor_opt.zero_grad(set_to_none=True)
-        stats = {"objective": float(result.objective.detach().mean()), "grad_norm": norm}
+        stats = {"objective": float(result.objective.detach().mean()), "grad_norm": norm,
+                 "clipped": self.cfg.grad_clip is not None and norm > self.cfg.grad_clip}
         if result.value_loss is not None and self.critic_opt is not None:
             self.critic_opt.zero_grad(set_to_none=True)
             result.value_loss.backward()

@@ -69,11 +69,14 @@ METHODS: dict[str, Callable[[int, bool], dict]] = {
 METHOD_NAMES = tuple(METHODS)
 
 
-def make_method(name: str, lookahead: int = 1, estimator: str = "dice") -> Method:
-    """The method ``name`` with its meta-gradient in the form ``estimator``; ``lookahead``
-    applies to ``lola-dice``. The estimator decides whether the chain's inner steps are
-    differentiated as DiCE steps or as plain functions of fixed data."""
+def make_method(spec: str, lookahead: int = 1, estimator: str = "dice") -> Method:
+    """The method ``spec`` with its meta-gradient in the form ``estimator``; ``lookahead``
+    applies to ``lola-dice``. A spec ``name:form`` (e.g. ``meta-mapg:authors``) overrides
+    the estimator, so that forms can run side by side in one experiment. The estimator
+    decides whether the chain's inner steps are differentiated as DiCE steps or as plain
+    functions of fixed data."""
+    name, _, form = spec.partition(":")
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(METHOD_NAMES)}")
-    est = get_estimator(estimator)
-    return Method(name, estimator=est.name, **METHODS[name](lookahead, est.plain_inner))
+    est = get_estimator(form or estimator)
+    return Method(spec, estimator=est.name, **METHODS[name](lookahead, est.plain_inner))

@@ -44,8 +44,10 @@ def _job(cfg: ExperimentConfig, method: str, seed: int, events) -> dict[str, Any
 
     result = train_one(cfg, method, seed, progress)
     adaptation = meta_test(cfg, result.best)
+    final = meta_test(cfg, result.final)  # reported beside the selected one
     return {"method": method, "seed": seed, "best": result.best.to_dict(), "final": result.final.to_dict(),
             "metrics": result.metrics, "rewards": adaptation.rewards, "action_probs": adaptation.action_probs,
+            "final_rewards": final.rewards, "final_action_probs": final.action_probs,
             "seconds": time.perf_counter() - t0}
 
 
@@ -135,12 +137,14 @@ def run_experiment(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(exist_ok=True)
     by_job: dict[tuple[str, int], Adaptation] = {}
+    by_job_final: dict[tuple[str, int], Adaptation] = {}
     with open(out / "metrics.jsonl", "w") as f:
         for r in results:
             for row in r["metrics"]:
                 f.write(json.dumps(row) + "\n")
             torch.save({"best": r["best"], "final": r["final"]}, ckpt_dir / f"{r['method']}_seed{r['seed']}.pt")
             by_job[(r["method"], r["seed"])] = Adaptation(r["rewards"], r["action_probs"])
+            by_job_final[(r["method"], r["seed"])] = Adaptation(r["final_rewards"], r["final_action_probs"])
     summary = {
         "experiment": cfg.name, "paper": cfg.paper, "seeds": cfg.seeds, "methods": cfg.methods,
         "budget": {"iterations": cfg.train.iterations, "meta_batch": cfg.train.meta_batch,
@@ -152,6 +156,12 @@ def run_experiment(cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
         "auc_definition": "sum over l=1..L of the meta-agent's mean per-step reward at joint policy phi_l",
         "selected_iteration": {f"{r['method']}/seed{r['seed']}": r["best"]["iteration"] for r in results},
         "groups": summarize_adaptations(cfg, by_job, setting.personas.test_types),
+        "final_checkpoints": {
+            "note": "the same meta-test for each job's last checkpoint (not selected by validation)",
+            "groups": {g: {"methods": b["methods"]}
+                       for g, b in summarize_adaptations(cfg, by_job_final, setting.personas.test_types).items()},
+        },
+        "estimator": cfg.train.estimator,
     }
     summary["plots"] = write_plots(cfg, summary, out)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -186,8 +196,10 @@ def results_table(summary: dict[str, Any]) -> str:
     for group, block in summary["groups"].items():
         lines.append(f"meta-test vs {group} personas")
         lines.append(f"  {'method':<18}{'AUC (phi_1..phi_L)':>24}{'reward at phi_0':>20}{'reward at phi_L':>20}")
+        final = summary.get("final_checkpoints", {}).get("groups", {}).get(group, {}).get("methods", {})
         for m, s in block["methods"].items():
             cm, ci = s["curve_mean"], s["curve_ci95"]
+            last = f"   final checkpoint AUC {final[m]['auc_mean']:.3f} ± {final[m]['auc_ci95']:.3f}" if m in final else ""
             lines.append(f"  {m:<18}{s['auc_mean']:>14.3f} ± {s['auc_ci95']:<7.3f}"
-                         f"{cm[0]:>10.3f} ± {ci[0]:<7.3f}{cm[-1]:>10.3f} ± {ci[-1]:<7.3f}")
+                         f"{cm[0]:>10.3f} ± {ci[0]:<7.3f}{cm[-1]:>10.3f} ± {ci[-1]:<7.3f}{last}")
     return "\n".join(lines)
