@@ -5,6 +5,7 @@ an agent whose learning differs from the replica aborts the round with a clear e
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from league.config import load_config
@@ -47,7 +48,7 @@ lr = [1.0]
 """
 
 
-def _league(tmp_path, persona_lr: float):
+def _league(tmp_path, persona_lr: float, overrides=OVERRIDES):
     config = tmp_path / "league.toml"
     config.write_text(LEAGUE.format(lr=persona_lr))
     experiment = tmp_path / "experiment.toml"
@@ -60,17 +61,21 @@ def _league(tmp_path, persona_lr: float):
                            tmp_path / f"{a}.log"))
     infos = {a: wait_json(tmp_path / f"{a}.json", p) for a, p in zip(("meta", "p0", "p1"), procs[1:])}
     coord = spawn(["coordinator", "--join", ref["address"], "--experiment", str(experiment),
-                   *sum((["--set", o] for o in OVERRIDES), []), "--meta", "meta", "--personas", "p0,p1",
+                   *sum((["--set", o] for o in overrides), []), "--meta", "meta", "--personas", "p0,p1",
                    "--iterations", "1", "--results", str(tmp_path / "coord.json"),
                    "--ready-file", str(tmp_path / "coord.ready.json"), "--linger", "3"], tmp_path / "coord.log")
     procs.append(coord)
     return procs, coord, infos
 
 
-def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path):
-    cfg = load_config(ROOT / "configs" / "ipd_quick.toml", OVERRIDES)
+@pytest.mark.parametrize("estimator", ["dice", "score"])
+def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path, estimator):
+    """The coordinator computes the meta-gradient with the library's estimator code: the
+    same numbers as embedded for the default form and for the score form (plain inner steps)."""
+    overrides = [*OVERRIDES, f"train.estimator={estimator}"]
+    cfg = load_config(ROOT / "configs" / "ipd_quick.toml", overrides)
     embedded = train_one(cfg, "meta-mapg", 0).final
-    procs, coord, infos = _league(tmp_path, 1.0)
+    procs, coord, infos = _league(tmp_path, 1.0, overrides)
     try:
         ready = wait_json(tmp_path / "coord.ready.json", coord)
         wait_until(lambda: (tmp_path / "coord.json").exists(), 240, "the coordinator's results")
