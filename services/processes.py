@@ -30,20 +30,25 @@ def _write_json(path: Path, data: Any) -> None:
 
 # -- referee -----------------------------------------------------------------------------
 def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, ready_file: Path | None,
-                results_file: Path | None, wait_for: int) -> int:
-    import logging
-
+                results_file: Path | None, wait_for: int, log_file: str | None = None) -> int:
+    from services import limits
     from services.referee import Referee
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    srv.configure_logging(log_file)
     referee = Referee(cfg.referee, [a.id for a in cfg.agents])
-    server = srv.make_server(max_workers=32)
+    # every agent holds up to MAX_STREAMS_PER_AGENT open streams; threads beyond those serve the unary RPCs
+    server = srv.make_server(max_workers=limits.MAX_MEMBERS * limits.MAX_STREAMS_PER_AGENT
+                             + limits.MAX_ANONYMOUS_STREAMS + 16)
     referee_pb2_grpc.add_RefereeServicer_to_server(referee, server)
     health = srv.add_health_and_reflection(server, ["league.v1.Referee"])
-    bound = srv.bind(server, host, port)
+    try:
+        bound = srv.bind(server, host, port)
+        http, mport = srv.serve_metrics(referee.metrics.registry, host, metrics_port,
+                                        routes={"/sd": referee.service_discovery})
+    except OSError:
+        referee.stop()
+        raise
     server.start()
-    http, mport = srv.serve_metrics(referee.metrics.registry, host, metrics_port,
-                                    routes={"/sd": referee.service_discovery})
     info = {"address": f"{host}:{bound}", "metrics": f"http://{host}:{mport}/metrics", "pid": os.getpid()}
     if ready_file:
         _write_json(ready_file, info)
@@ -72,15 +77,21 @@ def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, read
 # -- agent -------------------------------------------------------------------------------
 def run_agent(spec: AgentSpec, referee: str, env: str, gamma: float, chain_length: int, population_seed: int,
               checkpoint_dir: str, host: str, port: int, metrics_port: int, ready_file: Path | None,
-              advertise: str = "") -> int:
+              advertise: str = "", join_wait: float = 60.0) -> int:
+    """The agent process: serve, join, learn. Raises client.Unreachable, runtime.JoinRefused or
+    OSError (a port in use) with one-line messages."""
     from agents.runtime import AgentProcess, AgentRuntimeConfig
 
     validate_agent(spec)
     cfg = AgentRuntimeConfig(referee=referee, env=env, gamma=gamma, chain_length=chain_length,
                              population_seed=population_seed, checkpoint_dir=checkpoint_dir, host=host, port=port,
-                             metrics_port=metrics_port, advertise=advertise)
+                             metrics_port=metrics_port, advertise=advertise, join_wait=join_wait)
     agent = AgentProcess(spec, cfg)
-    gport, mport = agent.start()
+    try:
+        gport, mport = agent.start()
+    except OSError:
+        agent.stop()
+        raise
     info = {"agent_id": spec.id, "address": agent.address(), "metrics": f"http://{agent.advertised_host()}:{mport}/metrics",
             "pid": os.getpid(), "resumed": agent.resumed}
     if ready_file:
@@ -90,6 +101,8 @@ def run_agent(spec: AgentSpec, referee: str, env: str, gamma: float, chain_lengt
     try:
         agent.run()
     except KeyboardInterrupt:
+        pass
+    finally:
         agent.stop()
     return 0
 
@@ -148,6 +161,8 @@ def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False) -
         f.unlink()
     procs: dict[str, subprocess.Popen] = {}
     state = {"run": str(out), "pids": {}}
+    last_status: dict[str, Any] = {}
+    referee_code = 0
 
     def stop_all() -> None:
         for name, p in procs.items():
@@ -190,29 +205,62 @@ def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False) -
         while procs["referee"].poll() is None:
             try:
                 st = referee_status(ref["address"], timeout=2)
+                last_status = status_dict(st)
                 bar.update(st.round, f"{len(st.members)} members, {st.aborted_matches} aborted")
             except grpc.RpcError:
                 pass
             time.sleep(0.5)
         bar.close()
+        referee_code = procs["referee"].returncode
     except KeyboardInterrupt:
         print("league: stopping", file=sys.stderr)
     finally:
         stop_all()
     results_path = out / "referee_results.json"
     summary = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if referee_code != 0:
+        # the referee died without writing its results: keep what the last status showed
+        summary = {**{k: last_status[k] for k in ("round", "aborted_matches", "members") if k in last_status},
+                   **summary, "referee_exit_code": referee_code, "partial": True}
+        summary.setdefault("rounds", last_status.get("round", 0))
     summary["name"] = cfg.name
     _write_json(out / "summary.json", summary)
     return summary
 
 
+def _league_process(pid: int, name: str) -> bool | None:
+    """Whether PID runs the league command as ``name`` (``referee`` or an agent id), read
+    from /proc/PID/cmdline; False when it is gone, None when it cannot be read."""
+    try:
+        parts = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    is_league = any(p == b"league.cli" or p.endswith(b"/league") or p == b"league" for p in parts)
+    return is_league and name.encode() in parts
+
+
 def down() -> int:
-    """Stop the processes of the league started by ``league up`` (by their recorded PIDs)."""
+    """Stop the processes of the league started by ``league up`` (by their recorded PIDs),
+    each only after checking that the PID still runs that league process."""
     if not STATE_FILE.exists():
         print("league: no running league recorded", file=sys.stderr)
         return 1
-    state = json.loads(STATE_FILE.read_text())
-    for name, pid in state["pids"].items():
+    try:
+        state = json.loads(STATE_FILE.read_text())
+        pids = {str(name): int(pid) for name, pid in state["pids"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        print(f"league: error: {STATE_FILE} is not a league state file", file=sys.stderr)
+        return 1
+    for name, pid in pids.items():
+        mine = _league_process(pid, name)
+        if mine is None:
+            print(f"skipped {name} (pid {pid}): cannot read its command line to check it is the league's")
+            continue
+        if not mine:
+            print(f"skipped {name} (pid {pid}): no longer a league process")
+            continue
         try:
             os.kill(pid, signal.SIGTERM)
             print(f"stopped {name} (pid {pid})")
