@@ -303,8 +303,10 @@ class AgentProcess:
                 except grpc.RpcError as err:
                     if self._stop.is_set() or err.code() == grpc.StatusCode.CANCELLED:
                         break
-                    if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # fell behind: subscribe again
-                        log.warning("broadcast cut off (%s): subscribing again", err.details())
+                    if err.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION,
+                                      grpc.StatusCode.ABORTED):  # cut off (behind, or dropped): subscribe again
+                        log.warning("broadcast cut off (%s: %s): subscribing again", err.code().name, err.details())
+                        self._stop.wait(0.5)
                         stream = self._stream = stub.Subscribe(referee_pb2.SubscribeRequest(agent_id=self.spec.id))
                         continue
                     log.warning("lost the referee at %s (%s): leaving", self.cfg.referee, err.code().name)

@@ -26,6 +26,12 @@ MAX_STREAMS_PER_AGENT = 2
 """Open Subscribe streams per agent id (a reconnecting agent's old stream may linger briefly)."""
 MAX_ANONYMOUS_STREAMS = 4
 """Open Subscribe streams with an empty agent id (observers of every batch)."""
+MAX_PENDING_STREAMS = 32
+"""Open Subscribe streams of ids that are not (yet) members: an agent subscribes just before it joins."""
+STREAM_JOIN_GRACE = 30.0
+"""Seconds a stream of an id that is not a member stays open (FAILED_PRECONDITION after)."""
+MAX_STREAMS = MAX_MEMBERS * MAX_STREAMS_PER_AGENT + MAX_ANONYMOUS_STREAMS
+"""Open Subscribe streams in all; the referee's server keeps threads beyond these for unary RPCs."""
 SUBSCRIBER_BACKLOG = 1024
 """Batches queued for one subscriber; a subscriber that falls further behind is cut off
 (RESOURCE_EXHAUSTED) and resubscribes."""

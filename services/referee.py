@@ -344,14 +344,25 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         q: queue.Queue = queue.Queue(maxsize=limits.SUBSCRIBER_BACKLOG)
         key = id(q)
         with self.lock:
-            open_streams = sum(a == agent for a, _ in self.subscribers.values())
+            streams = [a for a, _ in self.subscribers.values()]
             cap = limits.MAX_STREAMS_PER_AGENT if agent else limits.MAX_ANONYMOUS_STREAMS
-            if open_streams >= cap:
+            pending = sum(bool(a) and a not in self.members for a in streams)
+            if streams.count(agent) >= cap:
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"{cap} Subscribe streams are already open for agent id {agent!r}")
+            if len(streams) >= limits.MAX_STREAMS or (agent and agent not in self.members
+                                                       and pending >= limits.MAX_PENDING_STREAMS):
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many open Subscribe streams: try again later")
             self.subscribers[key] = (agent, q)
+        last_member = time.monotonic()
         try:
             while context.is_active() and not self.stopped.is_set():
+                if agent:
+                    if agent in self.members:
+                        last_member = time.monotonic()
+                    elif time.monotonic() - last_member > limits.STREAM_JOIN_GRACE:
+                        context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                      f"{agent} is not a member: join, then subscribe again")
                 if key in self._overflowed:
                     log.warning("subscriber %s fell %d batches behind: stream cut off", agent or "(all)",
                                 limits.SUBSCRIBER_BACKLOG)
