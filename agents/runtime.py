@@ -27,7 +27,7 @@ from league.evaluators import SampledEvaluator
 from league.policies import LSTMValue
 from league.rollout import Episodes
 from services import server as srv
-from services.client import connect
+from services.client import Unreachable, connect
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.league_config import AgentSpec
 from services.wire import decode_tensor
@@ -301,7 +301,7 @@ class AgentProcess:
                     log.info("the referee at %s ended the broadcast: the league is over", self.cfg.referee)
                     break
                 except grpc.RpcError as err:
-                    if self._stop.is_set() or err.code() == grpc.StatusCode.CANCELLED:
+                    if self._stop.is_set():  # our own cancel
                         break
                     if err.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION,
                                       grpc.StatusCode.ABORTED):  # cut off (behind, or dropped): subscribe again
@@ -309,8 +309,9 @@ class AgentProcess:
                         self._stop.wait(0.5)
                         stream = self._stream = stub.Subscribe(referee_pb2.SubscribeRequest(agent_id=self.spec.id))
                         continue
-                    log.warning("lost the referee at %s (%s): leaving", self.cfg.referee, err.code().name)
-                    break
+                    log.warning("lost the referee at %s (%s): reconnecting for up to %gs", self.cfg.referee,
+                                err.code().name, self.cfg.join_wait)
+                    stream = self._stream = self._reconnect(stub)
         finally:
             inbox.put(None)
             learner.join(timeout=30)
@@ -319,6 +320,32 @@ class AgentProcess:
                 stub.Leave(referee_pb2.LeaveRequest(agent_id=self.spec.id), timeout=2)
             except grpc.RpcError:
                 pass
+
+    def _reconnect(self, stub: referee_pb2_grpc.RefereeStub):
+        """Subscribe and join again once the referee is back (a restarted referee resumes the
+        league), retrying with backoff for ``join_wait`` seconds; then Unreachable."""
+        start, delay, said = time.monotonic(), 0.25, -10.0
+        while not self._stop.is_set():
+            stream = stub.Subscribe(referee_pb2.SubscribeRequest(agent_id=self.spec.id))
+            try:
+                self._join(stub)
+                log.info("reconnected to the referee at %s", self.cfg.referee)
+                return stream
+            except grpc.RpcError as err:
+                stream.cancel()
+                if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise JoinRefused(f"the referee at {self.cfg.referee} refused {self.spec.id}: {err.code().name}: "
+                                      f"{(err.details() or '').splitlines()[0] if err.details() else ''}") from None
+            waited = time.monotonic() - start
+            if waited > self.cfg.join_wait:
+                raise Unreachable(f"lost the referee at {self.cfg.referee}; it did not come back within "
+                                  f"{self.cfg.join_wait:g}s")
+            if waited - said >= 10.0:
+                log.warning("waiting for the referee at %s", self.cfg.referee)
+                said = waited
+            self._stop.wait(delay)
+            delay = min(2 * delay, 5.0)
+        return stub.Subscribe(referee_pb2.SubscribeRequest(agent_id=self.spec.id))
 
     def _learn_loop(self, inbox: queue.Queue) -> None:
         """Learn from whatever has arrived: everything queued is taken at once, so the

@@ -94,7 +94,8 @@ def _referee(args: argparse.Namespace) -> int:
     try:
         return run_referee(cfg, args.host, args.port, args.metrics_port,
                            Path(args.ready_file) if args.ready_file else None,
-                           Path(args.results) if args.results else None, args.wait_for, args.log_file)
+                           Path(args.results) if args.results else None, args.wait_for, args.log_file,
+                           Path(args.state) if args.state else None)
     except (OSError, TimeoutError) as err:  # a port in use; agents that never joined
         return _fail(err)
 
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ready-file", help="write {address, metrics, pid} here once serving")
     r.add_argument("--results", help="write chains and member returns here when the rounds are done")
     r.add_argument("--wait-for", type=int, default=0, help="agents to wait for before the first round")
+    r.add_argument("--state", help="persist the league's state here after every round; resume from it if it exists")
     a_join_wait = "seconds to keep retrying a referee that does not answer (then exit 1)"
     r.set_defaults(func=_referee)
     a = sub.add_parser("agent", help="run an agent process and join a running league")

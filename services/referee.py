@@ -26,6 +26,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import grpc
@@ -35,7 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from agents.policy_factory import game_for, policy_from_description
 from league.policies.base import Params, Policy
 from league.rollout import sample_episodes
-from services import limits
+from services import limits, referee_state
 from services import server as srv
 from services.client import DEFAULT_MAX_FETCH_BYTES, describe, fetch_parameters
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
@@ -139,7 +140,10 @@ class RefereeMetrics:
 class Referee(referee_pb2_grpc.RefereeServicer):
     """Membership, matchmaking and the broadcast; ``play_round`` is one round."""
 
-    def __init__(self, cfg: RefereeConfig, config_order: list[str] | None = None) -> None:
+    def __init__(self, cfg: RefereeConfig, config_order: list[str] | None = None,
+                 state_file: Path | None = None) -> None:
+        """``state_file``: where the league's durable state is saved after every round and
+        membership change; a referee started on an existing file resumes from it."""
         torch.set_num_threads(1)
         self.cfg = cfg
         self.game = game_for(cfg.env)
@@ -158,7 +162,52 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         self.stopped = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=8)
         self._overflowed: set[int] = set()  # subscriptions cut off for falling behind
+        self.records: dict[str, dict] = {}  # stats of members that left (or were members before a restart)
+        self.state_file = state_file
+        self.resumed = False
+        if state_file is not None:
+            state = referee_state.load(state_file)
+            if state is not None:
+                self._restore(state)
         threading.Thread(target=self._lease_timer, name="lease-timer", daemon=True).start()
+
+    # -- durable state -------------------------------------------------------------------
+    def _member_record(self, m: Member) -> dict:
+        return {"role": m.role, "address": m.address, "policy_version": m.policy_version, "episodes": m.episodes,
+                "matches": m.matches, "returns": m.returns[-100:], "order": m.order}
+
+    def member_records(self) -> dict[str, dict]:
+        """Every agent's record, live or not, in league order."""
+        with self.lock:
+            records = {**self.records, **{a: self._member_record(m) for a, m in self.members.items()}}
+        return dict(sorted(records.items(), key=lambda kv: kv[1]["order"]))
+
+    def save_state(self) -> None:
+        """Persist round, results, chains and member records (atomically; no-op without a file)."""
+        if self.state_file is None:
+            return
+        with self.lock:
+            state = {"round": self.round, "aborted": self.aborted, "chain_curves": self.chain_curves,
+                     "chain_counter": self._chain_counter, "next_order": self._next_order,
+                     "chains": [[c.chain_id, c.meta, c.persona, c.count] for c in self.chains.values()],
+                     "members": self.member_records(), "generator": referee_state.encode_generator(self.generator)}
+            referee_state.save(self.state_file, state)
+
+    def _restore(self, state: dict) -> None:
+        """Resume from a saved state. Agents join again (their stats are carried over); a chain
+        that was running restarts from its base policies at the next round and counts as done."""
+        self.round, self.aborted = state["round"], state["aborted"]
+        self.chain_curves = state["chain_curves"]
+        self._chain_counter, self._next_order = state["chain_counter"], state["next_order"]
+        self.chains = {(meta, persona): Chain(cid, meta, persona, step=self.cfg.chain_length + 1, count=count)
+                       for cid, meta, persona, count in state["chains"]}
+        self.records = state["members"]
+        self.generator = referee_state.decode_generator(state["generator"])
+        self.metrics.rounds.labels(self.cfg.env, "referee").inc(self.round)
+        self.metrics.aborted.labels(self.cfg.env, "referee").inc(self.aborted)
+        self.resumed = True
+        log.info("resumed from %s at round %d (%d member records, %d chain curves)", self.state_file, self.round,
+                 len(self.records), len(self.chain_curves))
 
     # -- membership ----------------------------------------------------------------------
     def Join(self, request, context):
@@ -193,18 +242,34 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             except WireError as err:
                 channel.close()
                 srv.abort(context, err)
-            old = self.members.pop(request.agent_id, None)
+            old = self.members.get(request.agent_id)
+            if (old is not None and old.address == request.address and old.role == request.role
+                    and old.policy_class == desc.policy_class):
+                # the same agent joining again (a retry, or after a referee restart): keep its
+                # member, so fetches in flight on its channel are not cut
+                old.expires = time.monotonic() + lease
+                old.metrics_address, old.learns = request.metrics_address, desc.learning_rule != "frozen"
+                old.policy_version, old.wait_update = desc.versions.get("policy", 0), False
+                channel.close()
+                return referee_pb2.JoinResponse(lease_seconds=lease, round=self.round)
+            self.members.pop(request.agent_id, None)
             if old is not None:
                 old.channel.close()
+            record = self._member_record(old) if old is not None else self.records.pop(request.agent_id, None)
             order = self.config_order.get(request.agent_id)
             if order is None:
-                order = old.order if old is not None else self._next_order
+                order = record["order"] if record is not None else self._next_order
                 self._next_order += 1
-            self.members[request.agent_id] = Member(
+            member = Member(
                 request.agent_id, request.address, request.role, policy, desc.policy_class, stub, channel, order,
                 time.monotonic() + lease, policy_version=desc.versions.get("policy", 0),
                 learns=desc.learning_rule != "frozen", metrics_address=request.metrics_address, expected=expected)
+            if record is not None:  # a member joining again keeps its record and plays its current version next
+                member.episodes, member.matches, member.returns = record["episodes"], record["matches"], record["returns"]
+                member.wait_update = False
+            self.members[request.agent_id] = member
             self._gauge_members()
+        self.save_state()
         log.info("%s joined as %s from %s (%s)", request.agent_id, request.role, request.address, desc.policy_class)
         return referee_pb2.JoinResponse(lease_seconds=lease, round=self.round)
 
@@ -291,6 +356,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             if current is None or (member is not None and current is not member):
                 return False
             del self.members[agent_id]
+            self.records[agent_id] = self._member_record(current)
             if current.channel is not None:
                 current.channel.close()
             for key in [k for k in self.chains if agent_id in k]:
@@ -527,6 +593,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             self._play_safely(group, members, pinned, self.generator)
         self.round += 1
         self.metrics.rounds.labels(self.cfg.env, "referee").inc()
+        self.save_state()
         return len(played)
 
     def PlayMatches(self, request, context):
