@@ -65,7 +65,7 @@ def run_size(n: int, window: float, tmp: Path) -> dict:
     procs = []
     t0 = time.monotonic()
     try:
-        ref = spawn(["referee", str(config), "--ready-file", str(tmp / f"ref{n}.json"), "--wait-for", str(n)],
+        ref = spawn(["referee", str(config), "--ready-file", str(tmp / f"ref{n}.json"), "--wait-for", "0"],
                     tmp / f"ref{n}.log")
         procs.append(ref)
         info = json.loads(wait_until(lambda: (tmp / f"ref{n}.json").exists() and (tmp / f"ref{n}.json").read_text(),
