@@ -164,6 +164,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         self._overflowed: set[int] = set()  # subscriptions cut off for falling behind
         self.records: dict[str, dict] = {}  # stats of members that left (or were members before a restart)
         self.state_file = state_file
+        self._save_lock = threading.Lock()
         self.resumed = False
         if state_file is not None:
             state = referee_state.load(state_file)
@@ -186,11 +187,13 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         """Persist round, results, chains and member records (atomically; no-op without a file)."""
         if self.state_file is None:
             return
-        with self.lock:
-            state = {"round": self.round, "aborted": self.aborted, "chain_curves": self.chain_curves,
-                     "chain_counter": self._chain_counter, "next_order": self._next_order,
-                     "chains": [[c.chain_id, c.meta, c.persona, c.count] for c in self.chains.values()],
-                     "members": self.member_records(), "generator": referee_state.encode_generator(self.generator)}
+        with self._save_lock:  # saves in order; the league's lock is held only for the snapshot
+            with self.lock:
+                state = json.loads(json.dumps({
+                    "round": self.round, "aborted": self.aborted, "chain_curves": self.chain_curves,
+                    "chain_counter": self._chain_counter, "next_order": self._next_order,
+                    "chains": [[c.chain_id, c.meta, c.persona, c.count] for c in self.chains.values()],
+                    "members": self.member_records(), "generator": referee_state.encode_generator(self.generator)}))
             referee_state.save(self.state_file, state)
 
     def _restore(self, state: dict) -> None:
