@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import grpc
 import torch
 
-from services.wire import WireError, check_finite
+from services.wire import check_finite, check_structure
 
 
 class UnknownKind(KeyError):
@@ -103,7 +103,7 @@ class ParameterStore:
             current = self._versions[kind]
             if expected_version != current:
                 raise StaleVersion(kind, expected_version, current)
-            _check_structure(kind, self._params[kind], copies)
+            check_structure(f"push of {kind!r}", self._params[kind], copies)
             version = current + 1
             self._params[kind], self._versions[kind] = copies, version
             self._cond.notify_all()
@@ -127,17 +127,3 @@ class ParameterStore:
         with self._cond:
             return self._cond.wait_for(lambda: self._versions.get(kind, 0) >= min_version, timeout)
 
-
-def _check_structure(kind: str, current: Mapping[str, torch.Tensor], new: Mapping[str, torch.Tensor]) -> None:
-    """WireError unless new has exactly current's tensor names, shapes and dtypes."""
-    missing, extra = sorted(current.keys() - new.keys()), sorted(new.keys() - current.keys())
-    if missing or extra:
-        raise WireError(f"push of {kind!r} has the wrong tensors: missing {missing}, unexpected {extra}")
-    for name, old in current.items():
-        t = new[name]
-        if t.shape != old.shape:
-            raise WireError(
-                f"push of {kind!r}: tensor '{name}' has shape {list(t.shape)}, expected {list(old.shape)}"
-            )
-        if t.dtype != old.dtype:
-            raise WireError(f"push of {kind!r}: tensor '{name}' has dtype {t.dtype}, expected {old.dtype}")

@@ -7,6 +7,7 @@ parameters adapted within that chain; version ``l`` holds ``phi_l``)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -26,6 +27,7 @@ from league.evaluators import SampledEvaluator
 from league.policies import LSTMValue
 from league.rollout import Episodes
 from services import server as srv
+from services.client import Unreachable, connect
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.league_config import AgentSpec
 from services.wire import decode_tensor
@@ -57,6 +59,15 @@ class AgentRuntimeConfig:
     """Host name the referee and Prometheus should dial (default: host); ports are the bound ones."""
     heartbeat_seconds: float = 1.0
     """Seconds between heartbeats."""
+    join_wait: float = 60.0
+    """Seconds to keep retrying a referee that does not answer before giving up."""
+
+
+log = logging.getLogger("league.agent")
+
+
+class JoinRefused(RuntimeError):
+    """The referee refused (or could not be asked for) this agent's join; a one-line reason."""
 
 
 class AgentMetrics:
@@ -237,40 +248,70 @@ class AgentProcess:
     def _join(self, stub: referee_pb2_grpc.RefereeStub) -> float:
         reply = stub.Join(referee_pb2.JoinRequest(
             agent_id=self.spec.id, address=self.address(), protocol_version=srv.PROTOCOL_VERSION,
-            role=self.spec.role, metrics_address=f"{self.advertised_host()}:{self.metrics_port}"), timeout=10)
+            role=self.spec.role, metrics_address=f"{self.advertised_host()}:{self.metrics_port}"), timeout=20)
+        log.info("%s joined the league at %s (lease %.1fs)", self.spec.id, self.cfg.referee, reply.lease_seconds)
         return reply.lease_seconds
 
     def _heartbeat(self, stub: referee_pb2_grpc.RefereeStub) -> None:
+        failing = False
         while not self._stop.wait(self.cfg.heartbeat_seconds):
             try:
                 stub.Heartbeat(referee_pb2.HeartbeatRequest(agent_id=self.spec.id), timeout=5)
+                if failing:
+                    log.info("heartbeats reach the referee at %s again", self.cfg.referee)
+                failing = False
             except grpc.RpcError as err:
                 if err.code() == grpc.StatusCode.NOT_FOUND:  # the referee dropped us: join again
+                    log.warning("the referee dropped %s (lease expired): joining again", self.spec.id)
                     try:
                         self._join(stub)
-                    except grpc.RpcError:
-                        pass
+                    except grpc.RpcError as join_err:
+                        log.warning("join again failed: %s %s", join_err.code().name, join_err.details())
+                elif not failing and not self._stop.is_set():
+                    log.warning("heartbeat to the referee at %s failed: %s", self.cfg.referee, err.code().name)
+                    failing = True
 
     def run(self) -> None:
-        """Join the referee and learn from its broadcast until stopped or the league ends."""
-        channel = srv.channel(self.cfg.referee)
+        """Join the referee and learn from its broadcast until stopped or the league ends.
+
+        Raises client.Unreachable when no referee answers within ``join_wait`` and JoinRefused
+        when the referee refuses the join (both one-line messages)."""
+        channel = connect(self.cfg.referee, self.cfg.join_wait)
         stub = referee_pb2_grpc.RefereeStub(channel)
-        grpc.channel_ready_future(channel).result(timeout=60)
         stream = stub.Subscribe(referee_pb2.SubscribeRequest(agent_id=self.spec.id))
-        self._join(stub)
+        try:
+            self._join(stub)
+        except grpc.RpcError as err:
+            stream.cancel()
+            self.stop()
+            raise JoinRefused(f"the referee at {self.cfg.referee} refused {self.spec.id}: {err.code().name}: "
+                              f"{(err.details() or '').splitlines()[0] if err.details() else ''}") from None
         threading.Thread(target=self._heartbeat, args=(stub,), daemon=True).start()
         self._stream = stream
         inbox: queue.Queue = queue.Queue()
         learner = threading.Thread(target=self._learn_loop, args=(inbox,), daemon=True)
         learner.start()
         try:
-            for batch in stream:
-                if self._stop.is_set():
+            while not self._stop.is_set():
+                try:
+                    for batch in stream:
+                        if self._stop.is_set():
+                            break
+                        inbox.put(batch)
+                    log.info("the referee at %s ended the broadcast: the league is over", self.cfg.referee)
                     break
-                inbox.put(batch)
-        except grpc.RpcError as err:
-            if err.code() not in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE):
-                raise
+                except grpc.RpcError as err:
+                    if self._stop.is_set():  # our own cancel
+                        break
+                    if err.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION,
+                                      grpc.StatusCode.ABORTED):  # cut off (behind, or dropped): subscribe again
+                        log.warning("broadcast cut off (%s: %s): subscribing again", err.code().name, err.details())
+                        self._stop.wait(0.5)
+                        stream = self._stream = stub.Subscribe(referee_pb2.SubscribeRequest(agent_id=self.spec.id))
+                        continue
+                    log.warning("lost the referee at %s (%s): reconnecting for up to %gs", self.cfg.referee,
+                                err.code().name, self.cfg.join_wait)
+                    stream = self._stream = self._reconnect(stub)
         finally:
             inbox.put(None)
             learner.join(timeout=30)
@@ -279,6 +320,32 @@ class AgentProcess:
                 stub.Leave(referee_pb2.LeaveRequest(agent_id=self.spec.id), timeout=2)
             except grpc.RpcError:
                 pass
+
+    def _reconnect(self, stub: referee_pb2_grpc.RefereeStub):
+        """Subscribe and join again once the referee is back (a restarted referee resumes the
+        league), retrying with backoff for ``join_wait`` seconds; then Unreachable."""
+        start, delay, said = time.monotonic(), 0.25, -10.0
+        while not self._stop.is_set():
+            stream = stub.Subscribe(referee_pb2.SubscribeRequest(agent_id=self.spec.id))
+            try:
+                self._join(stub)
+                log.info("reconnected to the referee at %s", self.cfg.referee)
+                return stream
+            except grpc.RpcError as err:
+                stream.cancel()
+                if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise JoinRefused(f"the referee at {self.cfg.referee} refused {self.spec.id}: {err.code().name}: "
+                                      f"{(err.details() or '').splitlines()[0] if err.details() else ''}") from None
+            waited = time.monotonic() - start
+            if waited > self.cfg.join_wait:
+                raise Unreachable(f"lost the referee at {self.cfg.referee}; it did not come back within "
+                                  f"{self.cfg.join_wait:g}s")
+            if waited - said >= 10.0:
+                log.warning("waiting for the referee at %s", self.cfg.referee)
+                said = waited
+            self._stop.wait(delay)
+            delay = min(2 * delay, 5.0)
+        return stub.Subscribe(referee_pb2.SubscribeRequest(agent_id=self.spec.id))
 
     def _learn_loop(self, inbox: queue.Queue) -> None:
         """Learn from whatever has arrived: everything queued is taken at once, so the
@@ -291,7 +358,10 @@ class AgentProcess:
                 except queue.Empty:
                     break
             done = None in batches
-            self.learn_many([b for b in batches if b is not None])
+            try:
+                self.learn_many([b for b in batches if b is not None])
+            except Exception:  # noqa: BLE001 - a batch it cannot learn from must not end its learning
+                log.exception("%s could not learn from %d batches", self.spec.id, len(batches))
             if done:
                 return
 

@@ -16,6 +16,7 @@ import grpc
 
 from agents.params import ParameterStore, StaleVersion, UnknownKind
 from services.gen.league.v1 import agent_pb2, agent_pb2_grpc, tensor_pb2
+from services.limits import MAX_WAIT_SECONDS, check_kind, check_wait
 from services.server import PROTOCOL_VERSION, abort
 from services.wire import CHUNK_BYTES, WireError, assemble_parameters, chunk_parameters, not_modified
 
@@ -46,9 +47,6 @@ def _description_fields(description: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"unknown agent description field {key!r}")
     return fields
 
-
-MAX_WAIT_SECONDS = 30.0
-"""Longest server-side wait of a long-poll fetch."""
 
 CHAIN_KIND_PREFIX = "policy@"
 """Kinds ``policy@<chain>`` are created by the agent as it learns within a chain."""
@@ -91,10 +89,16 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     ) -> Iterator[tensor_pb2.ParameterChunk]:
         """Stream one kind in chunks, or one "not modified" chunk when its version < min_version."""
         start = time.perf_counter()
-        if request.min_version > 0 and request.wait_seconds > 0:
+        try:
+            check_kind(request.kind)
+            wait = check_wait(request.wait_seconds)
+        except WireError as err:
+            abort(context, err)
+        if request.min_version > 0 and wait > 0:
+            # never past the caller's deadline (answer "not yet" just before it), never past the cap
             left = context.time_remaining()
-            limit = MAX_WAIT_SECONDS if left is None else max(left - 0.5, 0.0)
-            self.store.wait_for_version(request.kind, request.min_version, min(request.wait_seconds, limit))
+            limit = MAX_WAIT_SECONDS if left is None else max(min(left, MAX_WAIT_SECONDS) - 0.5, 0.0)
+            self.store.wait_for_version(request.kind, request.min_version, min(wait, limit))
         try:
             version, params = self.store.snapshot(request.kind)
         except UnknownKind as err:
@@ -121,6 +125,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             assembled = assemble_parameters(request_iterator, self.max_push_bytes)
             if assembled.params is None:
                 raise WireError("a push must carry parameters, not a 'not modified' chunk")
+            check_kind(assembled.kind)
             version = self.store.compare_and_set(assembled.kind, assembled.expected_version, assembled.params)
         except WireError as err:
             abort(context, err)

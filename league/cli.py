@@ -42,14 +42,27 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return list(getattr(args, "set", []) or [])
 
 
+def _fail(message: object) -> int:
+    """A process command's failure: one line on stderr, exit status 1."""
+    print(f"league: error: {str(message).splitlines()[0] if str(message) else type(message).__name__}",
+          file=sys.stderr)
+    return 1
+
+
 def _up(args: argparse.Namespace) -> int:
     from services.league_config import load_league_config
     from services.processes import league_table, up
 
     cfg = load_league_config(args.config, _overrides(args))
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    summary = up(args.config, _overrides(args), out, quiet=args.json)
+    try:
+        summary = up(args.config, _overrides(args), out, quiet=args.json)
+    except (RuntimeError, TimeoutError, OSError) as err:  # a process did not start
+        return _fail(err)
     print(json.dumps(summary) if args.json else league_table(summary))
+    if summary.get("referee_exit_code"):
+        return _fail(f"the referee exited with code {summary['referee_exit_code']}; the partial summary is in "
+                     f"{out / 'summary.json'}")
     return 0
 
 
@@ -78,17 +91,28 @@ def _referee(args: argparse.Namespace) -> int:
     from services.processes import run_referee
 
     cfg = load_league_config(args.config, _overrides(args))
-    return run_referee(cfg, args.host, args.port, args.metrics_port,
-                       Path(args.ready_file) if args.ready_file else None,
-                       Path(args.results) if args.results else None, args.wait_for)
+    try:
+        return run_referee(cfg, args.host, args.port, args.metrics_port,
+                           Path(args.ready_file) if args.ready_file else None,
+                           Path(args.results) if args.results else None, args.wait_for, args.log_file,
+                           Path(args.state) if args.state else None)
+    except (OSError, TimeoutError) as err:  # a port in use; agents that never joined
+        return _fail(err)
 
 
 def _agent(args: argparse.Namespace) -> int:
     import socket
 
+    import grpc
+
+    from agents.runtime import JoinRefused
     from league.config import ConfigError
+    from services import server as srv
+    from services.client import Unreachable, connect
     from services.league_config import AgentSpec, load_league_config
     from services.processes import referee_status, run_agent
+
+    srv.configure_logging(args.log_file)
 
     args.id = args.id or socket.gethostname()
     if args.config:
@@ -101,24 +125,41 @@ def _agent(args: argparse.Namespace) -> int:
     else:
         spec = AgentSpec(id=args.id, role=args.role, policy=args.policy, hidden=args.hidden, init=args.init,
                          lr=[float(x) for x in args.lr.split(",")], rule=args.rule)
-        env = args.env or referee_status(args.join).env
         gamma, L, pop = args.gamma, args.chain_length, args.population_seed
-    return run_agent(spec, args.join, env, gamma, L, pop, args.checkpoint_dir, args.host, args.port,
-                     args.metrics_port, Path(args.ready_file) if args.ready_file else None, args.advertise)
+        env = args.env
+    try:
+        if not env:  # the referee's game
+            connect(args.join, args.join_wait).close()
+            env = referee_status(args.join).env
+        return run_agent(spec, args.join, env, gamma, L, pop, args.checkpoint_dir, args.host, args.port,
+                         args.metrics_port, Path(args.ready_file) if args.ready_file else None, args.advertise,
+                         args.join_wait)
+    except (Unreachable, JoinRefused, OSError) as err:
+        return _fail(err)
+    except grpc.RpcError as err:
+        return _fail(f"the referee at {args.join} answered {err.code().name}: {err.details()}")
 
 
 def _coordinator(args: argparse.Namespace) -> int:
-    import logging
+    import grpc
 
     from league.config import load_config
-    from services.coordinator import CoordinatorConfig, run_coordinator
+    from services import server as srv
+    from services.client import Unreachable, connect
+    from services.coordinator import CoordinatorConfig, ReplicaMismatch, run_coordinator
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    srv.configure_logging(args.log_file)
     experiment = load_config(args.experiment, _overrides(args))
     cfg = CoordinatorConfig(referee=args.join, meta_agent=args.meta, personas=args.personas.split(","),
                             tolerance=args.tolerance)
-    return run_coordinator(experiment, args.method, args.seed, cfg, args.iterations, args.host, args.port,
-                           args.metrics_port, args.results, args.ready_file, args.linger)
+    try:
+        connect(args.join, args.join_wait).close()
+        return run_coordinator(experiment, args.method, args.seed, cfg, args.iterations, args.host, args.port,
+                               args.metrics_port, args.results, args.ready_file, args.linger)
+    except (Unreachable, ReplicaMismatch, TimeoutError, OSError) as err:
+        return _fail(err)
+    except grpc.RpcError as err:
+        return _fail(f"coordinator stopped: {err.code().name}: {err.details()}")
 
 
 def _health(args: argparse.Namespace) -> int:
@@ -168,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ready-file", help="write {address, metrics, pid} here once serving")
     r.add_argument("--results", help="write chains and member returns here when the rounds are done")
     r.add_argument("--wait-for", type=int, default=0, help="agents to wait for before the first round")
+    r.add_argument("--state", help="persist the league's state here after every round; resume from it if it exists")
+    a_join_wait = "seconds to keep retrying a referee that does not answer (then exit 1)"
     r.set_defaults(func=_referee)
     a = sub.add_parser("agent", help="run an agent process and join a running league")
     a.add_argument("--join", required=True, metavar="HOST:PORT", help="the referee's address")
@@ -190,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--metrics-port", type=int, default=0)
     a.add_argument("--advertise", default="", help="host name the referee and Prometheus dial (default: --host)")
     a.add_argument("--ready-file")
+    a.add_argument("--join-wait", type=float, default=60.0, help=a_join_wait)
     a.set_defaults(func=_agent)
     c = sub.add_parser("coordinator", help="run Meta-MAPG meta-training (Algorithm 1) against a running league")
     c.add_argument("--join", required=True, metavar="HOST:PORT", help="the referee's address")
@@ -206,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--metrics-port", type=int, default=0)
     c.add_argument("--ready-file")
     c.add_argument("--linger", type=float, default=0.0, help="seconds to keep serving /metrics after the last iteration")
+    c.add_argument("--join-wait", type=float, default=60.0, help=a_join_wait)
     c.set_defaults(func=_coordinator)
     h = sub.add_parser("health", help="exit 0 if a league server reports SERVING (grpc.health.v1)")
     h.add_argument("address", help="host:port")
@@ -217,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config field, e.g. --set train.iterations=10 (repeatable)")
     for p in (t, e, u, st):
         p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    for p in (r, a, c):
+        p.add_argument("--log-file", help="also append the log to this file (it always goes to stderr)")
     return parser
 
 

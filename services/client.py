@@ -1,17 +1,49 @@
-"""Client helpers for the Agent service: fetch and push whole parameter sets over chunk streams."""
+"""Client helpers: fetch and push an agent's whole parameter sets over chunk streams, and
+reach a league server that may not be up yet."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping
 
+import grpc
 import torch
 
 from services.gen.league.v1 import agent_pb2, agent_pb2_grpc
-from services.server import PROTOCOL_VERSION
+from services.server import PROTOCOL_VERSION, channel
 from services.wire import CHUNK_BYTES, Assembled, assemble_parameters, chunk_parameters
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_FETCH_BYTES = 256 * 1024 * 1024
+
+log = logging.getLogger("league.client")
+
+
+class Unreachable(ConnectionError):
+    """Nothing accepted a connection at the address within the allowed wait."""
+
+
+def connect(address: str, total_wait: float, what: str = "the referee") -> grpc.Channel:
+    """A channel to ``address`` once it accepts connections. While it retries it logs
+    "waiting for <what> at <address>" (then every 10 s); after ``total_wait`` seconds it
+    raises Unreachable with a one-line message."""
+    ch = channel(address)
+    start = time.monotonic()
+    said = -10.0
+    while True:
+        left = start + total_wait - time.monotonic()
+        try:
+            grpc.channel_ready_future(ch).result(timeout=max(0.05, min(1.0, left)))
+            return ch
+        except grpc.FutureTimeoutError:
+            waited = time.monotonic() - start
+            if waited >= total_wait:
+                ch.close()
+                raise Unreachable(f"no answer from {what} at {address} after {total_wait:g}s") from None
+            if waited - said >= 10.0:
+                log.warning("waiting for %s at %s (up to %gs)", what, address, total_wait)
+                said = waited
 
 
 def describe(stub: agent_pb2_grpc.AgentStub, timeout: float = DEFAULT_TIMEOUT) -> agent_pb2.AgentDescription:

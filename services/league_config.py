@@ -104,6 +104,19 @@ def validate_league(cfg: LeagueConfig) -> None:
     for key in ("trajectories", "horizon", "chain_length"):
         if getattr(r, key) < 1:
             raise ConfigError(f"referee.{key} must be >= 1")
+    from league.games import make_game
+    from services.limits import MAX_EPISODES, MAX_HORIZON
+    from services.server import MAX_MESSAGE_BYTES
+
+    if r.trajectories > MAX_EPISODES or r.horizon > MAX_HORIZON:
+        raise ConfigError(f"referee.trajectories must be <= {MAX_EPISODES} and referee.horizon <= {MAX_HORIZON}")
+    game = make_game(r.env)
+    batch = r.trajectories * r.horizon * (4 * game.obs_dim + 12 * game.n_agents + 1)
+    if batch > MAX_MESSAGE_BYTES - 64 * 1024:
+        raise ConfigError(f"a match of {r.trajectories} x {r.horizon} steps is a {batch}-byte trajectory batch, over "
+                          f"the {MAX_MESSAGE_BYTES}-byte message limit: lower referee.trajectories or referee.horizon")
+    if not r.lease_seconds > 0 or not r.fetch_timeout > 0:
+        raise ConfigError("referee.lease_seconds and referee.fetch_timeout must be > 0")
 
 
 def validate_agent(a: AgentSpec) -> None:

@@ -30,39 +30,45 @@ def _write_json(path: Path, data: Any) -> None:
 
 # -- referee -----------------------------------------------------------------------------
 def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, ready_file: Path | None,
-                results_file: Path | None, wait_for: int) -> int:
-    import logging
-
+                results_file: Path | None, wait_for: int, log_file: str | None = None,
+                state_file: Path | None = None) -> int:
+    from services import limits
     from services.referee import Referee
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    referee = Referee(cfg.referee, [a.id for a in cfg.agents])
-    server = srv.make_server(max_workers=32)
+    srv.configure_logging(log_file)
+    referee = Referee(cfg.referee, [a.id for a in cfg.agents], state_file)
+    # every agent holds up to MAX_STREAMS_PER_AGENT open streams; threads beyond those serve the unary RPCs
+    server = srv.make_server(max_workers=limits.MAX_STREAMS + 16)
     referee_pb2_grpc.add_RefereeServicer_to_server(referee, server)
     health = srv.add_health_and_reflection(server, ["league.v1.Referee"])
-    bound = srv.bind(server, host, port)
+    try:
+        bound = srv.bind(server, host, port)
+        http, mport = srv.serve_metrics(referee.metrics.registry, host, metrics_port,
+                                        routes={"/sd": referee.service_discovery})
+    except OSError:
+        referee.stop()
+        raise
     server.start()
-    http, mport = srv.serve_metrics(referee.metrics.registry, host, metrics_port,
-                                    routes={"/sd": referee.service_discovery})
     info = {"address": f"{host}:{bound}", "metrics": f"http://{host}:{mport}/metrics", "pid": os.getpid()}
     if ready_file:
         _write_json(ready_file, info)
     print(json.dumps({"referee": info}), flush=True)
     signal.signal(signal.SIGTERM, lambda *_: referee.stop())
     try:
-        referee.run(min_members=wait_for)
+        referee.run(min_members=0 if referee.resumed else wait_for)
     except KeyboardInterrupt:
         pass
     finally:
         referee.stop()
+        referee.save_state()
         if results_file:
-            status = referee.Status(referee_pb2.StatusRequest(), None)
             _write_json(results_file, {
                 "rounds": referee.round, "aborted_matches": referee.aborted,
                 "chains": referee.chain_curves,
-                "members": [{"agent_id": m.agent_id, "role": m.role, "policy_version": m.policy_version,
-                             "episodes": m.episodes, "mean_return": m.mean_return, "matches": m.matches}
-                            for m in status.members]})
+                "members": [{"agent_id": a, "role": r["role"], "policy_version": r["policy_version"],
+                             "episodes": r["episodes"], "matches": r["matches"],
+                             "mean_return": sum(r["returns"][-10:]) / len(r["returns"][-10:]) if r["returns"] else 0.0}
+                            for a, r in referee.member_records().items()]})
         health.enter_graceful_shutdown()
         server.stop(grace=1.0).wait()
         http.shutdown()
@@ -72,15 +78,21 @@ def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, read
 # -- agent -------------------------------------------------------------------------------
 def run_agent(spec: AgentSpec, referee: str, env: str, gamma: float, chain_length: int, population_seed: int,
               checkpoint_dir: str, host: str, port: int, metrics_port: int, ready_file: Path | None,
-              advertise: str = "") -> int:
+              advertise: str = "", join_wait: float = 60.0) -> int:
+    """The agent process: serve, join, learn. Raises client.Unreachable, runtime.JoinRefused or
+    OSError (a port in use) with one-line messages."""
     from agents.runtime import AgentProcess, AgentRuntimeConfig
 
     validate_agent(spec)
     cfg = AgentRuntimeConfig(referee=referee, env=env, gamma=gamma, chain_length=chain_length,
                              population_seed=population_seed, checkpoint_dir=checkpoint_dir, host=host, port=port,
-                             metrics_port=metrics_port, advertise=advertise)
+                             metrics_port=metrics_port, advertise=advertise, join_wait=join_wait)
     agent = AgentProcess(spec, cfg)
-    gport, mport = agent.start()
+    try:
+        gport, mport = agent.start()
+    except OSError:
+        agent.stop()
+        raise
     info = {"agent_id": spec.id, "address": agent.address(), "metrics": f"http://{agent.advertised_host()}:{mport}/metrics",
             "pid": os.getpid(), "resumed": agent.resumed}
     if ready_file:
@@ -90,6 +102,8 @@ def run_agent(spec: AgentSpec, referee: str, env: str, gamma: float, chain_lengt
     try:
         agent.run()
     except KeyboardInterrupt:
+        pass
+    finally:
         agent.stop()
     return 0
 
@@ -118,9 +132,9 @@ def format_status(d: dict[str, Any]) -> str:
 
 
 # -- launcher ----------------------------------------------------------------------------
-def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+def _spawn(args: list[str], log: Path, append: bool = False) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "league.cli", *args], stdout=open(log, "w"),
+    return subprocess.Popen([sys.executable, "-m", "league.cli", *args], stdout=open(log, "a" if append else "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -136,18 +150,43 @@ def _wait_file(path: Path, proc: subprocess.Popen, timeout: float, what: str, lo
     return json.loads(path.read_text())
 
 
+REFEREE_RESTARTS = 3
+"""Times ``league up`` restarts a referee that died before it ends the league for good."""
+
+
+def _summary_from_state(state_path: Path) -> dict[str, Any]:
+    """A partial summary from the referee's persisted state (every completed round's results)."""
+    from services import referee_state
+
+    saved = referee_state.load(state_path) or {}
+    members = [{"agent_id": a, "role": r["role"], "policy_version": r["policy_version"], "episodes": r["episodes"],
+                "matches": r["matches"],
+                "mean_return": sum(r["returns"][-10:]) / len(r["returns"][-10:]) if r["returns"] else 0.0}
+               for a, r in sorted(saved.get("members", {}).items(), key=lambda kv: kv[1]["order"])]
+    return {"rounds": saved.get("round", 0), "aborted_matches": saved.get("aborted", 0),
+            "chains": saved.get("chain_curves", []), "members": members}
+
+
 def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False) -> dict[str, Any]:
     """Start referee and agents as local processes, show progress, stop them when the
-    referee's rounds are done (or on Ctrl-C), and return the league's summary."""
+    referee's rounds are done (or on Ctrl-C), and return the league's summary.
+
+    The referee persists the league's state after every round; one that dies is restarted
+    on the same ports (up to REFEREE_RESTARTS times), resumes from that state, and the agents
+    reconnect. If it cannot be brought back, the summary is the persisted state, marked
+    ``partial`` with the referee's exit code."""
     from league.progress import Progress
 
     cfg = load_league_config(config_path, overrides)
     out.mkdir(parents=True, exist_ok=True)
     (out / "league.toml").write_text(Path(config_path).read_text())
-    for f in out.glob("*.ready.json"):
-        f.unlink()
+    state_path, results_path = out / "referee_state.json", out / "referee_results.json"
+    for f in [*out.glob("*.ready.json"), state_path, results_path]:  # a fresh league
+        f.unlink(missing_ok=True)
     procs: dict[str, subprocess.Popen] = {}
     state = {"run": str(out), "pids": {}}
+    referee_code, restarts = 0, 0
+    sets = sum((["--set", s] for s in overrides), [])
 
     def stop_all() -> None:
         for name, p in procs.items():
@@ -162,20 +201,21 @@ def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False) -
         if STATE_FILE.exists():
             STATE_FILE.unlink()
 
-    try:
-        ref_log = out / "logs" / "referee.log"
-        procs["referee"] = _spawn(["referee", config_path, *sum((["--set", s] for s in overrides), []),
-                                   "--ready-file", str(out / "referee.ready.json"),
-                                   "--results", str(out / "referee_results.json"),
-                                   "--wait-for", str(len(cfg.agents))], ref_log)
-        ref = _wait_file(out / "referee.ready.json", procs["referee"], 120, "referee", ref_log)
+    def start_referee(*extra: str, append: bool = False) -> dict:
+        (out / "referee.ready.json").unlink(missing_ok=True)
+        procs["referee"] = _spawn(["referee", config_path, *sets, "--ready-file", str(out / "referee.ready.json"),
+                                   "--results", str(results_path), "--state", str(state_path), *extra],
+                                  out / "logs" / "referee.log", append=append)
         state["pids"]["referee"] = procs["referee"].pid
+        return _wait_file(out / "referee.ready.json", procs["referee"], 120, "referee", out / "logs" / "referee.log")
+
+    try:
+        ref = start_referee("--wait-for", str(len(cfg.agents)))
         state["referee"] = ref["address"]
         for spec in cfg.agents:
             log = out / "logs" / f"{spec.id}.log"
-            procs[spec.id] = _spawn(["agent", "--join", ref["address"], "--config", config_path,
-                                     *sum((["--set", s] for s in overrides), []), "--id", spec.id,
-                                     "--checkpoint-dir", str(out / "agents"),
+            procs[spec.id] = _spawn(["agent", "--join", ref["address"], "--config", config_path, *sets,
+                                     "--id", spec.id, "--checkpoint-dir", str(out / "agents"),
                                      "--ready-file", str(out / f"{spec.id}.ready.json")], log)
             state["pids"][spec.id] = procs[spec.id].pid
         _write_json(STATE_FILE, state)
@@ -187,32 +227,75 @@ def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False) -
                 print(f"agent {a:<10} {info['address']}   metrics {info['metrics']}")
             print(f"status: league status {ref['address']}    stop: Ctrl-C or league down", flush=True)
         bar = Progress(cfg.referee.rounds or 1, cfg.name)
-        while procs["referee"].poll() is None:
+        while True:
+            while procs["referee"].poll() is None:
+                try:
+                    st = referee_status(ref["address"], timeout=2)
+                    bar.update(st.round, f"{len(st.members)} members, {st.aborted_matches} aborted")
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.5)
+            referee_code = procs["referee"].returncode
+            if referee_code == 0 or restarts >= REFEREE_RESTARTS:
+                break
+            restarts += 1
+            print(f"league: the referee exited with code {referee_code}: restarting it on {ref['address']} "
+                  f"({restarts}/{REFEREE_RESTARTS}); it resumes from {state_path}", file=sys.stderr, flush=True)
+            port = ref["address"].rpartition(":")[2]
+            mport = ref["metrics"].rpartition(":")[2].split("/")[0]
             try:
-                st = referee_status(ref["address"], timeout=2)
-                bar.update(st.round, f"{len(st.members)} members, {st.aborted_matches} aborted")
-            except grpc.RpcError:
-                pass
-            time.sleep(0.5)
+                start_referee("--port", port, "--metrics-port", mport, "--host", ref["address"].rpartition(":")[0],
+                              append=True)
+                _write_json(STATE_FILE, state)
+            except (RuntimeError, TimeoutError) as err:
+                print(f"league: the restarted referee did not come up: {str(err).splitlines()[0]}", file=sys.stderr)
         bar.close()
     except KeyboardInterrupt:
         print("league: stopping", file=sys.stderr)
     finally:
         stop_all()
-    results_path = out / "referee_results.json"
     summary = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if referee_code != 0:  # the referee died for good: every completed round is in its persisted state
+        summary = {**_summary_from_state(state_path), "referee_exit_code": referee_code, "partial": True}
+    summary["referee_restarts"] = restarts
     summary["name"] = cfg.name
     _write_json(out / "summary.json", summary)
     return summary
 
 
+def _league_process(pid: int, name: str) -> bool | None:
+    """Whether PID runs the league command as ``name`` (``referee`` or an agent id), read
+    from /proc/PID/cmdline; False when it is gone, None when it cannot be read."""
+    try:
+        parts = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    is_league = any(p == b"league.cli" or p.endswith(b"/league") or p == b"league" for p in parts)
+    return is_league and name.encode() in parts
+
+
 def down() -> int:
-    """Stop the processes of the league started by ``league up`` (by their recorded PIDs)."""
+    """Stop the processes of the league started by ``league up`` (by their recorded PIDs),
+    each only after checking that the PID still runs that league process."""
     if not STATE_FILE.exists():
         print("league: no running league recorded", file=sys.stderr)
         return 1
-    state = json.loads(STATE_FILE.read_text())
-    for name, pid in state["pids"].items():
+    try:
+        state = json.loads(STATE_FILE.read_text())
+        pids = {str(name): int(pid) for name, pid in state["pids"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        print(f"league: error: {STATE_FILE} is not a league state file", file=sys.stderr)
+        return 1
+    for name, pid in pids.items():
+        mine = _league_process(pid, name)
+        if mine is None:
+            print(f"skipped {name} (pid {pid}): cannot read its command line to check it is the league's")
+            continue
+        if not mine:
+            print(f"skipped {name} (pid {pid}): no longer a league process")
+            continue
         try:
             os.kill(pid, signal.SIGTERM)
             print(f"stopped {name} (pid {pid})")

@@ -7,16 +7,26 @@ A round plays, in one batched rollout per policy signature:
   ``policy``), restarting a finished chain from the seats' base policies;
 - one match between each pair of ``learner`` agents, paired at random every round.
 It never computes a gradient: agents learn from the broadcast and publish new versions,
-which the next round waits for."""
+which the next round waits for.
+
+Faults are normal: every request is validated against ``services.limits`` (one-line
+contract status codes); a join is refused unless the agent's description fits this league
+and its served policy has the right structure and finite values; fetched parameters are
+checked the same way before use, and any failure inside a match voids that match only
+(logged with the agent's name, counted in ``aborted``). Leases expire on their own timer,
+and fetches poll within the seat's lease, so a stopped agent delays a round by at most
+about one lease."""
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import grpc
@@ -26,13 +36,25 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from agents.policy_factory import game_for, policy_from_description
 from league.policies.base import Params, Policy
 from league.rollout import sample_episodes
+from services import limits, referee_state
 from services import server as srv
-from services.client import describe, fetch_parameters
+from services.client import DEFAULT_MAX_FETCH_BYTES, describe, fetch_parameters
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.league_config import RefereeConfig
-from services.wire import encode_tensor
+from services.wire import WireError, check_finite, check_structure, encode_tensor, nbytes, wire_dtype
 
 log = logging.getLogger("league.referee")
+
+ROLES = ("meta", "persona", "learner")
+LEARNING_RULES = ("pg", "frozen")
+
+
+class SeatFailure(Exception):
+    """A seat of a match could not be pinned; ``rogue`` when the agent served invalid parameters."""
+
+    def __init__(self, agent_id: str, reason: str, rogue: bool = False) -> None:
+        super().__init__(f"{agent_id}: {reason}")
+        self.agent_id, self.rogue = agent_id, rogue
 
 
 @dataclass
@@ -52,6 +74,18 @@ class Member:
     episodes: int = 0
     matches: int = 0
     returns: list[float] = field(default_factory=list)
+    expected: Params | None = None  # the structure every fetched parameter set must have
+    wait_update: bool = True  # False after a missed update: the next match takes the current version
+
+
+def _first_line(text: str | None, limit: int = 200) -> str:
+    """The first line of a (possibly hostile, multi-line or huge) message, bounded."""
+    return (text or "").split("\n", 1)[0][:limit]
+
+
+def _set_bytes(params: Params) -> int:
+    """Wire size of a parameter set of this structure (the most a fetch of it may carry)."""
+    return sum(nbytes(wire_dtype(t.dtype), list(t.shape)) for t in params.values())
 
 
 @dataclass
@@ -106,7 +140,10 @@ class RefereeMetrics:
 class Referee(referee_pb2_grpc.RefereeServicer):
     """Membership, matchmaking and the broadcast; ``play_round`` is one round."""
 
-    def __init__(self, cfg: RefereeConfig, config_order: list[str] | None = None) -> None:
+    def __init__(self, cfg: RefereeConfig, config_order: list[str] | None = None,
+                 state_file: Path | None = None) -> None:
+        """``state_file``: where the league's durable state is saved after every round and
+        membership change; a referee started on an existing file resumes from it."""
         torch.set_num_threads(1)
         self.cfg = cfg
         self.game = game_for(cfg.env)
@@ -124,45 +161,179 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         self.chain_curves: list[dict] = []  # per completed chain: meta rewards per step
         self.stopped = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=8)
+        self._overflowed: set[int] = set()  # subscriptions cut off for falling behind
+        self.records: dict[str, dict] = {}  # stats of members that left (or were members before a restart)
+        self.state_file = state_file
+        self._save_lock = threading.Lock()
+        self.resumed = False
+        if state_file is not None:
+            state = referee_state.load(state_file)
+            if state is not None:
+                self._restore(state)
+        threading.Thread(target=self._lease_timer, name="lease-timer", daemon=True).start()
+
+    # -- durable state -------------------------------------------------------------------
+    def _member_record(self, m: Member) -> dict:
+        return {"role": m.role, "address": m.address, "policy_version": m.policy_version, "episodes": m.episodes,
+                "matches": m.matches, "returns": m.returns[-100:], "order": m.order}
+
+    def member_records(self) -> dict[str, dict]:
+        """Every agent's record, live or not, in league order."""
+        with self.lock:
+            records = {**self.records, **{a: self._member_record(m) for a, m in self.members.items()}}
+        return dict(sorted(records.items(), key=lambda kv: kv[1]["order"]))
+
+    def save_state(self) -> None:
+        """Persist round, results, chains and member records (atomically; no-op without a file)."""
+        if self.state_file is None:
+            return
+        with self._save_lock:  # saves in order; the league's lock is held only for the snapshot
+            with self.lock:
+                state = json.loads(json.dumps({
+                    "round": self.round, "aborted": self.aborted, "chain_curves": self.chain_curves,
+                    "chain_counter": self._chain_counter, "next_order": self._next_order,
+                    "chains": [[c.chain_id, c.meta, c.persona, c.count] for c in self.chains.values()],
+                    "members": self.member_records(), "generator": referee_state.encode_generator(self.generator)}))
+            referee_state.save(self.state_file, state)
+
+    def _restore(self, state: dict) -> None:
+        """Resume from a saved state. Agents join again (their stats are carried over); a chain
+        that was running restarts from its base policies at the next round and counts as done."""
+        self.round, self.aborted = state["round"], state["aborted"]
+        self.chain_curves = state["chain_curves"]
+        self._chain_counter, self._next_order = state["chain_counter"], state["next_order"]
+        self.chains = {(meta, persona): Chain(cid, meta, persona, step=self.cfg.chain_length + 1, count=count)
+                       for cid, meta, persona, count in state["chains"]}
+        self.records = state["members"]
+        self.generator = referee_state.decode_generator(state["generator"])
+        self.metrics.rounds.labels(self.cfg.env, "referee").inc(self.round)
+        self.metrics.aborted.labels(self.cfg.env, "referee").inc(self.aborted)
+        self.resumed = True
+        log.info("resumed from %s at round %d (%d member records, %d chain curves)", self.state_file, self.round,
+                 len(self.records), len(self.chain_curves))
 
     # -- membership ----------------------------------------------------------------------
     def Join(self, request, context):
-        if request.protocol_version not in (0, srv.PROTOCOL_VERSION):
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"protocol version mismatch: agent speaks {request.protocol_version}, "
-                          f"referee speaks {srv.PROTOCOL_VERSION}")
-        if not request.agent_id or not request.address:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "join needs agent_id and address")
-        if request.role not in ("meta", "persona", "learner"):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown role {request.role!r}: meta, persona or learner")
+        """Admit an agent: request fields bounded, id not held by a live member, description
+        and served policy fitting this league; else a contract code and nothing applied."""
+        try:
+            self._check_join(request)
+        except WireError as err:
+            srv.abort(context, err)
+        lease = self.cfg.lease_seconds
         channel = srv.channel(request.address)
         stub = agent_pb2_grpc.AgentStub(channel)
         try:
-            desc = describe(stub, timeout=10)
+            desc = describe(stub, timeout=min(10.0, lease))
+            policy, expected = self._admit(request.agent_id, desc)
+            got = fetch_parameters(stub, "policy", timeout=min(10.0, lease), max_bytes=_set_bytes(expected))
+            if got.params is None:
+                raise WireError("the agent answered 'not modified' for its base policy")
+            check_structure(f"{request.agent_id}'s policy", expected, got.params)
+            check_finite(got.params, f"{request.agent_id}'s policy")
         except grpc.RpcError as err:
             channel.close()
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"cannot reach agent {request.agent_id} at {request.address}: {err.details()}")
-        if desc.env != self.cfg.env:
+                          f"cannot reach agent {request.agent_id} at {request.address}: {err.code().name}")
+        except WireError as err:
             channel.close()
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"agent plays {desc.env!r}, this league {self.cfg.env!r}")
-        policy = policy_from_description(desc.policy_class, desc.policy_config_json, self.game)
+            log.warning("refused join of %s at %s: %s", request.agent_id, request.address, err)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"join of {request.agent_id} refused: {err}")
         with self.lock:
-            old = self.members.pop(request.agent_id, None)
+            try:
+                self._check_join(request)  # again: another join may have taken the id meanwhile
+            except WireError as err:
+                channel.close()
+                srv.abort(context, err)
+            old = self.members.get(request.agent_id)
+            if (old is not None and old.address == request.address and old.role == request.role
+                    and old.policy_class == desc.policy_class):
+                # the same agent joining again (a retry, or after a referee restart): keep its
+                # member, so fetches in flight on its channel are not cut
+                old.expires = time.monotonic() + lease
+                old.metrics_address, old.learns = request.metrics_address, desc.learning_rule != "frozen"
+                old.policy_version, old.wait_update = desc.versions.get("policy", 0), False
+                channel.close()
+                return referee_pb2.JoinResponse(lease_seconds=lease, round=self.round)
+            self.members.pop(request.agent_id, None)
             if old is not None:
                 old.channel.close()
+            record = self._member_record(old) if old is not None else self.records.pop(request.agent_id, None)
             order = self.config_order.get(request.agent_id)
             if order is None:
-                order = old.order if old is not None else self._next_order
+                order = record["order"] if record is not None else self._next_order
                 self._next_order += 1
-            self.members[request.agent_id] = Member(
+            member = Member(
                 request.agent_id, request.address, request.role, policy, desc.policy_class, stub, channel, order,
-                time.monotonic() + self.cfg.lease_seconds, policy_version=desc.versions.get("policy", 0),
-                learns=desc.learning_rule != "frozen", metrics_address=request.metrics_address)
+                time.monotonic() + lease, policy_version=desc.versions.get("policy", 0),
+                learns=desc.learning_rule != "frozen", metrics_address=request.metrics_address, expected=expected)
+            if record is not None:  # a member joining again keeps its record and plays its current version next
+                member.episodes, member.matches, member.returns = record["episodes"], record["matches"], record["returns"]
+                member.wait_update = False
+            self.members[request.agent_id] = member
             self._gauge_members()
-        return referee_pb2.JoinResponse(lease_seconds=self.cfg.lease_seconds, round=self.round)
+        self.save_state()
+        log.info("%s joined as %s from %s (%s)", request.agent_id, request.role, request.address, desc.policy_class)
+        return referee_pb2.JoinResponse(lease_seconds=lease, round=self.round)
+
+    def _check_join(self, request) -> None:
+        """Bounded fields, a known role, and an id that no live member at another address holds."""
+        if request.protocol_version not in (0, srv.PROTOCOL_VERSION):
+            raise WireError(f"protocol version mismatch: agent speaks {request.protocol_version}, "
+                            f"referee speaks {srv.PROTOCOL_VERSION}", grpc.StatusCode.FAILED_PRECONDITION)
+        limits.check_id(request.agent_id)
+        limits.check_address(request.address)
+        if request.metrics_address:
+            limits.check_address(request.metrics_address, "metrics_address")
+        if request.role not in ROLES:
+            raise WireError(f"unknown role {limits._shown(request.role)}: meta, persona or learner")
+        with self.lock:
+            held = self.members.get(request.agent_id)
+            if held is not None and held.address != request.address and held.expires > time.monotonic():
+                raise WireError(f"agent id {request.agent_id!r} is held by a live member at {held.address} "
+                                f"(lease {held.expires - time.monotonic():.1f}s left): choose another id or wait "
+                                "for that lease to expire", grpc.StatusCode.ALREADY_EXISTS)
+            if held is None and len(self.members) >= limits.MAX_MEMBERS:
+                raise WireError(f"the league is full ({limits.MAX_MEMBERS} members)",
+                                grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+    def _admit(self, agent_id: str, desc) -> tuple[Policy, Params]:
+        """The policy a described agent plays and the structure of its parameters; WireError
+        when the description does not fit this league (another game, spaces or class)."""
+        game = self.game
+        if desc.agent_id != agent_id:
+            raise WireError(f"the agent at that address says it is {limits._shown(desc.agent_id)}")
+        if desc.env != self.cfg.env:
+            raise WireError(f"agent plays {limits._shown(desc.env)}, this league {self.cfg.env!r}")
+        if (desc.obs_dim, desc.n_actions) != (game.obs_dim, game.n_actions):
+            raise WireError(f"agent declares obs_dim {desc.obs_dim} and {desc.n_actions} actions; {self.cfg.env} "
+                            f"has obs_dim {game.obs_dim} and {game.n_actions} actions")
+        if desc.learning_rule not in LEARNING_RULES:
+            raise WireError(f"unknown learning rule {limits._shown(desc.learning_rule)}: {', '.join(LEARNING_RULES)}")
+        if "policy" not in desc.versions:
+            raise WireError("the agent serves no 'policy' kind")
+        config = desc.policy_config_json
+        if len(config) > limits.MAX_CONFIG_JSON_CHARS:
+            raise WireError(f"policy config has {len(config)} characters, the limit is {limits.MAX_CONFIG_JSON_CHARS}")
+        try:
+            parsed = json.loads(config or "{}")
+            if not isinstance(parsed, dict):
+                raise ValueError("the policy config is not a JSON object")
+            hidden = parsed.get("hidden", 64)
+            if desc.policy_class == "lstm_categorical" and (
+                    not isinstance(hidden, int) or isinstance(hidden, bool) or not 1 <= hidden <= limits.MAX_HIDDEN):
+                raise ValueError(f"LSTM hidden size {limits._shown(str(hidden))} is not an integer in "
+                                 f"1..{limits.MAX_HIDDEN}")
+            policy = policy_from_description(desc.policy_class, config, game)
+        except ValueError as err:  # json.JSONDecodeError is a ValueError
+            raise WireError(f"bad policy description: {str(err).splitlines()[0]}") from None
+        return policy, policy.init_params(torch.Generator().manual_seed(0))
 
     def Heartbeat(self, request, context):
+        try:
+            limits.check_id(request.agent_id)
+        except WireError as err:
+            srv.abort(context, err)
         with self.lock:
             member = self.members.get(request.agent_id)
             if member is None:
@@ -171,17 +342,30 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         return referee_pb2.HeartbeatResponse(lease_seconds=self.cfg.lease_seconds, round=self.round)
 
     def Leave(self, request, context):
-        self._drop(request.agent_id)
+        try:
+            limits.check_id(request.agent_id)
+        except WireError as err:
+            srv.abort(context, err)
+        if not self._drop(request.agent_id):
+            context.abort(grpc.StatusCode.NOT_FOUND, f"{request.agent_id} is not a member")
+        log.info("%s left", request.agent_id)
         return referee_pb2.LeaveResponse()
 
-    def _drop(self, agent_id: str) -> None:
+    def _drop(self, agent_id: str, member: Member | None = None) -> bool:
+        """Remove a member (only ``member`` itself when given, not a successor under its id);
+        True if one was removed."""
         with self.lock:
-            member = self.members.pop(agent_id, None)
-            if member is not None:
-                member.channel.close()
+            current = self.members.get(agent_id)
+            if current is None or (member is not None and current is not member):
+                return False
+            del self.members[agent_id]
+            self.records[agent_id] = self._member_record(current)
+            if current.channel is not None:
+                current.channel.close()
             for key in [k for k in self.chains if agent_id in k]:
                 del self.chains[key]
             self._gauge_members()
+        return True
 
     def _gauge_members(self) -> None:
         for role in ("meta", "persona", "learner"):
@@ -191,9 +375,20 @@ class Referee(referee_pb2_grpc.RefereeServicer):
     def _expire(self) -> None:
         now = time.monotonic()
         with self.lock:
-            expired = [a for a, m in self.members.items() if m.expires < now]
-        for a in expired:
-            self._drop(a)
+            expired = [m for m in self.members.values() if m.expires < now]
+        for m in expired:
+            if self._drop(m.agent_id, m):
+                log.warning("%s missed its lease (%.1fs): dropped from the league", m.agent_id, self.cfg.lease_seconds)
+
+    def _lease_timer(self) -> None:
+        """Expire leases on a timer of their own, so a stalled round cannot keep a dead member."""
+        interval = max(0.05, min(1.0, self.cfg.lease_seconds / 4))
+        while not self.stopped.wait(interval):
+            self._expire()
+
+    def _live(self, member: Member) -> bool:
+        with self.lock:
+            return self.members.get(member.agent_id) is member
 
     def service_discovery(self) -> bytes:
         """Prometheus HTTP service discovery: every member's /metrics target, by role."""
@@ -207,12 +402,41 @@ class Referee(referee_pb2_grpc.RefereeServicer):
 
     # -- broadcast -----------------------------------------------------------------------
     def Subscribe(self, request, context) -> Iterator[referee_pb2.TrajectoryBatch]:
-        q: queue.Queue = queue.Queue()
+        """Stream the batches in which ``agent_id`` plays (every batch for an empty id); open
+        streams are capped per id and a subscriber that falls too far behind is cut off."""
+        agent = request.agent_id
+        try:
+            if agent:
+                limits.check_id(agent)
+        except WireError as err:
+            srv.abort(context, err)
+        q: queue.Queue = queue.Queue(maxsize=limits.SUBSCRIBER_BACKLOG)
         key = id(q)
         with self.lock:
-            self.subscribers[key] = (request.agent_id, q)
+            streams = [a for a, _ in self.subscribers.values()]
+            cap = limits.MAX_STREAMS_PER_AGENT if agent else limits.MAX_ANONYMOUS_STREAMS
+            pending = sum(bool(a) and a not in self.members for a in streams)
+            if streams.count(agent) >= cap:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"{cap} Subscribe streams are already open for agent id {agent!r}")
+            if len(streams) >= limits.MAX_STREAMS or (agent and agent not in self.members
+                                                       and pending >= limits.MAX_PENDING_STREAMS):
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many open Subscribe streams: try again later")
+            self.subscribers[key] = (agent, q)
+        last_member = time.monotonic()
         try:
             while context.is_active() and not self.stopped.is_set():
+                if agent:
+                    if agent in self.members:
+                        last_member = time.monotonic()
+                    elif time.monotonic() - last_member > limits.STREAM_JOIN_GRACE:
+                        context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                      f"{agent} is not a member: join, then subscribe again")
+                if key in self._overflowed:
+                    log.warning("subscriber %s fell %d batches behind: stream cut off", agent or "(all)",
+                                limits.SUBSCRIBER_BACKLOG)
+                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"fell {limits.SUBSCRIBER_BACKLOG} batches behind: subscribe again")
                 try:
                     item = q.get(timeout=0.25)
                 except queue.Empty:
@@ -221,13 +445,17 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         finally:
             with self.lock:
                 self.subscribers.pop(key, None)
+                self._overflowed.discard(key)
 
     def _broadcast(self, batch: referee_pb2.TrajectoryBatch) -> None:
         seats = {s.agent_id for s in batch.seats}
         with self.lock:
-            targets = [q for agent, q in self.subscribers.values() if not agent or agent in seats]
-        for q in targets:
-            q.put(batch)
+            targets = [(key, q) for key, (agent, q) in self.subscribers.items() if not agent or agent in seats]
+        for key, q in targets:
+            try:
+                q.put_nowait(batch)
+            except queue.Full:
+                self._overflowed.add(key)
 
     # -- status --------------------------------------------------------------------------
     def Status(self, request, context):
@@ -274,32 +502,55 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                                          [p.agent_id for p in pair], ["policy", "policy"],
                                          # a learner that played waits for the update it learns from that match,
                                          # so every match is played at a version fixed by the schedule alone
-                                         [p.policy_version + 1 if p.learns and p.matches else 0 for p in pair]))
+                                         [p.policy_version + 1 if p.learns and p.matches and p.wait_update else 0
+                                          for p in pair]))
             return matches
 
     def _fetch_exact(self, member: Member, kind: str, version: int) -> tuple[int, Params]:
         got_version, params = self._fetch(member, kind, version)
         if got_version != version:
-            raise ValueError(f"{member.agent_id} holds {kind} version {got_version}, the match pins {version}")
+            raise SeatFailure(member.agent_id, f"holds {kind} version {got_version}, the match pins {version}")
         return got_version, params
 
     def _fetch(self, member: Member, kind: str, min_version: int) -> tuple[int, Params]:
-        """Wait until the seat publishes ``kind`` at ``min_version`` or later, then pull it."""
+        """Wait until the seat publishes ``kind`` at ``min_version`` or later, pull it and check
+        it (names, shapes, dtypes, finite). Each long poll lasts at most half a lease plus half
+        a lease of slack, and polling stops when the member's lease expires or the fetch
+        timeout passes: an agent that stops answering costs at most about one lease."""
+        who = member.agent_id
         deadline = time.monotonic() + self.cfg.fetch_timeout
+        poll = max(0.25, self.cfg.lease_seconds / 2)
+        max_bytes = _set_bytes(member.expected) if member.expected is not None else DEFAULT_MAX_FETCH_BYTES
         while True:  # long polls: the agent answers as soon as it publishes the version
-            remaining = deadline - time.monotonic()
+            if not self._live(member):
+                raise SeatFailure(who, "is no longer a member (lease expired or left)")
+            wait = max(min(deadline - time.monotonic(), poll), 0.0)
             t0 = time.perf_counter()
-            got = fetch_parameters(member.stub, kind, min_version=min_version, timeout=remaining + 5.0,
-                                   wait_seconds=max(remaining, 0.0))
+            try:
+                got = fetch_parameters(member.stub, kind, min_version=min_version, timeout=wait + poll,
+                                       wait_seconds=wait, max_bytes=max_bytes)
+            except grpc.RpcError as err:
+                raise SeatFailure(who, f"fetch of {kind} failed: {err.code().name} {_first_line(err.details())}")
+            except WireError as err:
+                raise SeatFailure(who, f"served a malformed {kind} stream: {err}", rogue=True)
             self.metrics.fetch.labels(self.cfg.env, member.role).observe(time.perf_counter() - t0)
             if got.params is not None:
+                if member.expected is not None:
+                    try:
+                        check_structure(f"{kind} v{got.version}", member.expected, got.params)
+                        check_finite(got.params, f"{kind} v{got.version}")
+                    except WireError as err:
+                        raise SeatFailure(who, f"served invalid parameters: {err}", rogue=True)
                 return got.version, got.params
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"{member.agent_id} did not publish {kind} version {min_version} "
-                                   f"within {self.cfg.fetch_timeout}s")
+                if kind == "policy" and min_version > 0:
+                    member.wait_update = False  # it missed an update: play its current version next time
+                raise SeatFailure(who, f"did not publish {kind} version {min_version} within {self.cfg.fetch_timeout}s")
 
     def _pin(self, matches: list[Match], members: dict[str, Member]) -> dict[str, list[tuple[int, Params]]]:
-        """Pull every seat's parameters in parallel; a match with a failed seat is voided."""
+        """Pull every seat's parameters in parallel; a match with a failed seat is voided, and
+        a member that served invalid parameters is dropped (it must join again, and a join
+        checks what it serves)."""
         jobs = {}
         for match in matches:
             for seat, (agent, kind, v) in enumerate(zip(match.seats, match.kinds, match.min_versions)):
@@ -314,12 +565,17 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 for s, agent in enumerate(match.seats):
                     job = jobs[(match.match_id, s)]
                     if job is None:
-                        raise KeyError(f"{agent} is not a member")
+                        raise SeatFailure(agent, "is not a member")
                     got.append(job.result())
                 pinned[match.match_id] = got
-            except (grpc.RpcError, TimeoutError, KeyError, ValueError, AttributeError) as err:
-                reason = f"{err.code().name}: {err.details()}" if isinstance(err, grpc.RpcError) else repr(err)
-                log.warning("round %d: voided match %s (%s)", self.round, match.match_id, reason)
+            except SeatFailure as err:
+                log.warning("round %d: voided match %s: %s", self.round, match.match_id, err)
+                self._void(match, members)
+                if err.rogue and self._drop(err.agent_id, members.get(err.agent_id)):
+                    log.warning("%s dropped from the league: it served invalid parameters", err.agent_id)
+            except Exception as err:  # noqa: BLE001 - a fault inside one match voids that match only
+                log.warning("round %d: voided match %s (seats %s): %s: %s", self.round, match.match_id,
+                            ", ".join(match.seats), type(err).__name__, _first_line(str(err)))
                 self._void(match, members)
         return pinned
 
@@ -337,42 +593,83 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         for m in played:
             groups.setdefault(tuple(members[a].policy_class for a in m.seats), []).append(m)
         for group in groups.values():
-            self._play_group(group, members, pinned, self.generator)
+            self._play_safely(group, members, pinned, self.generator)
         self.round += 1
         self.metrics.rounds.labels(self.cfg.env, "referee").inc()
+        self.save_state()
         return len(played)
 
     def PlayMatches(self, request, context):
         """Play the requested matches in one batched rollout (the coordinator's chain steps)."""
-        if not request.matches:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no matches requested")
-        with self.lock:
-            members = dict(self.members)
-        matches = []
-        for spec in request.matches:
-            for seat in spec.seats:
-                if seat.agent_id not in members:
-                    context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{seat.agent_id} is not a member of the league")
-            matches.append(Match(spec.match_id, [s.agent_id for s in spec.seats], [s.kind for s in spec.seats],
-                                 [s.version for s in spec.seats], step=spec.step, chain_id=spec.chain_id,
-                                 last_step=spec.last_step, exact=True))
-        signatures = {tuple(members[a].policy_class for a in m.seats) for m in matches}
-        if len(signatures) != 1:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"matches mix policy classes {sorted(signatures)}")
+        try:
+            matches, members, K, H, generator = self._check_play(request)
+        except WireError as err:
+            srv.abort(context, err)
         aborted_before = self.aborted
         pinned = self._pin(matches, members)
         if len(pinned) != len(matches):
             context.abort(grpc.StatusCode.ABORTED, f"{self.aborted - aborted_before} of {len(matches)} matches "
                           "voided: a seat was unreachable or not at its pinned version (see the referee log)")
-        generator = self.generator
-        if request.rng_state:
-            generator = torch.Generator()
-            generator.set_state(torch.frombuffer(bytearray(request.rng_state), dtype=torch.uint8))
-        K = request.episodes or self.cfg.trajectories
-        H = request.horizon or self.cfg.horizon
-        batches = self._play_group(matches, members, pinned, generator, K, H)
+        try:
+            batches = self._play_group(matches, members, pinned, generator, K, H)
+        except Exception as err:  # noqa: BLE001 - the requested step failed; the referee goes on
+            log.warning("PlayMatches voided (seats %s): %s: %s", ", ".join(sorted({a for m in matches for a in m.seats})),
+                        type(err).__name__, _first_line(str(err)))
+            for m in matches:
+                self._void(m, members)
+            context.abort(grpc.StatusCode.ABORTED, f"rollout failed: {type(err).__name__}: {_first_line(str(err))}")
         state = bytes(generator.get_state().numpy().tobytes()) if request.rng_state else b""
         return referee_pb2.PlayMatchesResponse(batches=batches, rng_state=state)
+
+    def _check_play(self, request):
+        """Validated matches of a PlayMatches request, the members they seat, K, H and the
+        generator to sample with; WireError (nothing played) on any bad field."""
+        n = len(request.matches)
+        if not n:
+            raise WireError("no matches requested")
+        limits.check_at_most(n, limits.MAX_MATCHES, "number of matches")
+        K = limits.check_at_most(request.episodes, limits.MAX_EPISODES, "episodes") or self.cfg.trajectories
+        H = limits.check_at_most(request.horizon, limits.MAX_HORIZON, "horizon") or self.cfg.horizon
+        game = self.game
+        item = torch.finfo(game.dtype).bits // 8
+        per_step = item * game.obs_dim + (8 + item) * game.n_agents + 1  # obs, int64 actions, rewards, done
+        size = n * K * H * per_step
+        if size > srv.MAX_MESSAGE_BYTES - 64 * 1024:
+            raise WireError(f"{n} matches x {K} episodes x {H} steps would answer {size} bytes, over the "
+                            f"{srv.MAX_MESSAGE_BYTES}-byte message limit: request fewer", grpc.StatusCode.RESOURCE_EXHAUSTED)
+        with self.lock:
+            members = dict(self.members)
+        matches, ids = [], set()
+        for spec in request.matches:
+            limits.check_id(spec.match_id, "match_id")
+            if spec.match_id in ids:
+                raise WireError(f"match_id {spec.match_id!r} appears twice")
+            ids.add(spec.match_id)
+            if spec.chain_id:
+                limits.check_id(spec.chain_id, "chain_id")
+            limits.check_at_most(spec.step, limits.MAX_STEP, "step")
+            if len(spec.seats) != game.n_agents:
+                raise WireError(f"match {spec.match_id} has {len(spec.seats)} seats, {self.cfg.env} has {game.n_agents}")
+            for seat in spec.seats:
+                limits.check_id(seat.agent_id, "seat agent_id")
+                limits.check_kind(seat.kind)
+                if seat.agent_id not in members:
+                    raise WireError(f"{seat.agent_id} is not a member of the league", grpc.StatusCode.FAILED_PRECONDITION)
+            matches.append(Match(spec.match_id, [s.agent_id for s in spec.seats], [s.kind for s in spec.seats],
+                                 [s.version for s in spec.seats], step=spec.step, chain_id=spec.chain_id,
+                                 last_step=spec.last_step, exact=True))
+        signatures = {tuple(members[a].policy_class for a in m.seats) for m in matches}
+        if len(signatures) != 1:
+            raise WireError(f"matches mix policy classes {sorted(signatures)}")
+        generator = self.generator
+        if request.rng_state:
+            limits.check_at_most(len(request.rng_state), limits.MAX_RNG_STATE_BYTES, "rng_state bytes")
+            generator = torch.Generator()
+            try:
+                generator.set_state(torch.frombuffer(bytearray(request.rng_state), dtype=torch.uint8))
+            except (RuntimeError, ValueError) as err:
+                raise WireError(f"rng_state is not a torch generator state: {_first_line(str(err), 120)}") from None
+        return matches, members, K, H, generator
 
     def _void(self, match: Match, members: dict[str, Member]) -> None:
         with self.lock:
@@ -380,6 +677,21 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             if match.chain is not None:
                 self.chains.pop((match.chain.meta, match.chain.persona), None)
         self.metrics.aborted.labels(self.cfg.env, "referee").inc()
+
+    def _play_safely(self, group: list[Match], members: dict[str, Member], pinned, generator: torch.Generator) -> None:
+        """``_play_group``, but a failure voids only the failing matches (each match of a failed
+        group is retried alone) and the round goes on."""
+        try:
+            self._play_group(group, members, pinned, generator)
+        except Exception as err:  # noqa: BLE001 - a fault inside a match voids that match only
+            if len(group) > 1:
+                for match in group:
+                    self._play_safely([match], members, pinned, generator)
+                return
+            match = group[0]
+            log.warning("round %d: voided match %s (seats %s): rollout failed: %s: %s", self.round, match.match_id,
+                        ", ".join(match.seats), type(err).__name__, _first_line(str(err)))
+            self._void(match, members)
 
     def _play_group(self, group: list[Match], members: dict[str, Member], pinned, generator: torch.Generator,
                     K: int | None = None, H: int | None = None) -> list[referee_pb2.TrajectoryBatch]:
@@ -417,6 +729,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 del member.returns[:-100]
                 if match.kinds[s] == "policy":
                     member.policy_version = pinned[match.match_id][s][0]
+                    member.wait_update = True
                 labels = (agent, self.cfg.env, member.role)
                 self.metrics.episodes.labels(*labels).inc(rewards.shape[0])
                 self.metrics.returns.labels(*labels).set(r)
@@ -440,8 +753,13 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 raise TimeoutError(f"only {len(self.members)} of {min_members} agents joined within {join_timeout}s")
             time.sleep(0.05)
         while not self.stopped.is_set() and (self.cfg.rounds == 0 or self.round < self.cfg.rounds):
-            if self.play_round() == 0:
-                time.sleep(0.1)
+            try:
+                played = self.play_round()
+            except Exception:  # noqa: BLE001 - log it and go on: one bad round must not end the league
+                log.exception("round %d failed", self.round)
+                played = 0
+            if played == 0:
+                self.stopped.wait(0.1)
 
     def stop(self) -> None:
         self.stopped.set()

@@ -3,9 +3,12 @@ message limits, health and reflection, binding, status-code aborts and the /metr
 
 from __future__ import annotations
 
-from concurrent import futures
-from typing import NoReturn
+import logging
+import sys
 import threading
+from concurrent import futures
+from pathlib import Path
+from typing import NoReturn
 from collections.abc import Callable, Mapping
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -25,11 +28,23 @@ GRPC_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
+# Servers do not share ports (SO_REUSEPORT would let a second server bind a port in use).
+SERVER_OPTIONS: list[tuple[str, int]] = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+def configure_logging(log_file: str | Path | None = None, level: int = logging.INFO) -> None:
+    """Every league process logs to stderr and, when given, to its log file (appended)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers, force=True)
 
 
 def make_server(max_workers: int = 8) -> grpc.Server:
     """A thread-pool gRPC server with the league's message-size limits (not yet bound or started)."""
-    return grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=GRPC_OPTIONS)
+    return grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=SERVER_OPTIONS)
 
 
 def add_health_and_reflection(server: grpc.Server, service_full_names: list[str]) -> health.HealthServicer:
@@ -56,9 +71,12 @@ def _host_port(host: str, port: int) -> str:
 
 def bind(server: grpc.Server, host: str = "127.0.0.1", port: int = 0) -> int:
     """Bind an insecure port (0 picks a free one) and return the port actually bound."""
-    bound = server.add_insecure_port(_host_port(host, port))
+    try:
+        bound = server.add_insecure_port(_host_port(host, port))
+    except RuntimeError:  # grpcio raises this when the port is taken
+        bound = 0
     if bound == 0:
-        raise OSError(f"could not bind gRPC server to {_host_port(host, port)}")
+        raise OSError(f"cannot listen on {_host_port(host, port)}: address in use or not available")
     return bound
 
 

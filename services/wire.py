@@ -246,6 +246,8 @@ def assemble_parameters(chunks: Iterable[tensor_pb2.ParameterChunk], max_bytes: 
             )
         if received > 0 and chunk.HasField("header"):
             raise WireError(f"chunk {chunk.index} carries a header; only chunk 0 may")
+        if count > 1 and not chunk.payload:
+            raise WireError(f"chunk {chunk.index} of {count} is empty; only a single-chunk empty set may be")
         size = len(buffer) + len(chunk.payload)
         if size > max_bytes:
             raise WireError(
@@ -270,6 +272,19 @@ def assemble_parameters(chunks: Iterable[tensor_pb2.ParameterChunk], max_bytes: 
         params[name] = _decode(wire, shape, view[offset : offset + size], f"tensor '{name}'")
         offset += size
     return Assembled(kind, version, expected_version, params)
+
+
+def check_structure(what: str, expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]) -> None:
+    """WireError unless ``got`` has exactly ``expected``'s tensor names, shapes and dtypes."""
+    missing, extra = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
+    if missing or extra:
+        raise WireError(f"{what} has the wrong tensors: missing {missing[:8]}, unexpected {extra[:8]}")
+    for name, want in expected.items():
+        t = got[name]
+        if t.shape != want.shape:
+            raise WireError(f"{what}: tensor '{name}' has shape {list(t.shape)}, expected {list(want.shape)}")
+        if t.dtype != want.dtype:
+            raise WireError(f"{what}: tensor '{name}' has dtype {t.dtype}, expected {want.dtype}")
 
 
 def check_finite(params: Mapping[str, torch.Tensor], what: str = "parameter set") -> None:

@@ -1,0 +1,135 @@
+"""Benchmark: one referee with N = 8, 16, 32, 64 agent processes on 127.0.0.1.
+
+Setting: IPD, N tabular learners (``league agent`` processes, one torch thread each) paired
+at random every round, K = 8 episodes x H = 20 steps per match, lease 10 s. For each N the
+script starts ``league referee`` and N ``league agent`` processes (stopped by their PIDs
+afterwards), waits until all have joined and a few rounds have been played, then for a
+window of ``--window`` seconds polls ``league status`` and records:
+
+- seconds per round (median and every round-to-round interval seen by the poller),
+- the latency of a Status RPC while the league runs (the referee stays responsive),
+- resident memory (``VmRSS``) of the referee and of every agent (median, max, total),
+- the referee's thread count (each Subscribe stream holds one server thread),
+- voided matches during the window, and the load average (the machine may be shared).
+
+    python benchmarks/league_scale.py                       # N = 8,16,32,64, writes benchmarks/league_scale.json
+    python benchmarks/league_scale.py --sizes 8 --window 10 --out /tmp/s.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._bench_common import loadavg, machine_info, med, summary  # noqa: E402
+from tests.league_procs import spawn, stop, wait_until  # noqa: E402
+
+LEAGUE = """
+name = "scale"
+[referee]
+env = "ipd"
+trajectories = 8
+horizon = 20
+rounds = 0
+seed = 0
+lease_seconds = 10.0
+fetch_timeout = 30.0
+"""
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return -1
+
+
+def run_size(n: int, window: float, tmp: Path) -> dict:
+    from services.processes import referee_status
+
+    config = tmp / f"scale{n}.toml"
+    config.write_text(LEAGUE)
+    procs = []
+    t0 = time.monotonic()
+    try:
+        ref = spawn(["referee", str(config), "--ready-file", str(tmp / f"ref{n}.json"), "--wait-for", "0"],
+                    tmp / f"ref{n}.log")
+        procs.append(ref)
+        info = json.loads(wait_until(lambda: (tmp / f"ref{n}.json").exists() and (tmp / f"ref{n}.json").read_text(),
+                                   120, "the referee"))
+        address = info["address"]
+        agents = []
+        for i in range(n):
+            agents.append(spawn(["agent", "--join", address, "--id", f"a{i}", "--env", "ipd", "--role", "learner",
+                                 "--init", f"random:{i}", "--lr", "0.5", "--checkpoint-dir", str(tmp / f"ckpt{n}"),
+                                 "--join-wait", "600"], tmp / f"a{n}_{i}.log"))
+        procs += agents
+        wait_until(lambda: len(referee_status(address).members) == n, 900, f"{n} agents to join")
+        started = time.monotonic() - t0
+        first = referee_status(address).round
+        wait_until(lambda: referee_status(address).round >= first + 3, 300, "three rounds")
+        rounds, intervals, status_s = [], [], []
+        last_round, last_t = None, None
+        start = referee_status(address)
+        end = time.monotonic() + window
+        while time.monotonic() < end:
+            t = time.perf_counter()
+            st = referee_status(address)
+            status_s.append(time.perf_counter() - t)
+            now = time.monotonic()
+            if last_round is not None and st.round != last_round:
+                intervals.append((now - last_t) / (st.round - last_round))
+            if st.round != last_round:
+                last_round, last_t = st.round, now
+            time.sleep(0.05)
+        final = referee_status(address)
+        agent_rss = [rss_mib(p.pid) for p in agents]
+        played = final.round - start.round
+        return {
+            "agents": n, "startup_seconds": round(started, 1), "rounds_in_window": played, "window_seconds": window,
+            "seconds_per_round": window / played if played else None,
+            "round_interval_seconds": summary(intervals),
+            "status_rpc_seconds": summary(status_s),
+            "voided_matches_in_window": final.aborted_matches - start.aborted_matches,
+            "members": len(final.members),
+            "referee_rss_mib": round(rss_mib(ref.pid), 1), "referee_threads": threads(ref.pid),
+            "agent_rss_mib": {"median": round(med(agent_rss), 1), "max": round(max(agent_rss), 1),
+                              "total": round(sum(agent_rss), 1)},
+            "loadavg_after": loadavg(),
+        }
+    finally:
+        stop(procs)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="8,16,32,64")
+    p.add_argument("--window", type=float, default=20.0, help="seconds of rounds measured per size")
+    p.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
+    args = p.parse_args()
+    results = {"setting": "IPD, tabular learners, K=8, H=20, lease 10 s, one referee", "machine": machine_info(),
+               "loadavg_before": loadavg(), "sizes": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in [int(x) for x in args.sizes.split(",")]:
+            row = run_size(n, args.window, Path(tmp))
+            print(json.dumps(row), flush=True)
+            results["sizes"].append(row)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Bounds on every request field of the league's services, and the checks that enforce them.
+
+Every RPC handler validates its request with these before acting on it; a breach is a
+:class:`~services.wire.WireError` carrying the contract status code (INVALID_ARGUMENT
+unless said otherwise) and a one-line message, so a hostile or broken caller gets an answer
+and changes nothing. No sockets here."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import grpc
+
+from services.wire import WireError
+
+ID_MAX_CHARS = 64
+"""Agent, match and chain ids: 1-64 characters of ``[A-Za-z0-9._-]``, starting with a letter or digit."""
+KIND_MAX_CHARS = 128
+"""Parameter kinds (``policy``, ``lr``, ``policy@<chain>``): 1-128 characters of ``[A-Za-z0-9._@-]``."""
+ADDRESS_MAX_CHARS = 255
+"""``host:port`` addresses (host name, IPv4 or bracketed IPv6; port 1-65535)."""
+MAX_MEMBERS = 256
+"""Members one referee holds at once (Join answers RESOURCE_EXHAUSTED beyond)."""
+MAX_STREAMS_PER_AGENT = 2
+"""Open Subscribe streams per agent id (a reconnecting agent's old stream may linger briefly)."""
+MAX_ANONYMOUS_STREAMS = 4
+"""Open Subscribe streams with an empty agent id (observers of every batch)."""
+MAX_PENDING_STREAMS = 32
+"""Open Subscribe streams of ids that are not (yet) members: an agent subscribes just before it joins."""
+STREAM_JOIN_GRACE = 30.0
+"""Seconds a stream of an id that is not a member stays open (FAILED_PRECONDITION after)."""
+MAX_STREAMS = MAX_MEMBERS * MAX_STREAMS_PER_AGENT + MAX_ANONYMOUS_STREAMS
+"""Open Subscribe streams in all; the referee's server keeps threads beyond these for unary RPCs."""
+SUBSCRIBER_BACKLOG = 1024
+"""Batches queued for one subscriber; a subscriber that falls further behind is cut off
+(RESOURCE_EXHAUSTED) and resubscribes."""
+MAX_MATCHES = 256
+"""Matches in one PlayMatches request."""
+MAX_EPISODES = 4096
+"""Episodes (K) per match of a PlayMatches request."""
+MAX_HORIZON = 1000
+"""Steps (H) per episode of a PlayMatches request."""
+MAX_STEP = 10_000
+"""Chain step of a requested match."""
+MAX_RNG_STATE_BYTES = 16 * 1024
+"""Generator state carried by PlayMatches (torch's CPU generator state is about 5 KiB)."""
+MAX_WAIT_SECONDS = 30.0
+"""Longest server-side wait of a long-poll parameter fetch."""
+MAX_HIDDEN = 512
+"""Largest LSTM width an agent may declare at join."""
+MAX_CONFIG_JSON_CHARS = 4096
+"""Policy and rule configs (JSON objects) of an agent description."""
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_KIND = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    """A bounded repr of a client-supplied string, for error messages and logs."""
+    return repr(value[:limit] + "...") if len(value) > limit else repr(value)
+
+
+def check_id(value: str, what: str = "agent_id") -> str:
+    """An id of 1-64 characters of ``[A-Za-z0-9._-]``; returns it."""
+    if not value:
+        raise WireError(f"{what} is empty")
+    if len(value) > ID_MAX_CHARS:
+        raise WireError(f"{what} has {len(value)} characters, the limit is {ID_MAX_CHARS}")
+    if not _ID.fullmatch(value):
+        raise WireError(f"{what} {_shown(value)} may hold only letters, digits, '.', '_' and '-' "
+                        "and must start with a letter or digit")
+    return value
+
+
+def check_kind(value: str) -> str:
+    """A parameter kind of 1-128 characters of ``[A-Za-z0-9._@-]``; returns it."""
+    if not value:
+        raise WireError("kind is empty")
+    if len(value) > KIND_MAX_CHARS:
+        raise WireError(f"kind has {len(value)} characters, the limit is {KIND_MAX_CHARS}")
+    if not _KIND.fullmatch(value):
+        raise WireError(f"kind {_shown(value)} may hold only letters, digits, '.', '_', '@' and '-'")
+    return value
+
+
+def check_address(value: str, what: str = "address") -> str:
+    """A ``host:port`` of at most 255 characters with a port in 1-65535; returns it."""
+    if not value:
+        raise WireError(f"{what} is empty")
+    if len(value) > ADDRESS_MAX_CHARS:
+        raise WireError(f"{what} has {len(value)} characters, the limit is {ADDRESS_MAX_CHARS}")
+    host, sep, port = value.rpartition(":")
+    if not sep or not _HOST.fullmatch(host) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise WireError(f"{what} {_shown(value)} is not host:port (port 1-65535)")
+    return value
+
+
+def check_wait(seconds: float) -> float:
+    """A long-poll wait: finite and >= 0; returns it capped at MAX_WAIT_SECONDS."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise WireError(f"wait_seconds must be a finite number >= 0, got {seconds}")
+    return min(seconds, MAX_WAIT_SECONDS)
+
+
+def check_at_most(value: int, limit: int, what: str,
+                  code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT) -> int:
+    """``value <= limit``; returns it."""
+    if value > limit:
+        raise WireError(f"{what} is {value}, the limit is {limit}", code)
+    return value

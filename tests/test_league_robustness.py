@@ -1,0 +1,271 @@
+"""Faults with real processes on 127.0.0.1 (started here, stopped by their PIDs): a join
+under a live id is refused with one line; rogue agents serving wrong-shape and NaN
+parameters void their matches, are dropped and refused again, and the referee goes on;
+a SIGSTOPped agent delays the rounds by about one lease, its matches voided and logged,
+and it rejoins after SIGCONT. Plus the process CLI's one-line failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from services.processes import referee_status
+from tests.league_procs import ROOT, env, spawn, stop, wait_json, wait_until
+
+pytestmark = pytest.mark.timeout(300)
+
+LEASE = 2.0
+LEAGUE = f"""
+name = "robust"
+[referee]
+env = "ipd"
+trajectories = 4
+horizon = 10
+rounds = 0
+seed = 3
+lease_seconds = {LEASE}
+fetch_timeout = 60.0
+
+[[agents]]
+id = "l1"
+role = "learner"
+init = "random:1"
+lr = [0.5]
+
+[[agents]]
+id = "l2"
+role = "learner"
+init = "random:2"
+lr = [0.5]
+
+[[agents]]
+id = "l3"
+role = "learner"
+init = "random:3"
+lr = [0.5]
+
+[[agents]]
+id = "l4"
+role = "learner"
+init = "random:4"
+lr = [0.5]
+"""
+
+
+def _members(address):
+    return {m.agent_id: m for m in referee_status(address).members}
+
+
+def _league_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "league.cli", *args], cwd=str(ROOT), env=env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """The failure's last stderr line, which must be the one `league: error: ...` line."""
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("league: error: "), proc.stderr
+    return last
+
+
+@pytest.fixture(scope="module")
+def league(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("robust")
+    config = tmp / "league.toml"
+    config.write_text(LEAGUE)
+    procs = {"referee": spawn(["referee", str(config), "--ready-file", str(tmp / "referee.json"), "--wait-for", "4"],
+                              tmp / "referee.log")}
+    ref = wait_json(tmp / "referee.json", procs["referee"])
+    for a in ("l1", "l2", "l3", "l4"):
+        procs[a] = spawn(["agent", "--join", ref["address"], "--config", str(config), "--id", a,
+                          "--checkpoint-dir", str(tmp / "ckpt"), "--ready-file", str(tmp / f"{a}.json")],
+                         tmp / f"{a}.log")
+    for a in ("l1", "l2", "l3", "l4"):
+        wait_json(tmp / f"{a}.json", procs[a], timeout=120)
+    wait_until(lambda: referee_status(ref["address"]).round >= 2, 120, "the league to play")
+    yield ref, procs, tmp, config
+    for p in procs.values():  # a test may leave an agent stopped
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGCONT)
+    stop(list(procs.values()))
+
+
+@pytest.mark.slow  # the fuzz test checks the ALREADY_EXISTS answer itself in the default run
+def test_a_join_under_a_live_id_is_refused_in_one_line(league):
+    ref, procs, tmp, config = league
+    proc = _league_cli("agent", "--join", ref["address"], "--config", str(config), "--id", "l2",
+                       "--checkpoint-dir", str(tmp / "intruder"), "--join-wait", "30")
+    line = _one_line_error(proc)
+    assert "ALREADY_EXISTS" in line and "l2" in line
+    assert procs["l2"].poll() is None and _members(ref["address"])["l2"].address != ""  # the holder stays
+
+
+@pytest.mark.parametrize("mode", [pytest.param("shape", marks=pytest.mark.slow), "nan"])
+def test_a_rogue_agent_voids_its_matches_and_the_league_goes_on(league, mode):
+    ref, procs, tmp, _ = league
+    addr = ref["address"]
+    name = f"rogue-{mode}"
+    before = referee_status(addr)
+    procs[name] = subprocess.Popen([sys.executable, "-m", "tests.rogue_agent", "--join", addr, "--id", name,
+                                    "--mode", mode, "--ready-file", str(tmp / f"{name}.json"), "--seconds", "60"],
+                                   cwd=str(ROOT), env=env(), stdout=open(tmp / f"{name}.log", "w"),
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    wait_json(tmp / f"{name}.json", procs[name], timeout=120)
+    # its next match is voided (the referee checks what it fetched), it is dropped, and a
+    # join again is refused because of what it now serves
+    wait_until(lambda: '"refused"' in (tmp / f"{name}.log").read_text(), 90, f"{name} to be dropped and refused")
+    refused = [json.loads(line) for line in (tmp / f"{name}.log").read_text().splitlines()
+               if line.startswith("{") and '"refused"' in line][0]
+    assert refused["code"] == "FAILED_PRECONDITION"
+    assert ("NaN" in refused["details"]) if mode == "nan" else ("shape" in refused["details"])
+    after = referee_status(addr)
+    assert after.aborted_matches > before.aborted_matches
+    log = (tmp / "referee.log").read_text()
+    assert f"{name} dropped from the league: it served invalid parameters" in log
+    assert "Traceback" not in log
+    # the referee is alive and the league goes on
+    assert procs["referee"].poll() is None
+    wait_until(lambda: referee_status(addr).round >= after.round + 3, 60, "rounds after the rogue")
+    assert name not in _members(addr)
+    os.kill(procs[name].pid, signal.SIGTERM)
+    procs[name].wait(timeout=15)
+
+
+def test_a_stopped_agent_delays_rounds_by_about_one_lease(league):
+    ref, procs, tmp, _ = league
+    addr = ref["address"]
+    wait_until(lambda: {"l1", "l2", "l3", "l4"} <= set(_members(addr)), 60, "every learner to be a member")
+    aborted = referee_status(addr).aborted_matches
+    os.kill(procs["l3"].pid, signal.SIGSTOP)
+    try:
+        # watch the rounds for 4 leases: the longest stall is bounded by about one lease
+        # (fetch_timeout is 60 s: without the lease bound the league would stall for a minute)
+        stalls, last_round, last_change = [], referee_status(addr).round, time.monotonic()
+        end = time.monotonic() + 4 * LEASE + 4
+        while time.monotonic() < end:
+            r = referee_status(addr).round
+            now = time.monotonic()
+            if r != last_round:
+                stalls.append(now - last_change)
+                last_round, last_change = r, now
+            time.sleep(0.05)
+        stalls.append(time.monotonic() - last_change)
+        assert max(stalls) < 2 * LEASE + 4, stalls  # about one lease, generous for a loaded machine
+        assert "l3" not in _members(addr)
+        assert referee_status(addr).aborted_matches > aborted
+        log = (tmp / "referee.log").read_text()
+        assert "l3 missed its lease" in log and "voided match" in log and "l3" in log
+    finally:
+        os.kill(procs["l3"].pid, signal.SIGCONT)
+    # woken up, it finds it was dropped, joins again and plays again
+    wait_until(lambda: "l3" in _members(addr), 60, "l3 to join again")
+    matches = _members(addr)["l3"].matches
+    wait_until(lambda: _members(addr)["l3"].matches > matches, 60, "l3 to play again")
+
+
+# -- one-line CLI failures ---------------------------------------------------------------
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_agent_waits_for_an_absent_referee_then_fails_in_one_line(tmp_path):
+    address = f"127.0.0.1:{_closed_port()}"
+    t0 = time.monotonic()
+    proc = _league_cli("agent", "--join", address, "--id", "lonely", "--env", "ipd", "--join-wait", "3",
+                       "--checkpoint-dir", str(tmp_path))
+    assert f"waiting for the referee at {address}" in proc.stderr
+    line = _one_line_error(proc)
+    assert address in line and time.monotonic() - t0 < 120
+
+
+@pytest.mark.slow
+def test_coordinator_waits_for_an_absent_referee_then_fails_in_one_line():
+    address = f"127.0.0.1:{_closed_port()}"
+    proc = _league_cli("coordinator", "--join", address, "--experiment", "configs/ipd_quick.toml", "--meta", "m",
+                       "--personas", "p", "--join-wait", "2")
+    assert f"waiting for the referee at {address}" in proc.stderr
+    assert address in _one_line_error(proc)
+
+
+@pytest.mark.slow
+def test_a_port_in_use_fails_in_one_line(tmp_path):
+    config = tmp_path / "league.toml"
+    config.write_text(LEAGUE)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = _league_cli("referee", str(config), "--port", str(port))
+        assert str(port) in _one_line_error(proc)
+        proc = _league_cli("agent", "--join", "127.0.0.1:1", "--id", "x", "--env", "ipd", "--port", str(port),
+                           "--checkpoint-dir", str(tmp_path))
+        assert str(port) in _one_line_error(proc)
+
+
+def test_down_signals_only_processes_that_are_the_leagues(tmp_path):
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        state = tmp_path / "up.json"
+        state.write_text(json.dumps({"run": str(tmp_path), "pids": {"referee": stranger.pid}}))
+        proc = subprocess.run([sys.executable, "-m", "league.cli", "down"], cwd=str(ROOT),
+                              env={**env(), "LEAGUE_STATE": str(state)}, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert f"skipped referee (pid {stranger.pid})" in proc.stdout
+        time.sleep(0.5)
+        assert stranger.poll() is None  # not signalled
+    finally:
+        stranger.kill()
+        stranger.wait(timeout=10)
+
+
+RESTART_LEAGUE = LEAGUE.replace('name = "robust"', 'name = "restart"').replace("rounds = 0", "rounds = 40")
+
+
+@pytest.mark.slow
+def test_league_up_restarts_a_killed_referee_and_loses_no_round(tmp_path):
+    """SIGKILL of the referee mid-league: `league up` restarts it on the same address, it
+    resumes from its persisted state (round counter and results), the agents reconnect and
+    re-register, and the final summary holds every round."""
+    config = tmp_path / "league.toml"
+    config.write_text(RESTART_LEAGUE)
+    e = {**env(), "LEAGUE_STATE": str(tmp_path / "up.json")}
+    run = tmp_path / "run"
+    up = subprocess.Popen([sys.executable, "-m", "league.cli", "up", str(config), "--out", str(run), "--json"],
+                          env=e, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True)
+    try:
+        wait_until(lambda: (tmp_path / "up.json").exists() and (run / "l4.ready.json").exists(), 180, "league up")
+        address = json.loads((tmp_path / "up.json").read_text())["referee"]
+        wait_until(lambda: referee_status(address).round >= 8, 120, "eight rounds")
+        before = referee_status(address)
+        os.kill(json.loads((tmp_path / "up.json").read_text())["pids"]["referee"], signal.SIGKILL)
+        out, err = up.communicate(timeout=240)
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGTERM)
+            up.wait(timeout=30)
+    assert up.returncode == 0, err
+    assert "restarting it on" in err and address in err
+    summary = json.loads(out)
+    assert summary["rounds"] == 40 and summary["referee_restarts"] == 1 and "partial" not in summary
+    log = (run / "logs" / "referee.log").read_text()
+    resumed_at = int(log.split("at round ")[1].split()[0])
+    assert resumed_at >= before.round  # nothing completed before the kill was lost
+    by_id = {m["agent_id"]: m for m in summary["members"]}
+    assert set(by_id) == {"l1", "l2", "l3", "l4"}
+    seen = {m.agent_id: m.episodes for m in before.members}
+    assert all(by_id[a]["episodes"] > seen[a] for a in by_id)  # records carried over and grown
+    for a in by_id:
+        agent_log = (run / "logs" / f"{a}.log").read_text()
+        assert "lost the referee" in agent_log and "reconnected to the referee" in agent_log
