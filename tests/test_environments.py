@@ -12,7 +12,7 @@ import torch
 from pettingzoo import ParallelEnv
 
 from league.envs import ENVIRONMENTS, make_env, parallel_env
-from league.envs.checks import check_environment, play
+from league.envs.checks import check_environment, play_random
 from league.envs.pettingzoo import PettingZooEnv, resolve_factory
 from league.games.exact import exact_value
 
@@ -50,7 +50,7 @@ def test_halfcheetah_2x3_spaces_and_team_reward():
     assert env.agents == ("agent_0", "agent_1")
     assert [s.shape for s in env.observation_spaces] == [(12,), (12,)]
     assert [s.shape for s in env.action_spaces] == [(3,), (3,)]
-    steps = play(env, (3,), seed=0, action_seed=0)
+    steps = play_random(env, (3,), seed=0, action_seed=0)
     assert len(steps) == 6 and bool(steps[-1].truncated.all()) and not bool(steps[-1].terminated.any())
     rewards = torch.stack([s.rewards for s in steps[1:]])
     assert torch.equal(rewards[..., 0], rewards[..., 1]) and rewards.abs().sum() > 0  # shared, real physics
@@ -61,7 +61,7 @@ def test_matrix_env_matches_the_exact_value_in_expectation():
     exact value of the uniform tabular policies (rps, 3 players)."""
     env = make_env("rps", n_players=3, horizon=4, dtype=torch.float64)
     gamma, batch = 0.9, (20_000,)
-    steps = play(env, batch, seed=0, action_seed=3)
+    steps = play_random(env, batch, seed=0, action_seed=3)
     returns = sum(gamma**t * s.rewards for t, s in enumerate(steps[1:]))
     uniform = torch.full((env.game.n_states, 3), 1 / 3, dtype=torch.float64)
     exact = exact_value(env.game, [uniform] * 3, gamma, horizon=4)

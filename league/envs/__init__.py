@@ -8,14 +8,28 @@ See docs/environments.md.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from league.envs.base import Environment, TimeStep, flat_dim, flat_obs, random_actions
 from league.envs.matrix import MatrixGameEnv
-from league.envs.pettingzoo import ParallelView, PettingZooEnv, from_spec, resolve_factory
 from league.games import make_game
+
+if TYPE_CHECKING:
+    from league.envs.pettingzoo import ParallelView
+
+_PETTINGZOO = ("ParallelView", "PettingZooEnv", "from_spec", "resolve_factory")
+
+
+def __getattr__(name: str) -> Any:
+    """The PettingZoo side loads on first use: the rollout imports this package, and agent
+    processes should not pay for pettingzoo."""
+    if name in _PETTINGZOO:
+        from league.envs import pettingzoo
+
+        return getattr(pettingzoo, name)
+    raise AttributeError(f"module 'league.envs' has no attribute {name!r}")
 
 __all__ = ["ENVIRONMENTS", "make_env", "parallel_env", "Environment", "TimeStep", "MatrixGameEnv",
            "ParallelView", "PettingZooEnv", "flat_obs", "flat_dim", "random_actions", "resolve_factory"]
@@ -31,10 +45,12 @@ def rps_env(n_players: int = 2, horizon: int = 150, dtype: torch.dtype = torch.f
     return MatrixGameEnv(make_game("rps", n_players=n_players, dtype=dtype), horizon, dtype)
 
 
-def halfcheetah_2x3(max_steps: int = 1000, dtype: torch.dtype = torch.float32, **kwargs: Any) -> PettingZooEnv:
+def halfcheetah_2x3(max_steps: int = 1000, dtype: torch.dtype = torch.float32, **kwargs: Any) -> Environment:
     """MaMuJoCo HalfCheetah "2x3" (agent_0 the back leg, agent_1 the front leg: 3 joints each,
     shared team reward) through ``gymnasium_robotics.mamujoco_v1``; ``kwargs`` go to its
     ``parallel_env`` (e.g. ``agent_obsk``, ``global_categories``)."""
+    from league.envs.pettingzoo import from_spec
+
     return from_spec("gymnasium_robotics.mamujoco_v1:parallel_env", max_steps, dtype, scenario="HalfCheetah",
                      agent_conf="2x3", max_episode_steps=max_steps, **kwargs)
 
@@ -51,6 +67,8 @@ def make_env(name: str, /, **kwargs: Any) -> Environment:
     """A registered environment, or ``"module:factory"`` for any PettingZoo ``ParallelEnv``
     (then ``max_steps`` is required and the other ``kwargs`` go to the factory)."""
     if ":" in name:
+        from league.envs.pettingzoo import from_spec
+
         if "max_steps" not in kwargs:
             raise ValueError(f"env {name!r}: a PettingZoo factory needs max_steps (the longest episode)")
         return from_spec(name, **kwargs)
@@ -62,7 +80,9 @@ def make_env(name: str, /, **kwargs: Any) -> Environment:
     return factory(**kwargs)
 
 
-def parallel_env(env: str, **kwargs: Any) -> ParallelView:
+def parallel_env(env: str, **kwargs: Any) -> "ParallelView":
     """The environment ``make_env(env, **kwargs)`` as a PettingZoo ``ParallelEnv``
     (PettingZoo's ``parallel_env`` factory convention; usable as ``"league.envs:parallel_env"``)."""
+    from league.envs.pettingzoo import ParallelView
+
     return ParallelView(make_env(env, **kwargs))

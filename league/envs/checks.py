@@ -23,10 +23,10 @@ from pettingzoo.test import parallel_api_test, parallel_seed_test
 from league.envs.base import Environment, TimeStep, flat_dim, flat_obs, random_actions, to_numpy
 from league.envs.pettingzoo import ParallelView, PettingZooEnv
 
-__all__ = ["check_environment", "play"]
+__all__ = ["check_environment", "play_random"]
 
 
-def play(env: Environment, batch_shape: tuple[int, ...], seed: int, action_seed: int) -> list[TimeStep]:
+def play_random(env: Environment, batch_shape: tuple[int, ...], seed: int, action_seed: int) -> list[TimeStep]:
     """Reset, then step with uniform random actions until every episode is over."""
     g = torch.Generator().manual_seed(action_seed)
     steps = [env.reset(batch_shape, seed)]
@@ -78,7 +78,7 @@ def check_environment(make: Callable[[], Environment], batch_shape: tuple[int, .
         assert isinstance(space, (gymnasium.spaces.Discrete, gymnasium.spaces.Box)), f"{env.name}: {space}"
     assert env.max_steps >= 1
 
-    steps = play(env, batch_shape, seed, action_seed=seed)
+    steps = play_random(env, batch_shape, seed, action_seed=seed)
     assert not bool(steps[0].dones.any()), f"{env.name}: an episode is over at reset"
     assert bool((steps[0].rewards == 0).all()), f"{env.name}: reset must report zero rewards"
     for prev, ts in zip(steps, steps[1:]):
@@ -94,7 +94,7 @@ def check_environment(make: Callable[[], Environment], batch_shape: tuple[int, .
     assert bool(extra.dones.all()) and bool((extra.rewards == 0).all())
 
     # determinism and batch independence
-    again = play(make(), batch_shape, seed, action_seed=seed)
+    again = play_random(make(), batch_shape, seed, action_seed=seed)
     assert _same(steps, again), f"{env.name}: same seed and actions, different episodes"
     j = math.prod(batch_shape) - 1
     last = tuple(int(i) for i in np.unravel_index(j, batch_shape))
@@ -127,5 +127,5 @@ def check_environment(make: Callable[[], Environment], batch_shape: tuple[int, .
     assert rebuilt.agents == env.agents
     assert all(a == b for a, b in zip(rebuilt.observation_spaces, env.observation_spaces))
     assert all(a == b for a, b in zip(rebuilt.action_spaces, env.action_spaces))
-    assert _same(steps, play(rebuilt, batch_shape, seed, action_seed=seed)), \
+    assert _same(steps, play_random(rebuilt, batch_shape, seed, action_seed=seed)), \
         f"{env.name}: the PettingZoo round trip plays different episodes"

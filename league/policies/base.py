@@ -23,8 +23,6 @@ class Policy(Protocol):
         for t in range(H):
             out, state = policy.step(params, obs[:, :, t], state)
             action = policy.distribution(params, out).sample(generator)
-
-    (``league.rollout`` still samples categorical logits directly; see docs/environments.md.)
     """
 
     def init_params(self, generator: torch.Generator, batch: int = 1) -> Params: ...
