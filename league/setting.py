@@ -9,9 +9,10 @@ import torch
 
 from league.config import ExperimentConfig
 from league.evaluators import SampledEvaluator
-from league.games import IteratedMatrixGame, make_game
+from league.envs import make_env
+from league.games import IteratedMatrixGame
 from league.personas import PersonaSplit, make_personas
-from league.policies import LSTMCategorical, LSTMValue, Tabular
+from league.policies import LSTMCategorical, LSTMValue, Tabular, make_policy
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: Offset of the random stream that draws the extra peers of validation/test chains.
@@ -73,13 +74,16 @@ class Setting:
 
 def build_setting(cfg: ExperimentConfig) -> Setting:
     dtype = DTYPES[cfg.dtype]
-    game = make_game(cfg.game.name, n_players=cfg.game.n_players, dtype=dtype)
+    env = make_env(cfg.game.name, n_players=cfg.game.n_players, horizon=cfg.chain.horizon, dtype=dtype)
+    game = env.game
     personas = make_personas(cfg.game.name, cfg.population.seed, game.n_agents, cfg.population.out_of_distribution)
     h = cfg.agent.hidden
+    # seat 0 is the meta-agent, seats 1.. the personas; the registry sizes each from its seat's spaces
+    meta_policy = make_policy("lstm_categorical", env.observation_spaces[0], env.action_spaces[0], dtype, hidden=h)
+    peer_policy = make_policy("tabular", env.observation_spaces[1], env.action_spaces[1], dtype)
     return Setting(
-        cfg=cfg, game=game,
-        meta_policy=LSTMCategorical(obs_dim=game.obs_dim, out_dim=game.n_actions, hidden=h, dtype=dtype),
+        cfg=cfg, game=game, meta_policy=meta_policy,  # type: ignore[arg-type]
         value_net=LSTMValue(obs_dim=game.obs_dim, hidden=h, dtype=dtype),
-        peer_policy=Tabular(game.n_states, game.n_actions, dtype=dtype),
+        peer_policy=peer_policy,  # type: ignore[arg-type]
         personas=personas, dtype=dtype,
     )

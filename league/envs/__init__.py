@@ -35,9 +35,9 @@ __all__ = ["ENVIRONMENTS", "make_env", "parallel_env", "Environment", "TimeStep"
            "ParallelView", "PettingZooEnv", "flat_obs", "flat_dim", "random_actions", "resolve_factory"]
 
 
-def ipd_env(horizon: int = 150, dtype: torch.dtype = torch.float32) -> MatrixGameEnv:
-    """Iterated prisoner's dilemma, ``horizon`` rounds."""
-    return MatrixGameEnv(make_game("ipd", dtype=dtype), horizon, dtype)
+def ipd_env(n_players: int = 2, horizon: int = 150, dtype: torch.dtype = torch.float32) -> MatrixGameEnv:
+    """Iterated prisoner's dilemma, ``horizon`` rounds (two players; any other count is refused)."""
+    return MatrixGameEnv(make_game("ipd", n_players=n_players, dtype=dtype), horizon, dtype)
 
 
 def rps_env(n_players: int = 2, horizon: int = 150, dtype: torch.dtype = torch.float32) -> MatrixGameEnv:
