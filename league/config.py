@@ -18,9 +18,9 @@ class GameConfig:
     """The stochastic game."""
 
     name: str = "ipd"
-    """``ipd`` or ``rps``."""
+    """A registered game (``league.games.GAMES``): ``ipd`` or ``rps``."""
     n_players: int = 2
-    """Players (``rps`` only; Meta-MAPG experiments use 2)."""
+    """Seats: ``ipd`` 2; ``rps`` 2..4 (Figure 4b: 3 and 4). Seat 0 is the meta-agent."""
 
 
 @dataclass
@@ -220,10 +220,15 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"unknown train.estimator {cfg.train.estimator!r}; known: {', '.join(ESTIMATORS)}")
     if not cfg.methods or not cfg.seeds:
         raise ConfigError("methods and seeds must not be empty")
-    if cfg.game.name not in ("ipd", "rps"):
-        raise ConfigError(f"unknown game {cfg.game.name!r}; known: ipd, rps")
-    if cfg.game.name == "ipd" and cfg.game.n_players != 2:
-        raise ConfigError("ipd is a two-player game")
+    from league.games import check_players
+
+    try:
+        check_players(cfg.game.name, cfg.game.n_players)
+    except ValueError as e:
+        raise ConfigError(f"game: {e}") from None
+    if cfg.population.out_of_distribution and cfg.game.name != "ipd":
+        raise ConfigError("population.out_of_distribution is the IPD split of Figure 3c; "
+                          f"game {cfg.game.name!r} has none")
     positive = {"chain.trajectories": cfg.chain.trajectories, "chain.horizon": cfg.chain.horizon,
                 "chain.length": cfg.chain.length, "train.meta_batch": cfg.train.meta_batch,
                 "train.validate_every": cfg.train.validate_every, "workers": cfg.workers,

@@ -69,8 +69,9 @@ def adapt(setting: Setting, method: Method, policy: dict[str, torch.Tensor], lr:
     L = setting.cfg.chain.length
     rewards, probs = [], []
     evaluator = setting.evaluator(generator)
-    for start in range(0, persona_probs.shape[0], EVAL_CHUNK):
-        chunk = persona_probs[start:start + EVAL_CHUNK]
+    groups = setting.peer_groups(persona_probs)
+    for start in range(0, groups.shape[0], EVAL_CHUNK):
+        chunk = groups[start:start + EVAL_CHUNK]
         n = chunk.shape[0]
         peers = setting.peer_params(chunk)
         meta = {k: v.detach().expand(n, *v.shape[1:]) for k, v in policy.items()}
@@ -131,8 +132,8 @@ def train_one(cfg: ExperimentConfig, method_name: str, seed: int,
     best = validate(0)
     for it in range(1, cfg.train.iterations + 1):
         t0 = time.perf_counter()
-        idx = torch.randint(train.shape[0], (cfg.train.meta_batch,), generator=g)
-        result = meta_objective(method, evaluator, learner.policy, learner.lr, setting.peer_params(train[idx]),
+        peers = setting.peer_params(setting.sample_peers(train, cfg.train.meta_batch, g))
+        result = meta_objective(method, evaluator, learner.policy, learner.lr, peers,
                                 setting.peer_lrs(cfg.train.meta_batch), L, critic, cfg.train.entropy_weight,
                                 cfg.train.include_initial, cfg.train.per_step)
         meta_reward = float(torch.stack([evaluator.mean_rewards(s.data)[:, 0] for s in result.steps]).mean())

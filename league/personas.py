@@ -7,12 +7,12 @@ tensor ``[S, A]``; turn it into logits with ``log(p)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PersonaSplit", "ipd_personas", "rps_personas"]
+__all__ = ["PersonaSplit", "POPULATIONS", "make_personas", "ipd_personas", "rps_personas"]
 
 
 @dataclass
@@ -110,15 +110,22 @@ def rps_personas(
     n_per_type: int = 240,
     sizes: Sequence[int] = (600, 60, 60),
     dtype: torch.dtype = torch.float32,
+    n_players: int = 2,
 ) -> PersonaSplit:
-    """RPS personas ``[N, 10, 3]`` of types "rock", "paper" and "scissors".
+    """RPS personas ``[N, 1 + 3**n_players, 3]`` of types "rock", "paper" and "scissors".
 
-    In each of the 10 states the type's dominant action has probability ~ U(1/3, 1) and the
-    other two actions share the remainder equally. Splits are stratified and shuffled by ``seed``.
+    A persona is a tabular policy of the ``n_players``-player game, so it has one row per
+    state of that game (10, 28, 82 for 2, 3, 4 players). In each state the type's dominant
+    action has probability ~ U(1/3, 1) and the other two actions share the remainder
+    equally. Splits are stratified and shuffled by ``seed``; the 2-player pool is the
+    same as before ``n_players`` existed.
     """
+    if n_players < 2:
+        raise ValueError(f"rps personas need n_players >= 2, got {n_players}")
     gen = torch.Generator().manual_seed(seed)
     names = ("rock", "paper", "scissors")
-    n_states, n_actions = 10, 3
+    n_actions = 3
+    n_states = 1 + n_actions**n_players
     pools = []
     for t in range(n_actions):
         p_dom = 1.0 / 3.0 + (2.0 / 3.0) * torch.rand(n_per_type, n_states, generator=gen, dtype=torch.float64)
@@ -126,3 +133,29 @@ def rps_personas(
         p[..., t] = p_dom
         pools.append(p.to(dtype))
     return _split(pools, names, sizes, gen)
+
+
+def _ipd_population(seed: int, n_players: int, out_of_distribution: bool) -> PersonaSplit:
+    return ipd_personas(seed, out_of_distribution=out_of_distribution)
+
+
+def _rps_population(seed: int, n_players: int, out_of_distribution: bool) -> PersonaSplit:
+    if out_of_distribution:
+        raise ValueError("rps has no out-of-distribution persona split (IPD only, Figure 3c)")
+    return rps_personas(seed, n_players=n_players)
+
+
+#: Persona populations by game name: ``(seed, n_players, out_of_distribution) -> PersonaSplit``.
+POPULATIONS: dict[str, Callable[[int, int, bool], PersonaSplit]] = {
+    "ipd": _ipd_population,
+    "rps": _rps_population,
+}
+
+
+def make_personas(game: str, seed: int, n_players: int = 2, out_of_distribution: bool = False) -> PersonaSplit:
+    """The persona population of a registered game, sized for ``n_players`` seats."""
+    try:
+        factory = POPULATIONS[game]
+    except KeyError:
+        raise ValueError(f"no persona population for game {game!r}; known: {', '.join(sorted(POPULATIONS))}") from None
+    return factory(seed, n_players, out_of_distribution)

@@ -1,9 +1,12 @@
-"""Batched episodes of an iterated game under a joint policy: ``B`` chains x ``K`` episodes
-x ``H`` steps, one Python step per time step and every agent a tensor op.
+"""Batched episodes under a joint policy: ``B`` chains x ``K`` episodes x ``H`` steps, one
+Python step per time step and every agent a tensor op.
 
-Sampling and scoring are separate so that every consumer of trajectories (the embedded
-chain, an agent process learning from a referee's broadcast, the coordinator's replica)
-computes log-probabilities with the same function, :func:`score`, from the same data.
+:func:`play` runs any :class:`~league.envs.Environment` (each seat samples from its policy's
+distribution); :func:`sample_episodes` is the iterated-matrix-game case the Meta-MAPG chain,
+the referee and the agents use. Sampling and scoring are separate so that every consumer of
+trajectories (the embedded chain, an agent process learning from a referee's broadcast, the
+coordinator's replica) computes log-probabilities with the same function, :func:`score`,
+from the same data.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from typing import Sequence
 
 import torch
 
+from league.envs.base import Environment, flat_obs
+from league.envs.matrix import MatrixGameEnv
 from league.games.iterated import IteratedMatrixGame
-from league.policies.base import Params, Policy, sample_categorical
+from league.policies.base import Params, Policy
+from league.policies.distributions import Categorical
 
 
 @dataclass
@@ -43,35 +49,79 @@ class Batch(Episodes):
     probs: list[torch.Tensor]  # n x [B, K, H, A]
 
 
-def _check_seats(game: IteratedMatrixGame, policies: Sequence[Policy], params: Sequence[Params]) -> None:
-    n = game.n_agents
+@dataclass
+class Trajectories:
+    """Episodes of any :class:`~league.envs.Environment`, seat by seat.
+
+    ``obs[k]`` is what seat ``k``'s policy read before acting (flattened, ``[B, K, H, D_k]``),
+    ``actions[k]`` what it sampled (long ``[B, K, H]`` or float ``[B, K, H, *shape]``; a ``Box``
+    action is clipped to its bounds only when handed to the environment), ``dones[..., t]``
+    whether the episode was over after step ``t`` (a step after that is padding: zero reward).
+    ``H`` is the step at which every episode of the batch was over (at most ``env.max_steps``).
+    """
+
+    obs: list[torch.Tensor]
+    actions: list[torch.Tensor]
+    rewards: torch.Tensor  # [B, K, H, n]
+    dones: torch.Tensor  # [B, K, H] bool
+
+
+def _check_seats(n: int, name: str, policies: Sequence[Policy], params: Sequence[Params]) -> None:
     if len(policies) != n or len(params) != n:
-        raise ValueError(f"{game.name} has {n} seats; got {len(policies)} policies and {len(params)} params")
+        raise ValueError(f"{name} has {n} seats; got {len(policies)} policies and {len(params)} params")
+
+
+def _to_env(space, action: torch.Tensor) -> torch.Tensor:
+    import gymnasium
+
+    if isinstance(space, gymnasium.spaces.Box):
+        low = torch.as_tensor(space.low, dtype=action.dtype)
+        high = torch.as_tensor(space.high, dtype=action.dtype)
+        return torch.minimum(torch.maximum(action, low), high)
+    return action
 
 
 @torch.no_grad()
+def play(env: Environment, policies: Sequence[Policy], params: Sequence[Params], n_chains: int,
+         n_episodes: int, generator: torch.Generator, seed: int | None = None,
+         dtype: torch.dtype = torch.float32) -> Trajectories:
+    """Play ``n_episodes`` episodes in each of ``n_chains`` chains of ``env`` until every one is
+    over: every step, each seat in order samples from ``policy.distribution`` through
+    ``generator``, then the environment steps the whole ``[B, K]`` batch."""
+    _check_seats(env.n_agents, env.name, policies, params)
+    B, K = n_chains, n_episodes
+    ts = env.reset((B, K), seed)
+    rec = [policy.initial_state(p, (B, K)) for policy, p in zip(policies, params)]
+    obs_t: list[list[torch.Tensor]] = [[] for _ in policies]
+    act_t: list[list[torch.Tensor]] = [[] for _ in policies]
+    rew_t, done_t = [], []
+    for _ in range(env.max_steps):
+        actions = []
+        for k, (policy, p) in enumerate(zip(policies, params)):
+            if not (k and ts.obs[k] is ts.obs[k - 1] and env.observation_spaces[k] == env.observation_spaces[k - 1]):
+                obs = flat_obs(env.observation_spaces[k], ts.obs[k], dtype)  # else: a shared state, encoded once
+            out, rec[k] = policy.step(p, obs, rec[k])
+            out = out.expand(B, K, *out.shape[2:])
+            actions.append(policy.distribution(p, out).sample(generator))
+            obs_t[k].append(obs)
+            act_t[k].append(actions[k])
+        ts = env.step([_to_env(space, a) for space, a in zip(env.action_spaces, actions)])
+        rew_t.append(ts.rewards.to(dtype))
+        done_t.append(ts.dones)
+        if bool(ts.dones.all()):
+            break
+    return Trajectories(obs=[torch.stack(o, dim=2) for o in obs_t], actions=[torch.stack(a, dim=2) for a in act_t],
+                        rewards=torch.stack(rew_t, dim=2), dones=torch.stack(done_t, dim=2))
+
+
 def sample_episodes(game: IteratedMatrixGame, policies: Sequence[Policy], params: Sequence[Params],
                     n_chains: int, n_episodes: int, horizon: int, generator: torch.Generator,
                     dtype: torch.dtype = torch.float32) -> Episodes:
-    """Play ``n_episodes`` episodes of ``horizon`` steps in each of ``n_chains`` chains."""
-    _check_seats(game, policies, params)
-    B, K, H = n_chains, n_episodes, horizon
-    state = game.reset((B, K))
-    rec = [policy.initial_state(p, (B, K)) for policy, p in zip(policies, params)]
-    obs_t, act_t, rew_t = [], [], []
-    for _ in range(H):
-        obs = game.observe(state, dtype=dtype)
-        actions = []
-        for k, (policy, p) in enumerate(zip(policies, params)):
-            logits, rec[k] = policy.step(p, obs, rec[k])
-            actions.append(sample_categorical(logits.expand(B, K, -1), generator))
-        joint = torch.stack(actions, dim=-1)
-        state, rewards = game.step(state, joint)
-        obs_t.append(obs)
-        act_t.append(joint)
-        rew_t.append(rewards.to(dtype))
-    return Episodes(obs=torch.stack(obs_t, dim=2), actions=torch.stack(act_t, dim=2),
-                    rewards=torch.stack(rew_t, dim=2))
+    """Play ``n_episodes`` episodes of ``horizon`` steps in each of ``n_chains`` chains: :func:`play`
+    on the game's environment, every seat seeing the shared one-hot state."""
+    _check_seats(game.n_agents, game.name, policies, params)
+    traj = play(MatrixGameEnv(game, horizon, dtype), policies, params, n_chains, n_episodes, generator, dtype=dtype)
+    return Episodes(obs=traj.obs[0], actions=torch.stack(traj.actions, dim=-1), rewards=traj.rewards)
 
 
 def score(policies: Sequence[Policy | None], params: Sequence[Params | None], episodes: Episodes) -> Batch:
@@ -95,11 +145,10 @@ def score(policies: Sequence[Policy | None], params: Sequence[Params | None], ep
         for t in range(H):
             logits, state = policy.step(p, episodes.obs[:, :, t], state)
             steps.append(logits.expand(B, K, -1))
-        log_probs = torch.log_softmax(torch.stack(steps, dim=2), dim=-1)  # [B, K, H, A]
-        logp.append(log_probs.gather(-1, episodes.actions[..., k].unsqueeze(-1)).squeeze(-1))
-        pr = log_probs.exp()
-        entropy.append(-(pr * log_probs).sum(-1))
-        probs.append(pr.detach())
+        dist = policy.distribution(p, torch.stack(steps, dim=2))  # over [B, K, H]
+        logp.append(dist.log_prob(episodes.actions[..., k]))
+        entropy.append(dist.entropy())
+        probs.append(dist.log_probs.exp().detach() if isinstance(dist, Categorical) else None)  # type: ignore[arg-type]
     return Batch(obs=episodes.obs, actions=episodes.actions, rewards=episodes.rewards,
                  logp=logp, entropy=entropy, probs=probs)
 

@@ -9,11 +9,14 @@ import torch
 
 from league.config import ExperimentConfig
 from league.evaluators import SampledEvaluator
-from league.games import IteratedMatrixGame, make_game
-from league.personas import PersonaSplit, ipd_personas, rps_personas
-from league.policies import LSTMCategorical, LSTMValue, Tabular
+from league.envs import make_env
+from league.games import IteratedMatrixGame
+from league.personas import PersonaSplit, make_personas
+from league.policies import LSTMCategorical, LSTMValue, Tabular, make_policy
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: Offset of the random stream that draws the extra peers of validation/test chains.
+PEER_GROUP_STREAM = 3_000_017
 
 
 @dataclass
@@ -37,8 +40,29 @@ class Setting:
         policies = [self.meta_policy] + [self.peer_policy] * self.n_peers
         return SampledEvaluator(self.game, policies, c.trajectories, c.horizon, c.gamma, generator, self.dtype)
 
+    def sample_peers(self, pool: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+        """``count`` chains of peers ``[count, n_peers, S, A]``: every peer seat of every chain
+        drawn uniformly from the whole ``pool [N, S, A]``, independently of the other seats
+        (Meta-MAPG's n-player RPS). With one peer it draws exactly what ``randint(N, (count,))``
+        drew before seats were counted, so 2-player runs are unchanged."""
+        idx = torch.randint(pool.shape[0], (count, self.n_peers), generator=generator)
+        return pool[idx]
+
+    def peer_groups(self, pool: torch.Tensor) -> torch.Tensor:
+        """Evaluation chains ``[N, n_peers, S, A]``: persona ``i`` of ``pool`` sits at seat 1 of
+        chain ``i`` (so results group by its type), and any further peer seats draw from the
+        same pool with a stream fixed by the population seed: every method and training seed
+        meets the same peer groups."""
+        first = pool.unsqueeze(1)
+        if self.n_peers == 1:
+            return first
+        g = torch.Generator().manual_seed(PEER_GROUP_STREAM + self.cfg.population.seed)
+        rest = torch.randint(pool.shape[0], (pool.shape[0], self.n_peers - 1), generator=g)
+        return torch.cat([first, pool[rest]], dim=1)
+
     def peer_params(self, probs: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """Persona probabilities ``[B, S, A]`` (or ``[B, n_peers, S, A]``) -> per-seat params."""
+        """Persona probabilities ``[B, n_peers, S, A]`` -> per-seat params; ``[B, S, A]`` gives
+        every peer seat of a chain the same persona."""
         if probs.dim() == 3:
             probs = probs.unsqueeze(1).expand(-1, self.n_peers, -1, -1)
         return [Tabular.from_probs(probs[:, m].to(self.dtype)) for m in range(self.n_peers)]
@@ -50,17 +74,16 @@ class Setting:
 
 def build_setting(cfg: ExperimentConfig) -> Setting:
     dtype = DTYPES[cfg.dtype]
-    game = make_game(cfg.game.name, dtype=dtype) if cfg.game.name == "ipd" else \
-        make_game(cfg.game.name, n_players=cfg.game.n_players, dtype=dtype)
-    if cfg.game.name == "ipd":
-        personas = ipd_personas(cfg.population.seed, out_of_distribution=cfg.population.out_of_distribution)
-    else:
-        personas = rps_personas(cfg.population.seed)
+    env = make_env(cfg.game.name, n_players=cfg.game.n_players, horizon=cfg.chain.horizon, dtype=dtype)
+    game = env.game
+    personas = make_personas(cfg.game.name, cfg.population.seed, game.n_agents, cfg.population.out_of_distribution)
     h = cfg.agent.hidden
+    # seat 0 is the meta-agent, seats 1.. the personas; the registry sizes each from its seat's spaces
+    meta_policy = make_policy("lstm_categorical", env.observation_spaces[0], env.action_spaces[0], dtype, hidden=h)
+    peer_policy = make_policy("tabular", env.observation_spaces[1], env.action_spaces[1], dtype)
     return Setting(
-        cfg=cfg, game=game,
-        meta_policy=LSTMCategorical(obs_dim=game.obs_dim, out_dim=game.n_actions, hidden=h, dtype=dtype),
+        cfg=cfg, game=game, meta_policy=meta_policy,  # type: ignore[arg-type]
         value_net=LSTMValue(obs_dim=game.obs_dim, hidden=h, dtype=dtype),
-        peer_policy=Tabular(game.n_states, game.n_actions, dtype=dtype),
+        peer_policy=peer_policy,  # type: ignore[arg-type]
         personas=personas, dtype=dtype,
     )

@@ -198,3 +198,38 @@ def test_bad_inputs_raise():
         ipd_probs_from_lola(torch.zeros(4), 0)
     with pytest.raises(ValueError, match="seats 0 and 1"):
         ipd_probs_from_lola(torch.zeros(5), 2)
+
+
+def _brute_force_value(game, probs, gamma, horizon):
+    """``sum over every joint trajectory`` of its probability times its discounted return.
+
+    Written from the conventions alone (seat 0 the most significant digit of a joint action,
+    state ``1 + joint`` after it, rewards read from ``payoff[k, a_0, ..., a_{n-1}]``), so it
+    shares no code with :func:`exact_value`. ``probs[k]`` is ``[S, A]``; returns ``[n]``."""
+    n, a = game.n_agents, game.n_actions
+    n_joint = a**n
+    joints = torch.cartesian_prod(*[torch.arange(n_joint)] * horizon).reshape(-1, horizon)  # [T, H]
+    digits = torch.stack([(joints // a ** (n - 1 - k)) % a for k in range(n)], dim=-1)  # [T, H, n]
+    states = torch.cat([torch.zeros_like(joints[:, :1]), 1 + joints[:, :-1]], dim=1)  # [T, H]
+    prob = torch.ones(joints.shape[0], dtype=F64)
+    for k in range(n):
+        prob = prob * probs[k][states, digits[..., k]].prod(-1)
+    rewards = game.payoff[(slice(None), *digits.unbind(-1))]  # [n, T, H]
+    discounts = gamma ** torch.arange(horizon, dtype=F64)
+    returns = (rewards * discounts).sum(-1)  # [n, T]
+    assert torch.isclose(prob.sum(), torch.tensor(1.0, dtype=F64))  # every trajectory counted once
+    return returns @ prob
+
+
+@pytest.mark.parametrize("n, horizons", [(2, (1, 2, 3, 4)), (3, (1, 2, 3)), (4, (1, 2, 3))], ids=["rps2", "rps3", "rps4"])
+def test_n_player_rps_value_matches_enumeration_of_every_joint_trajectory(n, horizons):
+    gen = torch.Generator().manual_seed(10 + n)
+    g = rps(n_players=n, dtype=F64)
+    probs = _random_policies(gen, (2,), n, g.n_states, 3)  # distinct, state-dependent, asymmetric seats
+    gamma = 0.9
+    for horizon in horizons:
+        exact = exact_value(g, probs, gamma, horizon=horizon)
+        for b in range(2):
+            brute = _brute_force_value(g, [p[b] for p in probs], gamma, horizon)
+            assert torch.allclose(exact[b], brute, atol=1e-12), (n, horizon, exact[b], brute)
+        assert torch.allclose(exact.sum(-1), torch.zeros(2, dtype=F64), atol=1e-12)  # zero-sum

@@ -59,18 +59,34 @@ def test_rps_is_zero_sum_for_every_joint_action(n):
     acts = torch.tensor(list(itertools.product(range(3), repeat=n)))
     nxt, rew = g.step(g.reset((acts.shape[0],)), acts)
     assert rew.shape == (3**n, n)
-    assert torch.all(rew.sum(-1) == 0)
+    assert torch.allclose(rew.sum(-1), torch.zeros(3**n), atol=1e-6)  # thirds round in float32
     assert g.n_states == 1 + 3**n
     assert nxt.tolist() == list(range(1, 3**n + 1))
 
 
-def test_rps_three_players_sums_pairwise_outcomes():
+def test_rps_three_players_averages_pairwise_outcomes():
     g = rps(n_players=3)
     # seat 0 paper beats rock (seat 1) and loses to scissors (seat 2)
     _, rew = g.step(g.reset(()), torch.tensor([P, R, S]))
     assert rew.tolist() == [0.0, 0.0, 0.0]
     _, rew = g.step(g.reset(()), torch.tensor([P, R, R]))
-    assert rew.tolist() == [2.0, -1.0, -1.0]
+    assert rew.tolist() == [1.0, -0.5, -0.5]
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_rps_payoff_is_mean_pairwise_outcome_by_enumeration(n):
+    """Every joint action: seat k's reward is the mean over j != k of win(+1)/loss(-1)/tie(0)."""
+    beats = {(P, R), (S, P), (R, S)}
+
+    def outcome(a, b):
+        return 1 if (a, b) in beats else -1 if (b, a) in beats else 0
+
+    g = rps(n_players=n, dtype=torch.float64)
+    for joint in itertools.product(range(3), repeat=n):
+        for k in range(n):
+            outcomes = [outcome(joint[k], joint[j]) for j in range(n) if j != k]
+            assert g.payoff[(k, *joint)].item() == pytest.approx(sum(outcomes) / (n - 1))
+    assert g.payoff.abs().max().item() == 1.0
 
 
 def test_batch_shapes_and_observation():
@@ -141,6 +157,11 @@ def test_registry():
     assert set(GAMES) >= {"ipd", "rps"}
     assert make_game("ipd").name == "ipd"
     assert make_game("rps", n_players=3).n_agents == 3
+    assert make_game("ipd", n_players=2).n_agents == 2
+    with pytest.raises(ValueError, match=r"game 'ipd' takes 2 players, got n_players=3"):
+        make_game("ipd", n_players=3)
+    with pytest.raises(ValueError, match=r"game 'rps' takes 2\.\.4 players, got n_players=5"):
+        make_game("rps", n_players=5)
     with pytest.raises(ValueError, match=r"unknown game 'chess'.*ipd.*rps"):
         make_game("chess")
 

@@ -161,7 +161,9 @@ def ipd(dtype: torch.dtype = torch.float32) -> IteratedMatrixGame:
 
 
 def rps(n_players: int = 2, dtype: torch.dtype = torch.float32) -> IteratedMatrixGame:
-    """Iterated rock-paper-scissors; with n > 2 a seat's reward sums its pairwise outcomes."""
+    """Iterated rock-paper-scissors. A seat's reward is the mean of its pairwise outcomes
+    (+1 win, -1 loss, 0 tie) against each of the other ``n - 1`` seats, so rewards stay in
+    ``[-1, 1]`` for every ``n`` and the 2-player game is the paper's Table 2."""
     if n_players < 2:
         raise ValueError(f"rps needs n_players >= 2, got {n_players}")
     grids = torch.meshgrid(*[torch.arange(3)] * n_players, indexing="ij")  # n tensors [3]*n
@@ -170,5 +172,6 @@ def rps(n_players: int = 2, dtype: torch.dtype = torch.float32) -> IteratedMatri
     for k, j in itertools.permutations(range(n_players), 2):
         diff = (acts[k] - acts[j]) % 3  # 1: k beats j, 2: j beats k
         payoff[k] += (diff == 1).to(dtype) - (diff == 2).to(dtype)
+    payoff /= n_players - 1
     name = "rps" if n_players == 2 else f"rps{n_players}"
     return IteratedMatrixGame(payoff, name)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    from league.policies.distributions import Distribution
 
 Params = dict[str, torch.Tensor]
 """A policy's parameters by name; every tensor has the chain dimension ``B`` first
@@ -13,21 +16,22 @@ Params = dict[str, torch.Tensor]
 
 class Policy(Protocol):
     """A stateless policy family: ``step`` maps (parameters, observation, recurrent state) to
-    action logits. The rollout loop looks like::
+    the distribution's inputs (logits, or a Gaussian's mean), and ``distribution`` turns them
+    into the action distribution. The rollout loop looks like::
 
         state = policy.initial_state(params, (B, K))
         for t in range(H):
-            logits, state = policy.step(params, obs[:, :, t], state)
-            action = sample_categorical(logits, generator)
+            out, state = policy.step(params, obs[:, :, t], state)
+            action = policy.distribution(params, out).sample(generator)
     """
-
-    n_actions: int
 
     def init_params(self, generator: torch.Generator, batch: int = 1) -> Params: ...
 
     def initial_state(self, params: Params, batch_shape: tuple[int, int]) -> Any: ...
 
     def step(self, params: Params, obs: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]: ...
+
+    def distribution(self, params: Params, out: torch.Tensor) -> "Distribution": ...
 
 
 def sample_categorical(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

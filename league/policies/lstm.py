@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from league.policies.base import Params, batched_linear, xavier_normal
+from league.policies.distributions import Categorical
 
 LSTMState = tuple[torch.Tensor, torch.Tensor]
 
@@ -63,6 +64,9 @@ class LSTMCategorical(_LSTMNet):
     @property
     def n_actions(self) -> int:
         return self.out_dim
+
+    def distribution(self, params: Params, out: torch.Tensor) -> Categorical:
+        return Categorical(out)
 
 
 @dataclass

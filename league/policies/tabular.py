@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from league.policies.base import Params
+from league.policies.distributions import Categorical
 
 
 @dataclass
@@ -35,3 +36,6 @@ class Tabular:
 
     def step(self, params: Params, obs: torch.Tensor, state: None) -> tuple[torch.Tensor, None]:
         return torch.matmul(obs, params["logits"]), None
+
+    def distribution(self, params: Params, out: torch.Tensor) -> Categorical:
+        return Categorical(out)

@@ -1,0 +1,77 @@
+"""Gaussian policies for continuous (``Box``) actions, with a state-independent log-std
+(the Meta-MAPG paper's HalfCheetah policy): an LSTM body (Linear -> ReLU -> LSTM cell ->
+Linear, as the categorical one) or an MLP body. Functional: parameters come in explicitly
+with the chain dimension ``B`` first, so an inner update stays in the autograd graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from league.policies.base import Params, batched_linear, xavier_normal
+from league.policies.distributions import DiagGaussian
+from league.policies.lstm import _LSTMNet
+
+__all__ = ["LSTMGaussian", "MLPGaussian"]
+
+
+def _gaussian(params: Params, mean: torch.Tensor) -> DiagGaussian:
+    log_std = params["log_std"]  # [B, D]: one per chain, shared by every state
+    return DiagGaussian(mean, log_std.reshape(log_std.shape[0], *[1] * (mean.dim() - 2), log_std.shape[-1]))
+
+
+@dataclass
+class LSTMGaussian(_LSTMNet):
+    """LSTM body, mean head of size ``out_dim`` (the action dimension), learned ``log_std``."""
+
+    init_log_std: float = 0.0
+
+    @property
+    def action_dim(self) -> int:
+        return self.out_dim
+
+    def init_params(self, generator: torch.Generator, batch: int = 1) -> Params:
+        params = super().init_params(generator, batch)
+        params["log_std"] = torch.full((batch, self.out_dim), self.init_log_std, dtype=self.dtype)
+        return params
+
+    def distribution(self, params: Params, out: torch.Tensor) -> DiagGaussian:
+        return _gaussian(params, out)
+
+
+@dataclass
+class MLPGaussian:
+    """``layers`` hidden ReLU layers of ``hidden`` units, mean head, learned ``log_std``. Stateless."""
+
+    obs_dim: int
+    action_dim: int
+    hidden: int = 64
+    layers: int = 2
+    init_log_std: float = 0.0
+    dtype: torch.dtype = torch.float32
+
+    def init_params(self, generator: torch.Generator, batch: int = 1) -> Params:
+        params: Params = {}
+        fan_in = self.obs_dim
+        for i in range(self.layers):
+            params[f"h{i}_w"] = xavier_normal(generator, batch, self.hidden, fan_in, self.dtype)
+            params[f"h{i}_b"] = torch.zeros(batch, self.hidden, dtype=self.dtype)
+            fan_in = self.hidden
+        params["out_w"] = xavier_normal(generator, batch, self.action_dim, fan_in, self.dtype)
+        params["out_b"] = torch.zeros(batch, self.action_dim, dtype=self.dtype)
+        params["log_std"] = torch.full((batch, self.action_dim), self.init_log_std, dtype=self.dtype)
+        return params
+
+    def initial_state(self, params: Params, batch_shape: tuple[int, int]) -> None:
+        return None
+
+    def step(self, params: Params, obs: torch.Tensor, state: None) -> tuple[torch.Tensor, None]:
+        """``obs[B, K, D]`` -> ``(mean[B, K, action_dim], None)``."""
+        x = obs
+        for i in range(self.layers):
+            x = torch.relu(batched_linear(x, params[f"h{i}_w"], params[f"h{i}_b"]))
+        return batched_linear(x, params["out_w"], params["out_b"]), None
+
+    def distribution(self, params: Params, out: torch.Tensor) -> DiagGaussian:
+        return _gaussian(params, out)
