@@ -37,7 +37,7 @@ def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, read
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     referee = Referee(cfg.referee, [a.id for a in cfg.agents])
-    server = srv.make_server(max_workers=32)
+    server = srv.make_server(max_workers=32, interceptors=[referee.metrics.rpc])
     referee_pb2_grpc.add_RefereeServicer_to_server(referee, server)
     health = srv.add_health_and_reflection(server, ["league.v1.Referee"])
     bound = srv.bind(server, host, port)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from concurrent import futures
 from typing import NoReturn
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from wsgiref.simple_server import make_server as make_wsgi_server
@@ -27,9 +27,11 @@ GRPC_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
-def make_server(max_workers: int = 8) -> grpc.Server:
-    """A thread-pool gRPC server with the league's message-size limits (not yet bound or started)."""
-    return grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=GRPC_OPTIONS)
+def make_server(max_workers: int = 8, interceptors: Sequence[grpc.ServerInterceptor] = ()) -> grpc.Server:
+    """A thread-pool gRPC server with the league's message-size limits (not yet bound or
+    started); ``interceptors`` wrap every RPC (e.g. ``services.metrics.RpcMetrics``)."""
+    return grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=GRPC_OPTIONS,
+                       interceptors=list(interceptors))
 
 
 def add_health_and_reflection(server: grpc.Server, service_full_names: list[str]) -> health.HealthServicer:
