@@ -96,7 +96,8 @@ class TrainResult:
 
 
 def train_one(cfg: ExperimentConfig, method_name: str, seed: int,
-              progress: Callable[[int, int], None] | None = None) -> TrainResult:
+              progress: Callable[[int, int], None] | None = None,
+              on_record: Callable[[dict], None] | None = None) -> TrainResult:
     """Meta-train one meta-agent (Algorithm 1) and keep the best validated checkpoint."""
     setting = build_setting(cfg)
     method = make_method(method_name, cfg.agent.lookahead)
@@ -121,6 +122,8 @@ def train_one(cfg: ExperimentConfig, method_name: str, seed: int,
         vg = torch.Generator().manual_seed(VALIDATION_STREAM + seed)  # same episodes each pass
         score = adaptation_score(adapt(setting, method, learner.policy, learner.lr, setting.personas.val, vg))
         metrics.append({"method": method_name, "seed": seed, "iteration": iteration, "val_score": score})
+        if on_record is not None:
+            on_record(metrics[-1])
         return snapshot(iteration, score)
 
     best = validate(0)
@@ -135,6 +138,8 @@ def train_one(cfg: ExperimentConfig, method_name: str, seed: int,
         del result
         metrics.append({"method": method_name, "seed": seed, "iteration": it, "meta_reward": meta_reward,
                         "seconds": time.perf_counter() - t0, **stats})
+        if on_record is not None:
+            on_record(metrics[-1])
         if it % cfg.train.validate_every == 0 or it == cfg.train.iterations:
             candidate = validate(it)
             if candidate.val_score > best.val_score:
