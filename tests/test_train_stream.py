@@ -145,3 +145,15 @@ def test_ctrl_c_stops_within_seconds_and_keeps_what_finished(tmp_path):
                                   text=True).stdout.strip()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"processes left in the run's session:\n{left}"
+
+
+def test_progress_counts_work_by_method_cost_validation_and_meta_test():
+    from league.progress import METHOD_COST, job_work
+
+    heavy = job_work("meta-mapg", iterations=40, meta_batch=8, chain_length=3, validate_every=10, n_val=40, n_test=40)
+    light = job_work("reinforce", iterations=40, meta_batch=8, chain_length=3, validate_every=10, n_val=40, n_test=40)
+    assert heavy.iteration / light.iteration == METHOD_COST["meta-mapg"] / METHOD_COST["reinforce"] > 10
+    # 5 validation passes (iterations 0, 10, 20, 30, 40) and one meta-test, 40 personas x 4 chain steps each
+    assert light.validation == light.meta_test == 160
+    assert light.total == 40 * light.iteration + 5 * 160 + 160
+    assert job_work("new-method", 1, 1, 0, 1, 0, 0).iteration == 1.0  # unknown methods count 1
