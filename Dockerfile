@@ -5,7 +5,7 @@
 #
 # BASE_IMAGE: any Debian bookworm (or later) root; python3 and python3-venv are installed
 # from its apt sources when missing. Everything is installed at build time; a container
-# downloads nothing. torch is the CPU build: pip takes torch==2.13.0 from TORCH_INDEX_URL
+# downloads nothing. torch is the CPU build: pip takes torch==2.13.0+cpu from TORCH_INDEX_URL
 # (PyTorch's CPU index; its +cpu wheel outranks PyPI's CUDA build) or from PIP_FIND_LINKS
 # (a directory or URL holding the wheel; set TORCH_INDEX_URL= to skip the index), and the
 # other dependencies from PyPI (PIP_INDEX_URL to use a mirror).
@@ -37,7 +37,7 @@ WORKDIR /app
 COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
-    && pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} "torch==2.13.0" \
+    && pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} "torch==2.13.0+cpu" \
     && pip install -r /tmp/requirements.txt \
     && python -c "import torch; assert not torch.version.cuda, 'torch is not the CPU build'"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import grpc
 import torch
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from agents.params import ParameterStore
 from agents.policy_factory import POLICY_CLASSES, game_for, initial_state, make_policy
@@ -30,6 +30,7 @@ from services import server as srv
 from services.client import Unreachable, connect
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.league_config import AgentSpec
+from services.metrics import RpcMetrics, process_registry
 from services.wire import decode_tensor
 
 
@@ -71,15 +72,18 @@ class JoinRefused(RuntimeError):
 
 
 class AgentMetrics:
-    """The agent's Prometheus metrics (labels: agent_id, env, role)."""
+    """The agent's Prometheus metrics, labelled ``agent_id``; its env, role, policy class and
+    rule are constant labels of ``league_info``."""
 
     def __init__(self, spec: AgentSpec, env: str) -> None:
-        self.registry = CollectorRegistry()
-        labels = ["agent_id", "env", "role"]
-        self.values = (spec.id, env, spec.role)
+        self.registry = process_registry("agent", {"agent_id": spec.id, "env": env, "role": spec.role,
+                                                   "policy": spec.policy, "rule": spec.rule})
+        labels = ["agent_id"]
+        self.values = (spec.id,)
+        self.rpc = RpcMetrics(self.registry)
         self.episodes = Counter("league_agent_episodes", "Episodes this agent learned from", labels, registry=self.registry)
         self.updates = Counter("league_agent_updates", "Learning updates applied", labels, registry=self.registry)
-        self.ret = Gauge("league_agent_return", "Mean per-step reward of the agent's last trajectory batch",
+        self.ret = Gauge("league_agent_mean_step_reward", "Mean per-step reward of the agent's last trajectory batch",
                          labels, registry=self.registry)
         self.version = Gauge("league_agent_policy_version", "Version of the agent's base policy", labels,
                              registry=self.registry)
@@ -87,7 +91,6 @@ class AgentMetrics:
                         registry=self.registry)
         self.last_update = Gauge("league_agent_last_update_timestamp_seconds", "Unix time of the last update",
                                  labels, registry=self.registry)
-        from prometheus_client import Histogram
         self.fetch = Histogram("league_agent_parameter_fetch_seconds", "Time serving one parameter fetch",
                                labels, registry=self.registry,
                                buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
@@ -220,7 +223,7 @@ class AgentProcess:
     # -- processes and sockets -----------------------------------------------------------
     def start(self) -> tuple[int, int]:
         """Serve gRPC and /metrics; return (grpc port, metrics port)."""
-        self.server = srv.make_server()
+        self.server = srv.make_server(interceptors=[self.metrics.rpc])
         service = AgentService(self.store, self.description(), metrics=self.metrics, on_push=self._on_push)
         agent_pb2_grpc.add_AgentServicer_to_server(service, self.server)
         self.health = srv.add_health_and_reflection(self.server, ["league.v1.Agent"])

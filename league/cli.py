@@ -1,10 +1,12 @@
-"""The ``league`` command line: embedded experiments (``train``, ``evaluate``) and the league
-of processes (``up``, ``down``, ``status``, ``referee``, ``agent``)."""
+"""The ``league`` command line: embedded experiments (``train``, ``evaluate``), configs
+(``config show``) and the league of processes (``up``, ``down``, ``status``, ``referee``,
+``agent``, ``coordinator``, ``health``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -12,21 +14,32 @@ from pathlib import Path
 # `league health`, a container healthcheck run every few seconds, stays cheap.
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def _train(args: argparse.Namespace) -> int:
     from league.config import load_config
     from league.run import results_table, run_experiment
 
+    if args.project is not None and not args.track:
+        raise UsageError("--project names the Weights & Biases project of --track; add --track")
     cfg = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    summary = run_experiment(cfg, out)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops the run like Ctrl-C: what finished is kept
+    summary = run_experiment(cfg, out, track=args.track, log_every=args.log_every, project=args.project or "league")
     if args.json:
         print(json.dumps(summary))
     else:
         print(results_table(summary))
         print(f"\nrun directory: {out}")
         for p in summary["plots"]:
-            if "adaptation_" in p:
-                print(f"adaptation curve: {p}")
+            if "adaptation_" in p or "training_curves" in p:
+                print(f"plot: {p}")
+    if summary["interrupted"]:
+        print(f"league: interrupted: kept the {len(summary['completed_jobs'])} of "
+              f"{len(cfg.methods) * len(cfg.seeds)} jobs that finished in {out}", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -35,6 +48,29 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     summary = evaluate_run(Path(args.run), args.set, Path(args.out) if args.out else None)
     print(json.dumps(summary) if args.json else results_table(summary))
+    return 0
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from league.config import load_config, read_table
+    from league.configdoc import format_rows, rows
+
+    table = read_table(args.config, args.set)
+    if "agents" in table or "referee" in table:  # a league of processes
+        from services.league_config import load_league_config
+
+        cfg, kind = load_league_config(args.config, args.set), "league config"
+    else:
+        cfg, kind = load_config(args.config, args.set), "experiment config"
+    found = rows(cfg)
+    if args.json:
+        print(json.dumps([{"key": r.key, "value": r.value,
+                           "default": None if r.default is dataclasses.MISSING else r.default, "doc": r.doc}
+                          for r in found]))
+    else:
+        print(format_rows(found, f"{args.config} ({kind}{', with overrides' if args.set else ''})"))
     return 0
 
 
@@ -115,6 +151,18 @@ def _agent(args: argparse.Namespace) -> int:
     srv.configure_logging(args.log_file)
 
     args.id = args.id or socket.gethostname()
+    spec_flags = {"role": "learner", "policy": "tabular", "hidden": 64, "init": "uniform", "lr": "1.0", "rule": "pg",
+                  "env": "", "gamma": 0.96, "chain_length": 3, "population_seed": 0}
+    if args.config:
+        given = [f"--{k.replace('_', '-')}" for k in spec_flags if getattr(args, k) is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} would be ignored: with --config the agent's spec comes from "
+                             f"{args.config}'s [[agents]] entry for {args.id!r}")
+    elif args.set:
+        raise UsageError("--set overrides fields of a league config: it needs --config")
+    for k, v in spec_flags.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
     if args.config:
         cfg = load_league_config(args.config, _overrides(args))
         specs = {a.id: a for a in cfg.agents}
@@ -180,87 +228,131 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+class UsageError(ValueError):
+    """A flag that is wrong or would be ignored: one line, exit status 2."""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every default that means something; ``None`` (unset) and ``False`` switches are
+    left out, as are defaults a help text already states."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+EXPERIMENT_SET = "override an experiment config field (repeatable), e.g. --set train.iterations=10; " \
+                 "`league config show CONFIG` lists every field"
+LEAGUE_SET = "override a league config field (repeatable), e.g. --set referee.rounds=20; " \
+             "`league config show CONFIG` lists every field"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="league", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="meta-train and meta-test every method x seed of a config (embedded)")
+    parser = argparse.ArgumentParser(prog="league", description=__doc__, formatter_class=_HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+
+    t = command("train", "meta-train and meta-test every method x seed of a config (embedded)")
     t.add_argument("config", help="TOML experiment config (see configs/)")
-    t.add_argument("--out", help="run directory (default runs/<name>)")
+    t.add_argument("--out", help="run directory (default: runs/<name>)")
+    t.add_argument("--track", action="store_true",
+                   help="also log to Weights & Biases (needs the 'track' extra; WANDB_MODE=offline keeps the run "
+                        "on disk under OUT/wandb for a later `wandb sync`)")
+    t.add_argument("--project", help="Weights & Biases project of --track (default: league)")
+    t.add_argument("--log-every", type=int, default=10, metavar="N",
+                   help="where stderr is not a terminal, log a progress line every N iterations of each job")
     t.set_defaults(func=_train)
-    e = sub.add_parser("evaluate", help="meta-test a run directory's selected checkpoints again")
+    e = command("evaluate", "meta-test a run directory's selected checkpoints again")
     e.add_argument("run", help="run directory written by `league train`")
-    e.add_argument("--out", help="output directory (default RUN/evaluation)")
+    e.add_argument("--out", help="output directory (default: RUN/evaluation)")
     e.set_defaults(func=_evaluate)
-    u = sub.add_parser("up", help="start a local league of processes (referee + agents) from a league config")
+    cfg = command("config", "inspect configs")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = cfg_sub.add_parser("show", formatter_class=_HelpFormatter,
+                              help="every resolved field of an experiment or league config with its default and doc",
+                              description="every resolved field of an experiment or league config (overrides "
+                                          "applied) with its default and its documentation")
+    show.add_argument("config", help="experiment or league TOML (see configs/)")
+    show.set_defaults(func=_config_show)
+    u = command("up", "start a local league of processes (referee + agents) from a league config")
     u.add_argument("config", help="league TOML (see configs/league_*.toml)")
-    u.add_argument("--out", help="run directory (default runs/<name>)")
+    u.add_argument("--out", help="run directory (default: runs/<name>)")
     u.set_defaults(func=_up)
-    d = sub.add_parser("down", help="stop the league started by `league up`")
+    d = command("down", "stop the league started by `league up`")
     d.set_defaults(func=_down)
-    st = sub.add_parser("status", help="members, versions, rounds and recent returns of a running league")
+    st = command("status", "members, versions, rounds and recent returns of a running league")
     st.add_argument("address", help="referee host:port")
-    st.add_argument("--timeout", type=float, default=10.0)
+    st.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the referee's answer")
     st.set_defaults(func=_status)
-    r = sub.add_parser("referee", help="run the referee process")
+    r = command("referee", "run the referee process")
     r.add_argument("config", help="league TOML")
-    r.add_argument("--host", default="127.0.0.1")
-    r.add_argument("--port", type=int, default=0)
-    r.add_argument("--metrics-port", type=int, default=0)
+    r.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    r.add_argument("--port", type=int, default=0, help="gRPC port (0: any free port)")
+    r.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics and /sd port (0: any free port)")
     r.add_argument("--ready-file", help="write {address, metrics, pid} here once serving")
     r.add_argument("--results", help="write chains and member returns here when the rounds are done")
     r.add_argument("--wait-for", type=int, default=0, help="agents to wait for before the first round")
     r.add_argument("--state", help="persist the league's state here after every round; resume from it if it exists")
     a_join_wait = "seconds to keep retrying a referee that does not answer (then exit 1)"
     r.set_defaults(func=_referee)
-    a = sub.add_parser("agent", help="run an agent process and join a running league")
+    a = command("agent", "run an agent process and join a running league")
     a.add_argument("--join", required=True, metavar="HOST:PORT", help="the referee's address")
     a.add_argument("--id", default="", help="agent id (a restarted agent with the same id resumes); "
                    "default: this host's name, so scaled container replicas get distinct ids")
-    a.add_argument("--config", help="take this agent's spec from a league TOML")
-    a.add_argument("--role", default="learner", choices=["meta", "persona", "learner"])
-    a.add_argument("--policy", default="tabular", choices=["tabular", "lstm"])
-    a.add_argument("--hidden", type=int, default=64)
-    a.add_argument("--init", default="uniform", help="uniform | random:SEED | persona:SPLIT:INDEX | checkpoint:PATH")
-    a.add_argument("--lr", default="1.0", help="inner learning rate(s), comma-separated per chain step")
-    a.add_argument("--rule", default="pg", choices=["pg", "frozen"])
-    a.add_argument("--env", default="", help="game (default: the referee's)")
-    a.add_argument("--gamma", type=float, default=0.96)
-    a.add_argument("--chain-length", type=int, default=3)
-    a.add_argument("--population-seed", type=int, default=0)
-    a.add_argument("--checkpoint-dir", default="runs/league/agents")
-    a.add_argument("--host", default="127.0.0.1")
-    a.add_argument("--port", type=int, default=0)
-    a.add_argument("--metrics-port", type=int, default=0)
+    a.add_argument("--config", help="take this agent's spec (and env, gamma, chain length, population seed) from "
+                   "a league TOML; the spec flags below are then errors")
+    spec = a.add_argument_group("agent spec (without --config)")
+    spec.add_argument("--role", choices=["meta", "persona", "learner"], help="the agent's part in the league (default: learner)")
+    spec.add_argument("--policy", choices=["tabular", "lstm"], help="policy class (default: tabular)")
+    spec.add_argument("--hidden", type=int, help="LSTM units (default: 64)")
+    spec.add_argument("--init", help="uniform | random:SEED | persona:SPLIT:INDEX | checkpoint:PATH (default: uniform)")
+    spec.add_argument("--lr", help="inner learning rate(s), comma-separated per chain step (default: 1.0)")
+    spec.add_argument("--rule", choices=["pg", "frozen"], help="learning rule (default: pg)")
+    spec.add_argument("--env", help="game (default: the referee's)")
+    spec.add_argument("--gamma", type=float, help="discount of the agent's returns (default: 0.96)")
+    spec.add_argument("--chain-length", type=int, help="inner steps of a chain, L (default: 3)")
+    spec.add_argument("--population-seed", type=int, help="seed of the persona population that persona: inits "
+                      "index into (default: 0)")
+    a.add_argument("--checkpoint-dir", default="runs/league/agents", help="where the agent checkpoints itself")
+    a.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    a.add_argument("--port", type=int, default=0, help="gRPC port (0: any free port)")
+    a.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0: any free port)")
     a.add_argument("--advertise", default="", help="host name the referee and Prometheus dial (default: --host)")
-    a.add_argument("--ready-file")
+    a.add_argument("--ready-file", help="write {agent_id, address, metrics, pid, resumed} here once joined")
     a.add_argument("--join-wait", type=float, default=60.0, help=a_join_wait)
     a.set_defaults(func=_agent)
-    c = sub.add_parser("coordinator", help="run Meta-MAPG meta-training (Algorithm 1) against a running league")
+    c = command("coordinator", "run Meta-MAPG meta-training (Algorithm 1) against a running league")
     c.add_argument("--join", required=True, metavar="HOST:PORT", help="the referee's address")
     c.add_argument("--experiment", required=True, help="experiment TOML (chain, agent and train sections)")
-    c.add_argument("--method", default="meta-mapg", choices=["meta-mapg", "meta-pg", "no-own-learning"])
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--method", default="meta-mapg", choices=["meta-mapg", "meta-pg", "no-own-learning"],
+                   help="meta-gradient of the meta-training")
+    c.add_argument("--seed", type=int, default=0, help="training seed (the embedded run's random stream)")
     c.add_argument("--meta", required=True, help="agent id of the meta-agent")
     c.add_argument("--personas", required=True, help="comma-separated agent ids of the persona agents")
-    c.add_argument("--iterations", type=int, default=1)
-    c.add_argument("--tolerance", type=float, default=1e-5)
+    c.add_argument("--iterations", type=int, default=1, help="meta-training iterations to run")
+    c.add_argument("--tolerance", type=float, default=1e-5,
+                   help="largest difference allowed between a peer's published update and the coordinator's replica")
     c.add_argument("--results", help="write the iterations and final meta-parameters here (JSON)")
-    c.add_argument("--host", default="127.0.0.1")
-    c.add_argument("--port", type=int, default=0)
-    c.add_argument("--metrics-port", type=int, default=0)
-    c.add_argument("--ready-file")
+    c.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    c.add_argument("--port", type=int, default=0, help="gRPC port (0: any free port)")
+    c.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0: any free port)")
+    c.add_argument("--ready-file", help="write {address, metrics, pid} here once serving")
     c.add_argument("--linger", type=float, default=0.0, help="seconds to keep serving /metrics after the last iteration")
     c.add_argument("--join-wait", type=float, default=60.0, help=a_join_wait)
     c.set_defaults(func=_coordinator)
-    h = sub.add_parser("health", help="exit 0 if a league server reports SERVING (grpc.health.v1)")
+    h = command("health", "exit 0 if a league server reports SERVING (grpc.health.v1)")
     h.add_argument("address", help="host:port")
     h.add_argument("--service", default="", help="service name (default: the whole server)")
-    h.add_argument("--timeout", type=float, default=3.0)
+    h.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
     h.set_defaults(func=_health)
-    for p in (t, e, u, r, a, c):
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config field, e.g. --set train.iterations=10 (repeatable)")
-    for p in (t, e, u, st):
+    for p in (t, e, show, c):
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=EXPERIMENT_SET)
+    for p in (u, r, a):
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=LEAGUE_SET)
+    for p in (t, e, show, u, st):
         p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     for p in (r, a, c):
         p.add_argument("--log-file", help="also append the log to this file (it always goes to stderr)")
@@ -271,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as e:  # ValueError includes league.config.ConfigError
+    except (FileNotFoundError, ValueError) as e:  # ValueError includes ConfigError and UsageError
         print(f"league: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

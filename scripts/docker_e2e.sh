@@ -271,8 +271,8 @@ sleep 10
 status | sed 's/^/  /'
 wait_for "Prometheus: referee, $(( 3 + SCALE )) agents (via /sd), train-referee, 2 train agents, coordinator up" 180 \
   at_least 'up == 1' $(( 3 + SCALE + 5 ))
-wait_for "Prometheus: returns of every agent" 120 at_least 'league_agent_return' $(( 3 + SCALE + 2 ))
-wait_for "Prometheus: meta-test adaptation curve, steps 0..3" 180 at_least 'league_chain_step_return' 4
+wait_for "Prometheus: returns of every agent" 120 at_least 'league_agent_mean_step_reward' $(( 3 + SCALE + 2 ))
+wait_for "Prometheus: meta-test adaptation curve, steps 0..3" 180 at_least 'league_chain_mean_step_reward' 4
 wait_for "Prometheus: meta-learned learning rates from the coordinator" 180 at_least 'league_meta_learning_rate' 1
 echo "  scrape targets:"
 query 'up' | python3 -c '
@@ -280,8 +280,8 @@ import json, sys
 for s in sorted(json.load(sys.stdin), key=lambda s: (s["metric"]["job"], s["metric"].get("agent_id", ""))):
     m = s["metric"]
     print("    %-14s%-18s%-22sup=%s" % (m["job"], m.get("agent_id", ""), m["instance"], s["value"][1]))'
-echo "  league_agent_return by agent:"
-query 'avg by (agent_id) (league_agent_return)' | python3 -c '
+echo "  league_agent_mean_step_reward by agent:"
+query 'avg by (agent_id) (league_agent_mean_step_reward)' | python3 -c '
 import json, sys
 for s in sorted(json.load(sys.stdin), key=lambda s: s["metric"]["agent_id"]):
     print("    %-18s%+.3f" % (s["metric"]["agent_id"], float(s["value"][1])))'
@@ -303,8 +303,8 @@ m = {x["agent_id"]: x for x in json.load(sys.stdin)["members"]}
 sys.exit(not ("late-1" in m and m["late-1"]["policy_version"] >= 2))'
 }
 wait_for "late-1 joined and published version >= 2" 180 late_learning
-wait_for "Prometheus: late-1's returns (league_agent_return via /sd, league_return from the referee)" 120 \
-  at_least '(league_agent_return{agent_id="late-1"}) or (league_return{agent_id="late-1"})' 2
+wait_for "Prometheus: late-1's returns (league_agent_mean_step_reward via /sd, league_mean_step_reward from the referee)" 120 \
+  at_least '(league_agent_mean_step_reward{agent_id="late-1"}) or (league_mean_step_reward{agent_id="late-1"})' 2
 status | sed 's/^/  /'
 LATE_CONTAINER=$($DOCKER ps -q --filter "label=com.docker.compose.project=$RUN_PROJECT" --filter "label=com.docker.compose.oneoff=True")
 [ -n "$LATE_CONTAINER" ] || fail "no one-off container for late-1"

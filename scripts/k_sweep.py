@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from league.config import load_config
+from league.eval.stats import CI_LABEL
 from league.eval.plots import plot_auc_vs_k
 from league.run import machine, run_experiment
 
@@ -27,6 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     auc_by_k: dict[str, dict[int, tuple[float, float]]] = {}
+    per_seed: dict[str, dict[int, list[float]]] = {}
     runs = {}
     for k in args.ks:
         cfg = load_config(args.config, [*args.set, f"chain.trajectories={k}", f'name="{Path(args.out).name}_K{k}"'])
@@ -35,10 +37,12 @@ def main() -> None:
                    for m, s in summary["groups"][args.group]["methods"].items()}
         for m, s in runs[k].items():
             auc_by_k.setdefault(m, {})[k] = (s["auc_mean"], s["auc_ci95"])
-        print(f"K={k}: " + ", ".join(f"{m} {s['auc_mean']:.3f}±{s['auc_ci95']:.3f}" for m, s in runs[k].items()),
-              flush=True)
+            per_seed.setdefault(m, {})[k] = s["auc_per_seed"]
+        print(f"K={k} (AUC, {CI_LABEL}): "
+              + ", ".join(f"{m} {s['auc_mean']:.3f} ± {s['auc_ci95']:.3f} (n={len(s['auc_per_seed'])})"
+                          for m, s in runs[k].items()), flush=True)
     plot = plot_auc_vs_k(auc_by_k, out / "plots" / "auc_vs_k.png",
-                         f"AUC against K ({args.group} test personas)")
+                         f"AUC against K ({args.group} test personas)", per_seed)
     (out / "summary.json").write_text(json.dumps({
         "experiment": out.name, "config": args.config, "overrides": args.set, "ks": args.ks,
         "group": args.group, "auc_by_k": runs, "machine": machine(), "plot": str(plot)}, indent=1))

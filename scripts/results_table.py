@@ -1,5 +1,5 @@
-"""Print the committed results as Markdown tables (AUC and the adaptation curve, mean and
-95% CI over seeds, per test group), read from results/*/summary.json.
+"""Print the committed results as Markdown tables (AUC and the adaptation curve, mean ± 95%
+t-interval over n seeds, per test group), read from results/*/summary.json.
 
     .venv/bin/python scripts/results_table.py results/ipd results/rps ...
 """
@@ -10,13 +10,17 @@ import json
 import sys
 from pathlib import Path
 
+from league.eval.stats import ci_label
+
 
 def table(run: Path) -> str:
     s = json.loads((run / "summary.json").read_text())
     if "auc_by_k" in s:  # the K sweep
         ks = s["ks"]
         methods = list(next(iter(s["auc_by_k"].values())))
+        n = sorted({len(v["auc_per_seed"]) for by_m in s["auc_by_k"].values() for v in by_m.values()})
         lines = [f"### {s['experiment']} ({s['group']} test personas): AUC against K", "",
+                 f"AUC as {ci_label(n[0] if len(n) == 1 else 'n')}.", "",
                  "| method | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         for m in methods:
             cells = [f"{s['auc_by_k'][str(k)][m]['auc_mean']:.2f} ± {s['auc_by_k'][str(k)][m]['auc_ci95']:.2f}"
@@ -30,7 +34,9 @@ def table(run: Path) -> str:
              f"{b['workers']} workers ({s['machine']['cpus']} CPUs, torch {s['machine']['torch']}).", ""]
     for group, block in s["groups"].items():
         L = len(next(iter(block["methods"].values()))["curve_mean"]) - 1
-        lines += [f"Meta-test vs **{group}** personas (mean per-step reward of the meta-agent):", "",
+        n = sorted({v["n_seeds"] for v in block["methods"].values()})
+        lines += [f"Meta-test vs **{group}** personas (mean per-step reward of the meta-agent; "
+                  f"{ci_label(n[0] if len(n) == 1 else 'n')}):", "",
                   "| method | AUC | " + " | ".join(f"phi_{l}" for l in range(L + 1)) + " |",
                   "|---|---|" + "---|" * (L + 1)]
         for m, v in block["methods"].items():

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import grpc
 import torch
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from league.config import ExperimentConfig
 from league.evaluators import SampledEvaluator
@@ -31,6 +31,7 @@ from league.setting import build_setting
 from services import server as srv
 from services.client import describe, fetch_parameters, push_parameters
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
+from services.metrics import RpcMetrics, process_registry
 from services.wire import decode_tensor
 
 log = logging.getLogger("league.coordinator")
@@ -126,7 +127,7 @@ class Coordinator:
         self.referee = referee_pb2_grpc.RefereeStub(self.channel)
         self.stubs: dict[str, agent_pb2_grpc.AgentStub] = {}
         self.iteration = 0
-        self.metrics = CoordinatorMetrics(experiment.game.name)
+        self.metrics = CoordinatorMetrics(experiment.game.name, method)
 
     # -- agents --------------------------------------------------------------------------
     def _stub(self, agent_id: str) -> agent_pb2_grpc.AgentStub:
@@ -206,25 +207,28 @@ class Coordinator:
 
 
 class CoordinatorMetrics:
-    def __init__(self, env: str) -> None:
-        self.registry = CollectorRegistry()
+    """The coordinator's Prometheus metrics; env and method are constant labels of ``league_info``."""
+
+    def __init__(self, env: str, method: str = "") -> None:
+        self.registry = process_registry("coordinator", {"env": env, "method": method})
         self.env = env
+        self.rpc = RpcMetrics(self.registry)
         self.iterations = Counter("league_coordinator_iterations", "Meta-training iterations completed",
-                                  ["env", "role"], registry=self.registry)
+                                  registry=self.registry)
         self.objective = Gauge("league_meta_objective", "Mean meta-objective of the last iteration",
-                               ["env", "role"], registry=self.registry)
+                               registry=self.registry)
         self.lr = Gauge("league_meta_learning_rate", "The meta-agent's learned inner learning rate per chain step",
-                        ["env", "role", "step"], registry=self.registry)
-        self.seconds = Gauge("league_coordinator_iteration_seconds", "Wall time of the last iteration",
-                             ["env", "role"], registry=self.registry)
+                        ["step"], registry=self.registry)
+        self.seconds = Histogram("league_coordinator_iteration_seconds", "Wall time of one meta-training iteration",
+                                 registry=self.registry,
+                                 buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000))
 
     def record(self, iteration: int, stats: dict[str, float], lr: torch.Tensor) -> None:
-        labels = (self.env, "coordinator")
-        self.iterations.labels(*labels).inc()
-        self.objective.labels(*labels).set(stats["objective"])
-        self.seconds.labels(*labels).set(stats["seconds"])
+        self.iterations.inc()
+        self.objective.set(stats["objective"])
+        self.seconds.observe(stats["seconds"])
         for l, value in enumerate(lr.detach().flatten().tolist()):
-            self.lr.labels(self.env, "coordinator", str(l)).set(value)
+            self.lr.labels(str(l)).set(value)
 
 
 def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: CoordinatorConfig, iterations: int,
@@ -246,7 +250,7 @@ def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: C
                 mode="meta-mapg", iteration=coordinator.iteration, iterations=iterations,
                 last_objective=state["objective"], state=state["state"])
 
-    server = srv.make_server()
+    server = srv.make_server(interceptors=[coordinator.metrics.rpc])
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(Service(), server)
     health = srv.add_health_and_reflection(server, ["league.v1.Coordinator"])
     bound = srv.bind(server, host, port)

@@ -38,7 +38,7 @@ def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, read
     srv.configure_logging(log_file)
     referee = Referee(cfg.referee, [a.id for a in cfg.agents], state_file)
     # every agent holds up to MAX_STREAMS_PER_AGENT open streams; threads beyond those serve the unary RPCs
-    server = srv.make_server(max_workers=limits.MAX_STREAMS + 16)
+    server = srv.make_server(max_workers=limits.MAX_STREAMS + 16, interceptors=[referee.metrics.rpc])
     referee_pb2_grpc.add_RefereeServicer_to_server(referee, server)
     health = srv.add_health_and_reflection(server, ["league.v1.Referee"])
     try:

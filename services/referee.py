@@ -31,7 +31,7 @@ from typing import Iterator
 
 import grpc
 import torch
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from agents.policy_factory import game_for, policy_from_description
 from league.policies.base import Params, Policy
@@ -41,6 +41,7 @@ from services import server as srv
 from services.client import DEFAULT_MAX_FETCH_BYTES, describe, fetch_parameters
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.league_config import RefereeConfig
+from services.metrics import RpcMetrics, process_registry
 from services.wire import WireError, check_finite, check_structure, encode_tensor, nbytes, wire_dtype
 
 log = logging.getLogger("league.referee")
@@ -113,28 +114,30 @@ class Match:
 
 
 class RefereeMetrics:
+    """The referee's Prometheus metrics. ``role`` is always the role of the agent a series is
+    about (meta, persona, learner); the process's own facts (env, version) are in ``league_info``."""
+
     def __init__(self, env: str) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = process_registry("referee", {"env": env})
         r = self.registry
         self.env = env
-        self.rounds = Counter("league_rounds", "Rounds played", ["env", "role"], registry=r)
+        self.rpc = RpcMetrics(r)
+        self.rounds = Counter("league_rounds", "Rounds played", registry=r)
         self.steps = Counter("league_env_steps", "Environment steps played (all seats of a match count once)",
-                             ["env", "role"], registry=r)
-        self.aborted = Counter("league_aborted_matches", "Matches voided (a seat failed or timed out)",
-                               ["env", "role"], registry=r)
-        self.episodes = Counter("league_episodes", "Episodes played per agent", ["agent_id", "env", "role"], registry=r)
-        self.returns = Gauge("league_return", "Mean per-step reward of the agent's latest match",
-                             ["agent_id", "env", "role"], registry=r)
+                             registry=r)
+        self.aborted = Counter("league_aborted_matches", "Matches voided (a seat failed or timed out)", registry=r)
+        self.episodes = Counter("league_episodes", "Episodes played per agent", ["agent_id", "role"], registry=r)
+        self.returns = Gauge("league_mean_step_reward", "Mean per-step reward of the agent in its latest match",
+                             ["agent_id", "role"], registry=r)
         self.version = Gauge("league_policy_version", "Behaviour version of the agent's latest match",
-                             ["agent_id", "env", "role"], registry=r)
-        self.members = Gauge("league_members", "Agents holding a lease", ["env", "role"], registry=r)
-        self.fetch = Histogram("league_parameter_fetch_seconds", "Referee-side latency of one parameter fetch",
-                               ["env", "role"], registry=r,
+                             ["agent_id", "role"], registry=r)
+        self.members = Gauge("league_members", "Agents holding a lease", ["role"], registry=r)
+        self.fetch = Histogram("league_parameter_fetch_seconds", "Referee-side latency of one parameter fetch, "
+                               "by the role of the agent fetched from", ["role"], registry=r,
                                buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-        for counter in (self.rounds, self.steps, self.aborted):
-            counter.labels(env, "referee")  # present (at 0) before the first increment
-        self.curve = Gauge("league_chain_step_return", "Meta-agents' mean per-step reward at chain step l over the "
-                           "latest completed round of chains", ["env", "role", "step"], registry=r)
+        self.curve = Gauge("league_chain_mean_step_reward", "Meta-agents' mean per-step reward at chain step l over "
+                           "the latest completed round of chains (the meta-test adaptation curve)", ["step"],
+                           registry=r)
 
 
 class Referee(referee_pb2_grpc.RefereeServicer):
@@ -206,8 +209,8 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                        for cid, meta, persona, count in state["chains"]}
         self.records = state["members"]
         self.generator = referee_state.decode_generator(state["generator"])
-        self.metrics.rounds.labels(self.cfg.env, "referee").inc(self.round)
-        self.metrics.aborted.labels(self.cfg.env, "referee").inc(self.aborted)
+        self.metrics.rounds.inc(self.round)
+        self.metrics.aborted.inc(self.aborted)
         self.resumed = True
         log.info("resumed from %s at round %d (%d member records, %d chain curves)", self.state_file, self.round,
                  len(self.records), len(self.chain_curves))
@@ -369,7 +372,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
 
     def _gauge_members(self) -> None:
         for role in ("meta", "persona", "learner"):
-            self.metrics.members.labels(self.cfg.env, role).set(
+            self.metrics.members.labels(role).set(
                 sum(m.role == role for m in self.members.values()))
 
     def _expire(self) -> None:
@@ -533,7 +536,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 raise SeatFailure(who, f"fetch of {kind} failed: {err.code().name} {_first_line(err.details())}")
             except WireError as err:
                 raise SeatFailure(who, f"served a malformed {kind} stream: {err}", rogue=True)
-            self.metrics.fetch.labels(self.cfg.env, member.role).observe(time.perf_counter() - t0)
+            self.metrics.fetch.labels(member.role).observe(time.perf_counter() - t0)
             if got.params is not None:
                 if member.expected is not None:
                     try:
@@ -595,7 +598,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         for group in groups.values():
             self._play_safely(group, members, pinned, self.generator)
         self.round += 1
-        self.metrics.rounds.labels(self.cfg.env, "referee").inc()
+        self.metrics.rounds.inc()
         self.save_state()
         return len(played)
 
@@ -676,7 +679,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             self.aborted += 1
             if match.chain is not None:
                 self.chains.pop((match.chain.meta, match.chain.persona), None)
-        self.metrics.aborted.labels(self.cfg.env, "referee").inc()
+        self.metrics.aborted.inc()
 
     def _play_safely(self, group: list[Match], members: dict[str, Member], pinned, generator: torch.Generator) -> None:
         """``_play_group``, but a failure voids only the failing matches (each match of a failed
@@ -702,7 +705,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                   for s in range(n_seats)]
         K, H = K or self.cfg.trajectories, H or self.cfg.horizon
         episodes = sample_episodes(self.game, policies, params, len(group), K, H, generator)
-        self.metrics.steps.labels(self.cfg.env, "referee").inc(len(group) * K * H)
+        self.metrics.steps.inc(len(group) * K * H)
         batches = []
         for b, match in enumerate(group):
             batch = referee_pb2.TrajectoryBatch(
@@ -730,7 +733,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 if match.kinds[s] == "policy":
                     member.policy_version = pinned[match.match_id][s][0]
                     member.wait_update = True
-                labels = (agent, self.cfg.env, member.role)
+                labels = (agent, member.role)
                 self.metrics.episodes.labels(*labels).inc(rewards.shape[0])
                 self.metrics.returns.labels(*labels).set(r)
                 self.metrics.version.labels(*labels).set(pinned[match.match_id][s][0])
@@ -741,7 +744,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                                               "rewards": []})
                 record = next(c for c in reversed(self.chain_curves) if c["chain"] == chain.chain_id)
                 record["rewards"].append(float(rewards[..., 0].mean()))
-                self.metrics.curve.labels(self.cfg.env, "meta", str(chain.step)).set(record["rewards"][-1])
+                self.metrics.curve.labels(str(chain.step)).set(record["rewards"][-1])
                 chain.step += 1
 
     # -- lifecycle -----------------------------------------------------------------------

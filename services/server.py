@@ -9,7 +9,7 @@ import threading
 from concurrent import futures
 from pathlib import Path
 from typing import NoReturn
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from wsgiref.simple_server import make_server as make_wsgi_server
@@ -42,9 +42,11 @@ def configure_logging(log_file: str | Path | None = None, level: int = logging.I
     logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers, force=True)
 
 
-def make_server(max_workers: int = 8) -> grpc.Server:
-    """A thread-pool gRPC server with the league's message-size limits (not yet bound or started)."""
-    return grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=SERVER_OPTIONS)
+def make_server(max_workers: int = 8, interceptors: Sequence[grpc.ServerInterceptor] = ()) -> grpc.Server:
+    """A thread-pool gRPC server with the league's message-size limits (not yet bound or
+    started); ``interceptors`` wrap every RPC (e.g. ``services.metrics.RpcMetrics``)."""
+    return grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=SERVER_OPTIONS,
+                       interceptors=list(interceptors))
 
 
 def add_health_and_reflection(server: grpc.Server, service_full_names: list[str]) -> health.HealthServicer:

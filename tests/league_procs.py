@@ -59,6 +59,18 @@ def stop(procs: list[subprocess.Popen]) -> None:
             p.wait(timeout=5)
 
 
+def promtool_check_metrics(text: str, where: str) -> None:
+    """``promtool check metrics`` (Debian's prometheus) passes on a scrape: valid exposition,
+    naming conventions (base units, ``_total`` counters), no lint problems."""
+    import shutil
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: .ci/install-prometheus installs Debian's prometheus"
+    out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), \
+        f"promtool check metrics on {where}:\n{out.stdout}{out.stderr}"
+
+
 def metrics(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as r:
         return r.read().decode()

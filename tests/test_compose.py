@@ -45,6 +45,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.league_procs import promtool_check_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose.yaml"
 PROMETHEUS_YML = ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -95,6 +97,24 @@ def dashboard_queries() -> list[tuple[str, str]]:
     """(panel title, PromQL) for every target of every panel."""
     dash = json.loads(DASHBOARD.read_text())
     return [(p["title"], t["expr"]) for p in dash["panels"] for t in p.get("targets", [])]
+
+
+def dashboard_variables() -> dict[str, tuple[str, str, str]]:
+    """Per template variable: (metric selector, label, All value) of its ``label_values(...)`` query."""
+    dash = json.loads(DASHBOARD.read_text())
+    out = {}
+    for v in dash["templating"]["list"]:
+        m = re.fullmatch(r"label_values\((.+), (\w+)\)", v["query"]["query"])
+        assert m, f"variable {v['name']}: not a label_values query: {v['query']}"
+        out[v["name"]] = (m.group(1), m.group(2), v["allValue"])
+    return out
+
+
+def grafana_expand(expr: str, values: dict[str, str]) -> str:
+    """An expression as Grafana sends it: variables and $__rate_interval replaced."""
+    for name, value in sorted(values.items(), key=lambda kv: -len(kv[0])):
+        expr = expr.replace(f"${name}", value)
+    return expr
 
 
 def rate_interval() -> str:
@@ -164,10 +184,26 @@ def test_grafana_provisioning():
         assert p["datasource"]["uid"] == ds[0]["uid"] and p["targets"], p["title"]
         assert all(t["datasource"]["uid"] == ds[0]["uid"] and t["expr"] for t in p["targets"]), p["title"]
     exprs = " ".join(e for _, e in dashboard_queries())
-    for metric in ("league_agent_return", "league_chain_step_return", "league_agent_policy_version",
+    for metric in ("league_agent_mean_step_reward", "league_chain_mean_step_reward", "league_agent_policy_version",
                    "league_rounds_total", "league_aborted_matches_total", "league_parameter_fetch_seconds_bucket",
-                   "league_agent_learning_rate", "league_meta_learning_rate", "league_matrl_nash_weight"):
+                   "league_agent_learning_rate", "league_meta_learning_rate", "league_matrl_nash_weight",
+                   "league_coordinator_iteration_seconds_bucket", "league_grpc_server_handled_total",
+                   "league_grpc_server_handling_seconds_bucket"):
         assert metric in exprs, f"no panel shows {metric}"
+    assert [v["name"] for v in dash["templating"]["list"]] == ["league", "agent"]
+    for title, expr in dashboard_queries():
+        assert 'league=~"$league"' in expr, f"{title}: not filtered by the league variable"
+        if "agent_id" in expr and "league_agent_" in expr:
+            assert 'agent_id=~"$agent"' in expr, f"{title}: not filtered by the agent variable"
+
+
+@needs_prometheus
+def test_promtool_accepts_the_prometheus_config():
+    """``promtool check config`` (Debian's prometheus) on the project's scrape config."""
+    out = subprocess.run([shutil.which("promtool"), "check", "config", str(PROMETHEUS_YML)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS" in out.stdout + out.stderr
 
 
 # -- the league as local processes -------------------------------------------------------------
@@ -187,6 +223,7 @@ class Instance:
     log: Path
     healthcheck: dict | None
     proc: subprocess.Popen | None = None
+    last_check: str = ""
 
 
 @dataclass
@@ -277,10 +314,17 @@ class LocalCompose:
         test = inst.healthcheck["test"]
         argv = ["sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
         try:
-            return subprocess.run(argv, cwd=inst.cwd, env=inst.env, capture_output=True,
-                                  timeout=seconds(inst.healthcheck["timeout"])).returncode == 0
+            out = subprocess.run(argv, cwd=inst.cwd, env=inst.env, capture_output=True, text=True,
+                                 timeout=seconds(inst.healthcheck["timeout"]))
         except subprocess.TimeoutExpired:
+            inst.last_check = f"timed out after {inst.healthcheck['timeout']}"
             return False
+        inst.last_check = f"exit {out.returncode}: {out.stdout.strip()} {out.stderr.strip()[-300:]}"
+        return out.returncode == 0
+
+    def not_unhealthy(self, inst: Instance) -> bool:
+        """Docker's verdict: unhealthy only after ``retries`` consecutive failed checks."""
+        return any(self.healthy(inst) for _ in range(inst.healthcheck.get("retries", 1)))
 
     def wait_healthy(self, inst: Instance, deadline: float) -> None:
         while not self.healthy(inst):
@@ -371,20 +415,20 @@ def test_compose_services_run_as_local_processes_and_feed_every_panel(tmp_path):
 
         # attach one more agent mid-run, as `docker compose run --rm agent` does
         late = local.start("agent", "agent-run-1")
-        late_checks = {"league_agent_return": "agent's own /metrics, found through the referee's /sd",
-                       "league_return": "the referee's record of its matches"}
+        late_checks = {"league_agent_mean_step_reward": "agent's own /metrics, found through the referee's /sd",
+                       "league_mean_step_reward": "the referee's record of its matches"}
 
-        interval = rate_interval()
-        pending = {(title, expr) for title, expr in dashboard_queries()}
+        variables = dashboard_variables()
+        every = {"__rate_interval": rate_interval(), **{n: all_value for n, (_, _, all_value) in variables.items()}}
+        pending = {(title, grafana_expand(expr, every)) for title, expr in dashboard_queries()}
         skipped = {(t, e) for t, e in pending if any(m in e for m in NOT_YET_EXPORTED)}
         pending -= skipped
         for _, expr in skipped:
-            assert not promql(prom, expr.replace("$__rate_interval", interval)), \
-                "a MATRL metric is exported now: drop it from NOT_YET_EXPORTED"
+            assert not promql(prom, expr), "a MATRL metric is exported now: drop it from NOT_YET_EXPORTED"
         late_pending = dict(late_checks)
         while pending or late_pending:
             for title, expr in sorted(pending):
-                if has_data(promql(prom, expr.replace("$__rate_interval", interval))):
+                if has_data(promql(prom, expr)):
                     pending.discard((title, expr))
             for metric in list(late_pending):
                 if promql(prom, f'{metric}{{agent_id="agent-run-1"}}'):
@@ -402,10 +446,29 @@ def test_compose_services_run_as_local_processes_and_feed_every_panel(tmp_path):
             assert time.monotonic() < deadline, f"agent-run-1 never published an update:\n{tail(late.log)}"
             time.sleep(1)
 
+        # the dashboard's variables offer both leagues and every agent, and picking one narrows the panels
+        selector, label, _ = variables["league"]
+        leagues = {s["metric"][label] for s in promql(prom, f"count by ({label}) ({selector})")}
+        assert leagues == {"meta-test", "training"}, leagues
+        selector, label, _ = variables["agent"]
+        agents = {s["metric"][label] for s in promql(prom, f"count by ({label}) ({grafana_expand(selector, {'league': 'meta-test'})})")}
+        assert {"meta", "persona-c", "persona-d", "agent-1", "agent-2", "agent-run-1"} <= agents, agents
+        assert not agents & {"train-meta", "train-persona"}, f"training agents listed under meta-test: {agents}"
+        one = {**every, "league": "training", "agent": "train-meta"}
+        for title, expr in dashboard_queries():
+            for series in promql(prom, grafana_expand(expr, one)):
+                assert series["metric"].get("league", "training") == "training", (title, series["metric"])
+                assert series["metric"].get("agent_id", "train-meta") == "train-meta", (title, series["metric"])
+
+        # every process's scrape passes promtool's checks (exposition and naming conventions)
+        for target in targets:
+            with urllib.request.urlopen(target["scrapeUrl"], timeout=10) as r:
+                promtool_check_metrics(r.read().decode(), target["scrapeUrl"])
+
         # every service's own healthcheck passes on every running instance
         running = [i for i in local.instances if i.healthcheck]
-        results = list(pool.map(local.healthy, running))
-        assert all(results), [i.hostname for i, ok in zip(running, results) if not ok]
+        results = [local.not_unhealthy(i) for i in running]  # one at a time: 13 busy processes share the cores
+        assert all(results), [(i.hostname, i.last_check) for i, ok in zip(running, results) if not ok]
         for inst in local.instances:
             assert inst.proc.poll() is None, f"{inst.hostname} exited with {inst.proc.returncode}:\n{tail(inst.log)}"
     finally:

@@ -13,7 +13,7 @@ from league.experiment import train_one
 from services import server as srv
 from services.client import fetch_parameters
 from services.gen.league.v1 import agent_pb2_grpc
-from tests.league_procs import ROOT, metric_value, metrics, spawn, stop, wait_json, wait_until
+from tests.league_procs import ROOT, promtool_check_metrics, metric_value, metrics, spawn, stop, wait_json, wait_until
 
 
 OVERRIDES = ['methods=["meta-mapg"]', "seeds=[0]", "chain.trajectories=4", "chain.horizon=10", "chain.length=2",
@@ -80,7 +80,9 @@ def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path, estim
         ready = wait_json(tmp_path / "coord.ready.json", coord)
         wait_until(lambda: (tmp_path / "coord.json").exists(), 240, "the coordinator's results")
         text = metrics(ready["metrics"])  # scraped while it lingers
-        assert metric_value(text, "league_coordinator_iterations_total", role="coordinator") == 1
+        promtool_check_metrics(text, "the coordinator")
+        assert metric_value(text, "league_coordinator_iterations_total") == 1
+        assert metric_value(text, "league_coordinator_iteration_seconds_count") == 1  # a histogram
         assert metric_value(text, "league_meta_learning_rate", step="1") is not None
         assert coord.wait(timeout=60) == 0, (tmp_path / "coord.log").read_text()[-3000:]
         result = json.loads((tmp_path / "coord.json").read_text())

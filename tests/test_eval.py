@@ -11,7 +11,7 @@ import pytest
 from matplotlib.image import imread
 
 from league.eval import auc, mean_ci, summarize, t_critical_975, t_two_sided_tail
-from league.eval.plots import plot_action_dynamics, plot_adaptation_curves, plot_auc_vs_k
+from league.eval.plots import plot_action_dynamics, plot_adaptation_curves, plot_auc_vs_k, plot_training_curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -148,3 +148,60 @@ def test_plot_action_dynamics_png(tmp_path: Path) -> None:
     _check_png(plot_action_dynamics(probs[0], None, states, actions, out2, "meta only"), out2)
     with pytest.raises(ValueError):
         plot_action_dynamics(probs[0], probs[1][:, :3], states, actions, out, "bad")
+
+
+def test_t_quantile_is_scipys() -> None:
+    from scipy import stats as scipy_stats
+
+    for df in (1, 2, 5, 30):
+        assert t_critical_975(df) == scipy_stats.t.ppf(0.975, df)
+
+
+def _pixels_near(path: Path, hex_color: str, tol: float = 0.08) -> int:
+    img = imread(path)[..., :3]
+    rgb = np.array([int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    return int((np.abs(img - rgb).max(axis=-1) < tol).sum())
+
+
+def test_adaptation_plot_labels_its_interval_and_hides_no_curve(tmp_path: Path) -> None:
+    from PIL import Image
+
+    curves = np.random.default_rng(3).normal(size=(3, 5))
+    s = summarize({"meta-mapg": curves, "meta-pg": curves.copy(), "lola-dice": curves[:2]})  # two identical
+    out = plot_adaptation_curves(s, tmp_path / "a.png", "IPD")
+    text = Image.open(out).text
+    assert "mean ± 95% t-interval over n seeds (n per method in the legend)" in text["Title"]
+    for label in ("meta-mapg (n=3)", "meta-pg (n=3)", "lola-dice (n=2)", "thin lines: single seeds"):
+        assert label in text["Description"]
+    # the second of two identical curves does not cover the first: both colours are drawn
+    assert _pixels_near(out, "#1f77b4") > 300 and _pixels_near(out, "#ff7f0e") > 300
+    one = summarize({"a": curves})
+    assert "over n=3 seeds" in Image.open(plot_adaptation_curves(one, tmp_path / "b.png", "x")).text["Title"]
+
+
+def test_training_curves_plot(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    records = []
+    for m in ("meta-mapg", "reinforce"):
+        for seed in (0, 1, 2):
+            records.append({"method": m, "seed": seed, "iteration": 0, "val_score": float(rng.normal())})
+            for it in range(1, 21):
+                records.append({"method": m, "seed": seed, "iteration": it, "objective": float(rng.normal()),
+                                "grad_norm": float(rng.uniform(0.1, 3)), "seconds": 0.1})
+                if it % 10 == 0:
+                    records.append({"method": m, "seed": seed, "iteration": it, "val_score": float(rng.normal())})
+    out = tmp_path / "training.png"
+    _check_png(plot_training_curves(records, out, "ipd"), out)
+    text = Image.open(out).text
+    assert "mean ± 95% t-interval over n=3 seeds" in text["Title"]
+    for label in ("Meta-objective", "Validation score", "Gradient norm (before clipping)", "reinforce (n=3)"):
+        assert label in text["Description"]
+
+
+def test_auc_vs_k_plot_labels_n(tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = plot_auc_vs_k({"a": {4: (1.0, 0.5)}}, tmp_path / "k.png", "K", per_seed={"a": {4: [0.6, 1.0, 1.4]}})
+    assert "mean ± 95% t-interval over n=3 seeds" in Image.open(out).text["Title"]

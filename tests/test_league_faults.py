@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from services.processes import referee_status
-from tests.league_procs import metric_value, metrics, spawn, stop, wait_json, wait_until
+from tests.league_procs import metric_value, metrics, promtool_check_metrics, spawn, stop, wait_json, wait_until
 
 LEAGUE = """
 name = "faults"
@@ -122,16 +122,19 @@ def test_attached_agent_is_matched_learns_and_is_in_the_metrics(league):
     assert metric_value(agent_text, "league_agent_policy_version", agent_id="newcomer") >= 3
     referee_text = metrics(ref["metrics"])
     assert metric_value(referee_text, "league_episodes_total", agent_id="newcomer", role="learner") > 0
-    assert metric_value(referee_text, "league_return", agent_id="newcomer") is not None
+    assert metric_value(referee_text, "league_mean_step_reward", agent_id="newcomer") is not None
 
 
 REFEREE_METRICS = ["league_rounds_total", "league_env_steps_total", "league_aborted_matches_total",
-                   "league_episodes_total", "league_return", "league_policy_version", "league_members",
-                   "league_parameter_fetch_seconds_count", "league_chain_step_return"]
-AGENT_METRICS = ["league_agent_episodes_total", "league_agent_updates_total", "league_agent_return",
+                   "league_episodes_total", "league_mean_step_reward", "league_policy_version", "league_members",
+                   "league_parameter_fetch_seconds_count", "league_chain_mean_step_reward",
+                   "league_grpc_server_handled_total", "league_grpc_server_handling_seconds_count"]
+AGENT_METRICS = ["league_agent_episodes_total", "league_agent_updates_total", "league_agent_mean_step_reward",
                  "league_agent_policy_version", "league_agent_learning_rate",
-                 "league_agent_last_update_timestamp_seconds", "league_agent_parameter_fetch_seconds_count"]
-ALLOWED_LABELS = {"agent_id", "env", "role", "step", "le"}
+                 "league_agent_last_update_timestamp_seconds", "league_agent_parameter_fetch_seconds_count",
+                 "league_grpc_server_handled_total", "league_grpc_server_handling_seconds_count"]
+ALLOWED_LABELS = {"agent_id", "role", "step", "le", "grpc_service", "grpc_method", "grpc_code"}
+ROLES = {"meta", "persona", "learner"}  # `role` is always an agent's role, never a process's
 
 
 def test_every_process_serves_the_metrics_contract(league):
@@ -142,12 +145,23 @@ def test_every_process_serves_the_metrics_contract(league):
         info = json.loads((tmp / f"{a}.json").read_text())
         pages[a] = (metrics(info["metrics"]), AGENT_METRICS)
     for name, (text, expected) in pages.items():
+        promtool_check_metrics(text, name)
         for metric in expected:
             assert metric_value(text, metric) is not None, f"{name} does not serve {metric}"
+        assert "_created" not in text, f"{name} serves *_created series"
+        info = [line for line in text.splitlines() if line.startswith("league_info{")]
+        assert len(info) == 1 and 'env="ipd"' in info[0], f"{name}: one league_info with the constant labels"
         for line in text.splitlines():
-            if line.startswith("league_") and "{" in line:
-                labels = {kv.split("=")[0] for kv in line[line.index("{") + 1:line.index("}")].split(",")}
-                assert labels <= ALLOWED_LABELS, f"{name}: unbounded labels in {line}"
+            if line.startswith("league_") and "{" in line and not line.startswith("league_info{"):
+                pairs = dict(kv.split("=") for kv in line[line.index("{") + 1:line.index("}")].split(","))
+                assert set(pairs) <= ALLOWED_LABELS, f"{name}: unbounded labels in {line}"
+                assert pairs.get("role", '"meta"').strip('"') in ROLES, f"{name}: role is not an agent role in {line}"
+    assert 'component="referee"' in pages["referee"][0] and 'component="agent"' in pages["meta"][0]
+    # per-RPC server metrics: the referee served every agent's Join, the agents served the referee's fetches
+    assert metric_value(pages["referee"][0], "league_grpc_server_handled_total", grpc_service="league.v1.Referee",
+                        grpc_method="Join", grpc_code="OK") >= 5
+    assert metric_value(pages["l1"][0], "league_grpc_server_handled_total", grpc_service="league.v1.Agent",
+                        grpc_method="GetParameters", grpc_code="OK") > 0
     assert metric_value(pages["referee"][0], "league_episodes_total", agent_id="meta", role="meta") > 0
     assert metric_value(pages["meta"][0], "league_agent_updates_total", agent_id="meta") > 0
 

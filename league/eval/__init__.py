@@ -4,6 +4,6 @@ Only the statistics are re-exported here; the plotting module is imported on dem
 (``from league.eval.plots import ...``) so that importing ``league.eval`` stays light.
 """
 
-from league.eval.stats import auc, mean_ci, summarize, t_critical_975, t_two_sided_tail
+from league.eval.stats import CI_LABEL, auc, ci_label, mean_ci, summarize, t_critical_975, t_two_sided_tail
 
-__all__ = ["auc", "mean_ci", "summarize", "t_critical_975", "t_two_sided_tail"]
+__all__ = ["CI_LABEL", "auc", "ci_label", "mean_ci", "summarize", "t_critical_975", "t_two_sided_tail"]
