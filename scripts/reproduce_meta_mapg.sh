@@ -4,7 +4,7 @@
 # (delete it to re-run). The budget is far below the paper's "until convergence":
 #   K=32 trajectories, H=50 steps, L=4 inner steps (paper: 64, 150, 7), meta-batch 8,
 #   outer Adam lr 3e-3 for actor and critic (paper: 1e-4 / 1.5e-4 IPD, 1e-5 / 1.5e-5 RPS;
-#   raised so that a hundred-odd iterations move the policy); IPD: 150 iterations x 3 seeds;
+#   raised so that a hundred-odd iterations move the policy); IPD: see its line below;
 #   RPS: 100 iterations x 2 seeds; the RPS ablation: 80 iterations x 2 seeds; the K sweep
 #   (K = 8 and 32): 50 iterations x 2 seeds per K; the out-of-distribution IPD (Meta-MAPG and
 #   Meta-PG trained and tested on that split): 100 iterations x 2 seeds. Other
@@ -23,7 +23,11 @@ run() {  # run NAME CONFIG ARGS...
   "$LEAGUE" train "$config" "${BUDGET[@]}" "$@" --set "name=\"$name\"" --out "results/$name"
 }
 
-run ipd configs/ipd.toml --set train.iterations=150 --set train.validate_every=25 --set 'seeds=[0,1,2]'
+# IPD (re-run on the current code): every method and the three estimator forms side by side,
+# K=8, H=30, L=3, 40 iterations, validation every 5, 5 seeds.
+run ipd configs/ipd.toml --set chain.trajectories=8 --set chain.horizon=30 --set chain.length=3 \
+  --set train.iterations=40 --set train.validate_every=5 --set 'seeds=[0,1,2,3,4]' \
+  --set 'methods=["meta-mapg","meta-mapg:authors","meta-mapg:score","meta-pg","lola-dice","reinforce"]'
 run rps configs/rps.toml --set train.iterations=100 --set train.validate_every=25 --set 'seeds=[0,1]'
 run rps_ablation configs/rps_ablation.toml --set train.iterations=80 --set train.validate_every=20 --set 'seeds=[0,1]'
 run ipd_ood configs/ipd_ood.toml --set train.iterations=100 --set train.validate_every=25 --set 'seeds=[0,1]'
