@@ -218,7 +218,7 @@ def write_plots(cfg: ExperimentConfig, summary: dict[str, Any], out: Path,
             names = states or [f"s{i}" for i in range(dyn.shape[2])]
             n = block["methods"][m]["n_seeds"]
             written.append(str(plots.plot_action_dynamics(
-                dyn[:, 0], dyn[:, 1], names, actions, plot_dir / f"dynamics_{group}_{m}.png",
+                dyn[:, 0], dyn[:, 1], names, actions, plot_dir / f"dynamics_{group}_{m.replace(':', '-')}.png",
                 f"{m} vs {group} personas (solid: meta-agent, dashed: peer)\n"
                 f"mean over n={n} seeds and the group's test personas")))
     return written
