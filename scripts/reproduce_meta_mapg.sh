@@ -28,7 +28,8 @@ run() {  # run NAME CONFIG ARGS...
 run ipd configs/ipd.toml --set chain.trajectories=8 --set chain.horizon=30 --set chain.length=3 \
   --set train.iterations=40 --set train.validate_every=5 --set 'seeds=[0,1,2,3,4]' \
   --set 'methods=["meta-mapg","meta-mapg:authors","meta-mapg:score","meta-pg","lola-dice","reinforce"]'
-run rps configs/rps.toml --set train.iterations=100 --set train.validate_every=25 --set 'seeds=[0,1]'
+run rps configs/rps.toml --set chain.trajectories=8 --set chain.horizon=30 --set chain.length=3 \
+  --set train.iterations=40 --set train.validate_every=5 --set 'seeds=[0,1,2,3,4]'
 run rps_ablation configs/rps_ablation.toml --set chain.trajectories=8 --set chain.horizon=30 --set chain.length=3 \
   --set train.iterations=40 --set train.validate_every=5 --set 'seeds=[0,1,2,3,4]'
 run ipd_ood configs/ipd_ood.toml --set chain.trajectories=8 --set chain.horizon=30 --set chain.length=3 \
