@@ -22,10 +22,10 @@ from prometheus_client import Counter, Gauge, Histogram
 from agents.params import ParameterStore
 from agents.policy_factory import POLICY_CLASSES, game_for, initial_state, make_policy
 from agents.service import AgentService
-from league.chain import seat_step
 from league.evaluators import SampledEvaluator
 from league.policies import LSTMValue
 from league.rollout import Episodes
+from league.updates import make_update_rule, seat_step
 from services import server as srv
 from services.client import Unreachable, connect
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
@@ -110,6 +110,7 @@ class AgentProcess:
         self.spec, self.cfg = spec, cfg
         self.game = game_for(cfg.env)
         self.policy = make_policy(spec, self.game)
+        self.rule = make_update_rule(spec.rule)
         self.evaluator = SampledEvaluator(self.game, [], 0, 0, cfg.gamma, torch.Generator())
         self.metrics = AgentMetrics(spec, cfg.env)
         self.checkpoint = Path(cfg.checkpoint_dir) / f"{spec.id}.pt"
@@ -182,7 +183,7 @@ class AgentProcess:
         m = self.metrics
         m.episodes.labels(*m.values).inc(episodes.shape[1])
         m.ret.labels(*m.values).set(float(episodes.rewards[..., seat].mean()))
-        if self.spec.rule == "frozen":
+        if not self.rule.learns:
             return None
         chain = batch.chain_id
         source = "policy" if not chain or batch.step == 0 else f"policy@{chain}"
@@ -208,7 +209,7 @@ class AgentProcess:
             lr = lr_all[:, min(step, lr_all.shape[1] - 1)].expand(len(live))
             params = {k: torch.cat([item[5][k] for item in live]) for k in live[0][5]}
             episodes = Episodes(*(torch.cat([getattr(item[4], f) for item in live]) for f in ("obs", "actions", "rewards")))
-            new = seat_step(self.evaluator, self.policy, params, episodes, seat, lr)
+            new = seat_step(self.rule, self.evaluator, self.policy, params, episodes, seat, lr)
             for b, (chain, batch, _, target, _, _) in enumerate(live):
                 if chain and batch.last_step:
                     self.store.discard(target)

@@ -66,7 +66,7 @@ def child_embedded(args) -> None:
 
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
-    import league.chain as chain_mod
+    import league.updates as updates_mod
     from league.config import load_config
     from league.evaluators import SampledEvaluator
     from league.experiment import adapt
@@ -90,7 +90,7 @@ def child_embedded(args) -> None:
     warm = [once()[:2] for _ in range(args.warm)]
     # instrumented call: rollouts (sample + score) vs the rest (objectives, inner gradient steps)
     spent = {"observe": 0.0, "objective": 0.0, "ascend": 0.0}
-    real_observe, real_ascend = SampledEvaluator.observe, chain_mod.ascend
+    real_observe, real_ascend = SampledEvaluator.observe, updates_mod.ascend
     real_objective = method.meta_rule.__class__.objective
 
     def wrap(key, fn):
@@ -103,10 +103,10 @@ def child_embedded(args) -> None:
         return w
 
     SampledEvaluator.observe = wrap("observe", real_observe)
-    chain_mod.ascend = wrap("ascend", real_ascend)
+    updates_mod.ascend = wrap("ascend", real_ascend)
     method.meta_rule.__class__.objective = wrap("objective", real_objective)
     total, _, _ = once()
-    SampledEvaluator.observe, chain_mod.ascend = real_observe, real_ascend
+    SampledEvaluator.observe, updates_mod.ascend = real_observe, real_ascend
     method.meta_rule.__class__.objective = real_objective
     learn = learn_microbench(setting, best, personas, args)
     Path(args.child_out).write_text(json.dumps({
@@ -126,7 +126,7 @@ def learn_microbench(setting, best, personas, args, reps: int = 5) -> dict:
     Both score the episodes with gradients, build the DiCE objective and take the step."""
     import torch
 
-    from league.chain import seat_step
+    from league.updates import PolicyGradient, seat_step
     from league.evaluators import SampledEvaluator
     from league.rollout import sample_episodes
 
@@ -137,14 +137,15 @@ def learn_microbench(setting, best, personas, args, reps: int = 5) -> dict:
     episodes = sample_episodes(setting.game, [policy, setting.peer_policy], [meta, peers[0]], N, args.K, args.H, g)
     evaluator = SampledEvaluator(setting.game, [], 0, 0, setting.cfg.chain.gamma, torch.Generator())
     lr = best["lr"][:, 0]
+    rule = PolicyGradient()
     one = lambda b: type(episodes)(episodes.obs[b:b + 1], episodes.actions[b:b + 1], episodes.rewards[b:b + 1])  # noqa: E731
     seq, batched = [], []
     for i in range(reps + 1):
         t0 = time.perf_counter()
         for b in range(N):
-            seat_step(evaluator, policy, {k: v[b:b + 1] for k, v in meta.items()}, one(b), 0, lr)
+            seat_step(rule, evaluator, policy, {k: v[b:b + 1] for k, v in meta.items()}, one(b), 0, lr)
         t1 = time.perf_counter()
-        seat_step(evaluator, policy, meta, episodes, 0, lr.expand(N))
+        seat_step(rule, evaluator, policy, meta, episodes, 0, lr.expand(N))
         t2 = time.perf_counter()
         if i:
             seq.append(t1 - t0)

@@ -203,8 +203,8 @@ def _coordinator(args: argparse.Namespace) -> int:
     try:
         connect(args.join, args.join_wait).close()
         return run_coordinator(experiment, args.method, args.seed, cfg, args.iterations, args.host, args.port,
-                               args.metrics_port, args.results, args.ready_file, args.linger)
-    except (Unreachable, ReplicaMismatch, TimeoutError, OSError) as err:
+                               args.metrics_port, args.results, args.ready_file, args.linger, args.mode)
+    except (Unreachable, ReplicaMismatch, TimeoutError, OSError, ValueError) as err:
         return _fail(err)
     except grpc.RpcError as err:
         return _fail(f"coordinator stopped: {err.code().name}: {err.details()}")
@@ -324,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--ready-file", help="write {agent_id, address, metrics, pid, resumed} here once joined")
     a.add_argument("--join-wait", type=float, default=60.0, help=a_join_wait)
     a.set_defaults(func=_agent)
-    c = command("coordinator", "run Meta-MAPG meta-training (Algorithm 1) against a running league")
+    c = command("coordinator", "run a coordinator mode (meta-mapg: Algorithm 1) against a running league")
+    c.add_argument("--mode", default="meta-mapg", help="coordinator mode (services.coordinator.MODES)")
     c.add_argument("--join", required=True, metavar="HOST:PORT", help="the referee's address")
     c.add_argument("--experiment", required=True, help="experiment TOML (chain, agent and train sections)")
     c.add_argument("--method", default="meta-mapg", choices=["meta-mapg", "meta-pg", "no-own-learning"],

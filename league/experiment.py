@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -12,8 +11,7 @@ import torch
 
 from league.chain import unroll
 from league.config import ExperimentConfig
-from league.learner import MetaLearner
-from league.meta import Critic, meta_objective
+from league.meta_training import MetaTraining
 from league.methods import Method, make_method
 from league.setting import Setting, build_setting
 
@@ -102,18 +100,8 @@ def train_one(cfg: ExperimentConfig, method_name: str, seed: int,
     """Meta-train one meta-agent (Algorithm 1) and keep the best validated checkpoint.
     ``on_record`` sees every metrics record (iteration or validation) as it is made.
     ``grad_norm`` in a record is the combined meta-gradient's norm before clipping."""
-    setting = build_setting(cfg)
-    method = make_method(method_name, cfg.agent.lookahead, cfg.train.estimator)
-    g = torch.Generator().manual_seed(seed)
-    L, dtype = cfg.chain.length, setting.dtype
-    policy = setting.meta_policy.init_params(g)
-    lr = torch.full((1, L), cfg.agent.inner_lr, dtype=dtype)
-    critic = None
-    if method.outer == "chain":
-        critic = Critic(setting.value_net, setting.value_net.init_params(g), cfg.chain.gamma, cfg.train.gae_lambda)
-    learner = MetaLearner(policy, lr, method.learn_lr, critic, cfg.train.outer, g)
-    evaluator = setting.evaluator(g)
-    train = setting.personas.train
+    mt = MetaTraining.build(cfg, method_name, seed)
+    setting, method, learner = mt.setting, mt.method, mt.learner
     metrics: list[dict[str, Any]] = []
 
     def snapshot(iteration: int, score: float) -> Checkpoint:
@@ -131,16 +119,8 @@ def train_one(cfg: ExperimentConfig, method_name: str, seed: int,
 
     best = validate(0)
     for it in range(1, cfg.train.iterations + 1):
-        t0 = time.perf_counter()
-        peers = setting.peer_params(setting.sample_peers(train, cfg.train.meta_batch, g))
-        result = meta_objective(method, evaluator, learner.policy, learner.lr, peers,
-                                setting.peer_lrs(cfg.train.meta_batch), L, critic, cfg.train.entropy_weight,
-                                cfg.train.include_initial, cfg.train.per_step)
-        meta_reward = float(torch.stack([evaluator.mean_rewards(s.data)[:, 0] for s in result.steps]).mean())
-        stats = learner.step(result)
-        del result
-        metrics.append({"method": method_name, "seed": seed, "iteration": it, "meta_reward": meta_reward,
-                        "seconds": time.perf_counter() - t0, **stats})
+        stats = mt.iterate(mt.evaluator, mt.sample_peers())
+        metrics.append({"method": method_name, "seed": seed, "iteration": it, **stats})
         if on_record is not None:
             on_record(metrics[-1])
         if it % cfg.train.validate_every == 0 or it == cfg.train.iterations:

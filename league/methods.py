@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from league.chain import InnerRule, LolaDice, PolicyGradient
+from league.updates import LolaDice, PolicyGradient, UpdateRule
 from league.estimators import get_estimator
 
 
@@ -25,8 +25,8 @@ class Method:
     """
 
     name: str
-    meta_rule: InnerRule
-    peer_rule: InnerRule
+    meta_rule: UpdateRule
+    peer_rule: UpdateRule
     learn_lr: bool
     outer: str = "chain"
     own: bool = True

@@ -67,7 +67,14 @@ class Setting:
             probs = probs.unsqueeze(1).expand(-1, self.n_peers, -1, -1)
         return [Tabular.from_probs(probs[:, m].to(self.dtype)) for m in range(self.n_peers)]
 
+    def meta_lrs(self) -> torch.Tensor:
+        """The meta-agent's initial inner learning rates ``[1, L]`` (one per chain step; learned
+        by the methods that meta-learn them)."""
+        return torch.full((1, self.cfg.chain.length), self.cfg.agent.inner_lr, dtype=self.dtype)
+
     def peer_lrs(self, n_chains: int) -> list[torch.Tensor]:
+        """Every peer seat's learning rates ``[n_chains, L]``: the personas' fixed ``peer_lr``.
+        Together with :meth:`meta_lrs` the one place a chain's learning rates are decided."""
         lr = torch.full((n_chains, self.cfg.chain.length), self.cfg.agent.peer_lr, dtype=self.dtype)
         return [lr] * self.n_peers
 

@@ -1,20 +1,29 @@
-"""The coordinator, ``meta-mapg`` mode: Algorithm 1 across live processes.
+"""The coordinator process: a small loop that drives one coordinator mode.
 
-Each iteration it pushes a meta-batch of training personas to the persona agents, then
-unrolls the library's own ``meta_objective`` with a :class:`RemoteEvaluator`: every chain
-step is played by the referee (with the parameters the agents published) and scored with
-the coordinator's differentiable replica. Before each step it checks that every agent's
+A mode (:class:`CoordinatorMode`) is one family's centralized training across live
+processes; modes are registered in :data:`MODES` by name (``--mode``). The loop is::
+
+    mode = MODES[name](experiment, method, seed, cfg)
+    mode.wait_for_members()
+    for _ in range(iterations):
+        stats = mode.iterate()
+
+``meta-mapg`` mode (:class:`MetaMapgMode`) is Algorithm 1 across processes. Each iteration
+it pushes a meta-batch of training personas to the persona agents, then runs the library's
+own meta-training step (:class:`league.meta_training.MetaTraining`, the same object the
+embedded ``train_one`` drives) with a :class:`RemoteEvaluator`: every chain step is played
+by the referee (with the parameters the agents published) and scored with the
+coordinator's differentiable replica. Before each step it checks that every agent's
 published parameters equal the replica's (the agents learned on their own from the
-broadcast); a mismatch aborts the iteration. It then applies the meta-update (the library's
-``MetaLearner``) and pushes the new initial policy, learning rates and critic to the
-meta-agent."""
+broadcast); a mismatch aborts the iteration. It then pushes the new initial policy,
+learning rates and critic to the meta-agent."""
 
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import grpc
 import torch
@@ -22,12 +31,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from league.config import ExperimentConfig
 from league.evaluators import SampledEvaluator
-from league.learner import MetaLearner
-from league.meta import Critic, meta_objective
-from league.methods import make_method
+from league.meta_training import MetaTraining
 from league.policies.base import Params
 from league.rollout import Batch, Episodes, score
-from league.setting import build_setting
 from services import server as srv
 from services.client import describe, fetch_parameters, push_parameters
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
@@ -64,7 +70,7 @@ class RemoteEvaluator(SampledEvaluator):
     agents' published parameters against the replica, has the referee play the chain step,
     and scores the episodes with the replica's (differentiable) parameters."""
 
-    def __init__(self, base: SampledEvaluator, coordinator: "Coordinator", chain_ids: list[str],
+    def __init__(self, base: SampledEvaluator, coordinator: "MetaMapgMode", chain_ids: list[str],
                  base_versions: list[int]) -> None:
         super().__init__(base.game, base.policies, base.n_episodes, base.horizon, base.gamma, base.generator,
                          base.dtype, base.use_baseline)
@@ -99,8 +105,28 @@ class RemoteEvaluator(SampledEvaluator):
         return score(self.policies, params, episodes)
 
 
-class Coordinator:
-    """Runs meta-training iterations against the league; ``iterate()`` is one of them."""
+class CoordinatorMode(Protocol):
+    """One family's centralized training across the league's processes."""
+
+    name: str
+    iteration: int
+    metrics: "CoordinatorMetrics"
+
+    def wait_for_members(self, timeout: float = 120.0) -> None:
+        """Block until every agent the mode drives has joined the league."""
+
+    def iterate(self) -> dict[str, float]:
+        """One training iteration through the league; returns its statistics."""
+
+    def result(self) -> dict[str, Any]:
+        """What the mode has learned so far, JSON-ready (written to ``--results``)."""
+
+
+class MetaMapgMode:
+    """Meta-MAPG-family meta-training (Algorithm 1) through the league; ``iterate()`` is one
+    iteration."""
+
+    name = "meta-mapg"
 
     def __init__(self, experiment: ExperimentConfig, method: str, seed: int, cfg: CoordinatorConfig) -> None:
         if method not in SUPPORTED:
@@ -108,21 +134,12 @@ class Coordinator:
                              "rollouts that only the embedded path provides")
         torch.set_num_threads(1)
         self.experiment, self.cfg = experiment, cfg
-        self.setting = build_setting(experiment)
+        # the same object, drawing the same random stream in the same order, as league.experiment.train_one
+        self.training = MetaTraining.build(experiment, method, seed)
+        self.setting, self.learner = self.training.setting, self.training.learner
         if self.setting.n_peers != 1 or len(cfg.personas) < 1:
             raise ValueError("meta-mapg mode needs a two-player game and at least one persona agent")
-        self.method = make_method(method, experiment.agent.lookahead, experiment.train.estimator)
         self.method_name = method
-        # the same random stream, drawn in the same order, as league.experiment.train_one
-        self.generator = torch.Generator().manual_seed(seed)
-        g = self.generator
-        L, dtype = experiment.chain.length, self.setting.dtype
-        policy = self.setting.meta_policy.init_params(g)
-        lr = torch.full((1, L), experiment.agent.inner_lr, dtype=dtype)
-        critic = Critic(self.setting.value_net, self.setting.value_net.init_params(g), experiment.chain.gamma,
-                        experiment.train.gae_lambda)
-        self.learner = MetaLearner(policy, lr, self.method.learn_lr, critic, experiment.train.outer, g)
-        self.evaluator = self.setting.evaluator(g)
         self.channel = srv.channel(cfg.referee)
         self.referee = referee_pb2_grpc.RefereeStub(self.channel)
         self.stubs: dict[str, agent_pb2_grpc.AgentStub] = {}
@@ -180,30 +197,36 @@ class Coordinator:
     def iterate(self) -> dict[str, float]:
         """One meta-training iteration through the league."""
         t0 = time.perf_counter()
-        cfg, B = self.experiment, len(self.cfg.personas)
-        if cfg.train.meta_batch != B:
-            raise ValueError(f"train.meta_batch is {cfg.train.meta_batch} but {B} persona agents are configured")
-        train = self.setting.personas.train
-        idx = torch.randint(train.shape[0], (B,), generator=self.generator)
-        peers = self.setting.peer_params(train[idx])
+        B = len(self.cfg.personas)
+        if self.experiment.train.meta_batch != B:
+            raise ValueError(f"train.meta_batch is {self.experiment.train.meta_batch} but {B} persona agents "
+                             "are configured")
+        peers = self.training.sample_peers()
         # the league's personas and meta-agent start this iteration's chains from these
         versions = [self._push(self.cfg.meta_agent, "policy", self.learner.policy)]
         self._push(self.cfg.meta_agent, "lr", {"lr": self.learner.lr})
-        versions += [self._push(agent, "policy", {"logits": peers[0]["logits"][b:b + 1]})
+        versions += [self._push(agent, "policy", {"logits": peers.params[0]["logits"][b:b + 1]})
                      for b, agent in enumerate(self.cfg.personas)]
         self.iteration += 1
         chain_ids = [f"it{self.iteration}.{b}" for b in range(B)]
-        evaluator = RemoteEvaluator(self.evaluator, self, chain_ids, versions)
-        result = meta_objective(self.method, evaluator, self.learner.policy, self.learner.lr, peers,
-                                self.setting.peer_lrs(B), cfg.chain.length, self.learner.critic,
-                                cfg.train.entropy_weight, cfg.train.include_initial, cfg.train.per_step)
-        stats = self.learner.step(result)
+        evaluator = RemoteEvaluator(self.training.evaluator, self, chain_ids, versions)
+        stats = self.training.iterate(evaluator, peers)
         self._push(self.cfg.meta_agent, "policy", self.learner.policy)
         self._push(self.cfg.meta_agent, "lr", {"lr": self.learner.lr})
         self._push(self.cfg.meta_agent, "value", self.learner.critic.params)
         stats["seconds"] = time.perf_counter() - t0
         self.metrics.record(self.iteration, stats, self.learner.lr)
         return stats
+
+    def result(self) -> dict[str, Any]:
+        return {"policy": {k: v.detach().tolist() for k, v in self.learner.policy.items()},
+                "lr": self.learner.lr.detach().tolist()}
+
+
+#: Coordinator modes by name; each entry builds a mode from (experiment, method, seed, config).
+MODES: dict[str, Callable[[ExperimentConfig, str, int, CoordinatorConfig], CoordinatorMode]] = {
+    "meta-mapg": MetaMapgMode,
+}
 
 
 class CoordinatorMetrics:
@@ -233,21 +256,24 @@ class CoordinatorMetrics:
 
 def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: CoordinatorConfig, iterations: int,
                     host: str, port: int, metrics_port: int, results: str | None, ready_file: str | None,
-                    linger: float = 0.0) -> int:
-    """The coordinator process: serve Status, health and /metrics; run the iterations."""
+                    linger: float = 0.0, mode: str = "meta-mapg") -> int:
+    """The coordinator process: serve Status, health and /metrics; drive ``mode`` for
+    ``iterations`` iterations."""
     import json
     import os
     from pathlib import Path
 
     from services.gen.league.v1 import coordinator_pb2, coordinator_pb2_grpc
 
-    coordinator = Coordinator(experiment, method, seed, cfg)
+    if mode not in MODES:
+        raise ValueError(f"unknown coordinator mode {mode!r}; known: {', '.join(MODES)}")
+    coordinator = MODES[mode](experiment, method, seed, cfg)
     state = {"state": "waiting", "objective": float("nan")}
 
     class Service(coordinator_pb2_grpc.CoordinatorServicer):
         def Status(self, request, context):
             return coordinator_pb2.CoordinatorStatus(
-                mode="meta-mapg", iteration=coordinator.iteration, iterations=iterations,
+                mode=coordinator.name, iteration=coordinator.iteration, iterations=iterations,
                 last_objective=state["objective"], state=state["state"])
 
     server = srv.make_server(interceptors=[coordinator.metrics.rpc])
@@ -265,9 +291,8 @@ def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: C
     def write_results() -> None:
         if results:
             Path(results).write_text(json.dumps({
-                "method": method, "seed": seed, "iterations": history, "state": state["state"],
-                "policy": {k: v.detach().tolist() for k, v in coordinator.learner.policy.items()},
-                "lr": coordinator.learner.lr.detach().tolist()}))
+                "mode": coordinator.name, "method": method, "seed": seed, "iterations": history,
+                "state": state["state"], **coordinator.result()}))
 
     try:
         coordinator.wait_for_members()

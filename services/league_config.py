@@ -61,7 +61,9 @@ class AgentSpec:
     """Inner learning rate per chain step (the last value repeats); a checkpoint's learned
     rates replace it."""
     rule: str = "pg"
-    """Learning rule: ``pg`` (policy gradient with the linear feature baseline) or ``frozen``."""
+    """Learning rule, a name in ``league.updates.UPDATE_RULES`` that an agent process can
+    follow from the referee's broadcasts: ``pg`` (policy gradient with the linear feature
+    baseline) or ``frozen``."""
 
 
 @dataclass
@@ -124,8 +126,12 @@ def validate_agent(a: AgentSpec) -> None:
         raise ConfigError(f"agent {a.id}: role must be meta, persona or learner, not {a.role!r}")
     if a.policy not in ("tabular", "lstm"):
         raise ConfigError(f"agent {a.id}: policy must be tabular or lstm, not {a.policy!r}")
-    if a.rule not in ("pg", "frozen"):
-        raise ConfigError(f"agent {a.id}: rule must be pg or frozen, not {a.rule!r}")
+    from league.updates import UPDATE_RULES
+
+    if a.rule not in UPDATE_RULES or UPDATE_RULES[a.rule]().needs_rollouts:
+        known = [name for name, rule in UPDATE_RULES.items() if not rule().needs_rollouts]
+        raise ConfigError(f"agent {a.id}: rule must be one an agent process can follow ({', '.join(known)}), "
+                          f"not {a.rule!r}")
     if not a.lr:
         raise ConfigError(f"agent {a.id}: lr must not be empty")
     kind = a.init.split(":", 1)[0]

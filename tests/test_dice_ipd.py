@@ -25,7 +25,8 @@ import os
 
 import torch
 
-from league.chain import PolicyGradient, ascend, expand_params, unroll
+from league.chain import expand_params, unroll
+from league.updates import PolicyGradient, ascend
 from league.evaluators import SampledEvaluator
 from league.games import ipd
 from league.games.exact import exact_value

@@ -10,7 +10,7 @@ import pytest
 import torch
 from gymnasium.spaces import Box, Discrete
 
-from league.chain import ascend
+from league.updates import ascend
 from league.envs import make_env
 from league.policies import POLICIES, Categorical, DiagGaussian, make_policy
 
