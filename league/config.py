@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from league.learner import OuterConfig
+from league.opponent_model import OpponentModelConfig
 
 
 @dataclass
@@ -86,6 +87,8 @@ class TrainConfig:
     """Iterations between validation passes; the best validated checkpoint is kept."""
     outer: OuterConfig = field(default_factory=OuterConfig)
     """The outer optimiser."""
+    opponent_model: OpponentModelConfig = field(default_factory=OpponentModelConfig)
+    """The maximum-likelihood peer fit of the opponent-modeling methods (``meta-mapg-om``)."""
 
 
 @dataclass

@@ -73,7 +73,7 @@ def adapt(setting: Setting, method: Method, policy: dict[str, torch.Tensor], lr:
         n = chunk.shape[0]
         peers = setting.peer_params(chunk)
         meta = {k: v.detach().expand(n, *v.shape[1:]) for k, v in policy.items()}
-        rules = [method.meta_rule] + [method.peer_rule] * setting.n_peers
+        rules = [method.meta_rule] + [method.real_peer_rule] * setting.n_peers
         lrs = [lr.detach().expand(n, -1), *setting.peer_lrs(n)]
         steps = unroll(evaluator, [meta, *peers], rules, lrs, L, differentiable=False)
         rewards.append(torch.stack([evaluator.mean_rewards(s.data) for s in steps]).detach())

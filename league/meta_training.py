@@ -23,6 +23,7 @@ from league.config import ExperimentConfig
 from league.evaluators import Evaluator, SampledEvaluator
 from league.learner import MetaLearner
 from league.meta import Critic, meta_objective
+from league.opponent_model import InferredPeers, random_init
 from league.methods import Method, make_method
 from league.policies.base import Params
 from league.setting import Setting, build_setting
@@ -76,10 +77,20 @@ class MetaTraining:
         the chain) and ``seconds``."""
         t0 = time.perf_counter()
         c = self.cfg
-        result = meta_objective(self.method, evaluator, self.learner.policy, self.learner.lr, peers.params,
+        replica, om = peers.params, None
+        if self.method.peer_access == "inferred":  # opponent modeling: the replica never sees the peers
+            om = InferredPeers(evaluator, peers.params, peers.lrs, c.train.opponent_model)  # type: ignore[arg-type]
+            B, scale = len(peers.lrs[0]), c.train.opponent_model.init_scale
+            replica = [random_init(self.setting.peer_policy, B, self.generator, scale) for _ in peers.params]
+            evaluator = om
+        result = meta_objective(self.method, evaluator, self.learner.policy, self.learner.lr, replica,
                                 peers.lrs, c.chain.length, self.learner.critic, c.train.entropy_weight,
                                 c.train.include_initial, c.train.per_step)
         meta_reward = float(torch.stack([evaluator.mean_rewards(s.data)[:, 0] for s in result.steps]).mean())
         stats = self.learner.step(result)
         del result
+        if om is not None:  # the model's error along the chain, measured against the true peers
+            for l, errors in enumerate(om.errors):
+                stats[f"om_fit_error_step{l}"] = sum(errors["fit"]) / len(errors["fit"])
+                stats[f"om_predicted_error_step{l}"] = sum(errors["predicted"]) / len(errors["predicted"])
         return {"meta_reward": meta_reward, **stats, "seconds": time.perf_counter() - t0}

@@ -10,6 +10,7 @@ from typing import Callable
 
 from league.updates import LolaDice, PolicyGradient, UpdateRule
 from league.estimators import get_estimator
+from league.opponent_model import InferredPeerStep
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,17 @@ class Method:
     own: bool = True
     peer: bool = True
     estimator: str = "dice"
+    peer_access: str = "true"
+    """``true``: the meta-objective differentiates through the peers' real parameters
+    (centralized meta-training); ``inferred``: through parameters fitted to the peers'
+    observed actions (opponent modeling, ``league.opponent_model``)."""
+
+    @property
+    def real_peer_rule(self) -> UpdateRule:
+        """The rule real peers follow when they play the meta-agent (meta-test, validation):
+        ``peer_rule`` itself, except for opponent modeling, whose ``peer_rule`` is the
+        meta-agent's replica on inferred parameters and whose peers learn by policy gradient."""
+        return PolicyGradient(see_peers=True) if self.peer_access == "inferred" else self.peer_rule
 
 
 def _meta_mapg(lookahead: int, plain: bool) -> dict:
@@ -49,6 +61,11 @@ def _no_own_learning(lookahead: int, plain: bool) -> dict:
     return dict(meta_rule=pg, peer_rule=pg, learn_lr=True, own=False)
 
 
+def _meta_mapg_om(lookahead: int, plain: bool) -> dict:
+    return dict(meta_rule=PolicyGradient(see_peers=True, plain=plain), peer_rule=InferredPeerStep(plain=plain),
+                learn_lr=True, peer_access="inferred")
+
+
 def _lola_dice(lookahead: int, plain: bool) -> dict:
     return dict(meta_rule=LolaDice(lookahead=lookahead), peer_rule=PolicyGradient(see_peers=True),
                 learn_lr=False, outer="initial")
@@ -63,6 +80,7 @@ METHODS: dict[str, Callable[[int, bool], dict]] = {
     "meta-mapg": _meta_mapg,
     "meta-pg": _meta_pg,
     "no-own-learning": _no_own_learning,
+    "meta-mapg-om": _meta_mapg_om,
     "lola-dice": _lola_dice,
     "reinforce": _reinforce,
 }
