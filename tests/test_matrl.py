@@ -31,7 +31,7 @@ from league.matrl.matrix import (
     trust_region_step,
 )
 from league.matrl.random_games import GAME_CLASSES, game_equilibria, random_games
-from league.nash import exact_metagame, is_epsilon_nash, normal_form_value
+from league.nash import action_values, exact_metagame, is_epsilon_nash, normal_form_value
 
 F64 = torch.float64
 
@@ -100,6 +100,34 @@ def test_matrl_step_uses_verified_metagame_nash_and_best_responds_to_the_mixture
     # best response of seat 0 against seat 1's mixture: dV_0/dp = 4 q_bar - 2 in matching pennies
     q_bar = mix[1][0, 0].item()
     assert new[0][0, 0].item() == pytest.approx(pols[0][0, 0].item() + cfg.br_lr * (4 * q_bar - 2), abs=1e-14)
+
+
+def test_matrl_best_response_is_against_the_mixture_not_the_predicted_policies():
+    """Over 2000 random 2x2 games and policies, a few meta-games have an equilibrium where a seat
+    keeps its current policy (w = 0). For every game the update equals an IGA step of size br_lr
+    against the peer's mixture (1 - w) pi + w pi_hat, built here by hand, and in the games with
+    w < 1 that differs from a step against the predicted policy."""
+    g = torch.Generator().manual_seed(0)
+    cfg = MatrixMATRLConfig()
+    payoff = torch.randn(2000, 2, 2, 2, generator=g, dtype=F64)
+    p = torch.rand(2000, 2, generator=g, dtype=F64)
+    pols = [torch.stack([p[:, k], 1 - p[:, k]], -1) for k in range(2)]
+    new, info = matrl_step(payoff, pols, cfg)
+    pred = trust_region_step(payoff, pols, cfg)
+    w = info.weights
+    assert bool(info.found.all())
+    keeps = (w < 1).any(-1) & ((pred[0] - pols[0]).abs().sum(-1) > 1e-6) & ((pred[1] - pols[1]).abs().sum(-1) > 1e-6)
+    assert int(keeps.sum()) >= 10, "too few meta-games where a seat keeps its current policy"
+    for k in range(2):
+        j = 1 - k
+        mix_j = (1 - w[:, j : j + 1]) * pols[j] + w[:, j : j + 1] * pred[j]
+        peers = [pols[0], mix_j] if k == 0 else [mix_j, pols[1]]
+        want = ascent_step(pols[k], action_values(payoff, peers)[k], cfg.br_lr)
+        assert torch.allclose(new[k], want, atol=1e-14)
+    # against the predicted policies instead, the games where a peer keeps its policy move differently
+    vs_pred = ascent_step(pols[0], action_values(payoff, [pols[0], pred[1]])[0], cfg.br_lr)
+    differs = (vs_pred - new[0]).abs().amax(-1) > 1e-9
+    assert bool(differs[w[:, 1] < 1].any())
 
 
 def test_no_verified_metagame_equilibrium_keeps_the_current_policy():
