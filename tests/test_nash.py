@@ -12,6 +12,7 @@ import torch
 from league.nash import (
     NASH_SOLVERS,
     action_values,
+    build_metagame,
     corner_choices,
     equilibria_2x2,
     exact_metagame,
@@ -104,6 +105,15 @@ def test_exact_metagame_entries_match_brute_force(n):
         got = [meta[(i, *corner)].item() for i in range(n)]
         assert got == pytest.approx(want, abs=1e-12), f"corner {corner}"
     assert torch.all(meta[(slice(None), *([0] * n))] == 0)
+
+
+def test_exact_metagame_equals_the_generic_corner_enumeration():
+    g = torch.Generator().manual_seed(4)
+    for n in (2, 3, 5):
+        payoff = torch.randn(n, *([3] * n), generator=g, dtype=F64)
+        cur, pred = random_profile((3,) * n, g), random_profile((3,) * n, g)
+        generic = build_metagame(lambda pols: normal_form_value(payoff, pols), cur, pred)
+        assert torch.allclose(exact_metagame(payoff, cur, pred), generic, atol=1e-12)
 
 
 def test_exact_metagame_is_batched():

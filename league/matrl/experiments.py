@@ -163,10 +163,11 @@ def plot_matching_pennies(runs: dict[str, dict], cfg: MatrixMATRLConfig, out_dir
     x, y = np.meshgrid(grid, grid)
     # dV_0/dp = 4q - 2 and dV_1/dq = 2 - 4p in matching pennies (p, q: probabilities of action 0)
     ax.quiver(x, y, 4 * y - 2, 2 - 4 * x, color="lightsteelblue", angles="xy")
-    for rule, run in runs.items():
+    for i, (rule, run) in enumerate(runs.items()):
         tr = run["trajectory"].numpy()
-        ax.plot(tr[:, 0], tr[:, 1], lw=1, label=rule)
-        ax2.semilogy(np.maximum(run["sq_distance"].numpy(), 1e-12), lw=1, label=rule)
+        style = {"lw": 2.5 if i == 0 else 1, "ls": ("-", "-", "-", "--")[i % 4], "label": rule}
+        ax.plot(tr[:, 0], tr[:, 1], **style)
+        ax2.semilogy(np.maximum(run["sq_distance"].numpy(), 1e-12), **style)
     ax.plot([cfg.start[0]], [cfg.start[1]], "ko", ms=5, label="start")
     ax.plot([0.5], [0.5], "r*", ms=14, label="Nash equilibrium")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="player 1: P(heads)", ylabel="player 2: P(heads)",

@@ -13,20 +13,16 @@ size ``2**n`` (seat 0 the most significant bit), so no code depends on ``n``.
 
 from __future__ import annotations
 
-import string
 from collections.abc import Callable, Sequence
 
 import torch
 
 __all__ = ["normal_form_value", "action_values", "corner_choices", "build_metagame", "exact_metagame"]
 
-_LETTERS = string.ascii_letters
-
-
 def _check_profile(payoff: torch.Tensor, probs: Sequence[torch.Tensor]) -> int:
     n = len(probs)
-    if n < 1 or n > len(_LETTERS) - 1:
-        raise ValueError(f"need 1..{len(_LETTERS) - 1} seats, got {n}")
+    if n < 1:
+        raise ValueError("need at least one seat")
     if payoff.dim() < n + 1 or payoff.shape[-n - 1] != n:
         raise ValueError(f"payoff must be [*batch, n={n}, A_0..A_{n - 1}], got {tuple(payoff.shape)}")
     for k, p in enumerate(probs):
@@ -35,14 +31,22 @@ def _check_profile(payoff: torch.Tensor, probs: Sequence[torch.Tensor]) -> int:
     return n
 
 
+def _contract_tail(t: torch.Tensor, probs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Contract the last ``len(probs)`` axes of ``t`` with ``probs`` (in order), last axis first,
+    keeping one axis before them; batch dimensions of ``t`` and ``probs`` broadcast. Pairwise
+    contractions keep every intermediate no larger than ``t`` (a many-operand einsum without a
+    path optimiser builds far larger ones)."""
+    for i in range(len(probs) - 1, -1, -1):
+        p = probs[i]
+        t = (t * p.reshape(*p.shape[:-1], *([1] * (i + 1)), p.shape[-1])).sum(-1)
+    return t
+
+
 def normal_form_value(payoff: torch.Tensor, probs: Sequence[torch.Tensor]) -> torch.Tensor:
     """Every seat's expected payoff ``V_k(sigma)`` under the mixed profile ``probs``:
-    ``[*batch, n]``. One einsum over the payoff tensor; batch dimensions broadcast and the
-    result is differentiable in ``payoff`` and ``probs``."""
-    n = _check_profile(payoff, probs)
-    acts = _LETTERS[1 : n + 1]
-    spec = f"...z{acts}," + ",".join(f"...{a}" for a in acts) + "->...z"
-    return torch.einsum(spec, payoff, *probs)
+    ``[*batch, n]``. Batch dimensions broadcast; differentiable in ``payoff`` and ``probs``."""
+    _check_profile(payoff, probs)
+    return _contract_tail(payoff, probs)
 
 
 def action_values(payoff: torch.Tensor, probs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -50,12 +54,10 @@ def action_values(payoff: torch.Tensor, probs: Sequence[torch.Tensor]) -> list[t
     ``[*batch, A_k]``. Since ``V_k`` is linear in ``sigma_k``, ``Q_k`` is also its exact
     gradient with respect to ``sigma_k``."""
     n = _check_profile(payoff, probs)
-    acts = _LETTERS[1 : n + 1]
     out = []
     for k in range(n):
-        others = [j for j in range(n) if j != k]
-        spec = f"...{acts}," + ",".join(f"...{acts[j]}" for j in others) + f"->...{acts[k]}"
-        out.append(torch.einsum(spec, payoff.select(-n - 1, k), *(probs[j] for j in others)))
+        own_first = payoff.select(-n - 1, k).movedim(-n + k, -n)  # [*batch, A_k, A_others...]
+        out.append(_contract_tail(own_first, [p for j, p in enumerate(probs) if j != k]))
     return out
 
 
@@ -96,5 +98,18 @@ def build_metagame(
 
 def exact_metagame(payoff: torch.Tensor, current: Sequence[torch.Tensor],
                    predicted: Sequence[torch.Tensor]) -> torch.Tensor:
-    """:func:`build_metagame` with the exact values of a normal-form game ``payoff``."""
-    return build_metagame(lambda policies: normal_form_value(payoff, policies), current, predicted)
+    """The meta-game of :func:`build_metagame` for a normal-form game ``payoff``, computed
+    without enumerating corners: ``V`` is multilinear, so contracting every action axis ``k`` of
+    the payoff tensor with the ``[2, A_k]`` basis ``(current_k, predicted_k)`` gives every
+    corner's value at once (``n * A**n * 2`` multiplications for the first axis, fewer after)."""
+    n = _check_profile(payoff, current)
+    if len(predicted) != n:
+        raise ValueError(f"{n} current policies but {len(predicted)} predicted ones")
+    t = payoff
+    for k in range(n - 1, -1, -1):
+        basis = torch.stack([current[k], predicted[k]], -2)  # [*batch, 2, A_k]
+        t = t.movedim(-(n - k), -1)  # [*b, n, A_0..A_{k-1}, c_{k+1}..c_{n-1}, A_k]
+        t = (t.unsqueeze(-2) * basis.reshape(*basis.shape[:-2], *([1] * n), 2, basis.shape[-1])).sum(-1)
+        t = t.movedim(-1, -(n - k))  # [*b, n, A_0..A_{k-1}, c_k..c_{n-1}]
+    flat = t.reshape(*t.shape[: t.dim() - n], 2**n)
+    return (flat - flat[..., :1]).reshape(t.shape)

@@ -246,6 +246,8 @@ def lyapunov_minimisation(payoffs: torch.Tensor, starts: int = 8, seed: int = 0)
         if best_f < 1e-12:
             break
     chunks = np.split(best_x, np.cumsum(sizes)[:-1])
+    if any(c.sum() <= 0 for c in chunks):
+        return None
     return [torch.as_tensor(c / c.sum(), dtype=payoffs.dtype) for c in chunks]
 
 
