@@ -20,7 +20,7 @@ import torch
 
 from league.nash.metagame import corner_choices
 
-__all__ = ["returns_to_go", "importance_weighted_metagame"]
+__all__ = ["returns_to_go", "importance_weighted_metagame", "truncated_best_response_objective"]
 
 
 def returns_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -70,3 +70,35 @@ def importance_weighted_metagame(
     se = samples.std(0, unbiased=True) / K**0.5
     shape = (n, *([2] * n))
     return est.reshape(shape), se.reshape(shape)
+
+
+def truncated_best_response_objective(
+    logp_own: torch.Tensor,
+    logp_own_behaviour: torch.Tensor,
+    logp_peers_mixture: torch.Tensor,
+    logp_peers_behaviour: torch.Tensor,
+    rewards: torch.Tensor,
+    gamma: float,
+    clip: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A surrogate whose gradient in the agent's own parameters (through ``logp_own``, at the
+    behaviour policy) estimates the best-response direction ``grad V_i(pi_i, pi_bar_-i)`` of MATRL's
+    Eq. 6 from the trust-region step's own trajectories, sampled under the current policies.
+
+    The peers' actions are reweighted from their current policies to their meta-game mixtures by
+    the truncated importance weight ``c = clip(prod_{j != i} pi_bar_j / pi_j, 1 - clip, 1 + clip)``
+    (the paper's ``c_{-i}``, written as target over behaviour); the agent's own ratio
+    ``exp(logp_own - logp_own_behaviour)`` carries the gradient. Advantages are returns-to-go less
+    the leave-one-out mean over episodes. Shapes: ``[K, H]`` for the log-probs (the peers' summed
+    over peers), ``rewards [K, H]`` the agent's own. Without truncation (a large ``clip``) the
+    gradient is unbiased; with it, it is the gradient of the truncated expectation.
+    """
+    K, H = rewards.shape
+    m = torch.ones(K, H, dtype=rewards.dtype) if mask is None else mask.to(rewards.dtype)
+    G = returns_to_go((rewards * m).unsqueeze(-1), gamma).squeeze(-1)
+    adv = (G - (G.sum(0, keepdim=True) - G) / (K - 1)) * m
+    c = torch.exp(logp_peers_mixture - logp_peers_behaviour).clamp(1 - clip, 1 + clip).detach()
+    own = torch.exp(logp_own - logp_own_behaviour.detach())
+    disc = gamma ** torch.arange(H, dtype=rewards.dtype)
+    return (disc * own * c * adv).sum(1).mean()
