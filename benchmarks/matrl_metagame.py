@@ -9,7 +9,9 @@ applicable solver of ``league.nash.NASH_SOLVERS``, and by the selector MATRL use
 verified and the largest regret. Random meta-games almost always have a pure equilibrium, so a
 second series times the n-player solvers on a game without one: cyclic matching pennies (seat k
 wants to match seat k + 1, the last seat to mismatch seat 0; the only equilibrium is everyone
-mixing 1/2). Goal: n = 8 in under 1 s with a verified equilibrium.
+mixing 1/2). Last, the 2-player case as the matrix-game dynamics meet it: the batched closed
+form on 1 and on 1000 meta-games against nashpy called game by game. Goal: n = 8 in under 1 s
+with a verified equilibrium.
 
     .venv/bin/python benchmarks/matrl_metagame.py [--games 5] [--out benchmarks/matrl_metagame.json]
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from league.nash import NASH_SOLVERS, exact_metagame, is_epsilon_nash, nash_regret, select_equilibrium
+from league.nash import NASH_SOLVERS, exact_metagame, is_epsilon_nash, nash_regret, select_equilibrium, solve_2x2_batched
 
 TWO_PLAYER_ONLY = ("closed-form-2x2", "support-enumeration", "nashpy")
 SELECTOR = ("pure", "lyapunov")
@@ -102,8 +104,22 @@ def main() -> None:
             f"{s} {v['seconds'] * 1e3:.1f} ms (verified {v['verified']})" for s, v in row["no_pure_equilibrium"].items()))
         print(f"n={n}: build {row['build_s_median'] * 1e3:.2f} ms; " + "; ".join(
             f"{s} {v['median_s'] * 1e3:.1f} ms ({v['verified']}/{args.games} verified)" for s, v in row["solvers"].items()))
+    # the 2-player case as the matrix-game dynamics meet it: 1000 meta-games per iteration
+    batch = torch.randn(1000, 2, 2, 2, generator=g, dtype=torch.float64)
+    batched = {}
+    for size in (1, 1000):
+        NASH_SOLVERS["closed-form-2x2"](batch[0])  # warm-up
+        t = time.perf_counter()
+        w, found = solve_2x2_batched(batch[:size])
+        batched[f"closed-form-2x2 batched, {size} games"] = time.perf_counter() - t
+    t = time.perf_counter()
+    for b in range(100):
+        NASH_SOLVERS["nashpy"](batch[b])
+    batched["nashpy, 1000 games (100 timed x 10)"] = (time.perf_counter() - t) * 10
+    print("2-player batch: " + "; ".join(f"{k} {v * 1e3:.1f} ms" for k, v in batched.items()))
     out = {
         "benchmark": "matrl_metagame",
+        "two_player_batch_seconds": batched,
         "what": "exact meta-game build and Nash solve per n (3 actions per seat in the underlying game); "
                 "'selector pure>lyapunov' times include the build; verified = eps-Nash with eps 1e-6",
         "eps": EPS,
