@@ -1,6 +1,6 @@
 """The ``league`` command line: embedded experiments (``train``, ``evaluate``), configs
-(``config show``) and the league of processes (``up``, ``down``, ``status``, ``referee``,
-``agent``, ``coordinator``, ``health``)."""
+(``config show``), the league of processes (``up``, ``down``, ``status``, ``referee``,
+``agent``, ``coordinator``, ``health``) and built-in benchmarks (``bench``)."""
 
 from __future__ import annotations
 
@@ -248,6 +248,23 @@ LEAGUE_SET = "override a league config field (repeatable), e.g. --set referee.ro
              "`league config show CONFIG` lists every field"
 
 
+def _bench_matrix_games(args: argparse.Namespace) -> int:
+    """MATRL's Table 1: every matrix-game rule on the random 2x2 game classes (league.matrl)."""
+    import dataclasses
+
+    import torch
+
+    from league.matrl.experiments import MatrixGamesConfig, markdown_table, run_matrix_games
+
+    torch.set_num_threads(1)
+    base = MatrixGamesConfig()
+    cfg = dataclasses.replace(base, games=args.games, seed=args.seed,
+                              learner=dataclasses.replace(base.learner, iterations=args.iterations))
+    summary = run_matrix_games(cfg, args.out)
+    print(json.dumps(summary, indent=2) if args.json else markdown_table(summary), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="league", description=__doc__, formatter_class=_HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -349,6 +366,19 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--service", default="", help="service name (default: the whole server)")
     h.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
     h.set_defaults(func=_health)
+    b = command("bench", "built-in benchmarks")
+    b_sub = b.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
+    mg = b_sub.add_parser("matrix-games", formatter_class=_HelpFormatter,
+                          help="MATRL Table 1: IGA, IGA-PP, MATRL, MATRL w/o BR on random 2x2 games",
+                          description="convergence rate (95%% Wilson interval) and mean steps to converge of "
+                                      "IGA, IGA-PP, MATRL and MATRL w/o BR on random coordination, "
+                                      "anti-coordination and cyclic 2x2 games")
+    mg.add_argument("--games", type=int, default=1000, help="games per class")
+    mg.add_argument("--seed", type=int, default=0, help="seed of the game generator")
+    mg.add_argument("--iterations", type=int, default=1000, help="learning iterations per game")
+    mg.add_argument("--out", default="results/matrl_matrix_games", help="where summary.json and table.md go")
+    mg.add_argument("--json", action="store_true", help="print the summary as JSON instead of the table")
+    mg.set_defaults(func=_bench_matrix_games)
     for p in (t, e, show, c):
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=EXPERIMENT_SET)
     for p in (u, r, a):

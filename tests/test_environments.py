@@ -22,10 +22,13 @@ CASES = {
     "rps3": dict(n_players=3, horizon=5),
     "rps4": dict(n_players=4, horizon=4),
     "halfcheetah-2x3": dict(max_steps=12),
+    "checkers": dict(),
+    "switch": dict(n_players=2),
+    "switch4": dict(n_players=4),
     # any PettingZoo ParallelEnv by "module:factory": here one with Discrete observations
     "league.envs:parallel_env": dict(env="rps", n_players=3, horizon=4, max_steps=4),
 }
-REGISTRY_NAME = {"rps3": "rps", "rps4": "rps"}
+REGISTRY_NAME = {"rps3": "rps", "rps4": "rps", "switch4": "switch"}
 BATCH = {"halfcheetah-2x3": (3,)}  # one MuJoCo model per element; the adapter's 2-d batches are tested above
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from league.envs.base import Environment, TimeStep, flat_dim, flat_obs, random_actions
+from league.envs.gridworld import checkers_env, switch_env
 from league.envs.matrix import MatrixGameEnv
 from league.games import make_game
 
@@ -60,6 +61,8 @@ ENVIRONMENTS: dict[str, Callable[..., Environment]] = {
     "ipd": ipd_env,
     "rps": rps_env,
     "halfcheetah-2x3": halfcheetah_2x3,
+    "checkers": checkers_env,
+    "switch": switch_env,
 }
 
 
