@@ -11,8 +11,6 @@ unharmed: same members, same parameters, rounds going on, refusals counted in th
 from __future__ import annotations
 
 import datetime
-import subprocess
-import sys
 
 import grpc
 import pytest
@@ -29,7 +27,7 @@ from services.client import fetch_parameters, push_parameters
 from services.gen.league.v1 import agent_pb2, agent_pb2_grpc, coordinator_pb2, referee_pb2, referee_pb2_grpc
 from services.processes import make_league_credentials, referee_status
 from services.wire import chunk_parameters
-from tests.league_procs import ROOT, env, metric_value, metrics, spawn, stop, wait_json, wait_until
+from tests.league_procs import metric_value, metrics, spawn, stop, wait_json, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -290,35 +288,39 @@ def test_a_second_certificate_for_a_live_id_cannot_take_it_over(league):
     assert {m.agent_id for m in status.members} >= set(AGENTS)
 
 
-def test_newcomer_attaches_with_issued_credentials_and_not_without(league):
+def test_newcomer_attaches_with_issued_credentials_and_not_without(league, capsys):
+    """``league certs issue`` then ``league agent --join --credentials`` attaches a new agent
+    to the running secured league (the CLI's checks run in-process; the agent is a process)."""
+    from league.cli import main
+
     lg = league
     tmp, ref = lg["tmp"], lg["ref"]["address"]
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "league.cli", *args], cwd=str(ROOT), env=env(),
-                              capture_output=True, text=True, timeout=120)
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
 
-    out = cli("certs", "issue", "--ca", str(tmp / "pki" / "ca"), "--role", "agent", "--id", "late",
-              "--out", str(tmp / "late-creds"), "--json")
-    assert out.returncode == 0, out.stderr
+    code, out, _ = cli("certs", "issue", "--ca", str(tmp / "pki" / "ca"), "--role", "agent", "--id", "late",
+                       "--out", str(tmp / "late-creds"), "--json")
+    assert code == 0 and '"id": "late"' in out
     assert (tmp / "late-creds" / "key.pem").stat().st_mode & 0o777 == 0o600
-    # without credentials: a one-line usage error; with --insecure: the TLS referee never answers
-    out = cli("agent", "--join", ref, "--id", "late", "--env", "ipd")
-    assert out.returncode == 2 and "--credentials" in out.stderr
-    out = cli("agent", "--join", ref, "--id", "late", "--env", "ipd", "--insecure", "--join-wait", "2")
-    assert out.returncode == 1 and "no answer" in out.stderr
+    # without credentials: a one-line usage error naming the flag
+    code, _, err = cli("agent", "--join", ref, "--id", "late", "--env", "ipd")
+    assert code == 2 and "--credentials" in err
     # another id than the certificate's: refused before it dials
-    out = cli("agent", "--join", ref, "--id", "other", "--credentials", str(tmp / "late-creds"))
-    assert out.returncode == 2 and "its certificate names" in out.stderr
+    code, _, err = cli("agent", "--join", ref, "--id", "other", "--credentials", str(tmp / "late-creds"))
+    assert code == 2 and "its certificate names" in err
+    # plaintext status against the secured referee: no answer
+    code, _, err = cli("status", ref, "--insecure", "--timeout", "3")
+    assert code == 1 and "UNAVAILABLE" in err
     late = spawn(["agent", "--join", ref, "--credentials", str(tmp / "late-creds"), "--lr", "0.5",
                   "--checkpoint-dir", str(tmp / "ckpt"), "--ready-file", str(tmp / "late.json")], tmp / "late.log")
     lg["procs"]["late"] = late
-    info = wait_json(tmp / "late.json", late)
+    info = wait_json(tmp / "late.json", late, timeout=120)
     assert info["agent_id"] == "late"  # the id comes from the certificate
     admin = lg["creds"]["admin"]
     wait_until(lambda: (m := {m.agent_id: m for m in referee_status(ref, credentials=admin).members}.get("late"))
                and m.policy_version >= 1, 90, "the newcomer to play and learn")
-    out = cli("status", ref, "--json", "--credentials", str(lg["tmp"] / "pki" / "admin"))
-    assert out.returncode == 0 and '"late"' in out.stdout, out.stderr
-    out = cli("status", ref, "--insecure", "--timeout", "3")
-    assert out.returncode == 1
+    code, out, err = cli("status", ref, "--json", "--credentials", str(tmp / "pki" / "admin"))
+    assert code == 0 and '"late"' in out, err
