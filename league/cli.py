@@ -121,6 +121,30 @@ def _certs_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _certs_ensure(args: argparse.Namespace) -> int:
+    from services.pki import ensure
+
+    def split(spec: str, parts: int) -> list[str]:
+        fields = spec.split(":")
+        if len(fields) != parts:
+            raise UsageError(f"{spec!r}: expected {parts} fields separated by ':'")
+        return fields
+
+    identities = [tuple(split(s, 2)) for s in args.issue]
+    pools = [(r, p, int(n)) for r, p, n in (split(s, 3) for s in args.pool)]
+    made = ensure(Path(args.dir), identities, pools)
+    print(f"{len(made)} credentials issued in {args.dir} ({len(identities)} identities, "
+          f"{sum(n for _, _, n in pools)} pool entries wanted)")
+    return 0
+
+
+def _certs_claim(args: argparse.Namespace) -> int:
+    from services.pki import claim
+
+    print(claim(Path(args.pool), args.holder))
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from services.league_config import load_league_config
     from services.processes import league_table, up
@@ -414,6 +438,22 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--days", type=int, default=365, help="validity in days")
     cs.add_argument("--json", action="store_true", help="print machine-readable JSON")
     cs.set_defaults(func=_certs_issue)
+    cn = ce_sub.add_parser("ensure", formatter_class=_HelpFormatter,
+                           help="create a CA and credentials that are missing (idempotent; compose's init service)",
+                           description="in DIR: the CA (DIR/ca) unless it exists, DIR/<ID> for each --issue ROLE:ID "
+                                       "and DIR/pool/<PREFIX>-<k> for each --pool ROLE:PREFIX:N, each only if missing")
+    cn.add_argument("dir", help="directory of the league's credentials")
+    cn.add_argument("--issue", action="append", default=[], metavar="ROLE:ID", help="one identity (repeatable)")
+    cn.add_argument("--pool", action="append", default=[], metavar="ROLE:PREFIX:N",
+                    help="N credentials PREFIX-1..PREFIX-N for replicas that claim one each (repeatable)")
+    cn.set_defaults(func=_certs_ensure)
+    cc = ce_sub.add_parser("claim", formatter_class=_HelpFormatter,
+                           help="claim a pool's credentials for a replica and print their directory",
+                           description="print the directory of the pool entry HOLDER claimed before, else claim the "
+                                       "first free one (atomically); exit 2 when all are taken")
+    cc.add_argument("pool", help="a pool directory made by `league certs ensure --pool`")
+    cc.add_argument("--holder", required=True, help="who claims (e.g. the container's host name)")
+    cc.set_defaults(func=_certs_claim)
     for p in (r, a, c, st, h, u):
         p.add_argument("--insecure", action="store_true",
                        help="plaintext gRPC without authentication, for local experiments only")

@@ -208,3 +208,23 @@ def channel_credentials(creds: Credentials) -> grpc.ChannelCredentials:
     """TLS trusting only the league CA, presenting the process's own certificate."""
     return grpc.ssl_channel_credentials(root_certificates=creds.ca, private_key=creds.key,
                                         certificate_chain=creds.cert)
+
+
+def render_access_table() -> str:
+    """The access table as the markdown table of ``docs/security.md`` (a test keeps them equal):
+    one row per RPC, the roles allowed in each peer-access mode, the self-only field and why."""
+    modes = list(PEER_ACCESS)
+    tables = {m: access_table(m) for m in modes}
+    rows = ["| RPC | " + " | ".join(f"roles (`{m}`)" for m in modes) + " | only about itself | why |",
+            "|---|" + "---|" * len(modes) + "---|---|"]
+    for method in ACCESS:
+        rules = [tables[m][method] for m in modes]
+        roles = [", ".join(r for r in ROLES if r in rule.roles) for rule in rules]
+        own = f"request `{rules[0].own_id_field}` = certificate id" if rules[0].own_id_field else ""
+        why = "; ".join(dict.fromkeys(rule.why for rule in rules))
+        rows.append(f"| `{method}` | " + " | ".join(roles) + f" | {own} | {why} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m services.auth: print the table for docs/security.md
+    print(render_access_table())

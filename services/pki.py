@@ -202,3 +202,49 @@ def load_credentials(directory: str | Path) -> Credentials:
         raise PkiError(f"{directory / CERT} was not issued by the CA of {directory / CA_CERT}: "
                        f"{type(err).__name__}") from None
     return Credentials(files[CA_CERT], files[CERT], files[KEY], identity_of(files[CERT]), directory)
+
+
+def ensure(directory: Path, identities: list[tuple[str, str]], pools: list[tuple[str, str, int]] = ()) -> list[Path]:
+    """Idempotent set-up of a league's credentials (the compose file's init service): the CA
+    in ``directory/ca`` unless it exists, ``directory/<id>`` for each (role, id) and
+    ``directory/pool/<prefix>-<k>`` (k = 1..n) for each (role, prefix, n) pool, each issued
+    only if missing. A pool serves replicas whose ids are not known in advance (scaled
+    containers): each replica claims one entry (:func:`claim`). Returns the directories
+    issued now."""
+    directory = Path(directory)
+    if not (directory / "ca" / CA_KEY).exists():
+        create_ca(directory / "ca")
+    wanted = [(role, ident, directory / ident) for role, ident in identities]
+    wanted += [(role, f"{prefix}-{k}", directory / "pool" / f"{prefix}-{k}") for role, prefix, n in pools
+               for k in range(1, n + 1)]
+    made = []
+    for role, ident, out in wanted:
+        if not (out / KEY).exists():
+            issue(directory / "ca", role, ident, out)
+            made.append(out)
+    return made
+
+
+def claim(pool: Path, holder: str) -> Path:
+    """The credentials directory of ``pool`` that ``holder`` (e.g. a container's host name)
+    holds: the one it claimed before (a restarted container keeps its id), else the first
+    free one, claimed atomically (``mkdir`` of ``pool/.claims/<entry>``, safe between
+    containers sharing the volume). PkiError when every entry is taken."""
+    pool = Path(pool)
+    claims = pool / ".claims"
+    claims.mkdir(exist_ok=True)
+    entries = sorted((p for p in pool.iterdir() if (p / CERT).exists()),
+                     key=lambda p: (len(p.name), p.name))
+    for entry in entries:
+        mark = claims / entry.name / "holder"
+        if mark.exists() and mark.read_text() == holder:
+            return entry
+    for entry in entries:
+        try:
+            (claims / entry.name).mkdir()
+        except FileExistsError:
+            continue
+        (claims / entry.name / "holder").write_text(holder)
+        return entry
+    raise PkiError(f"every one of the {len(entries)} credentials in {pool} is claimed: issue more "
+                   "(a larger pool in the init service) or free a claim by removing its .claims entry")

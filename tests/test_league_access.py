@@ -11,6 +11,7 @@ unharmed: same members, same parameters, rounds going on, refusals counted in th
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 
 import grpc
 import pytest
@@ -324,3 +325,9 @@ def test_newcomer_attaches_with_issued_credentials_and_not_without(league, capsy
                and m.policy_version >= 1, 90, "the newcomer to play and learn")
     code, out, err = cli("status", ref, "--json", "--credentials", str(tmp / "pki" / "admin"))
     assert code == 0 and '"late"' in out, err
+
+
+def test_docs_hold_the_access_table_as_the_code_has_it():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
+    block = text.split("<!-- access-table:begin -->\n", 1)[1].split("\n<!-- access-table:end -->", 1)[0]
+    assert block == auth.render_access_table(), "docs/security.md is stale: paste `python -m services.auth`"
