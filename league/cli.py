@@ -132,7 +132,7 @@ def _certs_ensure(args: argparse.Namespace) -> int:
 
     identities = [tuple(split(s, 2)) for s in args.issue]
     pools = [(r, p, int(n)) for r, p, n in (split(s, 3) for s in args.pool)]
-    made = ensure(Path(args.dir), identities, pools)
+    made = ensure(Path(args.dir), identities, pools, Path(args.ca) if args.ca else None)
     print(f"{len(made)} credentials issued in {args.dir} ({len(identities)} identities, "
           f"{sum(n for _, _, n in pools)} pool entries wanted)")
     return 0
@@ -141,7 +141,7 @@ def _certs_ensure(args: argparse.Namespace) -> int:
 def _certs_claim(args: argparse.Namespace) -> int:
     from services.pki import claim
 
-    print(claim(Path(args.pool), args.holder))
+    print(claim(Path(args.pool), args.holder, Path(args.claims) if args.claims else None))
     return 0
 
 
@@ -443,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
                            description="in DIR: the CA (DIR/ca) unless it exists, DIR/<ID> for each --issue ROLE:ID "
                                        "and DIR/pool/<PREFIX>-<k> for each --pool ROLE:PREFIX:N, each only if missing")
     cn.add_argument("dir", help="directory of the league's credentials")
+    cn.add_argument("--ca", help="the CA's directory (default: DIR/ca); elsewhere keeps the CA key out of DIR")
     cn.add_argument("--issue", action="append", default=[], metavar="ROLE:ID", help="one identity (repeatable)")
     cn.add_argument("--pool", action="append", default=[], metavar="ROLE:PREFIX:N",
                     help="N credentials PREFIX-1..PREFIX-N for replicas that claim one each (repeatable)")
@@ -453,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "first free one (atomically); exit 2 when all are taken")
     cc.add_argument("pool", help="a pool directory made by `league certs ensure --pool`")
     cc.add_argument("--holder", required=True, help="who claims (e.g. the container's host name)")
+    cc.add_argument("--claims", help="writable directory of the claims (default: POOL/.claims)")
     cc.set_defaults(func=_certs_claim)
     for p in (r, a, c, st, h, u):
         p.add_argument("--insecure", action="store_true",

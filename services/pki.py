@@ -204,35 +204,39 @@ def load_credentials(directory: str | Path) -> Credentials:
     return Credentials(files[CA_CERT], files[CERT], files[KEY], identity_of(files[CERT]), directory)
 
 
-def ensure(directory: Path, identities: list[tuple[str, str]], pools: list[tuple[str, str, int]] = ()) -> list[Path]:
+def ensure(directory: Path, identities: list[tuple[str, str]], pools: list[tuple[str, str, int]] = (),
+           ca_dir: Path | None = None) -> list[Path]:
     """Idempotent set-up of a league's credentials (the compose file's init service): the CA
-    in ``directory/ca`` unless it exists, ``directory/<id>`` for each (role, id) and
+    in ``ca_dir`` (default ``directory/ca``; give another place to keep the CA key out of the
+    directory every process mounts) unless it exists, ``directory/<id>`` for each (role, id) and
     ``directory/pool/<prefix>-<k>`` (k = 1..n) for each (role, prefix, n) pool, each issued
     only if missing. A pool serves replicas whose ids are not known in advance (scaled
     containers): each replica claims one entry (:func:`claim`). Returns the directories
     issued now."""
     directory = Path(directory)
-    if not (directory / "ca" / CA_KEY).exists():
-        create_ca(directory / "ca")
+    ca_dir = Path(ca_dir) if ca_dir is not None else directory / "ca"
+    if not (ca_dir / CA_KEY).exists():
+        create_ca(ca_dir)
     wanted = [(role, ident, directory / ident) for role, ident in identities]
     wanted += [(role, f"{prefix}-{k}", directory / "pool" / f"{prefix}-{k}") for role, prefix, n in pools
                for k in range(1, n + 1)]
     made = []
     for role, ident, out in wanted:
         if not (out / KEY).exists():
-            issue(directory / "ca", role, ident, out)
+            issue(ca_dir, role, ident, out)
             made.append(out)
     return made
 
 
-def claim(pool: Path, holder: str) -> Path:
+def claim(pool: Path, holder: str, claims: Path | None = None) -> Path:
     """The credentials directory of ``pool`` that ``holder`` (e.g. a container's host name)
     holds: the one it claimed before (a restarted container keeps its id), else the first
-    free one, claimed atomically (``mkdir`` of ``pool/.claims/<entry>``, safe between
-    containers sharing the volume). PkiError when every entry is taken."""
+    free one, claimed atomically (``mkdir`` of ``claims/<entry>``, default
+    ``pool/.claims``, safe between containers sharing the volume; the pool itself may be
+    read-only). PkiError when every entry is taken."""
     pool = Path(pool)
-    claims = pool / ".claims"
-    claims.mkdir(exist_ok=True)
+    claims = Path(claims) if claims is not None else pool / ".claims"
+    claims.mkdir(parents=True, exist_ok=True)
     entries = sorted((p for p in pool.iterdir() if (p / CERT).exists()),
                      key=lambda p: (len(p.name), p.name))
     for entry in entries:
