@@ -317,7 +317,6 @@ class LocalCompose:
         env = {**os.environ, **image_env()}
         for key, value in (svc.get("environment") or {}).items():
             env[key] = str(own[str(value)]) if key.endswith("_PORT") else self.rewrite(str(value))
-        env.update({k: self.mount(v, named) for k, v in env.items()})
         env["PATH"] = f"{app / '.bin'}{os.pathsep}{os.environ['PATH']}"
         env["PYTHONPATH"] = str(ROOT)
         volumes, named = {}, {}
@@ -333,6 +332,7 @@ class LocalCompose:
                 copy.write_text(self.rewrite(local.read_text()))
                 local = copy
             volumes[target] = str(local)
+        env.update({k: self.mount(v, named) for k, v in env.items()})
         argv = []
         for arg in [*(svc.get("entrypoint") or []), *(svc.get("command") or []), *extra_args]:
             arg = self.mount(self.rewrite(arg, own), named)
