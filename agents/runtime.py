@@ -31,6 +31,7 @@ from services.client import Unreachable, connect
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.league_config import AgentSpec
 from services.metrics import RpcMetrics, process_registry
+from services.pki import Credentials
 from services.wire import decode_tensor
 
 
@@ -62,6 +63,12 @@ class AgentRuntimeConfig:
     """Seconds between heartbeats."""
     join_wait: float = 60.0
     """Seconds to keep retrying a referee that does not answer before giving up."""
+    credentials: Credentials | None = None
+    """The agent's mutual-TLS credentials (its certificate names role ``agent`` and its id);
+    None: plaintext, for ``--insecure`` local experiments."""
+    peer_access: str = "direct"
+    """Who may read this agent's parameters (``services.auth.PEER_ACCESS``): ``direct`` (the
+    referee and the coordinator) or ``inferred`` (opponent modeling: the referee only)."""
 
 
 log = logging.getLogger("league.agent")
@@ -224,11 +231,12 @@ class AgentProcess:
     # -- processes and sockets -----------------------------------------------------------
     def start(self) -> tuple[int, int]:
         """Serve gRPC and /metrics; return (grpc port, metrics port)."""
-        self.server = srv.make_server(interceptors=[self.metrics.rpc])
+        self.server = srv.make_server(interceptors=[
+            self.metrics.rpc, *srv.access_control(self.cfg.credentials, self.metrics.registry, self.cfg.peer_access)])
         service = AgentService(self.store, self.description(), metrics=self.metrics, on_push=self._on_push)
         agent_pb2_grpc.add_AgentServicer_to_server(service, self.server)
         self.health = srv.add_health_and_reflection(self.server, ["league.v1.Agent"])
-        self.port = srv.bind(self.server, self.cfg.host, self.cfg.port)
+        self.port = srv.bind(self.server, self.cfg.host, self.cfg.port, self.cfg.credentials)
         self.server.start()
         self._http, self.metrics_port = srv.serve_metrics(self.metrics.registry, self.cfg.host, self.cfg.metrics_port)
         return self.port, self.metrics_port
@@ -280,7 +288,7 @@ class AgentProcess:
 
         Raises client.Unreachable when no referee answers within ``join_wait`` and JoinRefused
         when the referee refuses the join (both one-line messages)."""
-        channel = connect(self.cfg.referee, self.cfg.join_wait)
+        channel = connect(self.cfg.referee, self.cfg.join_wait, credentials=self.cfg.credentials)
         stub = referee_pb2_grpc.RefereeStub(channel)
         stream = stub.Subscribe(referee_pb2.SubscribeRequest(agent_id=self.spec.id))
         try:

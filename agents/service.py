@@ -2,7 +2,8 @@
 
 Contract errors become gRPC status codes: INVALID_ARGUMENT for malformed or mismatched
 parameters, RESOURCE_EXHAUSTED for oversize pushes, ABORTED for a stale expected_version,
-FAILED_PRECONDITION for a protocol-version mismatch. A rejected push changes nothing.
+FAILED_PRECONDITION for a protocol-version mismatch; a pushed hyperparameter (``lr``) outside
+its range (``services.limits.PUSHED_RANGES``) is INVALID_ARGUMENT. A rejected push changes nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import grpc
 
 from agents.params import ParameterStore, StaleVersion, UnknownKind
 from services.gen.league.v1 import agent_pb2, agent_pb2_grpc, tensor_pb2
-from services.limits import MAX_WAIT_SECONDS, check_kind, check_wait
+from services.limits import MAX_WAIT_SECONDS, check_kind, check_pushed_range, check_wait
 from services.server import PROTOCOL_VERSION, abort
 from services.wire import CHUNK_BYTES, WireError, assemble_parameters, chunk_parameters, not_modified
 
@@ -126,6 +127,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             if assembled.params is None:
                 raise WireError("a push must carry parameters, not a 'not modified' chunk")
             check_kind(assembled.kind)
+            check_pushed_range(assembled.kind, assembled.params)
             version = self.store.compare_and_set(assembled.kind, assembled.expected_version, assembled.params)
         except WireError as err:
             abort(context, err)

@@ -65,8 +65,8 @@ def run_size(n: int, window: float, tmp: Path) -> dict:
     procs = []
     t0 = time.monotonic()
     try:
-        ref = spawn(["referee", str(config), "--ready-file", str(tmp / f"ref{n}.json"), "--wait-for", "0"],
-                    tmp / f"ref{n}.log")
+        ref = spawn(["referee", str(config), "--ready-file", str(tmp / f"ref{n}.json"), "--wait-for", "0",
+                    "--insecure"], tmp / f"ref{n}.log")  # plaintext, as recorded (auth_cost.py measures TLS)
         procs.append(ref)
         info = json.loads(wait_until(lambda: (tmp / f"ref{n}.json").exists() and (tmp / f"ref{n}.json").read_text(),
                                    120, "the referee"))
@@ -75,7 +75,7 @@ def run_size(n: int, window: float, tmp: Path) -> dict:
         for i in range(n):
             agents.append(spawn(["agent", "--join", address, "--id", f"a{i}", "--env", "ipd", "--role", "learner",
                                  "--init", f"random:{i}", "--lr", "0.5", "--checkpoint-dir", str(tmp / f"ckpt{n}"),
-                                 "--join-wait", "600"], tmp / f"a{n}_{i}.log"))
+                                 "--join-wait", "600", "--insecure"], tmp / f"a{n}_{i}.log"))
         procs += agents
         wait_until(lambda: len(referee_status(address).members) == n, 900, f"{n} agents to join")
         started = time.monotonic() - t0

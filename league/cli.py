@@ -85,6 +85,66 @@ def _fail(message: object) -> int:
     return 1
 
 
+def _credentials(args: argparse.Namespace):
+    """The process's mutual-TLS credentials (``--credentials DIR``, else $LEAGUE_CREDENTIALS),
+    or None with an explicit ``--insecure``; a secured league is the default."""
+    import os
+
+    from services.pki import load_credentials
+
+    directory = args.credentials or os.environ.get("LEAGUE_CREDENTIALS", "")
+    if args.insecure:
+        if args.credentials:
+            raise UsageError("--insecure and --credentials exclude each other")
+        return None
+    if not directory:
+        raise UsageError("the league is secured (mutual TLS): give --credentials DIR (or set LEAGUE_CREDENTIALS; "
+                         "`league up` writes RUN/pki/<process>, `league certs issue` makes one), or --insecure "
+                         "for a plaintext local experiment")
+    return load_credentials(directory)
+
+
+def _certs_init(args: argparse.Namespace) -> int:
+    from services.pki import create_ca
+
+    create_ca(Path(args.ca), args.name)
+    print(f"league CA in {args.ca} (ca.pem; ca.key is its secret: keep it 0600, off the agents' hosts)")
+    return 0
+
+
+def _certs_issue(args: argparse.Namespace) -> int:
+    from services.pki import issue
+
+    who = issue(Path(args.ca), args.role, args.id, Path(args.out), tuple(args.host), args.days)
+    print(json.dumps({"role": who.role, "id": who.id, "fingerprint": who.fingerprint, "credentials": args.out})
+          if args.json else f"issued {who} in {args.out} (ca.pem, cert.pem, key.pem)")
+    return 0
+
+
+def _certs_ensure(args: argparse.Namespace) -> int:
+    from services.pki import ensure
+
+    def split(spec: str, parts: int) -> list[str]:
+        fields = spec.split(":")
+        if len(fields) != parts:
+            raise UsageError(f"{spec!r}: expected {parts} fields separated by ':'")
+        return fields
+
+    identities = [tuple(split(s, 2)) for s in args.issue]
+    pools = [(r, p, int(n)) for r, p, n in (split(s, 3) for s in args.pool)]
+    made = ensure(Path(args.dir), identities, pools, Path(args.ca) if args.ca else None)
+    print(f"{len(made)} credentials issued in {args.dir} ({len(identities)} identities, "
+          f"{sum(n for _, _, n in pools)} pool entries wanted)")
+    return 0
+
+
+def _certs_claim(args: argparse.Namespace) -> int:
+    from services.pki import claim
+
+    print(claim(Path(args.pool), args.holder, Path(args.claims) if args.claims else None))
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from services.league_config import load_league_config
     from services.processes import league_table, up
@@ -92,7 +152,7 @@ def _up(args: argparse.Namespace) -> int:
     cfg = load_league_config(args.config, _overrides(args))
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     try:
-        summary = up(args.config, _overrides(args), out, quiet=args.json)
+        summary = up(args.config, _overrides(args), out, quiet=args.json, insecure=args.insecure)
     except (RuntimeError, TimeoutError, OSError) as err:  # a process did not start
         return _fail(err)
     print(json.dumps(summary) if args.json else league_table(summary))
@@ -113,8 +173,9 @@ def _status(args: argparse.Namespace) -> int:
 
     from services.processes import format_status, referee_status, status_dict
 
+    credentials = _credentials(args)
     try:
-        d = status_dict(referee_status(args.address, timeout=args.timeout))
+        d = status_dict(referee_status(args.address, timeout=args.timeout, credentials=credentials))
     except grpc.RpcError as err:
         print(f"league: error: no referee answers at {args.address}: {err.code().name}", file=sys.stderr)
         return 1
@@ -131,7 +192,7 @@ def _referee(args: argparse.Namespace) -> int:
         return run_referee(cfg, args.host, args.port, args.metrics_port,
                            Path(args.ready_file) if args.ready_file else None,
                            Path(args.results) if args.results else None, args.wait_for, args.log_file,
-                           Path(args.state) if args.state else None)
+                           Path(args.state) if args.state else None, _credentials(args))
     except (OSError, TimeoutError) as err:  # a port in use; agents that never joined
         return _fail(err)
 
@@ -149,8 +210,6 @@ def _agent(args: argparse.Namespace) -> int:
     from services.processes import referee_status, run_agent
 
     srv.configure_logging(args.log_file)
-
-    args.id = args.id or socket.gethostname()
     spec_flags = {"role": "learner", "policy": "tabular", "hidden": 64, "init": "uniform", "lr": "1.0", "rule": "pg",
                   "env": "", "gamma": 0.96, "chain_length": 3, "population_seed": 0}
     if args.config:
@@ -160,6 +219,11 @@ def _agent(args: argparse.Namespace) -> int:
                              f"{args.config}'s [[agents]] entry for {args.id!r}")
     elif args.set:
         raise UsageError("--set overrides fields of a league config: it needs --config")
+    credentials = _credentials(args)
+    args.id = args.id or (credentials.identity.id if credentials is not None else socket.gethostname())
+    if credentials is not None and (credentials.identity.role, credentials.identity.id) != ("agent", args.id):
+        raise UsageError(f"--id {args.id} but the credentials in {credentials.directory} are {credentials.identity}: "
+                         f"the referee admits an agent only under the id its certificate names")
     for k, v in spec_flags.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -177,11 +241,11 @@ def _agent(args: argparse.Namespace) -> int:
         env = args.env
     try:
         if not env:  # the referee's game
-            connect(args.join, args.join_wait).close()
-            env = referee_status(args.join).env
+            connect(args.join, args.join_wait, credentials=credentials).close()
+            env = referee_status(args.join, credentials=credentials).env
         return run_agent(spec, args.join, env, gamma, L, pop, args.checkpoint_dir, args.host, args.port,
                          args.metrics_port, Path(args.ready_file) if args.ready_file else None, args.advertise,
-                         args.join_wait)
+                         args.join_wait, credentials, args.peer_access)
     except (Unreachable, JoinRefused, OSError) as err:
         return _fail(err)
     except grpc.RpcError as err:
@@ -199,9 +263,9 @@ def _coordinator(args: argparse.Namespace) -> int:
     srv.configure_logging(args.log_file)
     experiment = load_config(args.experiment, _overrides(args))
     cfg = CoordinatorConfig(referee=args.join, meta_agent=args.meta, personas=args.personas.split(","),
-                            tolerance=args.tolerance)
+                            tolerance=args.tolerance, credentials=_credentials(args))
     try:
-        connect(args.join, args.join_wait).close()
+        connect(args.join, args.join_wait, credentials=cfg.credentials).close()
         return run_coordinator(experiment, args.method, args.seed, cfg, args.iterations, args.host, args.port,
                                args.metrics_port, args.results, args.ready_file, args.linger, args.mode)
     except (Unreachable, ReplicaMismatch, TimeoutError, OSError, ValueError) as err:
@@ -216,8 +280,12 @@ def _health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from services.auth import CHANNEL_OPTIONS, channel_credentials
+
+    credentials = _credentials(args)
     try:
-        with grpc.insecure_channel(args.address) as channel:
+        with (grpc.secure_channel(args.address, channel_credentials(credentials), options=CHANNEL_OPTIONS)
+              if credentials is not None else grpc.insecure_channel(args.address)) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=args.service),
                                                               timeout=args.timeout)
     except grpc.RpcError as err:
@@ -379,6 +447,55 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--out", default="results/matrl_matrix_games", help="where summary.json and table.md go")
     mg.add_argument("--json", action="store_true", help="print the summary as JSON instead of the table")
     mg.set_defaults(func=_bench_matrix_games)
+    ce = command("certs", "the league's certificate authority and per-process credentials (mutual TLS)")
+    ce_sub = ce.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
+    ci = ce_sub.add_parser("init", formatter_class=_HelpFormatter, help="create a league CA",
+                           description="create a league certificate authority (ca.pem and a 0600 ca.key) in CA")
+    ci.add_argument("ca", help="directory for the CA (must not hold one already)")
+    ci.add_argument("--name", default="league", help="organisation name in the CA certificate")
+    ci.set_defaults(func=_certs_init)
+    cs = ce_sub.add_parser("issue", formatter_class=_HelpFormatter,
+                           help="issue one process its own key and certificate from the league CA",
+                           description="issue one process a key and a certificate naming its role and id, signed by "
+                                       "the league CA; OUT then holds ca.pem, cert.pem and key.pem (0600), the "
+                                       "directory its --credentials takes")
+    cs.add_argument("--ca", required=True, help="the CA directory (`league certs init`; `league up` makes RUN/pki/ca)")
+    cs.add_argument("--role", required=True, choices=["agent", "referee", "coordinator", "admin"],
+                    help="what the holder may do (docs/security.md has the table)")
+    cs.add_argument("--id", required=True, help="the holder's id (for an agent: the agent id it joins under)")
+    cs.add_argument("--out", required=True, help="credentials directory to write")
+    cs.add_argument("--host", action="append", default=[], help="extra DNS name or IP for the certificate "
+                    "(for non-league TLS clients; league clients verify the name league.internal)")
+    cs.add_argument("--days", type=int, default=365, help="validity in days")
+    cs.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    cs.set_defaults(func=_certs_issue)
+    cn = ce_sub.add_parser("ensure", formatter_class=_HelpFormatter,
+                           help="create a CA and credentials that are missing (idempotent; compose's init service)",
+                           description="in DIR: the CA (DIR/ca) unless it exists, DIR/<ID> for each --issue ROLE:ID "
+                                       "and DIR/pool/<PREFIX>-<k> for each --pool ROLE:PREFIX:N, each only if missing")
+    cn.add_argument("dir", help="directory of the league's credentials")
+    cn.add_argument("--ca", help="the CA's directory (default: DIR/ca); elsewhere keeps the CA key out of DIR")
+    cn.add_argument("--issue", action="append", default=[], metavar="ROLE:ID", help="one identity (repeatable)")
+    cn.add_argument("--pool", action="append", default=[], metavar="ROLE:PREFIX:N",
+                    help="N credentials PREFIX-1..PREFIX-N for replicas that claim one each (repeatable)")
+    cn.set_defaults(func=_certs_ensure)
+    cc = ce_sub.add_parser("claim", formatter_class=_HelpFormatter,
+                           help="claim a pool's credentials for a replica and print their directory",
+                           description="print the directory of the pool entry HOLDER claimed before, else claim the "
+                                       "first free one (atomically); exit 2 when all are taken")
+    cc.add_argument("pool", help="a pool directory made by `league certs ensure --pool`")
+    cc.add_argument("--holder", required=True, help="who claims (e.g. the container's host name)")
+    cc.add_argument("--claims", help="writable directory of the claims (default: POOL/.claims)")
+    cc.set_defaults(func=_certs_claim)
+    for p in (r, a, c, st, h, u):
+        p.add_argument("--insecure", action="store_true",
+                       help="plaintext gRPC without authentication, for local experiments only")
+    for p in (r, a, c, st, h):
+        p.add_argument("--credentials", metavar="DIR",
+                       help="this process's credentials (ca.pem, cert.pem, key.pem); default: $LEAGUE_CREDENTIALS")
+    a.add_argument("--peer-access", default="direct", choices=["direct", "inferred"],
+                   help="who may read this agent's parameters: direct (referee and coordinator) or inferred "
+                        "(opponent modeling: the referee only)")
     for p in (t, e, show, c):
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=EXPERIMENT_SET)
     for p in (u, r, a):

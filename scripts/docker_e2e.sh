@@ -16,7 +16,8 @@
 #      (Grafana is left out: its image cannot be pulled either);
 #   5. checks the agents learn (`league status`: versions rise) and Prometheus scrapes the
 #      referee, every agent found through the referee's /sd and the coordinator;
-#   6. attaches one more agent with `docker-compose run --rm agent --id late-1`, sees it
+#   6. issues credentials for late-1 from the league's CA (the pki service) and attaches one
+#      more agent with them (`docker-compose run --rm -e LEAGUE_CREDENTIALS=... agent`), sees it
 #      learn and scraped, stops it; 7. `docker-compose down`; prints "E2E OK".
 #
 # To record a run: bash scripts/docker_e2e.sh 2>&1 | tee deploy/e2e-run.log
@@ -215,6 +216,10 @@ networks:
   default:             # the built-in host network: compose creates no bridge
     name: host
     external: true
+volumes:               # fixed names: the one-off project of step 6 mounts the same credentials
+  pki-ca: {name: $PROJECT-pki-ca}
+  pki: {name: $PROJECT-pki}
+  pki-claims: {name: $PROJECT-pki-claims}
 EOF
 say "compose override ($WORK/compose.hostnet.yaml):"
 sed 's/^/  | /' "$WORK/compose.hostnet.yaml"
@@ -234,7 +239,7 @@ yaml.safe_dump(config, open(sys.argv[2], "w"), sort_keys=False)
 EOF
 "${COMPOSE[@]}" config -q || fail "docker-compose config ($WORK/compose.e2e.yaml)"
 
-SERVICES=(referee meta persona-c persona-d agent train-referee train-meta train-persona coordinator prometheus)
+SERVICES=(pki referee meta persona-c persona-d agent train-referee train-meta train-persona coordinator prometheus)
 say "docker-compose up -d --scale agent=$SCALE ${SERVICES[*]}"
 UP=1
 "${COMPOSE[@]}" --profile monitoring --profile training up -d --no-build --scale "agent=$SCALE" "${SERVICES[@]}" 2>&1 \
@@ -291,10 +296,15 @@ for s in sorted(json.load(sys.stdin), key=lambda s: s["metric"]["agent_id"]):
 # and Docker refuses links on the host network; so the one-off runs in a compose project
 # of its own (--no-deps: the league is already up). On a compose network (the normal
 # case) and with Compose v2, a plain `docker compose run --rm agent` does the same.
+# The league is secured: late-1 gets its own credentials from the league's CA first (the pki
+# service, the only one that mounts the CA key), then joins with them (docs/security.md).
 RUN_PROJECT=$PROJECT-run
-say "docker-compose -p $RUN_PROJECT run --rm --no-deps agent --id late-1   (attached to the running league)"
-docker-compose -p "$RUN_PROJECT" -f "$WORK/compose.e2e.yaml" run --rm --no-deps -T agent --id late-1 \
-  > "$WORK/late-1.log" 2>&1 &
+say "docker-compose run --rm --no-deps pki league certs ensure ... --issue agent:late-1"
+"${COMPOSE[@]}" run --rm --no-deps -T pki league certs ensure /league-pki --ca /league-ca --issue agent:late-1 2>&1 \
+  | sed 's/^/  /'
+say "docker-compose -p $RUN_PROJECT run --rm --no-deps -e LEAGUE_CREDENTIALS=/league-pki/late-1 agent   (attached to the running league)"
+docker-compose -p "$RUN_PROJECT" -f "$WORK/compose.e2e.yaml" run --rm --no-deps -T \
+  -e LEAGUE_CREDENTIALS=/league-pki/late-1 agent > "$WORK/late-1.log" 2>&1 &
 LATE_PID=$!
 late_learning() {
   status --json | python3 -c '

@@ -11,6 +11,7 @@ import grpc
 import torch
 
 from services.gen.league.v1 import agent_pb2, agent_pb2_grpc
+from services.pki import Credentials
 from services.server import PROTOCOL_VERSION, channel
 from services.wire import CHUNK_BYTES, Assembled, assemble_parameters, chunk_parameters
 
@@ -24,11 +25,12 @@ class Unreachable(ConnectionError):
     """Nothing accepted a connection at the address within the allowed wait."""
 
 
-def connect(address: str, total_wait: float, what: str = "the referee") -> grpc.Channel:
-    """A channel to ``address`` once it accepts connections. While it retries it logs
-    "waiting for <what> at <address>" (then every 10 s); after ``total_wait`` seconds it
-    raises Unreachable with a one-line message."""
-    ch = channel(address)
+def connect(address: str, total_wait: float, what: str = "the referee",
+            credentials: Credentials | None = None) -> grpc.Channel:
+    """A channel to ``address`` (mutual TLS with ``credentials``, else plaintext) once it
+    accepts connections. While it retries it logs "waiting for <what> at <address>" (then
+    every 10 s); after ``total_wait`` seconds it raises Unreachable with a one-line message."""
+    ch = channel(address, credentials)
     start = time.monotonic()
     said = -10.0
     while True:
@@ -40,7 +42,9 @@ def connect(address: str, total_wait: float, what: str = "the referee") -> grpc.
             waited = time.monotonic() - start
             if waited >= total_wait:
                 ch.close()
-                raise Unreachable(f"no answer from {what} at {address} after {total_wait:g}s") from None
+                hint = ("" if credentials is not None else
+                        " (a secured league refuses plaintext: give --credentials DIR)")
+                raise Unreachable(f"no answer from {what} at {address} after {total_wait:g}s{hint}") from None
             if waited - said >= 10.0:
                 log.warning("waiting for %s at %s (up to %gs)", what, address, total_wait)
                 said = waited

@@ -38,6 +38,7 @@ from services import server as srv
 from services.client import describe, fetch_parameters, push_parameters
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.metrics import RpcMetrics, process_registry
+from services.pki import Credentials
 from services.wire import decode_tensor
 
 log = logging.getLogger("league.coordinator")
@@ -63,6 +64,8 @@ class CoordinatorConfig:
     """Largest absolute difference allowed between a published update and the replica's."""
     timeout: float = 60.0
     """Seconds to wait for an RPC."""
+    credentials: Credentials | None = None
+    """The coordinator's mutual-TLS credentials (role ``coordinator``); None: plaintext (``--insecure``)."""
 
 
 class RemoteEvaluator(SampledEvaluator):
@@ -140,7 +143,7 @@ class MetaMapgMode:
         if self.setting.n_peers != 1 or len(cfg.personas) < 1:
             raise ValueError("meta-mapg mode needs a two-player game and at least one persona agent")
         self.method_name = method
-        self.channel = srv.channel(cfg.referee)
+        self.channel = srv.channel(cfg.referee, cfg.credentials)
         self.referee = referee_pb2_grpc.RefereeStub(self.channel)
         self.stubs: dict[str, agent_pb2_grpc.AgentStub] = {}
         self.iteration = 0
@@ -153,7 +156,7 @@ class MetaMapgMode:
             members = {m.agent_id: m.address for m in status.members}
             if agent_id not in members:
                 raise RuntimeError(f"{agent_id} is not a member of the league at {self.cfg.referee}")
-            self.stubs[agent_id] = agent_pb2_grpc.AgentStub(srv.channel(members[agent_id]))
+            self.stubs[agent_id] = agent_pb2_grpc.AgentStub(srv.channel(members[agent_id], self.cfg.credentials))
         return self.stubs[agent_id]
 
     def _version(self, agent_id: str, kind: str) -> int:
@@ -276,10 +279,11 @@ def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: C
                 mode=coordinator.name, iteration=coordinator.iteration, iterations=iterations,
                 last_objective=state["objective"], state=state["state"])
 
-    server = srv.make_server(interceptors=[coordinator.metrics.rpc])
+    server = srv.make_server(interceptors=[coordinator.metrics.rpc,
+                                           *srv.access_control(cfg.credentials, coordinator.metrics.registry)])
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(Service(), server)
     health = srv.add_health_and_reflection(server, ["league.v1.Coordinator"])
-    bound = srv.bind(server, host, port)
+    bound = srv.bind(server, host, port, cfg.credentials)
     server.start()
     http, mport = srv.serve_metrics(coordinator.metrics.registry, host, metrics_port)
     info = {"address": f"{host}:{bound}", "metrics": f"http://{host}:{mport}/metrics", "pid": os.getpid()}

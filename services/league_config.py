@@ -74,6 +74,10 @@ class LeagueConfig:
     """Name shown by ``league status`` and used for the run directory."""
     population_seed: int = 0
     """Seed of the persona population that ``persona:`` inits index into."""
+    peer_access: str = "direct"
+    """Who may read an agent's parameters: ``direct`` (the referee, which rolls out, and the
+    coordinator) or ``inferred`` (opponent modeling: the referee only; agents refuse the
+    coordinator). See docs/security.md."""
     referee: RefereeConfig = field(default_factory=RefereeConfig)
     agents: list[AgentSpec] = field(default_factory=list)
 
@@ -98,6 +102,8 @@ def validate_league(cfg: LeagueConfig) -> None:
         raise ConfigError(f"agent ids must be unique: {ids}")
     for a in cfg.agents:
         validate_agent(a)
+    if cfg.peer_access not in ("direct", "inferred"):
+        raise ConfigError(f"peer_access must be direct or inferred, not {cfg.peer_access!r}")
     r = cfg.referee
     if r.chains_by not in ("referee", "coordinator"):
         raise ConfigError(f"referee.chains_by must be referee or coordinator, not {r.chains_by!r}")

@@ -52,6 +52,13 @@ MAX_HIDDEN = 512
 MAX_CONFIG_JSON_CHARS = 4096
 """Policy and rule configs (JSON objects) of an agent description."""
 
+LEARNING_RATE_RANGE = (0.0, 100.0)
+"""Inner learning rates a push may set (kind ``lr``): a step size is >= 0, and 100 is far
+above any rate the league's games learn with (personas 0.01-1, learned rates ~0.1-1) while
+far below where a step overflows."""
+PUSHED_RANGES: dict[str, tuple[float, float]] = {"lr": LEARNING_RATE_RANGE}
+"""Parameter kinds that hold hyperparameters -> the closed range every pushed value must lie in."""
+
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _KIND = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
@@ -110,3 +117,16 @@ def check_at_most(value: int, limit: int, what: str,
     if value > limit:
         raise WireError(f"{what} is {value}, the limit is {limit}", code)
     return value
+
+
+def check_pushed_range(kind: str, params) -> None:
+    """Every value of a pushed hyperparameter kind (:data:`PUSHED_RANGES`) lies in its range."""
+    bounds = PUSHED_RANGES.get(kind)
+    if bounds is None:
+        return
+    low, high = bounds
+    for name, t in params.items():
+        values = t.detach().double()
+        if values.numel() and not bool(((values >= low) & (values <= high)).all()):
+            worst = values[(values < low) | (values > high) | values.isnan()].flatten()[0].item()
+            raise WireError(f"push of {kind!r}: {name} holds {worst:.6g}, outside the allowed [{low:g}, {high:g}]")

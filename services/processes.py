@@ -17,6 +17,7 @@ import grpc
 from services import server as srv
 from services.gen.league.v1 import referee_pb2, referee_pb2_grpc
 from services.league_config import AgentSpec, LeagueConfig, load_league_config, validate_agent
+from services.pki import Credentials
 
 STATE_FILE = Path(os.environ.get("LEAGUE_STATE", "runs/league/up.json"))
 
@@ -31,18 +32,21 @@ def _write_json(path: Path, data: Any) -> None:
 # -- referee -----------------------------------------------------------------------------
 def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, ready_file: Path | None,
                 results_file: Path | None, wait_for: int, log_file: str | None = None,
-                state_file: Path | None = None) -> int:
+                state_file: Path | None = None, credentials: Credentials | None = None) -> int:
+    """The referee process; ``credentials``: its mutual-TLS credentials (None: plaintext)."""
     from services import limits
     from services.referee import Referee
 
     srv.configure_logging(log_file)
-    referee = Referee(cfg.referee, [a.id for a in cfg.agents], state_file)
+    referee = Referee(cfg.referee, [a.id for a in cfg.agents], state_file, credentials)
     # every agent holds up to MAX_STREAMS_PER_AGENT open streams; threads beyond those serve the unary RPCs
-    server = srv.make_server(max_workers=limits.MAX_STREAMS + 16, interceptors=[referee.metrics.rpc])
+    server = srv.make_server(max_workers=limits.MAX_STREAMS + 16,
+                             interceptors=[referee.metrics.rpc,
+                                           *srv.access_control(credentials, referee.metrics.registry)])
     referee_pb2_grpc.add_RefereeServicer_to_server(referee, server)
     health = srv.add_health_and_reflection(server, ["league.v1.Referee"])
     try:
-        bound = srv.bind(server, host, port)
+        bound = srv.bind(server, host, port, credentials)
         http, mport = srv.serve_metrics(referee.metrics.registry, host, metrics_port,
                                         routes={"/sd": referee.service_discovery})
     except OSError:
@@ -78,7 +82,8 @@ def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, read
 # -- agent -------------------------------------------------------------------------------
 def run_agent(spec: AgentSpec, referee: str, env: str, gamma: float, chain_length: int, population_seed: int,
               checkpoint_dir: str, host: str, port: int, metrics_port: int, ready_file: Path | None,
-              advertise: str = "", join_wait: float = 60.0) -> int:
+              advertise: str = "", join_wait: float = 60.0, credentials: Credentials | None = None,
+              peer_access: str = "direct") -> int:
     """The agent process: serve, join, learn. Raises client.Unreachable, runtime.JoinRefused or
     OSError (a port in use) with one-line messages."""
     from agents.runtime import AgentProcess, AgentRuntimeConfig
@@ -86,7 +91,8 @@ def run_agent(spec: AgentSpec, referee: str, env: str, gamma: float, chain_lengt
     validate_agent(spec)
     cfg = AgentRuntimeConfig(referee=referee, env=env, gamma=gamma, chain_length=chain_length,
                              population_seed=population_seed, checkpoint_dir=checkpoint_dir, host=host, port=port,
-                             metrics_port=metrics_port, advertise=advertise, join_wait=join_wait)
+                             metrics_port=metrics_port, advertise=advertise, join_wait=join_wait,
+                             credentials=credentials, peer_access=peer_access)
     agent = AgentProcess(spec, cfg)
     try:
         gport, mport = agent.start()
@@ -108,8 +114,9 @@ def run_agent(spec: AgentSpec, referee: str, env: str, gamma: float, chain_lengt
     return 0
 
 
-def referee_status(address: str, timeout: float = 10.0) -> referee_pb2.LeagueStatus:
-    with srv.channel(address) as channel:
+def referee_status(address: str, timeout: float = 10.0,
+                   credentials: Credentials | None = None) -> referee_pb2.LeagueStatus:
+    with srv.channel(address, credentials) as channel:
         return referee_pb2_grpc.RefereeStub(channel).Status(referee_pb2.StatusRequest(), timeout=timeout)
 
 
@@ -167,9 +174,30 @@ def _summary_from_state(state_path: Path) -> dict[str, Any]:
             "chains": saved.get("chain_curves", []), "members": members}
 
 
-def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False) -> dict[str, Any]:
+def make_league_credentials(pki: Path, agent_ids: list[str]) -> dict[str, Path]:
+    """A fresh league CA in ``pki/ca`` and one credentials directory per process (files
+    0600): ``pki/referee``, ``pki/admin`` (``league status``) and ``pki/agents/<id>``.
+    Returns process name (``referee``, ``admin`` or an agent id) -> its directory."""
+    import shutil
+
+    from services.pki import create_ca, issue
+
+    shutil.rmtree(pki, ignore_errors=True)  # a fresh league, a fresh CA
+    create_ca(pki / "ca")
+    dirs = {"referee": pki / "referee", "admin": pki / "admin", **{a: pki / "agents" / a for a in agent_ids}}
+    for name, directory in dirs.items():
+        role = name if name in ("referee", "admin") else "agent"
+        issue(pki / "ca", role, name, directory, hosts=("127.0.0.1", "localhost"))
+    return dirs
+
+
+def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False,
+       insecure: bool = False) -> dict[str, Any]:
     """Start referee and agents as local processes, show progress, stop them when the
     referee's rounds are done (or on Ctrl-C), and return the league's summary.
+
+    The league is secured: a fresh CA under ``out/pki`` issues every process its own
+    credentials (see :func:`make_league_credentials`); ``insecure`` runs it in plaintext.
 
     The referee persists the league's state after every round; one that dies is restarted
     on the same ports (up to REFEREE_RESTARTS times), resumes from that state, and the agents
@@ -177,14 +205,23 @@ def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False) -
     ``partial`` with the referee's exit code."""
     from league.progress import Progress
 
+    from services.pki import load_credentials
+
     cfg = load_league_config(config_path, overrides)
     out.mkdir(parents=True, exist_ok=True)
     (out / "league.toml").write_text(Path(config_path).read_text())
+    if insecure:
+        creds: dict[str, Path] = {}
+        flags = {name: ["--insecure"] for name in ["referee", *(a.id for a in cfg.agents)]}
+    else:
+        creds = make_league_credentials(out / "pki", [a.id for a in cfg.agents])
+        flags = {name: ["--credentials", str(d)] for name, d in creds.items()}
+    admin = load_credentials(creds["admin"]) if creds else None
     state_path, results_path = out / "referee_state.json", out / "referee_results.json"
     for f in [*out.glob("*.ready.json"), state_path, results_path]:  # a fresh league
         f.unlink(missing_ok=True)
     procs: dict[str, subprocess.Popen] = {}
-    state = {"run": str(out), "pids": {}}
+    state = {"run": str(out), "pids": {}, "credentials": str(creds["admin"].resolve()) if creds else ""}
     referee_code, restarts = 0, 0
     sets = sum((["--set", s] for s in overrides), [])
 
@@ -204,7 +241,8 @@ def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False) -
     def start_referee(*extra: str, append: bool = False) -> dict:
         (out / "referee.ready.json").unlink(missing_ok=True)
         procs["referee"] = _spawn(["referee", config_path, *sets, "--ready-file", str(out / "referee.ready.json"),
-                                   "--results", str(results_path), "--state", str(state_path), *extra],
+                                   "--results", str(results_path), "--state", str(state_path),
+                                   *flags["referee"], *extra],
                                   out / "logs" / "referee.log", append=append)
         state["pids"]["referee"] = procs["referee"].pid
         return _wait_file(out / "referee.ready.json", procs["referee"], 120, "referee", out / "logs" / "referee.log")
@@ -216,7 +254,8 @@ def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False) -
             log = out / "logs" / f"{spec.id}.log"
             procs[spec.id] = _spawn(["agent", "--join", ref["address"], "--config", config_path, *sets,
                                      "--id", spec.id, "--checkpoint-dir", str(out / "agents"),
-                                     "--ready-file", str(out / f"{spec.id}.ready.json")], log)
+                                     "--ready-file", str(out / f"{spec.id}.ready.json"), *flags[spec.id],
+                                     "--peer-access", cfg.peer_access], log)
             state["pids"][spec.id] = procs[spec.id].pid
         _write_json(STATE_FILE, state)
         infos = {s.id: _wait_file(out / f"{s.id}.ready.json", procs[s.id], 120, f"agent {s.id}",
@@ -225,12 +264,13 @@ def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False) -
             print(f"referee   {ref['address']}   metrics {ref['metrics']}")
             for a, info in infos.items():
                 print(f"agent {a:<10} {info['address']}   metrics {info['metrics']}")
-            print(f"status: league status {ref['address']}    stop: Ctrl-C or league down", flush=True)
+            how = "--insecure" if insecure else f"--credentials {creds['admin']}"
+            print(f"status: league status {ref['address']} {how}    stop: Ctrl-C or league down", flush=True)
         bar = Progress(cfg.referee.rounds or 1, cfg.name)
         while True:
             while procs["referee"].poll() is None:
                 try:
-                    st = referee_status(ref["address"], timeout=2)
+                    st = referee_status(ref["address"], timeout=2, credentials=admin)
                     bar.update(st.round, f"{len(st.members)} members, {st.aborted_matches} aborted")
                 except grpc.RpcError:
                     pass

@@ -41,7 +41,9 @@ from services import server as srv
 from services.client import DEFAULT_MAX_FETCH_BYTES, describe, fetch_parameters
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.league_config import RefereeConfig
+from services.auth import peer_identity
 from services.metrics import RpcMetrics, process_registry
+from services.pki import Credentials
 from services.wire import WireError, check_finite, check_structure, encode_tensor, nbytes, wire_dtype
 
 log = logging.getLogger("league.referee")
@@ -77,6 +79,7 @@ class Member:
     returns: list[float] = field(default_factory=list)
     expected: Params | None = None  # the structure every fetched parameter set must have
     wait_update: bool = True  # False after a missed update: the next match takes the current version
+    holder: str = ""  # fingerprint of the certificate it joined with ("" on a plaintext league)
 
 
 def _first_line(text: str | None, limit: int = 200) -> str:
@@ -144,11 +147,14 @@ class Referee(referee_pb2_grpc.RefereeServicer):
     """Membership, matchmaking and the broadcast; ``play_round`` is one round."""
 
     def __init__(self, cfg: RefereeConfig, config_order: list[str] | None = None,
-                 state_file: Path | None = None) -> None:
+                 state_file: Path | None = None, credentials: Credentials | None = None) -> None:
         """``state_file``: where the league's durable state is saved after every round and
-        membership change; a referee started on an existing file resumes from it."""
+        membership change; a referee started on an existing file resumes from it.
+        ``credentials``: the referee's mutual-TLS credentials, with which it dials agents
+        (None: plaintext, ``--insecure``)."""
         torch.set_num_threads(1)
         self.cfg = cfg
+        self.credentials = credentials
         self.game = game_for(cfg.env)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.metrics = RefereeMetrics(cfg.env)
@@ -219,12 +225,14 @@ class Referee(referee_pb2_grpc.RefereeServicer):
     def Join(self, request, context):
         """Admit an agent: request fields bounded, id not held by a live member, description
         and served policy fitting this league; else a contract code and nothing applied."""
+        who = peer_identity(context)
+        holder = who.fingerprint if who is not None else ""
         try:
-            self._check_join(request)
+            self._check_join(request, holder)
         except WireError as err:
             srv.abort(context, err)
         lease = self.cfg.lease_seconds
-        channel = srv.channel(request.address)
+        channel = srv.channel(request.address, self.credentials)
         stub = agent_pb2_grpc.AgentStub(channel)
         try:
             desc = describe(stub, timeout=min(10.0, lease))
@@ -244,13 +252,13 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"join of {request.agent_id} refused: {err}")
         with self.lock:
             try:
-                self._check_join(request)  # again: another join may have taken the id meanwhile
+                self._check_join(request, holder)  # again: another join may have taken the id meanwhile
             except WireError as err:
                 channel.close()
                 srv.abort(context, err)
             old = self.members.get(request.agent_id)
             if (old is not None and old.address == request.address and old.role == request.role
-                    and old.policy_class == desc.policy_class):
+                    and old.policy_class == desc.policy_class and old.holder == holder):
                 # the same agent joining again (a retry, or after a referee restart): keep its
                 # member, so fetches in flight on its channel are not cut
                 old.expires = time.monotonic() + lease
@@ -269,7 +277,8 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             member = Member(
                 request.agent_id, request.address, request.role, policy, desc.policy_class, stub, channel, order,
                 time.monotonic() + lease, policy_version=desc.versions.get("policy", 0),
-                learns=desc.learning_rule != "frozen", metrics_address=request.metrics_address, expected=expected)
+                learns=desc.learning_rule != "frozen", metrics_address=request.metrics_address, expected=expected,
+                holder=holder)
             if record is not None:  # a member joining again keeps its record and plays its current version next
                 member.episodes, member.matches, member.returns = record["episodes"], record["matches"], record["returns"]
                 member.wait_update = False
@@ -279,8 +288,10 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         log.info("%s joined as %s from %s (%s)", request.agent_id, request.role, request.address, desc.policy_class)
         return referee_pb2.JoinResponse(lease_seconds=lease, round=self.round)
 
-    def _check_join(self, request) -> None:
-        """Bounded fields, a known role, and an id that no live member at another address holds."""
+    def _check_join(self, request, holder: str = "") -> None:
+        """Bounded fields, a known role, and an id that no live member holds at another
+        address or with another certificate (``holder``: the joining caller's certificate
+        fingerprint; the access table already made sure the certificate's id is this id)."""
         if request.protocol_version not in (0, srv.PROTOCOL_VERSION):
             raise WireError(f"protocol version mismatch: agent speaks {request.protocol_version}, "
                             f"referee speaks {srv.PROTOCOL_VERSION}", grpc.StatusCode.FAILED_PRECONDITION)
@@ -292,8 +303,10 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             raise WireError(f"unknown role {limits._shown(request.role)}: meta, persona or learner")
         with self.lock:
             held = self.members.get(request.agent_id)
-            if held is not None and held.address != request.address and held.expires > time.monotonic():
-                raise WireError(f"agent id {request.agent_id!r} is held by a live member at {held.address} "
+            if (held is not None and (held.address != request.address or held.holder != holder)
+                    and held.expires > time.monotonic()):
+                other = "another certificate" if held.holder != holder else held.address
+                raise WireError(f"agent id {request.agent_id!r} is held by a live member at {other} "
                                 f"(lease {held.expires - time.monotonic():.1f}s left): choose another id or wait "
                                 "for that lease to expire", grpc.StatusCode.ALREADY_EXISTS)
             if held is None and len(self.members) >= limits.MAX_MEMBERS:

@@ -19,6 +19,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from services.auth import CHANNEL_OPTIONS, AccessControl, access_table, channel_credentials, server_credentials
+from services.pki import Credentials
 from services.wire import WireError
 
 PROTOCOL_VERSION = 1
@@ -49,6 +51,16 @@ def make_server(max_workers: int = 8, interceptors: Sequence[grpc.ServerIntercep
                        interceptors=list(interceptors))
 
 
+def access_control(credentials: Credentials | None, registry: CollectorRegistry,
+                   peer_access: str = "direct") -> list[grpc.ServerInterceptor]:
+    """The interceptor enforcing the league's access table (``services.auth``) for a server
+    bound with ``credentials``; none for a plaintext (``--insecure``) server, which has no
+    identities to check. Put it after ``RpcMetrics`` so refusals are counted there too."""
+    if credentials is None:
+        return []
+    return [AccessControl(access_table(peer_access), registry)]
+
+
 def add_health_and_reflection(server: grpc.Server, service_full_names: list[str]) -> health.HealthServicer:
     """Register grpc.health.v1 (SERVING for "" and each service) and reflection on server.
 
@@ -71,10 +83,14 @@ def _host_port(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def bind(server: grpc.Server, host: str = "127.0.0.1", port: int = 0) -> int:
-    """Bind an insecure port (0 picks a free one) and return the port actually bound."""
+def bind(server: grpc.Server, host: str = "127.0.0.1", port: int = 0, credentials: Credentials | None = None) -> int:
+    """Bind a port (0 picks a free one) and return the port actually bound: mutual TLS with
+    ``credentials`` (``services.auth``), plaintext without (``--insecure``)."""
     try:
-        bound = server.add_insecure_port(_host_port(host, port))
+        if credentials is not None:
+            bound = server.add_secure_port(_host_port(host, port), server_credentials(credentials))
+        else:
+            bound = server.add_insecure_port(_host_port(host, port))
     except RuntimeError:  # grpcio raises this when the port is taken
         bound = 0
     if bound == 0:
@@ -120,6 +136,9 @@ def serve_metrics(registry: CollectorRegistry, host: str = "127.0.0.1", port: in
     return httpd, httpd.server_port
 
 
-def channel(address: str) -> grpc.Channel:
-    """An insecure channel to host:port with the league's message-size limits."""
+def channel(address: str, credentials: Credentials | None = None) -> grpc.Channel:
+    """A channel to host:port with the league's message-size limits: mutual TLS with
+    ``credentials`` (the server must hold a league-CA certificate), plaintext without."""
+    if credentials is not None:
+        return grpc.secure_channel(address, channel_credentials(credentials), options=[*GRPC_OPTIONS, *CHANNEL_OPTIONS])
     return grpc.insecure_channel(address, options=GRPC_OPTIONS)

@@ -21,6 +21,19 @@ def env() -> dict[str, str]:
     return e
 
 
+def league_credentials(tmp: Path, agents: list[str], coordinator: bool = False) -> dict[str, Path]:
+    """A league CA under ``tmp/pki`` and credentials for the referee, ``admin``, each agent
+    and, with ``coordinator``, a ``coordinator`` (as ``league up`` makes them)."""
+    from services.pki import issue
+    from services.processes import make_league_credentials
+
+    dirs = make_league_credentials(tmp / "pki", agents)
+    if coordinator:
+        dirs["coordinator"] = tmp / "pki" / "coordinator"
+        issue(tmp / "pki" / "ca", "coordinator", "coordinator", dirs["coordinator"])
+    return dirs
+
+
 def spawn(args: list[str], log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen([sys.executable, "-m", "league.cli", *args], stdout=open(log, "w"),

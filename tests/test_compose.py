@@ -17,7 +17,11 @@ How a container becomes a local process here (and nothing else is changed):
   ``SERVICE:PORT`` (environment values, the Prometheus config) becomes ``127.0.0.1:<that
   service's port>``; volume targets map to their (rewritten) sources;
 - ``depends_on`` is honoured: a dependency's own healthcheck command must pass (run
-  locally) before a ``service_healthy`` dependant starts.
+  locally) before a ``service_healthy`` dependant starts, and a one-shot dependency (the
+  ``pki`` service that makes the league's credentials) must exit 0 before a
+  ``service_completed_successfully`` dependant starts;
+- a named volume is one local directory shared by every service that mounts it, and its
+  mount point in commands and environment values becomes that directory.
 Grafana cannot run here; its provisioning files are checked statically, and its panels'
 queries are run against the Prometheus above with ``$__rate_interval`` set as Grafana sets it.
 The MATRL Nash-weight panel is the one query not required to return data: nothing exports
@@ -146,16 +150,21 @@ def test_compose_contract():
     services = load_compose()["services"]
     league_images = {s["image"] for s in services.values() if "build" in s}
     assert len(league_images) == 1, f"one image for every league role, not {league_images}"
+    one_shot = {n for n, s in services.items() if s.get("restart") == "no"}
+    assert one_shot == {"pki"}, one_shot
     for name, svc in services.items():
         image = svc["image"]
         assert ":" in image and not image.endswith(":latest"), f"{name}: pin the image tag ({image})"
         if "build" not in svc:
             continue
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            want = "service_completed_successfully" if dep in one_shot else "service_healthy"
+            assert cond["condition"] == want, f"{name} -> {dep}"
+        if name in one_shot:
+            continue
         hc = svc.get("healthcheck")
         assert hc and "league health" in " ".join(hc["test"]), f"{name}: needs a grpc.health.v1 healthcheck"
         assert seconds(hc["interval"]) <= 10 and "start_period" in hc, f"{name}: short interval and a start period"
-        for dep, cond in (svc.get("depends_on") or {}).items():
-            assert cond["condition"] == "service_healthy", f"{name} -> {dep}"
     agent = services["agent"]
     assert "container_name" not in agent and "ports" not in agent, "agent replicas must not collide"
     assert {"prometheus", "grafana"} <= {n for n, s in services.items() if "monitoring" in s.get("profiles", [])}
@@ -163,6 +172,30 @@ def test_compose_contract():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^ARG BASE_IMAGE=\S+\nFROM \$\{BASE_IMAGE\}", dockerfile, re.M)
     assert not re.search(r"^ENTRYPOINT", dockerfile, re.M), "service commands are whole command lines"
+
+
+def test_compose_league_is_secured():
+    """Every league service runs with credentials from the pki service's volume (read-only),
+    none with --insecure; only the pki service mounts the CA key; every credentials
+    directory a service names is one the pki service issues, and the scalable agent claims
+    one of its pool."""
+    services = load_compose()["services"]
+    league = {n: s for n, s in services.items() if "build" in s and n != "pki"}
+    pki_cmd = " ".join(services["pki"]["command"])
+    issued = set(re.findall(r"--issue \w+:([\w.-]+)", pki_cmd))
+    assert re.search(r"--pool agent:learner:\d+", pki_cmd) and "--ca /league-ca" in pki_cmd
+    assert "pki-ca:/league-ca" in services["pki"]["volumes"]
+    for name, svc in league.items():
+        text = json.dumps(svc)
+        assert "--insecure" not in text, name
+        assert "pki:/league-pki:ro" in svc["volumes"] and not any("pki-ca" in v for v in svc["volumes"]), name
+        creds = (svc.get("environment") or {}).get("LEAGUE_CREDENTIALS")
+        if creds is not None:
+            assert creds.startswith("/league-pki/") and creds.rsplit("/", 1)[1] in issued, (name, creds)
+        else:  # the scalable agent: a pool entry claimed by its host name
+            assert name == "agent" and "league certs claim /league-pki/pool" in text, name
+    for dep in ("referee", "train-referee"):
+        assert services[dep]["depends_on"]["pki"]["condition"] == "service_completed_successfully"
 
 
 def test_grafana_provisioning():
@@ -232,6 +265,7 @@ class LocalCompose:
 
     tmp: Path
     services: dict
+    named_volumes: set[str] = field(default_factory=set)
     ports: dict[tuple[str, str], int] = field(default_factory=dict)  # (service, container port) -> local port
     instances: list[Instance] = field(default_factory=list)
 
@@ -285,18 +319,23 @@ class LocalCompose:
             env[key] = str(own[str(value)]) if key.endswith("_PORT") else self.rewrite(str(value))
         env["PATH"] = f"{app / '.bin'}{os.pathsep}{os.environ['PATH']}"
         env["PYTHONPATH"] = str(ROOT)
-        volumes = {}
+        volumes, named = {}, {}
         for v in svc.get("volumes") or []:
             source, target = v.split(":")[:2]
+            if source in self.named_volumes:  # one shared local directory per named volume
+                named[target] = self.tmp / "volumes" / source
+                named[target].mkdir(parents=True, exist_ok=True)
+                continue
             local = (ROOT / source).resolve()
             if local.is_file():  # a config file: the rewritten copy
                 copy = app / ("volume-" + local.name)
                 copy.write_text(self.rewrite(local.read_text()))
                 local = copy
             volumes[target] = str(local)
+        env.update({k: self.mount(v, named) for k, v in env.items()})
         argv = []
         for arg in [*(svc.get("entrypoint") or []), *(svc.get("command") or []), *extra_args]:
-            arg = self.rewrite(arg, own)
+            arg = self.mount(self.rewrite(arg, own), named)
             flag, eq, path = arg.partition("=")
             if eq and path.startswith("/"):  # --flag=/container/path
                 arg = f"{flag}={volumes.get(path) or app / path.lstrip('/')}"
@@ -308,6 +347,13 @@ class LocalCompose:
                                      start_new_session=True)
         self.instances.append(inst)
         return inst
+
+    @staticmethod
+    def mount(text: str, named: dict[str, Path]) -> str:
+        """Named volumes' mount points in a command or value -> their local directories."""
+        for target, local in named.items():
+            text = re.sub(rf"(?<![\w.-]){re.escape(target)}(?![\w.-])", str(local), text)
+        return text
 
     def healthy(self, inst: Instance) -> bool:
         """Run the service's own healthcheck command once, in its container's stead."""
@@ -380,11 +426,13 @@ def active_targets(base: str) -> list[dict]:
 @pytest.mark.timeout(300)
 def test_compose_services_run_as_local_processes_and_feed_every_panel(tmp_path):
     services = {n: s for n, s in load_compose()["services"].items() if n != "grafana"}  # Grafana: statically
-    local = LocalCompose(tmp_path, services)
+    local = LocalCompose(tmp_path, services, set(load_compose().get("volumes") or {}))
     local.plan_ports()
     deadline = time.monotonic() + DEADLINE
     healthy_needed = {d for s in services.values() for d, c in (s.get("depends_on") or {}).items()
                       if c["condition"] == "service_healthy"}
+    completed_needed = {d for s in services.values() for d, c in (s.get("depends_on") or {}).items()
+                        if c["condition"] == "service_completed_successfully"}
     by_service: dict[str, list[Instance]] = {}
     pool = ThreadPoolExecutor(max_workers=8)
     try:
@@ -396,6 +444,11 @@ def test_compose_services_run_as_local_processes_and_feed_every_panel(tmp_path):
                      for name in level if name in healthy_needed for inst in by_service[name]]
             for w in waits:
                 w.result()
+            for name in level:
+                if name in completed_needed:
+                    for inst in by_service[name]:
+                        code = inst.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+                        assert code == 0, f"{inst.hostname} exited with {code}:\n{tail(inst.log)}"
         prom = f"http://127.0.0.1:{local.ports[('prometheus', '9090')]}"
 
         # every agent found through the referees' /sd, and every static target, is scraped
@@ -413,8 +466,18 @@ def test_compose_services_run_as_local_processes_and_feed_every_panel(tmp_path):
                                                  f"\nprometheus log:\n{tail(by_service['prometheus'][0].log)}")
             time.sleep(1)
 
-        # attach one more agent mid-run, as `docker compose run --rm agent` does
+        # attach one more agent mid-run, as `docker compose run --rm agent` does; it claims
+        # the next learner credentials of the pool, whose name is its id
         late = local.start("agent", "agent-run-1")
+        claimed = late.cwd / "runs" / "credentials"
+        while not (claimed.exists() and claimed.read_text()):
+            assert late.proc.poll() is None, f"the attached agent exited:\n{tail(late.log)}"
+            assert time.monotonic() < deadline, f"the attached agent claimed no credentials:\n{tail(late.log)}"
+            time.sleep(0.5)
+        late_id = Path(claimed.read_text()).name
+        learner_ids = {Path((i.cwd / "runs" / "credentials").read_text()).name for i in by_service["agent"]}
+        assert len(learner_ids | {late_id}) == SCALE["agent"] + 1 and all(
+            i.startswith("learner-") for i in learner_ids | {late_id}), (learner_ids, late_id)
         late_checks = {"league_agent_mean_step_reward": "agent's own /metrics, found through the referee's /sd",
                        "league_mean_step_reward": "the referee's record of its matches"}
 
@@ -431,7 +494,7 @@ def test_compose_services_run_as_local_processes_and_feed_every_panel(tmp_path):
                 if has_data(promql(prom, expr)):
                     pending.discard((title, expr))
             for metric in list(late_pending):
-                if promql(prom, f'{metric}{{agent_id="agent-run-1"}}'):
+                if promql(prom, f'{metric}{{agent_id="{late_id}"}}'):
                     del late_pending[metric]
             if not (pending or late_pending):
                 break
@@ -442,8 +505,8 @@ def test_compose_services_run_as_local_processes_and_feed_every_panel(tmp_path):
             time.sleep(1)
 
         # the attached agent learned: it published a new policy version
-        while not has_data(promql(prom, 'league_agent_policy_version{agent_id="agent-run-1"} > 0')):
-            assert time.monotonic() < deadline, f"agent-run-1 never published an update:\n{tail(late.log)}"
+        while not has_data(promql(prom, f'league_agent_policy_version{{agent_id="{late_id}"}} > 0')):
+            assert time.monotonic() < deadline, f"{late_id} never published an update:\n{tail(late.log)}"
             time.sleep(1)
 
         # the dashboard's variables offer both leagues and every agent, and picking one narrows the panels
@@ -452,7 +515,7 @@ def test_compose_services_run_as_local_processes_and_feed_every_panel(tmp_path):
         assert leagues == {"meta-test", "training"}, leagues
         selector, label, _ = variables["agent"]
         agents = {s["metric"][label] for s in promql(prom, f"count by ({label}) ({grafana_expand(selector, {'league': 'meta-test'})})")}
-        assert {"meta", "persona-c", "persona-d", "agent-1", "agent-2", "agent-run-1"} <= agents, agents
+        assert {"meta", "persona-c", "persona-d", *learner_ids, late_id} <= agents, agents
         assert not agents & {"train-meta", "train-persona"}, f"training agents listed under meta-test: {agents}"
         one = {**every, "league": "training", "agent": "train-meta"}
         for title, expr in dashboard_queries():
@@ -470,7 +533,8 @@ def test_compose_services_run_as_local_processes_and_feed_every_panel(tmp_path):
         results = [local.not_unhealthy(i) for i in running]  # one at a time: 13 busy processes share the cores
         assert all(results), [(i.hostname, i.last_check) for i, ok in zip(running, results) if not ok]
         for inst in local.instances:
-            assert inst.proc.poll() is None, f"{inst.hostname} exited with {inst.proc.returncode}:\n{tail(inst.log)}"
+            if inst.service not in completed_needed:  # the one-shot pki service has exited 0
+                assert inst.proc.poll() is None, f"{inst.hostname} exited with {inst.proc.returncode}:\n{tail(inst.log)}"
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         local.stop()

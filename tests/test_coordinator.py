@@ -13,7 +13,9 @@ from league.experiment import train_one
 from services import server as srv
 from services.client import fetch_parameters
 from services.gen.league.v1 import agent_pb2_grpc
-from tests.league_procs import ROOT, promtool_check_metrics, metric_value, metrics, spawn, stop, wait_json, wait_until
+from services.pki import load_credentials
+from tests.league_procs import (ROOT, league_credentials, metric_value, metrics, promtool_check_metrics, spawn, stop,
+                                wait_json, wait_until)
 
 
 OVERRIDES = ['methods=["meta-mapg"]', "seeds=[0]", "chain.trajectories=4", "chain.horizon=10", "chain.length=2",
@@ -53,19 +55,22 @@ def _league(tmp_path, persona_lr: float, overrides=OVERRIDES):
     config.write_text(LEAGUE.format(lr=persona_lr))
     experiment = tmp_path / "experiment.toml"
     experiment.write_text((ROOT / "configs" / "ipd_quick.toml").read_text())
-    procs = [spawn(["referee", str(config), "--ready-file", str(tmp_path / "ref.json")], tmp_path / "ref.log")]
+    creds = league_credentials(tmp_path, ["meta", "p0", "p1"], coordinator=True)  # a secured league
+    procs = [spawn(["referee", str(config), "--ready-file", str(tmp_path / "ref.json"),
+                    "--credentials", str(creds["referee"])], tmp_path / "ref.log")]
     ref = wait_json(tmp_path / "ref.json", procs[0])
     for a in ("meta", "p0", "p1"):
         procs.append(spawn(["agent", "--join", ref["address"], "--config", str(config), "--id", a,
-                            "--checkpoint-dir", str(tmp_path / "ckpt"), "--ready-file", str(tmp_path / f"{a}.json")],
-                           tmp_path / f"{a}.log"))
+                            "--checkpoint-dir", str(tmp_path / "ckpt"), "--ready-file", str(tmp_path / f"{a}.json"),
+                            "--credentials", str(creds[a])], tmp_path / f"{a}.log"))
     infos = {a: wait_json(tmp_path / f"{a}.json", p) for a, p in zip(("meta", "p0", "p1"), procs[1:])}
     coord = spawn(["coordinator", "--join", ref["address"], "--experiment", str(experiment),
                    *sum((["--set", o] for o in overrides), []), "--meta", "meta", "--personas", "p0,p1",
                    "--iterations", "1", "--results", str(tmp_path / "coord.json"),
-                   "--ready-file", str(tmp_path / "coord.ready.json"), "--linger", "3"], tmp_path / "coord.log")
+                   "--ready-file", str(tmp_path / "coord.ready.json"), "--linger", "3",
+                   "--credentials", str(creds["coordinator"])], tmp_path / "coord.log")
     procs.append(coord)
-    return procs, coord, infos
+    return procs, coord, infos, creds
 
 
 @pytest.mark.parametrize("estimator", ["dice", "score"])
@@ -75,7 +80,7 @@ def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path, estim
     overrides = [*OVERRIDES, f"train.estimator={estimator}"]
     cfg = load_config(ROOT / "configs" / "ipd_quick.toml", overrides)
     embedded = train_one(cfg, "meta-mapg", 0).final
-    procs, coord, infos = _league(tmp_path, 1.0, overrides)
+    procs, coord, infos, creds = _league(tmp_path, 1.0, overrides)
     try:
         ready = wait_json(tmp_path / "coord.ready.json", coord)
         wait_until(lambda: (tmp_path / "coord.json").exists(), 240, "the coordinator's results")
@@ -92,7 +97,7 @@ def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path, estim
         np.testing.assert_allclose(np.array(result["lr"]), embedded.lr.numpy(), atol=1e-5, rtol=0)
         assert not torch.allclose(embedded.lr, torch.full_like(embedded.lr, cfg.agent.inner_lr))  # it moved
         # the meta-agent process now serves the new initial policy and learning rates
-        with srv.channel(infos["meta"]["address"]) as ch:
+        with srv.channel(infos["meta"]["address"], load_credentials(creds["coordinator"])) as ch:
             served = fetch_parameters(agent_pb2_grpc.AgentStub(ch), "lr").params["lr"]
         np.testing.assert_allclose(served.numpy(), embedded.lr.numpy(), atol=1e-5, rtol=0)
     finally:
@@ -100,7 +105,7 @@ def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path, estim
 
 
 def test_a_peer_whose_update_differs_from_the_replica_aborts_the_round(tmp_path):
-    procs, coord, _ = _league(tmp_path, 0.5)  # p0 learns at 0.5; the coordinator replicates 1.0
+    procs, coord, _, _ = _league(tmp_path, 0.5)  # p0 learns at 0.5; the coordinator replicates 1.0
     try:
         assert coord.wait(timeout=240) != 0
         log = (tmp_path / "coord.log").read_text()

@@ -9,7 +9,8 @@ import signal
 import pytest
 
 from services.processes import referee_status
-from tests.league_procs import metric_value, metrics, promtool_check_metrics, spawn, stop, wait_json, wait_until
+from services.pki import load_credentials
+from tests.league_procs import league_credentials, metric_value, metrics, promtool_check_metrics, spawn, stop, wait_json, wait_until
 
 LEAGUE = """
 name = "faults"
@@ -56,8 +57,15 @@ lr = [0.5]
 """
 
 
+_ADMIN = {}  # referee address -> the admin credentials of its (secured) league
+
+
+def _status(address):
+    return referee_status(address, credentials=_ADMIN[address])
+
+
 def _members(address):
-    return {m.agent_id: m for m in referee_status(address).members}
+    return {m.agent_id: m for m in _status(address).members}
 
 
 @pytest.fixture
@@ -65,12 +73,16 @@ def league(tmp_path):
     config = tmp_path / "league.toml"
     config.write_text(LEAGUE)
     procs = {}
+    creds = league_credentials(tmp_path, ["meta", "persona", "l1", "l2", "l3", "newcomer"])  # a secured league
     procs["referee"] = spawn(["referee", str(config), "--ready-file", str(tmp_path / "referee.json"),
+                              "--credentials", str(creds["referee"]),
                               "--wait-for", "5"], tmp_path / "referee.log")
     ref = wait_json(tmp_path / "referee.json", procs["referee"])
+    _ADMIN[ref["address"]] = load_credentials(creds["admin"])
 
     def start_agent(agent_id, *extra):
         procs[agent_id] = spawn(["agent", "--join", ref["address"], "--id", agent_id,
+                                 "--credentials", str(creds[agent_id]),
                                  "--checkpoint-dir", str(tmp_path / "ckpt"),
                                  "--ready-file", str(tmp_path / f"{agent_id}.json"), *extra],
                                 tmp_path / f"{agent_id}.log")
@@ -90,13 +102,13 @@ def test_sigkill_voids_the_match_and_the_agent_resumes(league):
     before = _members(addr)["l1"].policy_version
     os.kill(procs["l1"].pid, signal.SIGKILL)
     procs["l1"].wait(timeout=10)
-    rounds_at_kill = referee_status(addr).round
+    rounds_at_kill = _status(addr).round
     # the league keeps running: rounds go on and the survivors keep learning
-    wait_until(lambda: referee_status(addr).round >= rounds_at_kill + 3, 60, "rounds after the kill")
+    wait_until(lambda: _status(addr).round >= rounds_at_kill + 3, 60, "rounds after the kill")
     survivors = _members(addr)
     assert survivors["l2"].policy_version > 1 and survivors["meta"].matches > 0
     # the match that needed the dead agent was voided, not played or hung
-    wait_until(lambda: referee_status(addr).aborted_matches >= 1, 30, "the dead agent's match to be voided")
+    wait_until(lambda: _status(addr).aborted_matches >= 1, 30, "the dead agent's match to be voided")
     # the dead agent's lease expires and it leaves the league (its matches were voided or skipped)
     wait_until(lambda: "l1" not in _members(addr), 30, "l1's lease to expire")
     # restarted under the same id: it resumes from its checkpoint, not from scratch
@@ -111,7 +123,7 @@ def test_sigkill_voids_the_match_and_the_agent_resumes(league):
 def test_attached_agent_is_matched_learns_and_is_in_the_metrics(league):
     ref, start_agent, procs, tmp = league
     addr = ref["address"]
-    wait_until(lambda: referee_status(addr).round >= 2, 60, "the league to run")
+    wait_until(lambda: _status(addr).round >= 2, 60, "the league to run")
     info = start_agent("newcomer", "--role", "learner", "--policy", "tabular", "--init", "random:9", "--lr", "0.5")
     assert info["resumed"] is False
     m = wait_until(lambda: (_members(addr).get("newcomer") and _members(addr)["newcomer"].policy_version >= 3
@@ -133,13 +145,14 @@ AGENT_METRICS = ["league_agent_episodes_total", "league_agent_updates_total", "l
                  "league_agent_policy_version", "league_agent_learning_rate",
                  "league_agent_last_update_timestamp_seconds", "league_agent_parameter_fetch_seconds_count",
                  "league_grpc_server_handled_total", "league_grpc_server_handling_seconds_count"]
-ALLOWED_LABELS = {"agent_id", "role", "step", "le", "grpc_service", "grpc_method", "grpc_code"}
+ALLOWED_LABELS = {"agent_id", "role", "step", "le", "grpc_service", "grpc_method", "grpc_code",
+                  "caller"}  # caller: the certificate role of a refused call (league_rpc_refused_total)
 ROLES = {"meta", "persona", "learner"}  # `role` is always an agent's role, never a process's
 
 
 def test_every_process_serves_the_metrics_contract(league):
     ref, _, procs, tmp = league
-    wait_until(lambda: referee_status(ref["address"]).round >= 4, 60, "a few rounds")
+    wait_until(lambda: _status(ref["address"]).round >= 4, 60, "a few rounds")
     pages = {"referee": (metrics(ref["metrics"]), REFEREE_METRICS)}
     for a in ("meta", "persona", "l1"):
         info = json.loads((tmp / f"{a}.json").read_text())

@@ -2,7 +2,9 @@
 under a live id is refused with one line; rogue agents serving wrong-shape and NaN
 parameters void their matches, are dropped and refused again, and the referee goes on;
 a SIGSTOPped agent delays the rounds by about one lease, its matches voided and logged,
-and it rejoins after SIGCONT. Plus the process CLI's one-line failures."""
+and it rejoins after SIGCONT. Plus the process CLI's one-line failures. These leagues run in
+plaintext (``--insecure``): the rogue agent is a bare gRPC server, and the faults are about
+what a member serves, not who it is (tests/test_league_access.py covers access control)."""
 
 from __future__ import annotations
 
@@ -82,13 +84,13 @@ def league(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("robust")
     config = tmp / "league.toml"
     config.write_text(LEAGUE)
-    procs = {"referee": spawn(["referee", str(config), "--ready-file", str(tmp / "referee.json"), "--wait-for", "4"],
-                              tmp / "referee.log")}
+    procs = {"referee": spawn(["referee", str(config), "--ready-file", str(tmp / "referee.json"), "--wait-for", "4",
+                               "--insecure"], tmp / "referee.log")}
     ref = wait_json(tmp / "referee.json", procs["referee"])
     for a in ("l1", "l2", "l3", "l4"):
         procs[a] = spawn(["agent", "--join", ref["address"], "--config", str(config), "--id", a,
-                          "--checkpoint-dir", str(tmp / "ckpt"), "--ready-file", str(tmp / f"{a}.json")],
-                         tmp / f"{a}.log")
+                          "--checkpoint-dir", str(tmp / "ckpt"), "--ready-file", str(tmp / f"{a}.json"),
+                          "--insecure"], tmp / f"{a}.log")
     for a in ("l1", "l2", "l3", "l4"):
         wait_json(tmp / f"{a}.json", procs[a], timeout=120)
     wait_until(lambda: referee_status(ref["address"]).round >= 2, 120, "the league to play")
@@ -103,7 +105,7 @@ def league(tmp_path_factory):
 def test_a_join_under_a_live_id_is_refused_in_one_line(league):
     ref, procs, tmp, config = league
     proc = _league_cli("agent", "--join", ref["address"], "--config", str(config), "--id", "l2",
-                       "--checkpoint-dir", str(tmp / "intruder"), "--join-wait", "30")
+                       "--checkpoint-dir", str(tmp / "intruder"), "--join-wait", "30", "--insecure")
     line = _one_line_error(proc)
     assert "ALREADY_EXISTS" in line and "l2" in line
     assert procs["l2"].poll() is None and _members(ref["address"])["l2"].address != ""  # the holder stays
@@ -183,7 +185,7 @@ def test_agent_waits_for_an_absent_referee_then_fails_in_one_line(tmp_path):
     address = f"127.0.0.1:{_closed_port()}"
     t0 = time.monotonic()
     proc = _league_cli("agent", "--join", address, "--id", "lonely", "--env", "ipd", "--join-wait", "3",
-                       "--checkpoint-dir", str(tmp_path))
+                       "--checkpoint-dir", str(tmp_path), "--insecure")
     assert f"waiting for the referee at {address}" in proc.stderr
     line = _one_line_error(proc)
     assert address in line and time.monotonic() - t0 < 120
@@ -193,7 +195,7 @@ def test_agent_waits_for_an_absent_referee_then_fails_in_one_line(tmp_path):
 def test_coordinator_waits_for_an_absent_referee_then_fails_in_one_line():
     address = f"127.0.0.1:{_closed_port()}"
     proc = _league_cli("coordinator", "--join", address, "--experiment", "configs/ipd_quick.toml", "--meta", "m",
-                       "--personas", "p", "--join-wait", "2")
+                       "--personas", "p", "--join-wait", "2", "--insecure")
     assert f"waiting for the referee at {address}" in proc.stderr
     assert address in _one_line_error(proc)
 
@@ -206,10 +208,10 @@ def test_a_port_in_use_fails_in_one_line(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        proc = _league_cli("referee", str(config), "--port", str(port))
+        proc = _league_cli("referee", str(config), "--port", str(port), "--insecure")
         assert str(port) in _one_line_error(proc)
         proc = _league_cli("agent", "--join", "127.0.0.1:1", "--id", "x", "--env", "ipd", "--port", str(port),
-                           "--checkpoint-dir", str(tmp_path))
+                           "--checkpoint-dir", str(tmp_path), "--insecure")
         assert str(port) in _one_line_error(proc)
 
 
@@ -241,7 +243,8 @@ def test_league_up_restarts_a_killed_referee_and_loses_no_round(tmp_path):
     config.write_text(RESTART_LEAGUE)
     e = {**env(), "LEAGUE_STATE": str(tmp_path / "up.json")}
     run = tmp_path / "run"
-    up = subprocess.Popen([sys.executable, "-m", "league.cli", "up", str(config), "--out", str(run), "--json"],
+    up = subprocess.Popen([sys.executable, "-m", "league.cli", "up", str(config), "--out", str(run), "--json",
+                           "--insecure"],
                           env=e, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           start_new_session=True)
     try:

@@ -7,6 +7,10 @@ import os
 import subprocess
 import sys
 
+import grpc
+import pytest
+
+from services.pki import load_credentials
 from services.processes import referee_status
 from tests.league_procs import env, wait_until
 
@@ -56,8 +60,19 @@ def test_up_status_down(tmp_path):
         wait_until(started, 120, "league up to start every process")
         state = json.loads((tmp_path / "up.json").read_text())
         assert set(state["pids"]) == {"referee", "a", "b"}
-        wait_until(lambda: referee_status(state["referee"]).round >= 2, 60, "two rounds")
-        status = subprocess.run([sys.executable, "-m", "league.cli", "status", state["referee"], "--json"],
+        # secured by default: a CA and per-process credentials under the run directory, keys 0600
+        pki = tmp_path / "run" / "pki"
+        keys = sorted(pki.rglob("*.key")) + sorted(pki.rglob("key.pem"))
+        assert {k.parent.name for k in keys} == {"ca", "referee", "admin", "a", "b"}
+        assert all(k.stat().st_mode & 0o777 == 0o600 for k in keys)
+        admin = load_credentials(state["credentials"])
+        assert admin.identity.role == "admin"
+        wait_until(lambda: referee_status(state["referee"], credentials=admin).round >= 2, 60, "two rounds")
+        with pytest.raises(grpc.RpcError) as plaintext:
+            referee_status(state["referee"], timeout=5)
+        assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
+        status = subprocess.run([sys.executable, "-m", "league.cli", "status", state["referee"], "--json",
+                                 "--credentials", state["credentials"]],
                                 env=e, capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stderr
         members = {m["agent_id"]: m for m in json.loads(status.stdout)["members"]}

@@ -1,0 +1,230 @@
+"""Who may call what: the league's access table and the one server interceptor that
+enforces it, plus the gRPC credentials of mutual TLS.
+
+Every league server requires a client certificate from the league's CA
+(:mod:`services.pki`); the caller's identity (role and id) is read from that certificate,
+never from the request. :data:`ACCESS` maps each RPC to a :class:`Rule`: the roles allowed,
+and for the RPCs a member makes about itself, the request field that must equal the
+caller's certificate id. ``docs/security.md`` renders this table. Opponent-modeling mode
+(``peer_access = "inferred"``) is an input of :func:`access_table`, so it is a config
+switch, not a code path. No sockets here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter
+
+from services.gen.league.v1 import agent_pb2, coordinator_pb2, referee_pb2
+from services.pki import LEAGUE_SERVER_NAME, ROLES, Credentials, Identity, PkiError, identity_of
+
+log = logging.getLogger("league.auth")
+
+EVERYONE = frozenset(ROLES)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Who may call one RPC."""
+
+    roles: frozenset[str]
+    """Certificate roles allowed to call it."""
+    own_id_field: str = ""
+    """Request field that must equal the caller's certificate id ("" when the RPC is not
+    about the caller itself). Only unary requests can carry one."""
+    why: str = ""
+    """One line for the documentation's table."""
+
+
+def _name(descriptor_file, service: str, method: str) -> str:
+    full = descriptor_file.DESCRIPTOR.services_by_name[service].full_name
+    assert method in descriptor_file.DESCRIPTOR.services_by_name[service].methods_by_name, (service, method)
+    return f"/{full}/{method}"
+
+
+REFEREE = {m: _name(referee_pb2, "Referee", m) for m in ("Join", "Heartbeat", "Leave", "Subscribe", "Status",
+                                                        "PlayMatches")}
+AGENT = {m: _name(agent_pb2, "Agent", m) for m in ("Describe", "GetParameters", "PushParameters")}
+COORDINATOR_STATUS = _name(coordinator_pb2, "Coordinator", "Status")
+HEALTH_CHECK, HEALTH_WATCH = "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"
+REFLECTION = ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+              "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+
+ACCESS: Mapping[str, Rule] = MappingProxyType({
+    REFEREE["Join"]: Rule(frozenset({"agent"}), "agent_id", "an agent joins under its own id only"),
+    REFEREE["Heartbeat"]: Rule(frozenset({"agent"}), "agent_id", "only the member itself renews its lease"),
+    REFEREE["Leave"]: Rule(frozenset({"agent"}), "agent_id", "only the member itself leaves"),
+    REFEREE["Subscribe"]: Rule(frozenset({"agent"}), "agent_id",
+                               "an agent receives the batches of its own matches only (no all-batches stream)"),
+    REFEREE["Status"]: Rule(EVERYONE, why="membership and progress; read-only"),
+    REFEREE["PlayMatches"]: Rule(frozenset({"coordinator"}), why="the coordinator's chain steps (agents learn from them)"),
+    AGENT["Describe"]: Rule(frozenset({"referee", "coordinator", "admin"}),
+                            why="spaces and versions, read at join (referee) and before pushes (coordinator)"),
+    AGENT["GetParameters"]: Rule(frozenset({"referee", "coordinator"}),
+                                 why="the referee rolls out; the coordinator checks its replica"),
+    AGENT["PushParameters"]: Rule(frozenset({"coordinator"}), why="meta-updates and persona draws"),
+    COORDINATOR_STATUS: Rule(EVERYONE, why="iteration and objective; read-only"),
+    HEALTH_CHECK: Rule(EVERYONE, why="liveness (containers' healthchecks use the process's own credentials)"),
+    HEALTH_WATCH: Rule(EVERYONE, why="liveness"),
+    **{name: Rule(EVERYONE, why="service discovery for grpcurl and the like") for name in REFLECTION},
+})
+"""RPC (``/package.Service/Method``) -> who may call it, in the default ``direct`` mode.
+An RPC missing from the table is refused (PERMISSION_DENIED) to everyone."""
+
+PEER_ACCESS: Mapping[str, Mapping[str, Rule]] = MappingProxyType({
+    "direct": MappingProxyType({}),
+    "inferred": MappingProxyType({
+        AGENT["GetParameters"]: Rule(frozenset({"referee"}),
+                                     why="opponent modeling: peers' parameters are inferred, not read; "
+                                         "only the referee (it rolls out) reads them"),
+    }),
+})
+"""Peer-access mode -> the rules it changes. ``direct``: the coordinator reads agents'
+parameters; ``inferred`` (opponent modeling): agents refuse parameter reads from the coordinator."""
+
+
+def access_table(peer_access: str = "direct") -> Mapping[str, Rule]:
+    """The access table of a league in the given peer-access mode."""
+    if peer_access not in PEER_ACCESS:
+        raise ValueError(f"peer_access must be one of {', '.join(PEER_ACCESS)}, not {peer_access!r}")
+    return MappingProxyType({**ACCESS, **PEER_ACCESS[peer_access]})
+
+
+class Refused(Exception):
+    """A call the table does not allow: the status code and a one-line reason."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str, role: str) -> None:
+        super().__init__(reason)
+        self.code, self.role = code, role
+
+
+def peer_identity(context: grpc.ServicerContext) -> Identity | None:
+    """The caller's identity from its verified TLS certificate (None on a plaintext
+    connection or a certificate that names no league role and id)."""
+    pem = context.auth_context().get("x509_pem_cert")
+    if not pem:
+        return None
+    try:
+        return identity_of(pem[0])
+    except (PkiError, ValueError):
+        return None
+
+
+def authorise(rule: Rule | None, context: grpc.ServicerContext, request: Any = None) -> Identity:
+    """The caller's identity if ``rule`` lets it make this call, else :class:`Refused`:
+    UNAUTHENTICATED without a readable league identity, PERMISSION_DENIED for a role the
+    rule does not list or a request about another member's id."""
+    who = peer_identity(context)
+    if who is None:
+        raise Refused(grpc.StatusCode.UNAUTHENTICATED,
+                      "no league client certificate with a role and an id: this league needs mutual TLS "
+                      "credentials (`league certs issue`)", "none")
+    if rule is None:
+        raise Refused(grpc.StatusCode.PERMISSION_DENIED, "this RPC is not in the league's access table", who.role)
+    if who.role not in rule.roles:
+        raise Refused(grpc.StatusCode.PERMISSION_DENIED,
+                      f"role {who.role!r} may not call this RPC (allowed: {', '.join(sorted(rule.roles))})", who.role)
+    if rule.own_id_field:
+        claimed = getattr(request, rule.own_id_field)
+        if claimed != who.id:
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED,
+                          f"{who} may make this call only about itself, not about {claimed[:64]!r}", who.role)
+    return who
+
+
+class AccessControl(grpc.ServerInterceptor):
+    """Enforces an access table on every RPC of a server before its handler runs; a refusal
+    is logged, counted in ``league_rpc_refused_total{grpc_service, grpc_method, caller,
+    grpc_code}`` (``caller``: the certificate role, ``none`` without a readable identity;
+    not ``role``, which in league metrics is always an agent's league role) and answered
+    with its code, and the handler never sees the request."""
+
+    def __init__(self, table: Mapping[str, Rule], registry: CollectorRegistry) -> None:
+        for method, rule in table.items():
+            assert rule.roles <= EVERYONE, (method, rule.roles)
+        self.table = table
+        self.refused = Counter("league_rpc_refused", "RPCs refused by the access table, by method, caller's "
+                               "certificate role (none: no readable identity) and status code",
+                               ["grpc_service", "grpc_method", "caller", "grpc_code"], registry=registry)
+
+    def _check(self, method: str, context: grpc.ServicerContext, request: Any) -> None:
+        try:
+            authorise(self.table.get(method), context, request)
+        except Refused as err:
+            service, name = method.split("/")[1:3] if method in self.table else ("unknown", "unknown")
+            self.refused.labels(service, name, err.role, err.code.name).inc()
+            log.warning("refused %s from %s (%s): %s: %s", method, context.peer(), err.role, err.code.name, err)
+            context.abort(err.code, str(err))
+
+    def _unary(self, behavior: Callable, method: str, streaming_request: bool) -> Callable:
+        def handle(request: Any, context: grpc.ServicerContext) -> Any:
+            self._check(method, context, None if streaming_request else request)
+            return behavior(request, context)
+        return handle
+
+    def _streaming(self, behavior: Callable, method: str, streaming_request: bool) -> Callable:
+        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            self._check(method, context, None if streaming_request else request)
+            yield from behavior(request, context)
+        return handle
+
+    def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
+        handler = continuation(handler_call_details)
+        if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED itself
+            return None
+        method = handler_call_details.method
+        rule = self.table.get(method)
+        if rule is not None and rule.own_id_field and handler.request_streaming:
+            raise AssertionError(f"{method}: a streaming request cannot carry {rule.own_id_field}")
+        wrap = self._streaming if handler.response_streaming else self._unary
+        behavior = next(b for b in (handler.unary_unary, handler.unary_stream, handler.stream_unary,
+                                    handler.stream_stream) if b is not None)
+        make = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
+                (True, False): grpc.stream_unary_rpc_method_handler,
+                (True, True): grpc.stream_stream_rpc_method_handler}[(handler.request_streaming,
+                                                                      handler.response_streaming)]
+        return make(wrap(behavior, method, handler.request_streaming), handler.request_deserializer,
+                    handler.response_serializer)
+
+
+# -- credentials ---------------------------------------------------------------------------
+CHANNEL_OPTIONS: list[tuple[str, str]] = [("grpc.ssl_target_name_override", LEAGUE_SERVER_NAME)]
+"""Clients verify every league server's certificate against the league's name, not the
+dialled host (agents advertise container IPs that no certificate could list in advance)."""
+
+
+def server_credentials(creds: Credentials) -> grpc.ServerCredentials:
+    """TLS with the process's certificate; a client certificate from the league CA is required."""
+    return grpc.ssl_server_credentials([(creds.key, creds.cert)], root_certificates=creds.ca,
+                                       require_client_auth=True)
+
+
+def channel_credentials(creds: Credentials) -> grpc.ChannelCredentials:
+    """TLS trusting only the league CA, presenting the process's own certificate."""
+    return grpc.ssl_channel_credentials(root_certificates=creds.ca, private_key=creds.key,
+                                        certificate_chain=creds.cert)
+
+
+def render_access_table() -> str:
+    """The access table as the markdown table of ``docs/security.md`` (a test keeps them equal):
+    one row per RPC, the roles allowed in each peer-access mode, the self-only field and why."""
+    modes = list(PEER_ACCESS)
+    tables = {m: access_table(m) for m in modes}
+    rows = ["| RPC | " + " | ".join(f"roles (`{m}`)" for m in modes) + " | only about itself | why |",
+            "|---|" + "---|" * len(modes) + "---|---|"]
+    for method in ACCESS:
+        rules = [tables[m][method] for m in modes]
+        roles = [", ".join(r for r in ROLES if r in rule.roles) for rule in rules]
+        own = f"request `{rules[0].own_id_field}` = certificate id" if rules[0].own_id_field else ""
+        why = "; ".join(dict.fromkeys(rule.why for rule in rules))
+        rows.append(f"| `{method}` | " + " | ".join(roles) + f" | {own} | {why} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m services.auth: print the table for docs/security.md
+    print(render_access_table())
