@@ -207,3 +207,17 @@ def test_registry_builds_every_rule():
     with pytest.raises(ValueError, match="unknown update rule"):
         make_rule("sgd")
 
+
+
+def test_optimise_mixes_rules_per_seat():
+    from league.meva.play import optimise
+
+    game = ExactIPD()
+    x0 = _points("ipd")
+    lola = LolaLookahead(1.0)
+    x1, path = optimise(game, [lola, Naive()], x0, steps=1, lr=0.5, record=torch.tensor([0, 2]))
+    expected = x0.clone()
+    expected[:, 0] += 0.5 * lola(game, x0)[:, 0]
+    expected[:, 1] += 0.5 * Naive()(game, x0)[:, 1]
+    assert torch.allclose(x1, expected)
+    assert path.shape == (2, 2, 2, 5) and torch.allclose(path[-1], x1[[0, 2]])
