@@ -43,7 +43,9 @@ def main() -> None:
     raw = tomllib.loads(Path(args.config).read_text())
     tc, out = raw["tournament"], Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    game = ExactIPD(**raw["game"])
+    settings = dict(raw["game"])
+    learn_game = ExactIPD(gamma=settings["gamma"], normalised=settings["learn_normalised"])
+    game = ExactIPD(gamma=settings["gamma"], normalised=True)  # what is reported
     rules = {name: make_rule(s.pop("rule", name), **s) for name, s in ((k, dict(v)) for k, v in raw["rules"].items())}
     gen = torch.Generator().manual_seed(tc["seed"])
     x0 = torch.randn(tc["trials"], 2, 5, generator=gen) * tc["init_std"]
@@ -54,7 +56,7 @@ def main() -> None:
             t0 = time.perf_counter()
             x, curve = x0, [game.values(x0).mean(0)]
             for _ in range(tc["steps"]):
-                x, _ = optimise(game, [row_rule, col_rule], x, 1, tc["lr"])
+                x, _ = optimise(learn_game, [row_rule, col_rule], x, 1, tc["lr"])
                 curve.append(game.values(x).mean(0))
             v = game.values(x)  # [trials, 2]
             n = v.shape[0]

@@ -4,7 +4,7 @@ basins of attraction of naive, LOLA, HOLA-2, COLA and MeVa over their settings.
     .venv/bin/python scripts/meva_logistic.py [--config configs/meva_logistic.toml]
         [--out results/meva_logistic] [--phase meva|cola|evaluate|all]
 
-Each phase writes into ``--out``: ``meva_model.pt`` / ``cola_model.pt`` (reused by later
+``meva-long`` reruns MeVa alone for ``long_steps`` steps (``meva_long.json``). Each phase writes into ``--out``: ``meva_model.pt`` / ``cola_model.pt`` (reused by later
 phases when present), ``train_*.json``, ``basins.png``, ``trajectories.png``, ``loss.png``
 and ``summary.json`` (fraction of the grid that reaches the positive quadrant, per method and
 setting; budget, seeds, machine, timings).
@@ -121,11 +121,35 @@ def evaluate(out: Path, game: LogisticGame, meva_cfg: MeVaConfig, cola_cfg: Cola
     return results
 
 
+def meva_long(out: Path, game: LogisticGame, meva_cfg: MeVaConfig, ev: dict) -> dict:
+    """MeVa only, ``long_steps`` steps from the same grid: does the rest of the grid still
+    reach the positive quadrant when given more time?"""
+    meva = _load("meva", out, game, meva_cfg, meva_cfg.n_quantiles)
+    n, ext = ev["grid"], ev["extent"]
+    axis = torch.linspace(-ext, ext, n)
+    x2, x1 = torch.meshgrid(axis, axis, indexing="ij")
+    grid = torch.stack([x1.flatten(), x2.flatten()], -1).unsqueeze(-1)
+    results = {}
+    for g in ev["long_gammas"]:
+        rule = make_rule("meva", model=meva, gamma=g, formulation=meva_cfg.formulation)
+        t0 = time.perf_counter()
+        final, _ = optimise(game, [rule, rule], grid, ev["long_steps"], ev["lr"])
+        end = final[..., 0]
+        results[f"g={g:g}"] = {"steps": ev["long_steps"],
+                               "fraction_positive_quadrant": (end > 0).all(-1).float().mean().item(),
+                               "fraction_near_B": ((end - B_POINT).abs() < 0.5).all(-1).float().mean().item(),
+                               "mean_final_point": end.mean(0).tolist(),
+                               "seconds": time.perf_counter() - t0}
+        print(f"meva g={g:g}, {ev['long_steps']} steps: {results[f'g={g:g}']}", flush=True)
+    (out / "meva_long.json").write_text(json.dumps({"results": results, "evaluate": ev, "machine": machine()}, indent=1))
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="configs/meva_logistic.toml")
     ap.add_argument("--out", default="results/meva_logistic")
-    ap.add_argument("--phase", choices=["meva", "cola", "evaluate", "all"], default="all")
+    ap.add_argument("--phase", choices=["meva", "cola", "evaluate", "meva-long", "all"], default="all")
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -158,6 +182,8 @@ def main() -> None:
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         print(f"wrote {out / 'summary.json'}")
+    if args.phase in ("meva-long", "all"):
+        meva_long(out, game, meva_cfg, ev)
 
 
 if __name__ == "__main__":
