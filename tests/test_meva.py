@@ -198,7 +198,7 @@ def test_registry_builds_every_rule():
     game = LogisticGame()
     x = _points("logistic")
     net = _net(1, 4)
-    settings = {"naive": {}, "lola": {"alpha": 1.0}, "lola-taylor": {"alpha": 1.0}, "hola": {"alpha": 1.0, "order": 2},
+    settings = {"naive": {}, "frozen": {}, "lola": {"alpha": 1.0}, "lola-taylor": {"alpha": 1.0}, "hola": {"alpha": 1.0, "order": 2},
                 "cola": {"model": _net(1, 1), "alpha": 1.0}, "meva": {"model": net, "gamma": 0.9}}
     assert set(settings) == set(DIFFERENTIABLE_RULES)
     for name, kw in settings.items():

@@ -6,6 +6,7 @@ learner steps ``x + lr * direction``. Whole grids, tournaments and training batc
 batch dimension ``B``. The rules follow Appendix B of the Meta-Value Learning paper:
 
 - ``naive``: the simultaneous gradient ``grad_i f_i``.
+- ``frozen``: no learning (the fixed opponent of a best-response computation).
 - ``lola``: LOLA sans Taylor approximation (the look-ahead form): player ``i`` ascends
   ``f_i(x + alpha * (others' naive step))``, differentiating through the others' step.
 - ``lola-taylor``: the original LOLA's first-order Taylor form: own gradient plus the
@@ -37,6 +38,7 @@ __all__ = [
     "simultaneous_gradient",
     "lookahead_gradient",
     "Naive",
+    "Frozen",
     "LolaLookahead",
     "LolaTaylor",
     "Hola",
@@ -110,6 +112,14 @@ class Naive:
 
     def __call__(self, game: DifferentiableGame, x: torch.Tensor) -> torch.Tensor:
         return simultaneous_gradient(game, x).detach()
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """No learning: the zero direction (a fixed opponent, e.g. when a best response is sought)."""
+
+    def __call__(self, game: DifferentiableGame, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x).detach()
 
 
 @dataclass(frozen=True)
@@ -191,6 +201,7 @@ def _meva(model: Any, gamma: float | torch.Tensor = 0.9, formulation: str = "V")
 #: Update rules by name: factory(**settings) -> rule(game, x) -> direction [B, n, d].
 DIFFERENTIABLE_RULES: dict[str, Callable[..., Rule]] = {
     "naive": Naive,
+    "frozen": Frozen,
     "lola": LolaLookahead,
     "lola-taylor": LolaTaylor,
     "hola": Hola,
