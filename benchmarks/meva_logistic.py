@@ -1,7 +1,7 @@
 """MeVa on the logistic game: time per outer iteration and projected time to a trained model
 on this CPU, at the paper's settings (Appendix D: batch 128, T = k = 50, all 50 states,
 1000 iterations; "about a minute on a single GPU") and at the committed budget
-(configs/meva_logistic.toml), side by side in one run. Also one COLA update.
+(configs/meva/logistic.toml), side by side in one run. Also one COLA update.
 
     .venv/bin/python benchmarks/meva_logistic.py [--iterations 3] [--out benchmarks/meva_logistic.json]
 
@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _bench_common import loadavg, machine_info, summary  # noqa: E402
 
 from league.games.logistic import LogisticGame  # noqa: E402
-from league.meva.cola import ColaConfig, train_cola  # noqa: E402
+from league.meva.cola import train_cola  # noqa: E402
+from league.meva.config import load_logistic_config  # noqa: E402
 from league.meva.train import MeVaConfig, train_meta_value  # noqa: E402
 
 PAPER_GPU_SECONDS_TO_MODEL = 60.0  # "Training takes about a minute on a single GPU" (Appendix D)
@@ -45,10 +46,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "meva_logistic.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from meva_logistic import _configs  # noqa: E402
-
-    budget_cfg, cola_cfg, _ = _configs(ROOT / "configs" / "meva_logistic.toml")
+    budget_cfg, cola_cfg, _ = load_logistic_config(ROOT / "configs" / "meva" / "logistic.toml")
     paper_cfg = MeVaConfig()  # the defaults are Appendix D's settings, batch 128, 1000 iterations
     game = LogisticGame()
     load_before = loadavg()

@@ -1,6 +1,6 @@
 """LOLA on the exact IPD against its look-ahead step alpha (MeVa paper, Figure 3b).
 
-    .venv/bin/python scripts/meva_ipd_lola_sweep.py [--config configs/meva_ipd_lola_sweep.toml]
+    .venv/bin/python scripts/meva_ipd_lola_sweep.py [--config configs/meva/ipd_lola_sweep.toml]
         [--out results/meva_ipd_lola]
 
 For each alpha, batched over ``trials`` starts from N(0, 1) logits: (left) both seats follow
@@ -38,7 +38,7 @@ def _stats(v: torch.Tensor) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", default="configs/meva_ipd_lola_sweep.toml")
+    ap.add_argument("--config", default="configs/meva/ipd_lola_sweep.toml")
     ap.add_argument("--out", default="results/meva_ipd_lola")
     args = ap.parse_args()
     torch.set_num_threads(1)

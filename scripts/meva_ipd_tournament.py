@@ -1,6 +1,6 @@
 """IPD tournament of learning rules on the exact differentiable IPD (MeVa paper, Section 5.2).
 
-    .venv/bin/python scripts/meva_ipd_tournament.py [--config configs/meva_ipd_tournament.toml]
+    .venv/bin/python scripts/meva_ipd_tournament.py [--config configs/meva/ipd_tournament.toml]
         [--out results/meva_ipd_tournament]
 
 Every ordered pairing (row rule in seat 0, column rule in seat 1) plays ``trials`` games,
@@ -36,7 +36,7 @@ STATES = ["s0", "CC", "CD", "DC", "DD"]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", default="configs/meva_ipd_tournament.toml")
+    ap.add_argument("--config", default="configs/meva/ipd_tournament.toml")
     ap.add_argument("--out", default="results/meva_ipd_tournament")
     args = ap.parse_args()
     torch.set_num_threads(1)

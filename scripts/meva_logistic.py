@@ -1,7 +1,7 @@
 """Logistic game (MeVa paper, Section 5.1 and Figure 2): train MeVa and COLA, then map the
 basins of attraction of naive, LOLA, HOLA-2, COLA and MeVa over their settings.
 
-    .venv/bin/python scripts/meva_logistic.py [--config configs/meva_logistic.toml]
+    .venv/bin/python scripts/meva_logistic.py [--config configs/meva/logistic.toml]
         [--out results/meva_logistic] [--phase meva|cola|evaluate|all]
 
 ``meva-long`` reruns MeVa alone for ``long_steps`` steps (``meva_long.json``). Each phase writes into ``--out``: ``meva_model.pt`` / ``cola_model.pt`` (reused by later
@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 import time
-import tomllib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from league.games.logistic import LogisticGame  # noqa: E402
 from league.meva.cola import ColaConfig, train_cola  # noqa: E402
-from league.meva.model import NetConfig, PlayerSymmetricNet  # noqa: E402
+from league.meva.config import load_logistic_config  # noqa: E402
+from league.meva.model import PlayerSymmetricNet  # noqa: E402
 from league.meva.play import optimise  # noqa: E402
 from league.meva.plots import plot_basins, plot_loss, plot_trajectories  # noqa: E402
 from league.meva.rules import make_rule  # noqa: E402
@@ -35,14 +35,6 @@ from league.meva.train import MeVaConfig, make_meta_value_model, train_meta_valu
 from league.run import machine  # noqa: E402
 
 B_POINT = 5.0311  # the stable fixed point B = (B_POINT, B_POINT); A = -B (tests/test_differentiable_games.py)
-
-
-def _configs(path: Path) -> tuple[MeVaConfig, ColaConfig, dict]:
-    raw = tomllib.loads(path.read_text())
-    meva, cola = dict(raw["meva"]), dict(raw["cola"])
-    meva_cfg = MeVaConfig(**{**meva, "net": NetConfig(**meva.pop("net", {}))})
-    cola_cfg = ColaConfig(**{**cola, "net": NetConfig(**cola.pop("net", {}))})
-    return meva_cfg, cola_cfg, raw["evaluate"]
 
 
 def _progress(name: str, every: int):
@@ -147,14 +139,14 @@ def meva_long(out: Path, game: LogisticGame, meva_cfg: MeVaConfig, ev: dict) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", default="configs/meva_logistic.toml")
+    ap.add_argument("--config", default="configs/meva/logistic.toml")
     ap.add_argument("--out", default="results/meva_logistic")
     ap.add_argument("--phase", choices=["meva", "cola", "evaluate", "meva-long", "all"], default="all")
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meva_cfg, cola_cfg, ev = _configs(Path(args.config))
+    meva_cfg, cola_cfg, ev = load_logistic_config(args.config)
     game = LogisticGame()
     if args.phase in ("meva", "all") and not (out / "meva_model.pt").exists():
         _train("meva", out, train_meta_value, meva_cfg, game)

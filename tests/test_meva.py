@@ -237,3 +237,13 @@ def test_meva_u_training_runs_with_every_technique():
     model, hist = train_meta_value(game, cfg)
     assert len(hist) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in hist)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_shipped_meva_configs_load():
+    """Every key of configs/meva/logistic.toml is a field of its typed config."""
+    from pathlib import Path
+
+    from league.meva.config import load_logistic_config
+
+    meva, cola, evaluate = load_logistic_config(Path(__file__).parents[1] / "configs" / "meva" / "logistic.toml")
+    assert meva.formulation == "V" and cola.alpha_max == 10.0 and evaluate["grid"] > 1
