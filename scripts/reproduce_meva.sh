@@ -13,5 +13,7 @@ PY=.venv/bin/python
 [ -f results/meva_logistic/meva_long.json ] || $PY scripts/meva_logistic.py --phase meva-long --config configs/meva/logistic.toml --out results/meva_logistic
 # IPD: naive / LOLA / HOLA-2 tournament, 256 trials per pairing, 300 steps
 [ -f results/meva_ipd_tournament/summary.json ] || $PY scripts/meva_ipd_tournament.py --config configs/meva/ipd_tournament.toml --out results/meva_ipd_tournament
+# IPD: LOLA against its look-ahead alpha (Figure 3b): self-play, best response, shaping a naive learner
+[ -f results/meva_ipd_lola/summary.json ] || $PY scripts/meva_ipd_lola_sweep.py --config configs/meva/ipd_lola_sweep.toml --out results/meva_ipd_lola
 # speed: time per MeVa outer iteration, paper settings vs the budget, and projected time to a model
 $PY benchmarks/meva_logistic.py --iterations 3
