@@ -15,5 +15,7 @@ PY=.venv/bin/python
 [ -f results/meva_ipd_tournament/summary.json ] || $PY scripts/meva_ipd_tournament.py --config configs/meva/ipd_tournament.toml --out results/meva_ipd_tournament
 # IPD: LOLA against its look-ahead alpha (Figure 3b): self-play, best response, shaping a naive learner
 [ -f results/meva_ipd_lola/summary.json ] || $PY scripts/meva_ipd_lola_sweep.py --config configs/meva/ipd_lola_sweep.toml --out results/meva_ipd_lola
+# IPD: MeVa (U formulation) trained for 400 iterations, then self-play and shaping against gamma
+[ -f results/meva_ipd/summary.json ] || $PY scripts/meva_ipd.py --config configs/meva/ipd.toml --out results/meva_ipd
 # speed: time per MeVa outer iteration, paper settings vs the budget, and projected time to a model
 $PY benchmarks/meva_logistic.py --iterations 3

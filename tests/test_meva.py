@@ -243,7 +243,10 @@ def test_shipped_meva_configs_load():
     """Every key of configs/meva/logistic.toml is a field of its typed config."""
     from pathlib import Path
 
-    from league.meva.config import load_logistic_config
+    from league.meva.config import load_ipd_config, load_logistic_config
 
-    meva, cola, evaluate = load_logistic_config(Path(__file__).parents[1] / "configs" / "meva" / "logistic.toml")
+    folder = Path(__file__).parents[1] / "configs" / "meva"
+    meva, cola, evaluate = load_logistic_config(folder / "logistic.toml")
     assert meva.formulation == "V" and cola.alpha_max == 10.0 and evaluate["grid"] > 1
+    meva, evaluate = load_ipd_config(folder / "ipd.toml")
+    assert meva.formulation == "U" and meva.net.tanh_head and evaluate["trials"] > 0

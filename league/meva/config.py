@@ -13,7 +13,7 @@ from league.meva.cola import ColaConfig
 from league.meva.model import NetConfig
 from league.meva.train import MeVaConfig
 
-__all__ = ["load_logistic_config"]
+__all__ = ["load_logistic_config", "load_ipd_config"]
 
 
 def _with_net(cls: type, table: dict[str, Any]) -> Any:
@@ -26,3 +26,9 @@ def load_logistic_config(path: str | Path) -> tuple[MeVaConfig, ColaConfig, dict
     """``[meva]`` -> MeVaConfig, ``[cola]`` -> ColaConfig (unknown keys raise), ``[evaluate]`` as a dict."""
     raw = tomllib.loads(Path(path).read_text())
     return _with_net(MeVaConfig, raw["meva"]), _with_net(ColaConfig, raw["cola"]), raw["evaluate"]
+
+
+def load_ipd_config(path: str | Path) -> tuple[MeVaConfig, dict[str, Any]]:
+    """``[meva]`` -> MeVaConfig (unknown keys raise), ``[evaluate]`` as a dict."""
+    raw = tomllib.loads(Path(path).read_text())
+    return _with_net(MeVaConfig, raw["meva"]), raw["evaluate"]
