@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import asdict
@@ -23,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from league.eval.stats import mean_se  # noqa: E402
 from league.games.differentiable import ExactIPD  # noqa: E402
 from league.meva.config import load_ipd_config  # noqa: E402
 from league.meva.model import PlayerSymmetricNet  # noqa: E402
@@ -30,10 +30,6 @@ from league.meva.play import optimise  # noqa: E402
 from league.meva.rules import make_rule  # noqa: E402
 from league.meva.train import train_meta_value  # noqa: E402
 from league.run import machine  # noqa: E402
-
-
-def _stats(v: torch.Tensor) -> dict:
-    return {"mean": v.mean().item(), "se": (v.std() / math.sqrt(v.shape[0])).item()}
 
 
 def main() -> None:
@@ -66,8 +62,8 @@ def main() -> None:
         x_self, _ = optimise(game, [both, both], x0, ev["steps"], cfg.alpha)
         x_shape, _ = optimise(game, [shaper, shaper], x0, ev["steps"], cfg.alpha)
         v_self, v_shape = game.values(x_self), game.values(x_shape)
-        results[f"{g:g}"] = {"self_play": {"seat0": _stats(v_self[:, 0]), "seat1": _stats(v_self[:, 1])},
-                             "shaping": {"meva": _stats(v_shape[:, 0]), "naive": _stats(v_shape[:, 1])},
+        results[f"{g:g}"] = {"self_play": {"seat0": mean_se(v_self[:, 0]), "seat1": mean_se(v_self[:, 1])},
+                             "shaping": {"meva": mean_se(v_shape[:, 0]), "naive": mean_se(v_shape[:, 1])},
                              "self_play_p_coop_seat0": torch.sigmoid(x_self[:, 0]).mean(0).tolist()}
         r = results[f"{g:g}"]
         print(f"gamma {g:g}: self-play {r['self_play']['seat0']['mean']:.3f} +- {r['self_play']['seat0']['se']:.3f}, "

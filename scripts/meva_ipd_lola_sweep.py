@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 import tomllib
@@ -26,14 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from league.eval.plots import _new_figure, _save  # noqa: E402
+from league.eval.stats import mean_se  # noqa: E402
 from league.games.differentiable import ExactIPD  # noqa: E402
 from league.meva.play import optimise  # noqa: E402
 from league.meva.rules import make_rule  # noqa: E402
 from league.run import machine  # noqa: E402
-
-
-def _stats(v: torch.Tensor) -> dict:
-    return {"mean": v.mean().item(), "se": (v.std() / math.sqrt(v.shape[0])).item()}
 
 
 def main() -> None:
@@ -64,9 +60,9 @@ def main() -> None:
         shaped, _ = optimise(learn, [lola, naive], x0, sc["steps"], sc["lr"])
         v_shape = report.values(shaped)
         results[f"{alpha:g}"] = {
-            "self_play": {"lola_seat0": _stats(v_self[:, 0]), "lola_seat1": _stats(v_self[:, 1])},
-            "vs_best_response": {"lola": _stats(v_br[:, 0]), "best_response": _stats(v_br[:, 1])},
-            "shaping": {"lola": _stats(v_shape[:, 0]), "naive": _stats(v_shape[:, 1])},
+            "self_play": {"lola_seat0": mean_se(v_self[:, 0]), "lola_seat1": mean_se(v_self[:, 1])},
+            "vs_best_response": {"lola": mean_se(v_br[:, 0]), "best_response": mean_se(v_br[:, 1])},
+            "shaping": {"lola": mean_se(v_shape[:, 0]), "naive": mean_se(v_shape[:, 1])},
             "seconds": time.perf_counter() - t0,
         }
         r = results[f"{alpha:g}"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 import tomllib
@@ -26,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from league.eval.plots import _new_figure, _save  # noqa: E402
+from league.eval.stats import mean_se  # noqa: E402
 from league.games.differentiable import ExactIPD  # noqa: E402
 from league.meva.play import optimise  # noqa: E402
 from league.meva.rules import make_rule  # noqa: E402
@@ -59,12 +59,12 @@ def main() -> None:
                 x, _ = optimise(learn_game, [row_rule, col_rule], x, 1, tc["lr"])
                 curve.append(game.values(x).mean(0))
             v = game.values(x)  # [trials, 2]
-            n = v.shape[0]
             p_coop = torch.sigmoid(x).mean(0)  # [2, 5]
+            rs, cs = mean_se(v[:, 0].numpy()), mean_se(v[:, 1].numpy())
             table[f"{row} vs {col}"] = {
-                "row": row, "col": col, "trials": n,
-                "row_return_mean": v[:, 0].mean().item(), "row_return_se": (v[:, 0].std() / math.sqrt(n)).item(),
-                "col_return_mean": v[:, 1].mean().item(), "col_return_se": (v[:, 1].std() / math.sqrt(n)).item(),
+                "row": row, "col": col, "trials": v.shape[0],
+                "row_return_mean": rs["mean"], "row_return_se": rs["se"],
+                "col_return_mean": cs["mean"], "col_return_se": cs["se"],
                 "row_p_coop": dict(zip(STATES, p_coop[0].tolist())),
                 "col_p_coop": dict(zip(STATES, p_coop[1].tolist())),
                 "seconds": time.perf_counter() - t0,
