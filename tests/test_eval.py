@@ -205,3 +205,13 @@ def test_auc_vs_k_plot_labels_n(tmp_path: Path) -> None:
 
     out = plot_auc_vs_k({"a": {4: (1.0, 0.5)}}, tmp_path / "k.png", "K", per_seed={"a": {4: [0.6, 1.0, 1.4]}})
     assert "mean ± 95% t-interval over n=3 seeds" in Image.open(out).text["Title"]
+
+
+def test_mean_se_closed_form():
+    from league.eval.stats import mean_se
+
+    out = mean_se([1.0, 2.0, 3.0, 6.0])  # mean 3, sample sd sqrt(14/3), se sqrt(14/3)/2
+    assert out["mean"] == pytest.approx(3.0)
+    assert out["se"] == pytest.approx((14 / 3) ** 0.5 / 2)
+    with pytest.raises(ValueError):
+        mean_se([1.0])

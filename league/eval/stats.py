@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats as _scipy_stats
 
-__all__ = ["t_critical_975", "t_two_sided_tail", "mean_ci", "auc", "summarize", "ci_label", "CI_LABEL"]
+__all__ = ["t_critical_975", "t_two_sided_tail", "mean_ci", "mean_se", "auc", "summarize", "ci_label", "CI_LABEL"]
 
 CI_LABEL = "mean ± 95% t-interval over n seeds"
 """What every reported ``x ± y`` is; ``ci_label(n)`` fills in n."""
@@ -101,3 +101,13 @@ def summarize(per_seed_curves: Mapping[str, ArrayLike]) -> dict[str, dict[str, A
             "n_seeds": int(arr.shape[0]),
         }
     return out
+
+
+def mean_se(values: ArrayLike) -> dict[str, float]:
+    """``{"mean", "se"}`` of a 1-D sample: the mean and its standard error ``sd / sqrt(n)``
+    (sample sd, ddof 1). Used where the spread is over trials of one run (e.g. the MeVa
+    paper's "mean ± standard error over policy pairs"), not over seeds."""
+    v = np.asarray(values, dtype=float).ravel()
+    if v.size < 2:
+        raise ValueError(f"a standard error needs at least 2 values, got {v.size}")
+    return {"mean": float(v.mean()), "se": float(v.std(ddof=1) / math.sqrt(v.size))}
