@@ -8,8 +8,8 @@
   tensors) over one persistent channel. Policies of 1 MiB and 40 MiB (one float32 tensor
   each). Three servers: the current one (a version encoded once, then served from
   ``EncodedSets``), the current one with that cache off (every fetch encoded afresh), and
-  one with the codec before the rewrite (``benchmarks/_wire_before.py``: SHA-256, five
-  copies), each in its own process.
+  one with the codec before the rewrite (the baseline commit's ``services/wire.py``,
+  exported with git archive: SHA-256, five copies), each in its own process.
 * **raw TCP**: a plain socket server in another spawned process. Per fetch the client
   sends an 8-byte length on a persistent connection and the server answers with that many
   bytes in 1 MiB ``sendall`` writes; the client ``recv_into``s them into one buffer. No
@@ -30,6 +30,8 @@ script also times, in-process and without sockets, the codec work a gRPC fetch d
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import multiprocessing as mp
 import socket
@@ -38,6 +40,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _baseline import export_commit  # noqa: E402
 from _bench_common import ROOT, loadavg, machine_info, med, summary  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
@@ -45,6 +48,20 @@ sys.path.insert(0, str(ROOT))
 MiB = 1 << 20
 WRITE = 1 << 20  # raw baseline write size
 SIZES = {"policy_1MiB": 1 * MiB, "policy_40MiB": 40 * MiB}
+
+
+BASELINE = "59b7407"  # the codec before the copy-once / CRC32C rewrite
+
+
+@functools.lru_cache(maxsize=1)
+def wire_before():
+    """``services/wire.py`` of the BASELINE commit (exported with git archive), loaded as its own
+    module next to today's: the codec before the rewrite, for side-by-side timing."""
+    spec = importlib.util.spec_from_file_location("wire_before", export_commit(BASELINE) / "services" / "wire.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["wire_before"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_params(nbytes: int, seed: int):
@@ -56,7 +73,7 @@ def make_params(nbytes: int, seed: int):
 # ----------------------------------------------------------------------------- servers (child processes)
 
 def serve_agent(sizes: dict, ready, stop, before: bool = False, encoded_cache: int = 8) -> None:
-    """An agent's parameter server; ``before`` serves with the codec of benchmarks/_wire_before.py,
+    """An agent's parameter server; ``before`` serves with the baseline commit's codec,
     ``encoded_cache=0`` encodes every fetch afresh (a version's first fetch)."""
     import torch
 
@@ -67,10 +84,9 @@ def serve_agent(sizes: dict, ready, stop, before: bool = False, encoded_cache: i
     from services.gen.league.v1 import agent_pb2_grpc
 
     if before:
-        import _wire_before
-
+        old = wire_before()
         agent_service.chunk_parameters = lambda kind, version, params, chunk_bytes, checksum: (
-            _wire_before.chunk_parameters(kind, version, params, chunk_bytes=chunk_bytes))
+            old.chunk_parameters(kind, version, params, chunk_bytes=chunk_bytes))
     torch.set_num_threads(1)
     store = ParameterStore()
     for i, (kind, nbytes) in enumerate(sizes.items()):
@@ -140,10 +156,10 @@ def raw_ping(sock: socket.socket) -> None:
 
 
 def fetch_before(stub, kind: str, max_bytes: int = 256 * MiB):
-    """``services.client.fetch_parameters`` with the codec of benchmarks/_wire_before.py."""
-    from _wire_before import assemble_parameters
-
+    """``services.client.fetch_parameters`` with the codec of the baseline commit."""
     from services.gen.league.v1 import agent_pb2
+
+    assemble_parameters = wire_before().assemble_parameters
 
     call = stub.GetParameters(agent_pb2.GetParametersRequest(kind=kind), timeout=30)
     try:
@@ -156,13 +172,13 @@ def fetch_before(stub, kind: str, max_bytes: int = 256 * MiB):
 def codec_costs(nbytes: int, reps: int, before: bool = False) -> dict:
     """The codec work of one fetch, in this process, no sockets: medians in seconds. The
     current codec encodes with the fetch path's checksum (CRC32C); ``before`` times the codec
-    of benchmarks/_wire_before.py (SHA-256, five copies)."""
+    of the baseline commit's services/wire.py (SHA-256, five copies)."""
     import functools
 
     from services.gen.league.v1 import tensor_pb2
 
     if before:
-        from _wire_before import assemble_parameters, chunk_parameters
+        assemble_parameters, chunk_parameters = wire_before().assemble_parameters, wire_before().chunk_parameters
     else:
         from services.wire import FETCH_CHECKSUM, assemble_parameters
         from services.wire import chunk_parameters as _chunk
@@ -342,7 +358,7 @@ def main() -> None:
             "once into a fresh tensor on the client), the set encoded once per version (EncodedSets cache).",
             "grpc_fetch_uncached: the same, from a server with encoded_cache=0, so every fetch is encoded afresh "
             "(the cost of a version's first fetch, which is what a referee pays for a freshly published policy).",
-            "grpc_fetch_before: the codec of commit 59b7407 (benchmarks/_wire_before.py: SHA-256 on both ends, "
+            "grpc_fetch_before: the codec of commit 59b7407 (the baseline commit's services/wire.py: SHA-256 on both ends, "
             "about five copies) on its own server process; the four variants alternate in every repetition.",
             "raw TCP: persistent connection, 8-byte request, the server sendall()s the bytes in 1 MiB writes, the "
             "client recv_into()s one preallocated bytearray. Same number of bytes, nothing else.",
