@@ -9,7 +9,9 @@ its range (``services.limits.PUSHED_RANGES``) is INVALID_ARGUMENT. A rejected pu
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -19,7 +21,15 @@ from agents.params import ParameterStore, StaleVersion, UnknownKind
 from services.gen.league.v1 import agent_pb2, agent_pb2_grpc, tensor_pb2
 from services.limits import MAX_WAIT_SECONDS, check_kind, check_pushed_range, check_wait
 from services.server import PROTOCOL_VERSION, abort
-from services.wire import CHUNK_BYTES, WireError, assemble_parameters, chunk_parameters, not_modified
+from services.wire import (
+    CHUNK_BYTES,
+    FETCH_CHECKSUM,
+    WireError,
+    assemble_parameters,
+    chunk_parameters,
+    get_checksum,
+    not_modified,
+)
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
 DEFAULT_MAX_PUSH_BYTES = 256 * 1024 * 1024
@@ -53,6 +63,41 @@ CHAIN_KIND_PREFIX = "policy@"
 """Kinds ``policy@<chain>`` are created by the agent as it learns within a chain."""
 
 
+class EncodedSets:
+    """The chunk messages of the last ``capacity`` parameter sets served, so that repeated
+    fetches of one version are encoded and checksummed once, not once per fetch.
+
+    An entry is reused only while the store hands out the very same tensor objects at the
+    same version (stored tensors are never mutated in place, see ``agents.params``); the
+    entry keeps those tensors referenced, so their identities cannot be reused meanwhile.
+    The least recently served set is dropped first. The messages are never modified after
+    encoding, so concurrent streams may serialise the same ones."""
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._sets: OrderedDict[str, tuple[int, list[Any], list[tensor_pb2.ParameterChunk]]] = OrderedDict()
+
+    def chunks(self, kind: str, version: int, params: Mapping[str, Any],
+               encode: Callable[[], Iterator[tensor_pb2.ParameterChunk]]) -> list[tensor_pb2.ParameterChunk]:
+        """The chunks of ``params`` (``kind`` at ``version``): cached, or ``encode()``d and cached."""
+        tensors = list(params.values())
+        with self._lock:
+            hit = self._sets.get(kind)
+            if hit is not None and hit[0] == version and len(hit[1]) == len(tensors) and all(
+                    a is b for a, b in zip(hit[1], tensors)):
+                self._sets.move_to_end(kind)
+                return hit[2]
+        chunks = list(encode())
+        if self.capacity > 0:
+            with self._lock:
+                self._sets[kind] = (version, tensors, chunks)
+                self._sets.move_to_end(kind)
+                while len(self._sets) > self.capacity:
+                    self._sets.popitem(last=False)
+        return chunks
+
+
 class AgentService(agent_pb2_grpc.AgentServicer):
     """Serves one agent's ParameterStore and description over gRPC."""
 
@@ -65,6 +110,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         chunk_bytes: int = CHUNK_BYTES,
         on_push: Callable[[str, int], None] | None = None,
         metrics: FetchMetrics | None = None,
+        checksum: str = FETCH_CHECKSUM,
+        encoded_cache: int = 8,
     ) -> None:
         self.store = store
         self._fields = _description_fields(description)
@@ -72,6 +119,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self.chunk_bytes = chunk_bytes
         self.on_push = on_push
         self.metrics = metrics
+        self.checksum = get_checksum(checksum).name  # the integrity check of served parameter sets
+        self.encoded = EncodedSets(encoded_cache)  # how many encoded sets to keep (0: encode every fetch)
 
     def Describe(self, request: agent_pb2.DescribeRequest, context: grpc.ServicerContext) -> agent_pb2.AgentDescription:
         """The agent's description and current versions; FAILED_PRECONDITION on a protocol mismatch."""
@@ -111,7 +160,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         if version < request.min_version:
             yield not_modified(request.kind, version)
         else:
-            yield from chunk_parameters(request.kind, version, params, chunk_bytes=self.chunk_bytes)
+            yield from self.encoded.chunks(request.kind, version, params, lambda: chunk_parameters(
+                request.kind, version, params, chunk_bytes=self.chunk_bytes, checksum=self.checksum))
         if self.metrics is not None:
             self.metrics.observe_fetch(time.perf_counter() - start)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -47,6 +48,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _baseline import export_commit  # noqa: E402
 MATMUL_OPS = ("aten.mm", "aten.bmm", "aten.addmm", "aten.baddbmm")
 
 
@@ -189,6 +192,36 @@ def run_batched(ctx, timings: dict, counter: Counting | None) -> dict:
     return {"meta_reward": meta_reward, **stats}
 
 
+def run_micro(ctx, timings: dict, counter: Counting | None, micro_batch: int = 2) -> dict:
+    """One iteration through ``MetaLearner.step_micro_batched``: the same B personas, built
+    and differentiated ``micro_batch`` chains at a time (each micro-batch's graph freed
+    before the next is built)."""
+    from league.meta import meta_objective
+
+    cfg, setting, method, g, learner, critic, evaluator = ctx
+    train, B, L = setting.personas.train, cfg.train.meta_batch, cfg.chain.length
+    rewards = []
+    with counter or contextlib.nullcontext():
+        t0 = time.perf_counter()
+        idx = torch.randint(train.shape[0], (B,), generator=g)
+        peers = setting.peer_params(train[idx])
+
+        def objective(start: int, stop: int):
+            result = meta_objective(method, evaluator, learner.policy, learner.lr,
+                                    [{k: v[start:stop] for k, v in p.items()} for p in peers],
+                                    setting.peer_lrs(stop - start), L, critic, cfg.train.entropy_weight,
+                                    cfg.train.include_initial)
+            rewards.append(float(torch.stack([evaluator.mean_rewards(s.data)[:, 0] for s in result.steps]).mean()))
+            return result
+
+        stats = learner.step_micro_batched(objective, B, micro_batch)
+        t1 = time.perf_counter()
+    timings["objective_and_step_s"] = t1 - t0
+    if counter:
+        timings.update(flops_objective_and_step=counter.flops(), counted_chains=B)
+    return {"meta_reward": statistics.fmean(rewards), **stats}
+
+
 def run_loop(ctx, timings: dict, counter: Counting | None) -> dict:
     """One chain at a time; the per-chain gradients are combined by ``MetaLearner.step``.
     With a counter only the first chain is counted (every chain dispatches the same ops at
@@ -250,7 +283,8 @@ def child(args) -> None:
     torch.set_num_interop_threads(1)
     rss_start = vm_status("VmRSS")
     ctx = build(args)
-    run = run_batched if args.child == "batched" else run_loop
+    run = {"batched": run_batched, "loop": run_loop,
+           "micro": functools.partial(run_micro, micro_batch=args.micro_batch)}[args.child]
     rec: dict = {"variant": args.child, "rss_after_setup_kb": vm_status("VmRSS"), "rss_start_kb": rss_start}
 
     # Warm-up 1: FLOP-counted (the counters slow it down; it is never timed). The loop counts
@@ -375,24 +409,28 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=None,
                    help="plain warm-up iterations after the FLOP-counted one (default: 1 for batched, 0 for "
                         "loop, whose counted iteration already ran the B=1 chain B times)")
-    p.add_argument("--variants", default="batched,loop")
+    p.add_argument("--variants", default="before,batched,micro,loop",
+                   help="before: the batched iteration of the --baseline commit's code; micro: "
+                        "MetaLearner.step_micro_batched with --micro-batch chains at a time")
+    p.add_argument("--micro-batch", type=int, default=2, help="chains per micro-batch of the micro variant")
+    p.add_argument("--baseline", default="59b7407", help="commit whose code the before variant runs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "meta_iteration.json"))
-    p.add_argument("--child", choices=["batched", "loop"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["batched", "loop", "micro"], help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     args = p.parse_args()
     args.H = args.H if args.H is not None else (20 if args.quick else 150)
     args.L = args.L if args.L is not None else (2 if args.quick else 7)
     if args.child:
         if args.warmup is None:
-            args.warmup = 1 if args.child == "batched" else 0
+            args.warmup = 0 if args.child == "loop" else 1
         return child(args)
 
     t_start = time.perf_counter()
     info = machine_info()
     load_start = loadavg()
     shape = dict(K=args.K, H=args.H, L=args.L, B=args.B, hidden=args.hidden, dtype="float32", game="ipd",
-                 method="meta-mapg")
+                 method="meta-mapg", micro_batch=args.micro_batch, baseline_commit=args.baseline)
     print(f"meta-iteration benchmark: {shape}\n{info['cpu_model']}, torch {info['torch']}, 1 thread, "
           f"load {load_start}", flush=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -400,13 +438,18 @@ def main() -> None:
     for variant in args.variants.split(","):
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
             out = f.name
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--child-out", out,
+        # "before" runs the baseline commit's own copy of this script, on that commit's league
+        root = export_commit(args.baseline) if variant == "before" else ROOT
+        cmd = [sys.executable, str(root / "benchmarks" / "meta_iteration.py"), "--child",
+               "batched" if variant == "before" else variant, "--child-out", out,
                "--K", str(args.K), "--H", str(args.H), "--L", str(args.L), "--B", str(args.B),
                "--hidden", str(args.hidden), "--iters", str(args.iters), "--seed", str(args.seed)]
+        if variant == "micro":
+            cmd += ["--micro-batch", str(args.micro_batch)]
         if args.warmup is not None:
             cmd += ["--warmup", str(args.warmup)]
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, env=env, cwd=ROOT)
+        subprocess.run(cmd, check=True, env=dict(env, PYTHONPATH=str(root)), cwd=root)
         children[variant] = json.loads(Path(out).read_text())
         children[variant]["process_wall_s"] = time.perf_counter() - t0
         os.unlink(out)
@@ -464,6 +507,9 @@ def main() -> None:
             "instead of wall time; compare loadavg_start/loadavg_end.",
             "The loop variant's FLOPs and op tallies are counted on its first chain and multiplied by B (every chain "
             "dispatches the same ops at the same shapes; the combine step dispatches no matmul).",
+            "before: the batched iteration of the baseline commit's code (its own copy of this script, exported with "
+            "git archive). batched: the same on today's code. micro: today's MetaLearner.step_micro_batched with "
+            "micro_batch chains at a time. loop: one chain at a time. Each in a fresh process, one after another.",
         ],
         "total_wall_s": time.perf_counter() - t_start,
     }

@@ -4,6 +4,7 @@ step the meta-agent's optimiser; the critic is fit on its own loss."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -63,9 +64,55 @@ class MetaLearner:
             self.critic_opt = _optimizer(cfg, list(critic.params.values()), cfg.critic_lr)
 
     def step(self, result: MetaObjective) -> dict[str, float]:
+        """One meta-update from every chain's objective in one graph."""
         grads = per_chain_gradients(result)
+        value_loss = None
+        if result.value_loss is not None and self.critic_opt is not None:
+            self.critic_opt.zero_grad(set_to_none=True)
+            result.value_loss.backward()
+            value_loss = float(result.value_loss.detach())
+        return self._apply(grads, result.objective.detach(), value_loss)
+
+    def step_micro_batched(self, objective: Callable[[int, int], MetaObjective], n_chains: int,
+                           micro_batch: int) -> dict[str, float]:
+        """One meta-update over ``n_chains`` chains built ``micro_batch`` at a time:
+        ``objective(start, stop)`` returns the :class:`MetaObjective` of chains
+        ``start:stop``, whose graph is differentiated and freed before the next one is built,
+        so peak memory is that of one micro-batch. Each chain's meta-gradient depends only
+        on its own chain, so the update equals :meth:`step` on the same chains' data, up to
+        float rounding (the critic's loss, a mean over chains, is accumulated with weights
+        ``size / n_chains``). Not for an estimator that couples chains (the ``score`` form's
+        leave-one-out chain baseline sees only its micro-batch). Note that a sampled
+        evaluator draws each micro-batch's episodes in turn, which are other episodes than
+        one batch of ``n_chains`` would draw."""
+        if micro_batch < 1:
+            raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
+        parts: dict[str, list[torch.Tensor]] = {}
+        objectives, value_loss = [], None
+        if self.critic_opt is not None:
+            self.critic_opt.zero_grad(set_to_none=True)
+        for start in range(0, n_chains, micro_batch):
+            stop = min(start + micro_batch, n_chains)
+            result = objective(start, stop)
+            if result.objective.shape[0] != stop - start:
+                raise ValueError(f"objective({start}, {stop}) returned {result.objective.shape[0]} chains")
+            for name, g in per_chain_gradients(result).items():
+                parts.setdefault(name, []).append(g.detach())
+            objectives.append(result.objective.detach())
+            if result.value_loss is not None and self.critic_opt is not None:
+                weight = (stop - start) / n_chains
+                (result.value_loss * weight).backward()
+                value_loss = (value_loss or 0.0) + float(result.value_loss.detach()) * weight
+            del result
+        grads = {name: torch.cat(chunks) for name, chunks in parts.items()}
+        return self._apply(grads, torch.cat(objectives), value_loss)
+
+    def _apply(self, grads: dict[str, torch.Tensor], objective: torch.Tensor,
+               value_loss: float | None) -> dict[str, float]:
+        """Combine per-chain gradients ``name -> [B, ...]`` (PCGrad or mean), clip, step the
+        actor; step the critic on the gradient already accumulated in its parameters."""
         names = [n for n in grads if n in self._leaves]
-        n_chains = result.objective.shape[0]
+        n_chains = objective.shape[0]
         flat = torch.cat([grads[n].reshape(n_chains, -1) for n in names], dim=1)
         combined = pcgrad_mean(flat, self.generator) if self.cfg.pcgrad else flat.mean(0)
         norm = float(combined.norm())
@@ -81,11 +128,9 @@ class MetaLearner:
             offset += size
         self.actor_opt.step()
         self.actor_opt.zero_grad(set_to_none=True)
-        stats = {"objective": float(result.objective.detach().mean()), "grad_norm": norm,
+        stats = {"objective": float(objective.mean()), "grad_norm": norm,
                  "clipped": self.cfg.grad_clip is not None and norm > self.cfg.grad_clip}
-        if result.value_loss is not None and self.critic_opt is not None:
-            self.critic_opt.zero_grad(set_to_none=True)
-            result.value_loss.backward()
+        if value_loss is not None and self.critic_opt is not None:
             self.critic_opt.step()
-            stats["value_loss"] = float(result.value_loss.detach())
+            stats["value_loss"] = value_loss
         return stats

@@ -19,7 +19,7 @@ import torch
 from league.envs.base import Environment, flat_obs
 from league.envs.matrix import MatrixGameEnv
 from league.games.iterated import IteratedMatrixGame
-from league.policies.base import Params, Policy
+from league.policies.base import Params, Policy, policy_sequence
 from league.policies.distributions import Categorical
 
 
@@ -130,7 +130,6 @@ def score(policies: Sequence[Policy | None], params: Sequence[Params | None], ep
     policies are stepped exactly as during sampling, so the numbers are the ones that
     produced the actions. A seat whose policy is ``None`` is not scored (an agent process
     knows only its own parameters); its entries are ``None``."""
-    B, K, H = episodes.shape
     logp: list[torch.Tensor] = []
     entropy: list[torch.Tensor] = []
     probs: list[torch.Tensor] = []
@@ -140,12 +139,7 @@ def score(policies: Sequence[Policy | None], params: Sequence[Params | None], ep
             entropy.append(None)  # type: ignore[arg-type]
             probs.append(None)  # type: ignore[arg-type]
             continue
-        state = policy.initial_state(p, (B, K))
-        steps = []
-        for t in range(H):
-            logits, state = policy.step(p, episodes.obs[:, :, t], state)
-            steps.append(logits.expand(B, K, -1))
-        dist = policy.distribution(p, torch.stack(steps, dim=2))  # over [B, K, H]
+        dist = policy.distribution(p, policy_sequence(policy, p, episodes.obs))  # over [B, K, H]
         logp.append(dist.log_prob(episodes.actions[..., k]))
         entropy.append(dist.entropy())
         probs.append(dist.log_probs.exp().detach() if isinstance(dist, Categorical) else None)  # type: ignore[arg-type]

@@ -19,13 +19,13 @@ different steps can be stepped as one tensor.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import gymnasium
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 __all__ = ["Environment", "TimeStep", "flat_obs", "flat_dim", "space_dtype", "check_space", "to_numpy",
            "from_numpy", "random_actions"]
@@ -95,10 +95,16 @@ def space_dtype(space: gymnasium.Space, float_dtype: torch.dtype = torch.float32
     return torch.long if isinstance(space, gymnasium.spaces.Discrete) else float_dtype
 
 
+@functools.lru_cache(maxsize=64)
+def _identity(n: int, dtype: torch.dtype) -> torch.Tensor:
+    """The ``n x n`` identity (read-only by convention: only ever indexed)."""
+    return torch.eye(n, dtype=dtype)
+
+
 def flat_obs(space: gymnasium.Space, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``[*batch, *space.shape]`` -> ``[*batch, flat_dim(space)]``, as ``gymnasium.spaces.flatten``."""
     if isinstance(space, gymnasium.spaces.Discrete):
-        return F.one_hot(x.long(), int(space.n)).to(dtype)
+        return _identity(int(space.n), dtype)[x.long()]  # rows of the identity: the one-hot, in one op
     n_batch = x.dim() - len(space.shape)
     return x.reshape(*x.shape[:n_batch], -1).to(dtype)
 

@@ -7,6 +7,7 @@ picks a ``Discrete(A)`` action; episodes are truncated after ``horizon`` rounds.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import gymnasium
@@ -43,10 +44,15 @@ class MatrixGameEnv:
 
     def _timestep(self, rewards: torch.Tensor) -> TimeStep:
         assert self._state is not None
-        shape = self._state.shape
         return TimeStep(obs=[self._state] * self.n_agents, rewards=rewards,
-                        terminated=torch.zeros(shape, dtype=torch.bool),
-                        truncated=torch.full(shape, self._t >= self.max_steps, dtype=torch.bool))
+                        terminated=self._flags(tuple(self._state.shape), False),
+                        truncated=self._flags(tuple(self._state.shape), self._t >= self.max_steps))
+
+    @staticmethod
+    @functools.lru_cache(maxsize=32)
+    def _flags(shape: tuple[int, ...], value: bool) -> torch.Tensor:
+        """A constant bool tensor, made once per shape and value (every step returns two)."""
+        return torch.full(shape, value, dtype=torch.bool)
 
     def reset(self, batch_shape: tuple[int, ...] = (), seed: int | None = None) -> TimeStep:
         """Every episode at ``s0``; the game is deterministic, so ``seed`` changes nothing."""

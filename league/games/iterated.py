@@ -99,7 +99,7 @@ class IteratedMatrixGame:
                 f"actions must have shape [*batch, n={self._n}] for game {self.name!r}, got {tuple(actions.shape)}"
             )
         if actions.numel() > 0:
-            lo, hi = int(actions.min()), int(actions.max())
+            lo, hi = (int(v) for v in torch.aminmax(actions))  # one reduction, not two
             if lo < 0 or hi >= self._a:
                 raise ValueError(
                     f"actions must lie in [0, {self._a - 1}] for game {self.name!r}, got values in [{lo}, {hi}]"
@@ -111,7 +111,7 @@ class IteratedMatrixGame:
         if state.dtype == torch.bool or state.is_floating_point() or state.is_complex():
             raise ValueError(f"state must be an integer (long) tensor, got dtype {state.dtype}")
         if state.numel() > 0:
-            lo, hi = int(state.min()), int(state.max())
+            lo, hi = (int(v) for v in torch.aminmax(state))
             if lo < 0 or hi >= self.n_states:
                 raise ValueError(
                     f"state must lie in [0, {self.n_states - 1}] for game {self.name!r}, got values in [{lo}, {hi}]"

@@ -34,12 +34,29 @@ class Policy(Protocol):
     def distribution(self, params: Params, out: torch.Tensor) -> "Distribution": ...
 
 
+def policy_sequence(policy: Policy, params: Params, obs: torch.Tensor) -> torch.Tensor:
+    """The policy's outputs over whole episodes, ``obs[B, K, H, D]`` -> ``[B, K, H, out]``:
+    ``policy.sequence`` where the class has one (all steps in few ops), else ``step`` after
+    ``step`` from the initial state. Both give the outputs that sampling step by step gave."""
+    B, K, H = obs.shape[:3]
+    sequence = getattr(policy, "sequence", None)
+    if sequence is not None:
+        return sequence(params, obs).expand(B, K, H, -1)
+    state = policy.initial_state(params, (B, K))
+    steps = []
+    for t in range(H):
+        out, state = policy.step(params, obs[:, :, t], state)
+        steps.append(out.expand(B, K, -1))
+    return torch.stack(steps, dim=2)
+
+
 def sample_categorical(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Sample an index per row of ``logits[..., A]`` with the Gumbel-max trick (vectorised
     over any batch shape, reproducible through ``generator``)."""
     u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype)
-    gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(logits.dtype).tiny)))
-    return torch.argmax(logits.detach() + gumbel, dim=-1)
+    # logits + gumbel with gumbel = -log(-log(u)), in place (the same numbers, fewer allocations)
+    neg_gumbel = u.clamp_min_(torch.finfo(logits.dtype).tiny).log_().neg_().log_()
+    return torch.argmax(logits.detach() - neg_gumbel, dim=-1)
 
 
 def batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

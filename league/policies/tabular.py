@@ -35,7 +35,17 @@ class Tabular:
         return None
 
     def step(self, params: Params, obs: torch.Tensor, state: None) -> tuple[torch.Tensor, None]:
-        return torch.matmul(obs, params["logits"]), None
+        table = params["logits"]
+        # [B, K, S] @ [B or 1, S, A] as bmm: the same numbers at half the dispatch cost of matmul
+        if obs.dim() == 3 and table.dim() == 3 and table.shape[0] in (1, obs.shape[0]):
+            return torch.bmm(obs, table.expand(obs.shape[0], -1, -1)), None
+        return torch.matmul(obs, table), None
+
+    def sequence(self, params: Params, obs: torch.Tensor) -> torch.Tensor:
+        """A whole episode ``obs[B, K, H, S]`` -> logits ``[B, K, H, A]`` in one matmul: the
+        table has no recurrent state, so every step is the same ``obs @ table`` (one graph node
+        instead of ``H``, which is what makes scoring and its double backward cheap)."""
+        return torch.matmul(obs, params["logits"].unsqueeze(1))
 
     def distribution(self, params: Params, out: torch.Tensor) -> Categorical:
         return Categorical(out)

@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16league/v1/tensor.proto\x12\tleague.v1\"F\n\x06Tensor\x12\x1f\n\x05\x64type\x18\x01 \x01(\x0e\x32\x10.league.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"J\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x05\x64type\x18\x02 \x01(\x0e\x32\x10.league.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\"^\n\x0fParameterHeader\x12&\n\x07tensors\x18\x01 \x03(\x0b\x32\x15.league.v1.TensorSpec\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"\xa4\x01\n\x0eParameterChunk\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\r\n\x05index\x18\x03 \x01(\r\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12*\n\x06header\x18\x05 \x01(\x0b\x32\x1a.league.v1.ParameterHeader\x12\x0f\n\x07payload\x18\x06 \x01(\x0c\x12\x18\n\x10\x65xpected_version\x18\x07 \x01(\x04*X\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT64\x10\x02\x12\t\n\x05INT64\x10\x03\x12\t\n\x05INT32\x10\x04\x12\x08\n\x04\x42OOL\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16league/v1/tensor.proto\x12\tleague.v1\"F\n\x06Tensor\x12\x1f\n\x05\x64type\x18\x01 \x01(\x0e\x32\x10.league.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"J\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x05\x64type\x18\x02 \x01(\x0e\x32\x10.league.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\"~\n\x0fParameterHeader\x12&\n\x07tensors\x18\x01 \x03(\x0b\x32\x15.league.v1.TensorSpec\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x13\n\x06\x63rc32c\x18\x04 \x01(\x07H\x00\x88\x01\x01\x42\t\n\x07_crc32c\"\xa4\x01\n\x0eParameterChunk\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\r\n\x05index\x18\x03 \x01(\r\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12*\n\x06header\x18\x05 \x01(\x0b\x32\x1a.league.v1.ParameterHeader\x12\x0f\n\x07payload\x18\x06 \x01(\x0c\x12\x18\n\x10\x65xpected_version\x18\x07 \x01(\x04*X\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT64\x10\x02\x12\t\n\x05INT64\x10\x03\x12\t\n\x05INT32\x10\x04\x12\x08\n\x04\x42OOL\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'services.gen.league.v1.tensor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DTYPE']._serialized_start=448
-  _globals['_DTYPE']._serialized_end=536
+  _globals['_DTYPE']._serialized_start=480
+  _globals['_DTYPE']._serialized_end=568
   _globals['_TENSOR']._serialized_start=37
   _globals['_TENSOR']._serialized_end=107
   _globals['_TENSORSPEC']._serialized_start=109
   _globals['_TENSORSPEC']._serialized_end=183
   _globals['_PARAMETERHEADER']._serialized_start=185
-  _globals['_PARAMETERHEADER']._serialized_end=279
-  _globals['_PARAMETERCHUNK']._serialized_start=282
-  _globals['_PARAMETERCHUNK']._serialized_end=446
+  _globals['_PARAMETERHEADER']._serialized_end=311
+  _globals['_PARAMETERCHUNK']._serialized_start=314
+  _globals['_PARAMETERCHUNK']._serialized_end=478
 # @@protoc_insertion_point(module_scope)
