@@ -33,8 +33,8 @@ class Method:
     own: bool = True
     peer: bool = True
     estimator: str = "dice"
-    peer_access: str = "true"
-    """``true``: the meta-objective differentiates through the peers' real parameters
+    peer_access: str = "direct"
+    """``direct``: the meta-objective differentiates through the peers' real parameters
     (centralized meta-training); ``inferred``: through parameters fitted to the peers'
     observed actions (opponent modeling, ``league.opponent_model``)."""
 
