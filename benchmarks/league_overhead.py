@@ -202,7 +202,7 @@ def run_league(args, toml: Path, tmp: Path, rep: int, env: dict) -> dict:
     ready: dict[str, float] = {}
     out_f, err_f = open(tmp / f"up{rep}.out", "w"), open(tmp / f"up{rep}.err", "w")
     t_launch = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "league.cli", "up", str(toml), "--out", str(run), "--json",
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", str(toml), "--out", str(run), "--json",
                              "--insecure"],  # plaintext, as recorded (auth_cost.py measures TLS)
                             stdout=out_f, stderr=err_f, cwd=str(tmp), env=lenv)
     deadline = time.monotonic() + args.timeout

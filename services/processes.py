@@ -141,7 +141,7 @@ def format_status(d: dict[str, Any]) -> str:
 # -- launcher ----------------------------------------------------------------------------
 def _spawn(args: list[str], log: Path, append: bool = False) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "league.cli", *args], stdout=open(log, "a" if append else "w"),
+    return subprocess.Popen([sys.executable, "-m", "services.cli", *args], stdout=open(log, "a" if append else "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -312,7 +312,7 @@ def _league_process(pid: int, name: str) -> bool | None:
         return False
     except OSError:
         return None
-    is_league = any(p == b"league.cli" or p.endswith(b"/league") or p == b"league" for p in parts)
+    is_league = any(p in (b"league.cli", b"services.cli") or p.endswith(b"/league") or p == b"league" for p in parts)
     return is_league and name.encode() in parts
 
 

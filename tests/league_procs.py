@@ -36,7 +36,7 @@ def league_credentials(tmp: Path, agents: list[str], coordinator: bool = False) 
 
 def spawn(args: list[str], log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "league.cli", *args], stdout=open(log, "w"),
+    return subprocess.Popen([sys.executable, "-m", "services.cli", *args], stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, env=env(), cwd=str(ROOT), start_new_session=True)
 
 

@@ -18,7 +18,7 @@ TINY = [
 
 
 def _league(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "league.cli", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -116,7 +116,7 @@ def test_every_shipped_config_loads():
 
 # -- the command line itself ---------------------------------------------------------------
 def _main(*argv: str, capsys) -> tuple[int, str, str]:
-    from league.cli import main
+    from services.cli import main
 
     try:
         code = main(list(argv))
@@ -171,7 +171,7 @@ def test_every_flag_has_help_and_help_shows_defaults(capsys):
     import argparse
     import re
 
-    from league.cli import build_parser
+    from services.cli import build_parser
 
     parser = build_parser()
     for name, sub in _subparsers(parser):

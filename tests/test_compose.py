@@ -302,7 +302,7 @@ class LocalCompose:
                 (app / entry.name).symlink_to(entry)
         bin_dir = app / ".bin"
         bin_dir.mkdir()
-        shims = {"league": f'exec "{sys.executable}" -m league.cli "$@"\n',
+        shims = {"league": f'exec "{sys.executable}" -m services.cli "$@"\n',
                  "python3": f'exec "{sys.executable}" "$@"\n',
                  "hostname": f'if [ "$1" = -i ]; then echo 127.0.0.1; else echo {hostname}; fi\n'}
         for tool, body in shims.items():

@@ -312,7 +312,7 @@ def test_a_second_certificate_for_a_live_id_cannot_take_it_over(league):
 def test_newcomer_attaches_with_issued_credentials_and_not_without(league, capsys):
     """``league certs issue`` then ``league agent --join --credentials`` attaches a new agent
     to the running secured league (the CLI's checks run in-process; the agent is a process)."""
-    from league.cli import main
+    from services.cli import main
 
     lg = league
     tmp, ref = lg["tmp"], lg["ref"]["address"]

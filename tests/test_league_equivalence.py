@@ -38,7 +38,7 @@ def test_league_meta_test_equals_embedded(tmp_path):
         f'name = "equivalence"\npopulation_seed = 0\n[referee]\nenv = "ipd"\ntrajectories = {K}\nhorizon = {H}\n'
         f'gamma = 0.96\nchain_length = {L}\nrounds = {L + 1}\nchains = 1\nseed = {SEED}\n\n' + "\n".join(agents))
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "league.cli", "up", str(league_toml), "--out", str(run), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "services.cli", "up", str(league_toml), "--out", str(run), "--json"],
                           env={**env(), "LEAGUE_STATE": str(tmp_path / "up.json")}, cwd=str(tmp_path),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr + proc.stdout

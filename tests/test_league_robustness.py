@@ -66,7 +66,7 @@ def _members(address):
 
 
 def _league_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "league.cli", *args], cwd=str(ROOT), env=env(),
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=str(ROOT), env=env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -220,7 +220,7 @@ def test_down_signals_only_processes_that_are_the_leagues(tmp_path):
     try:
         state = tmp_path / "up.json"
         state.write_text(json.dumps({"run": str(tmp_path), "pids": {"referee": stranger.pid}}))
-        proc = subprocess.run([sys.executable, "-m", "league.cli", "down"], cwd=str(ROOT),
+        proc = subprocess.run([sys.executable, "-m", "services.cli", "down"], cwd=str(ROOT),
                               env={**env(), "LEAGUE_STATE": str(state)}, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert f"skipped referee (pid {stranger.pid})" in proc.stdout
@@ -243,7 +243,7 @@ def test_league_up_restarts_a_killed_referee_and_loses_no_round(tmp_path):
     config.write_text(RESTART_LEAGUE)
     e = {**env(), "LEAGUE_STATE": str(tmp_path / "up.json")}
     run = tmp_path / "run"
-    up = subprocess.Popen([sys.executable, "-m", "league.cli", "up", str(config), "--out", str(run), "--json",
+    up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", str(config), "--out", str(run), "--json",
                            "--insecure"],
                           env=e, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           start_new_session=True)

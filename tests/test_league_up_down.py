@@ -50,7 +50,7 @@ def test_up_status_down(tmp_path):
     config = tmp_path / "league.toml"
     config.write_text(LEAGUE)
     e = {**env(), "LEAGUE_STATE": str(tmp_path / "up.json")}
-    up = subprocess.Popen([sys.executable, "-m", "league.cli", "up", str(config), "--out", str(tmp_path / "run")],
+    up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", str(config), "--out", str(tmp_path / "run")],
                           env=e, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         def started() -> bool:
@@ -71,13 +71,13 @@ def test_up_status_down(tmp_path):
         with pytest.raises(grpc.RpcError) as plaintext:
             referee_status(state["referee"], timeout=5)
         assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
-        status = subprocess.run([sys.executable, "-m", "league.cli", "status", state["referee"], "--json",
+        status = subprocess.run([sys.executable, "-m", "services.cli", "status", state["referee"], "--json",
                                  "--credentials", state["credentials"]],
                                 env=e, capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stderr
         members = {m["agent_id"]: m for m in json.loads(status.stdout)["members"]}
         assert set(members) == {"a", "b"} and members["a"]["matches"] >= 1
-        down = subprocess.run([sys.executable, "-m", "league.cli", "down"], env=e, capture_output=True, text=True,
+        down = subprocess.run([sys.executable, "-m", "services.cli", "down"], env=e, capture_output=True, text=True,
                               timeout=60)
         assert down.returncode == 0, down.stderr
         assert up.wait(timeout=60) == 0  # `league up` notices, cleans up and prints its summary
@@ -141,7 +141,7 @@ def test_same_seed_same_league(tmp_path):
     config.write_text(DETERMINISTIC)
     runs = []
     for i in range(2):
-        proc = subprocess.run([sys.executable, "-m", "league.cli", "up", str(config), "--out", str(tmp_path / f"r{i}"),
+        proc = subprocess.run([sys.executable, "-m", "services.cli", "up", str(config), "--out", str(tmp_path / f"r{i}"),
                                "--json"], env={**env(), "LEAGUE_STATE": str(tmp_path / f"up{i}.json")},
                               cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr

@@ -27,7 +27,7 @@ def _sets(*pairs: str) -> list[str]:
 
 
 def _start(out: Path, *args: str, env: dict | None = None, stderr=subprocess.PIPE) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "league.cli", "train", str(CONFIG), "--out", str(out), *SMALL, *args],
+    return subprocess.Popen([sys.executable, "-m", "services.cli", "train", str(CONFIG), "--out", str(out), *SMALL, *args],
                             cwd=out.parent, stdout=subprocess.PIPE, stderr=stderr, text=True,
                             start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
