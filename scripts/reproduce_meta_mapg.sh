@@ -34,9 +34,22 @@ run rps_ablation configs/rps_ablation.toml --set chain.trajectories=8 --set chai
   --set train.iterations=40 --set train.validate_every=5 --set 'seeds=[0,1,2,3,4]'
 run ipd_ood configs/ipd_ood.toml --set chain.trajectories=8 --set chain.horizon=30 --set chain.length=3 \
   --set train.iterations=40 --set train.validate_every=5 --set 'seeds=[0,1,2,3,4]' --set workers=1
+# K sweep (Figure 3a) at the IPD run's budget, 3 seeds; each K may run in its own process
+# (k_sweep.py reads a K whose OUT/K<k>/summary.json exists), then one call with every K gathers.
 if [ ! -f results/ipd_k_sweep/summary.json ]; then
   echo "== ipd_k_sweep ($(date -u +%H:%M:%S))"
-  .venv/bin/python scripts/k_sweep.py configs/ipd.toml --ks 8 32 --out results/ipd_k_sweep \
-    "${BUDGET[@]}" --set train.iterations=50 --set train.validate_every=25 --set 'seeds=[0,1]'
+  .venv/bin/python scripts/k_sweep.py configs/ipd.toml --ks 4 8 16 32 --out results/ipd_k_sweep \
+    "${BUDGET[@]}" --set chain.horizon=30 --set chain.length=3 --set train.iterations=40 \
+    --set train.validate_every=5 --set 'seeds=[0,1,2]' --set workers=1
+fi
+# Opponent modeling (Figure 4a): meta-mapg-om at the IPD run's budget, compared with that run's
+# Meta-MAPG and Meta-PG seeds (each seed its own random stream: a joint run's numbers, up to
+# float-level differences that training can amplify; see scripts/om_table.py).
+if [ ! -f results/ipd_om/comparison.json ]; then
+  echo "== ipd_om ($(date -u +%H:%M:%S))"
+  "$LEAGUE" train configs/ipd.toml "${BUDGET[@]}" --set chain.trajectories=8 --set chain.horizon=30 \
+    --set chain.length=3 --set train.iterations=40 --set train.validate_every=5 --set 'seeds=[0,1,2,3,4]' \
+    --set 'methods=["meta-mapg-om"]' --set 'name="ipd_om"' --set workers=1 --out results/ipd_om/run
+  .venv/bin/python scripts/om_table.py --om results/ipd_om/run --reference results/ipd --out results/ipd_om
 fi
 echo "== done ($(date -u +%H:%M:%S))"
