@@ -1,6 +1,7 @@
 """Figure 3a of the Meta-MAPG paper: AUC against the number of trajectories K between
 updates, every method side by side. Runs `league train` once per K into OUT/K<k>/ and writes
-OUT/summary.json and OUT/plots/auc_vs_k.png.
+OUT/summary.json and OUT/plots/auc_vs_k.png. A K whose OUT/K<k>/summary.json exists is read,
+not re-run, so Ks can be run in parallel processes and gathered by a last call with every K.
 
     .venv/bin/python scripts/k_sweep.py configs/ipd.toml --ks 4 8 16 32 64 --out results/ipd_k_sweep \
         --set train.iterations=100
@@ -31,8 +32,12 @@ def main() -> None:
     per_seed: dict[str, dict[int, list[float]]] = {}
     runs = {}
     for k in args.ks:
-        cfg = load_config(args.config, [*args.set, f"chain.trajectories={k}", f'name="{Path(args.out).name}_K{k}"'])
-        summary = run_experiment(cfg, out / f"K{k}")
+        done = out / f"K{k}" / "summary.json"
+        if done.exists():
+            summary = json.loads(done.read_text())
+        else:
+            cfg = load_config(args.config, [*args.set, f"chain.trajectories={k}", f'name="{Path(args.out).name}_K{k}"'])
+            summary = run_experiment(cfg, out / f"K{k}")
         runs[k] = {m: {key: s[key] for key in ("auc_mean", "auc_ci95", "auc_per_seed")}
                    for m, s in summary["groups"][args.group]["methods"].items()}
         for m, s in runs[k].items():
