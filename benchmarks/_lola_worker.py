@@ -23,7 +23,10 @@ def main() -> None:
     torch.set_num_interop_threads(1)
 
     import league
-    from league.chain import LolaDice, ascend
+    try:  # today's tree: update rules live in league.updates
+        from league.updates import LolaDice, ascend
+    except ImportError:  # the baseline commit's tree
+        from league.chain import LolaDice, ascend
     from league.evaluators import SampledEvaluator
     from league.games import ipd
     from league.policies import Tabular

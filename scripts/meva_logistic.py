@@ -31,7 +31,7 @@ from league.meva.model import PlayerSymmetricNet  # noqa: E402
 from league.meva.play import optimise  # noqa: E402
 from league.meva.plots import plot_basins, plot_loss, plot_trajectories  # noqa: E402
 from league.meva.rules import make_rule  # noqa: E402
-from league.meva.train import MeVaConfig, make_meta_value_model, train_meta_value  # noqa: E402
+from league.meva.train import MeVaConfig, train_meta_value  # noqa: E402
 from league.run import machine  # noqa: E402
 
 B_POINT = 5.0311  # the stable fixed point B = (B_POINT, B_POINT); A = -B (tests/test_differentiable_games.py)

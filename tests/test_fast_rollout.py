@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from league.chain import LolaDice, ascend
+from league.updates import LolaDice, ascend
 from league.envs.base import flat_obs
 from league.evaluators import SampledEvaluator
 from league.games import ipd

@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services import auth, pki
 from services import server as srv
 from services.client import fetch_parameters, push_parameters
-from services.gen.league.v1 import agent_pb2, agent_pb2_grpc, coordinator_pb2, referee_pb2, referee_pb2_grpc
+from services.gen.league.v1 import agent_pb2, agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.processes import make_league_credentials, referee_status
 from services.wire import chunk_parameters
 from tests.league_procs import metric_value, metrics, spawn, stop, wait_json, wait_until
