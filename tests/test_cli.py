@@ -208,3 +208,19 @@ def test_wrong_or_ignored_flags_are_one_line_errors(argv, message, capsys, monke
     code, out, err = _main(*argv, capsys=capsys)
     assert code == 2 and message in err
     assert len([line for line in err.splitlines() if line.startswith("league")]) == 1, err
+
+
+def test_shipped_league_configs_fit_their_agents_checkpoints():
+    """Every agent of every shipped league config (the README's main job among them) builds its
+    initial state the way its process will: a committed checkpoint that no longer fits the
+    league's chains (too few learning rates, another shape) fails here, not at `league up`."""
+    from agents.policy_factory import game_for, initial_state, make_policy
+    from services.league_config import load_league_config
+
+    for config in sorted((Path(__file__).parents[1] / "configs").glob("league_*.toml")):
+        cfg = load_league_config(str(config), [])
+        game = game_for(cfg.referee.env)
+        for spec in cfg.agents:
+            params, lr = initial_state(spec, make_policy(spec, game), game, cfg.population_seed,
+                                       cfg.referee.chain_length)
+            assert lr.shape == (1, cfg.referee.chain_length), (config.name, spec.id)
