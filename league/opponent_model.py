@@ -28,6 +28,9 @@ from league.policies.base import Params, Policy
 from league.rollout import Batch, Episodes, sample_episodes, score
 from league.updates import PolicyGradient, ascend, make_update_rule, seat_step
 
+#: How the real peers of an opponent-modeling chain learn from each step's episodes.
+_REAL_PEER_RULE = make_update_rule("pg")
+
 
 @dataclass
 class OpponentModelConfig:
@@ -170,8 +173,7 @@ class InferredPeers:
                 errors[key].append(float(tv[visited].mean()))
         self.errors.append(errors)
         # the true peers learn on their own from the same episodes (first-order, their own rule)
-        rule = make_update_rule("pg")
-        self.true_peers = [seat_step(rule, b, b.policies[m], self.true_peers[m - 1], episodes, m,
+        self.true_peers = [seat_step(_REAL_PEER_RULE, b, b.policies[m], self.true_peers[m - 1], episodes, m,
                                      self.true_lrs[m - 1][:, min(self._step, self.true_lrs[m - 1].shape[1] - 1)])
                            for m in range(1, n)]
         self._step += 1

@@ -17,6 +17,7 @@ own way.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
@@ -51,16 +52,17 @@ def ascend(params: Params, objective: torch.Tensor, lr: torch.Tensor, create_gra
     return out
 
 
-class GradientAscent:
+class GradientAscent(ABC):
     """Base of the rules that take one ascent step on an objective at the seat's learning
     rate for the chain step; subclasses define ``objective``."""
 
     learns = True
     needs_rollouts = False
 
+    @abstractmethod
     def objective(self, evaluator: Evaluator, params: Sequence[Params], data: Any, k: int,
                   lrs: Sequence[torch.Tensor], step: int) -> torch.Tensor:
-        raise NotImplementedError
+        """Seat ``k``'s surrogate per chain ``[B]``, whose gradient the step ascends."""
 
     def update(self, evaluator: Evaluator, params: Sequence[Params], data: Any, k: int,
                lrs: Sequence[torch.Tensor], step: int, create_graph: bool) -> Params:
