@@ -233,7 +233,8 @@ class AgentProcess:
         """Serve gRPC and /metrics; return (grpc port, metrics port)."""
         self.server = srv.make_server(interceptors=[
             self.metrics.rpc, *srv.access_control(self.cfg.credentials, self.metrics.registry, self.cfg.peer_access)])
-        service = AgentService(self.store, self.description(), metrics=self.metrics, on_push=self._on_push)
+        service = AgentService(self.store, self.description(), metrics=self.metrics, on_push=self._on_push,
+                               peer_access=self.cfg.peer_access)
         agent_pb2_grpc.add_AgentServicer_to_server(service, self.server)
         self.health = srv.add_health_and_reflection(self.server, ["league.v1.Agent"])
         self.port = srv.bind(self.server, self.cfg.host, self.cfg.port, self.cfg.credentials)

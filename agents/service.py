@@ -19,6 +19,7 @@ import grpc
 
 from agents.params import ParameterStore, StaleVersion, UnknownKind
 from services.gen.league.v1 import agent_pb2, agent_pb2_grpc, tensor_pb2
+from services.auth import redacted_fields
 from services.limits import MAX_WAIT_SECONDS, check_kind, check_pushed_range, check_wait
 from services.server import PROTOCOL_VERSION, abort
 from services.wire import (
@@ -112,8 +113,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         metrics: FetchMetrics | None = None,
         checksum: str = FETCH_CHECKSUM,
         encoded_cache: int = 8,
+        peer_access: str = "direct",
     ) -> None:
         self.store = store
+        self.peer_access = peer_access  # which description fields each caller's role gets (services.auth.REDACTED)
         self._fields = _description_fields(description)
         self.max_push_bytes = max_push_bytes
         self.chunk_bytes = chunk_bytes
@@ -123,15 +126,18 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self.encoded = EncodedSets(encoded_cache)  # how many encoded sets to keep (0: encode every fetch)
 
     def Describe(self, request: agent_pb2.DescribeRequest, context: grpc.ServicerContext) -> agent_pb2.AgentDescription:
-        """The agent's description and current versions; FAILED_PRECONDITION on a protocol mismatch."""
+        """The agent's description and current versions (less the fields the caller's role may
+        not see in this peer-access mode); FAILED_PRECONDITION on a protocol mismatch."""
         if request.protocol_version not in (0, PROTOCOL_VERSION):
             context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"protocol version mismatch: client speaks {request.protocol_version}, "
                 f"this agent speaks {PROTOCOL_VERSION}",
             )
+        hidden = redacted_fields(self.peer_access, context)
         return agent_pb2.AgentDescription(
-            protocol_version=PROTOCOL_VERSION, versions=self.store.versions(), **self._fields
+            protocol_version=PROTOCOL_VERSION, versions=self.store.versions(),
+            **{k: v for k, v in self._fields.items() if k not in hidden}
         )
 
     def GetParameters(

@@ -20,7 +20,7 @@ import torch
 from league.games.iterated import IteratedMatrixGame
 from league.learn import dice_objective, discount_weights, discounted_returns, linear_feature_baseline
 from league.policies.base import Params, Policy
-from league.rollout import Batch, rollout
+from league.rollout import Batch, Episodes, sample_episodes, score
 
 
 class Evaluator(Protocol):
@@ -92,10 +92,17 @@ class SampledEvaluator:
     def n_agents(self) -> int:
         return self.game.n_agents
 
-    def observe(self, params: Sequence[Params]) -> Batch:
+    def play(self, params: Sequence[Params]) -> Episodes:
+        """Sample ``n_episodes`` episodes per chain of the joint policy ``params`` (no graph).
+        The one place a sampled chain step meets the environment: the league's coordinator
+        overrides it to have the referee play the step with the agents' published parameters."""
         n_chains = max(p[next(iter(p))].shape[0] for p in params)
-        return rollout(self.game, self.policies, params, n_chains, self.n_episodes,
-                       self.horizon, self.generator, self.dtype)
+        return sample_episodes(self.game, self.policies, params, n_chains, self.n_episodes, self.horizon,
+                               self.generator, self.dtype)
+
+    def observe(self, params: Sequence[Params]) -> Batch:
+        """Play the step, then score the episodes with ``params`` (differentiably)."""
+        return score(self.policies, params, self.play(params))
 
     def inner_objective(self, data: Batch, k: int, live: Collection[int], plain: bool = False) -> torch.Tensor:
         """Seat ``k``'s surrogate of its discounted return on ``data``, per chain ``[B]``.

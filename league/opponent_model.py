@@ -25,7 +25,7 @@ import torch
 
 from league.evaluators import SampledEvaluator
 from league.policies.base import Params, Policy
-from league.rollout import Batch, Episodes, sample_episodes, score
+from league.rollout import Batch, Episodes, score
 from league.updates import PolicyGradient, ascend, make_update_rule, seat_step
 
 #: How the real peers of an opponent-modeling chain learn from each step's episodes.
@@ -157,9 +157,8 @@ class InferredPeers:
 
     def observe(self, params: Sequence[Params]) -> InferredBatch:
         b, n = self.base, self.base.n_agents
-        n_chains = max(p[next(iter(p))].shape[0] for p in params)
         true = [{k: v.detach() for k, v in params[0].items()}, *self.true_peers]
-        episodes = sample_episodes(b.game, b.policies, true, n_chains, b.n_episodes, b.horizon, b.generator, b.dtype)
+        episodes = b.play(true)  # in a league, the referee plays the peers' own published parameters
         batch = score(b.policies, params, episodes)
         fitted: list[Params | None] = [None]
         errors: dict[str, list[float]] = {"fit": [], "predicted": []}

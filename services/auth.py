@@ -88,6 +88,23 @@ PEER_ACCESS: Mapping[str, Mapping[str, Rule]] = MappingProxyType({
 parameters; ``inferred`` (opponent modeling): agents refuse parameter reads from the coordinator."""
 
 
+REDACTED: Mapping[str, Mapping[str, frozenset[str]]] = MappingProxyType({
+    "direct": MappingProxyType({}),
+    "inferred": MappingProxyType({"rule_config_json": frozenset({"coordinator"})}),
+})
+"""Peer-access mode -> ``AgentDescription`` field -> the roles that get it empty. In
+``inferred`` mode the coordinator still calls ``Describe`` (versions, before its pushes) but
+does not learn an agent's learning-rule settings (its learning rates): opponent modeling
+assumes or infers them."""
+
+
+def redacted_fields(peer_access: str, context: grpc.ServicerContext) -> frozenset[str]:
+    """The description fields this caller (by its certificate role) gets empty."""
+    who = peer_identity(context)
+    role = who.role if who is not None else "none"
+    return frozenset(name for name, roles in REDACTED[peer_access].items() if role in roles)
+
+
 def access_table(peer_access: str = "direct") -> Mapping[str, Rule]:
     """The access table of a league in the given peer-access mode."""
     if peer_access not in PEER_ACCESS:
@@ -142,7 +159,9 @@ class AccessControl(grpc.ServerInterceptor):
     is logged, counted in ``league_rpc_refused_total{grpc_service, grpc_method, caller,
     grpc_code}`` (``caller``: the certificate role, ``none`` without a readable identity;
     not ``role``, which in league metrics is always an agent's league role) and answered
-    with its code, and the handler never sees the request."""
+    with its code, and the handler never sees the request. A call let through is counted in
+    ``league_rpc_authorised_total{grpc_service, grpc_method, caller}``, so an agent's own
+    metrics say who read its parameters."""
 
     def __init__(self, table: Mapping[str, Rule], registry: CollectorRegistry) -> None:
         for method, rule in table.items():
@@ -151,10 +170,15 @@ class AccessControl(grpc.ServerInterceptor):
         self.refused = Counter("league_rpc_refused", "RPCs refused by the access table, by method, caller's "
                                "certificate role (none: no readable identity) and status code",
                                ["grpc_service", "grpc_method", "caller", "grpc_code"], registry=registry)
+        self.authorised = Counter("league_rpc_authorised", "RPCs the access table let through, by method and "
+                                  "caller's certificate role (who reads whose parameters, counted by the one read)",
+                                  ["grpc_service", "grpc_method", "caller"], registry=registry)
 
     def _check(self, method: str, context: grpc.ServicerContext, request: Any) -> None:
         try:
-            authorise(self.table.get(method), context, request)
+            who = authorise(self.table.get(method), context, request)
+            service, name = method.split("/")[1:3]
+            self.authorised.labels(service, name, who.role).inc()
         except Refused as err:
             service, name = method.split("/")[1:3] if method in self.table else ("unknown", "unknown")
             self.refused.labels(service, name, err.role, err.code.name).inc()

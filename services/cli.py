@@ -207,7 +207,11 @@ def _coordinator(args: argparse.Namespace) -> int:
     from league.config import load_config
     from services import server as srv
     from services.client import Unreachable, connect
-    from services.coordinator import CoordinatorConfig, ReplicaMismatch, run_coordinator
+    from services.coordinator import MODES, CoordinatorConfig, ReplicaMismatch, run_coordinator
+
+    if args.mode not in MODES:
+        return fail(f"unknown coordinator mode {args.mode!r}; known: {', '.join(MODES)}")
+    method = args.method or MODES[args.mode].methods[0]
 
     srv.configure_logging(args.log_file)
     experiment = load_config(args.experiment, overrides(args))
@@ -215,7 +219,7 @@ def _coordinator(args: argparse.Namespace) -> int:
                             tolerance=args.tolerance, credentials=_credentials(args))
     try:
         connect(args.join, args.join_wait, credentials=cfg.credentials).close()
-        return run_coordinator(experiment, args.method, args.seed, cfg, args.iterations, args.host, args.port,
+        return run_coordinator(experiment, method, args.seed, cfg, args.iterations, args.host, args.port,
                                args.metrics_port, args.results, args.ready_file, args.linger, args.mode)
     except (Unreachable, ReplicaMismatch, TimeoutError, OSError, ValueError) as err:
         return fail(err)
@@ -294,12 +298,14 @@ def add_process_commands(command: Callable[[str, str], argparse.ArgumentParser])
     a.add_argument("--ready-file", help="write {agent_id, address, metrics, pid, resumed} here once joined")
     a.add_argument("--join-wait", type=float, default=60.0, help=a_join_wait)
     a.set_defaults(func=_agent)
-    c = command("coordinator", "run a coordinator mode (meta-mapg: Algorithm 1) against a running league")
-    c.add_argument("--mode", default="meta-mapg", help="coordinator mode (services.coordinator.MODES)")
+    c = command("coordinator", "run a coordinator mode against a running league (meta-mapg: Algorithm 1; "
+                "opponent-modeling: Algorithms 3 and 4, no reads of the personas' parameters)")
+    c.add_argument("--mode", default="meta-mapg",
+                   help="coordinator mode (services.coordinator.MODES): meta-mapg or opponent-modeling")
     c.add_argument("--join", required=True, metavar="HOST:PORT", help="the referee's address")
     c.add_argument("--experiment", required=True, help="experiment TOML (chain, agent and train sections)")
-    c.add_argument("--method", default="meta-mapg", choices=["meta-mapg", "meta-pg", "no-own-learning"],
-                   help="meta-gradient of the meta-training")
+    c.add_argument("--method", help="meta-gradient of the meta-training (default: the mode's first; meta-mapg: "
+                   "meta-mapg, meta-pg or no-own-learning; opponent-modeling: meta-mapg-om)")
     c.add_argument("--seed", type=int, default=0, help="training seed (the embedded run's random stream)")
     c.add_argument("--meta", required=True, help="agent id of the meta-agent")
     c.add_argument("--personas", required=True, help="comma-separated agent ids of the persona agents")

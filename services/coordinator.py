@@ -16,14 +16,19 @@ by the referee (with the parameters the agents published) and scored with the
 coordinator's differentiable replica. Before each step it checks that every agent's
 published parameters equal the replica's (the agents learned on their own from the
 broadcast); a mismatch aborts the iteration. It then pushes the new initial policy,
-learning rates and critic to the meta-agent."""
+learning rates and critic to the meta-agent.
+
+``opponent-modeling`` mode (:class:`OpponentModelingMode`) is the same loop with the method
+``meta-mapg-om``: the meta-gradient flows through peer parameters inferred from the
+referee's episodes, and no persona's parameters are ever read (docs/security.md,
+``peer_access = "inferred"``)."""
 
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import grpc
 import torch
@@ -33,17 +38,17 @@ from league.config import ExperimentConfig
 from league.evaluators import SampledEvaluator
 from league.meta_training import MetaTraining
 from league.policies.base import Params
-from league.rollout import Batch, Episodes, score
+from league.rollout import Episodes
 from services import server as srv
 from services.client import describe, fetch_parameters, push_parameters
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.metrics import RpcMetrics, process_registry
+from services.files import write_json_atomic
 from services.pki import Credentials
 from services.wire import decode_tensor
 
 log = logging.getLogger("league.coordinator")
 
-SUPPORTED = ("meta-mapg", "meta-pg", "no-own-learning")
 
 
 class ReplicaMismatch(RuntimeError):
@@ -69,9 +74,10 @@ class CoordinatorConfig:
 
 
 class RemoteEvaluator(SampledEvaluator):
-    """A sampled evaluator whose episodes come from the referee: ``observe`` checks the
-    agents' published parameters against the replica, has the referee play the chain step,
-    and scores the episodes with the replica's (differentiable) parameters."""
+    """A sampled evaluator whose episodes come from the referee: ``play`` checks the agents'
+    published parameters against the replica, then has the referee play the chain step with
+    them; ``observe`` (inherited) scores the episodes with the replica's (differentiable)
+    parameters."""
 
     def __init__(self, base: SampledEvaluator, coordinator: "MetaMapgMode", chain_ids: list[str],
                  base_versions: list[int]) -> None:
@@ -86,7 +92,7 @@ class RemoteEvaluator(SampledEvaluator):
     def _seats(self, b: int) -> list[str]:
         return [self.coordinator.cfg.meta_agent, self.coordinator.cfg.personas[b]]
 
-    def observe(self, params: Sequence[Params]) -> Batch:
+    def play(self, params: Sequence[Params]) -> Episodes:
         l, c = self.step, self.coordinator
         if l > 0:
             c.verify_replica(self.chain_ids, l, params)
@@ -102,16 +108,18 @@ class RemoteEvaluator(SampledEvaluator):
             matches=matches, episodes=self.n_episodes, horizon=self.horizon,
             rng_state=self.generator.get_state().numpy().tobytes()), timeout=c.cfg.timeout)
         self.generator.set_state(torch.frombuffer(bytearray(reply.rng_state), dtype=torch.uint8))
-        episodes = Episodes(*(torch.stack([decode_tensor(getattr(batch, f)) for batch in reply.batches])
-                              for f in ("obs", "actions", "rewards")))
         self.step += 1
-        return score(self.policies, params, episodes)
+        return Episodes(*(torch.stack([decode_tensor(getattr(batch, f)) for batch in reply.batches])
+                          for f in ("obs", "actions", "rewards")))
 
 
 class CoordinatorMode(Protocol):
     """One family's centralized training across the league's processes."""
 
     name: str
+    methods: tuple[str, ...]
+    """The training methods (``league.methods.METHODS`` names) the mode runs; the first is
+    the default of ``league coordinator --mode NAME``."""
     iteration: int
     metrics: "CoordinatorMetrics"
 
@@ -130,11 +138,19 @@ class MetaMapgMode:
     iteration."""
 
     name = "meta-mapg"
+    methods: tuple[str, ...] = ("meta-mapg", "meta-pg", "no-own-learning")
+    """The methods this mode runs (LOLA-DiCE needs look-ahead rollouts only the embedded path
+    has; opponent modeling has its own mode)."""
+    reads_peers = True
+    """Whether the replica check reads the persona agents' published updates (centralized
+    training); the meta-agent's own are always checked."""
 
     def __init__(self, experiment: ExperimentConfig, method: str, seed: int, cfg: CoordinatorConfig) -> None:
-        if method not in SUPPORTED:
-            raise ValueError(f"the coordinator runs {', '.join(SUPPORTED)}; {method!r} needs look-ahead "
-                             "rollouts that only the embedded path provides")
+        if method not in self.methods:
+            others = {m: name for name, mode in MODES.items() for m in mode.methods if name != self.name}
+            hint = (f"; {method!r} runs in mode {others[method]!r} (--mode {others[method]})" if method in others
+                    else "")
+            raise ValueError(f"coordinator mode {self.name!r} runs {', '.join(self.methods)}{hint}")
         torch.set_num_threads(1)
         self.experiment, self.cfg = experiment, cfg
         # the same object, drawing the same random stream in the same order, as league.experiment.train_one
@@ -180,9 +196,11 @@ class MetaMapgMode:
             time.sleep(0.1)
 
     def verify_replica(self, chain_ids: list[str], step: int, params: Sequence[Params]) -> None:
-        """Every seat's published ``policy@chain`` at version ``step`` equals the replica's."""
+        """Every checked seat's published ``policy@chain`` at version ``step`` equals the
+        replica's: the meta-agent's always, the personas' only when the mode reads peers."""
         for b, chain in enumerate(chain_ids):
-            for seat, agent in enumerate([self.cfg.meta_agent, self.cfg.personas[b]]):
+            seats = [self.cfg.meta_agent, self.cfg.personas[b]] if self.reads_peers else [self.cfg.meta_agent]
+            for seat, agent in enumerate(seats):
                 got = fetch_parameters(self._stub(agent), f"policy@{chain}", min_version=step,
                                        timeout=self.cfg.timeout + 5.0, wait_seconds=self.cfg.timeout)
                 if got.params is None:
@@ -226,9 +244,28 @@ class MetaMapgMode:
                 "lr": self.learner.lr.detach().tolist()}
 
 
+class OpponentModelingMode(MetaMapgMode):
+    """Meta-MAPG with opponent modeling (Algorithms 3 and 4) through the league: the
+    meta-agent's meta-gradient is computed from peer parameters *inferred* from the actions
+    the referee returns (``league.opponent_model.InferredPeers``, the same code as embedded
+    ``meta-mapg-om``), and the mode never reads a persona's parameters: the replica check reads
+    the meta-agent only. In a league whose ``peer_access`` is ``inferred`` the persona agents
+    refuse such reads anyway (docs/security.md).
+
+    Like the embedded run, the mode still draws each iteration's personas from the training
+    population and pushes them (it plays the environment's part: which peers the meta-agent
+    meets), and it steps its own copy of them to measure the model's error from outside the
+    meta-gradient; neither copy enters the gradient (``tests/test_opponent_model.py``)."""
+
+    name = "opponent-modeling"
+    methods = ("meta-mapg-om",)
+    reads_peers = False
+
+
 #: Coordinator modes by name; each entry builds a mode from (experiment, method, seed, config).
-MODES: dict[str, Callable[[ExperimentConfig, str, int, CoordinatorConfig], CoordinatorMode]] = {
+MODES: dict[str, type[CoordinatorMode]] = {
     "meta-mapg": MetaMapgMode,
+    "opponent-modeling": OpponentModelingMode,
 }
 
 
@@ -245,6 +282,11 @@ class CoordinatorMetrics:
                                registry=self.registry)
         self.lr = Gauge("league_meta_learning_rate", "The meta-agent's learned inner learning rate per chain step",
                         ["step"], registry=self.registry)
+        self.om_error = Gauge("league_opponent_model_error", "Opponent modeling: mean total-variation distance "
+                              "between the peers' true and inferred action probabilities at each chain step of the "
+                              "last iteration (fit: the step's maximum-likelihood fit; predicted: the replicated "
+                              "update of the previous fit, which the meta-gradient uses)", ["step", "model"],
+                              registry=self.registry)
         self.seconds = Histogram("league_coordinator_iteration_seconds", "Wall time of one meta-training iteration",
                                  registry=self.registry,
                                  buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000))
@@ -255,6 +297,10 @@ class CoordinatorMetrics:
         self.seconds.observe(stats["seconds"])
         for l, value in enumerate(lr.detach().flatten().tolist()):
             self.lr.labels(str(l)).set(value)
+        for model in ("fit", "predicted"):
+            for key, value in stats.items():
+                if key.startswith(f"om_{model}_error_step"):
+                    self.om_error.labels(key.rsplit("step", 1)[1], model).set(value)
 
 
 def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: CoordinatorConfig, iterations: int,
@@ -294,9 +340,9 @@ def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: C
 
     def write_results() -> None:
         if results:
-            Path(results).write_text(json.dumps({
+            write_json_atomic(results, {  # whole or absent: tests and scripts poll for it
                 "mode": coordinator.name, "method": method, "seed": seed, "iterations": history,
-                "state": state["state"], **coordinator.result()}))
+                "state": state["state"], **coordinator.result()}, indent=None)
 
     try:
         coordinator.wait_for_members()

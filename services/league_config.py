@@ -75,9 +75,10 @@ class LeagueConfig:
     population_seed: int = 0
     """Seed of the persona population that ``persona:`` inits index into."""
     peer_access: str = "direct"
-    """Who may read an agent's parameters: ``direct`` (the referee, which rolls out, and the
-    coordinator) or ``inferred`` (opponent modeling: the referee only; agents refuse the
-    coordinator). See docs/security.md."""
+    """Who may read a persona's or learner's parameters: ``direct`` (the referee, which rolls
+    out, and the coordinator) or ``inferred`` (opponent modeling: the referee only; they refuse
+    the coordinator, whose ``opponent-modeling`` mode never asks). A meta-agent is always
+    ``direct``: the coordinator trains it and checks its published updates. See docs/security.md."""
     referee: RefereeConfig = field(default_factory=RefereeConfig)
     agents: list[AgentSpec] = field(default_factory=list)
 

@@ -17,16 +17,10 @@ import grpc
 from services import server as srv
 from services.gen.league.v1 import referee_pb2, referee_pb2_grpc
 from services.league_config import AgentSpec, LeagueConfig, load_league_config, validate_agent
+from services.files import write_json_atomic
 from services.pki import Credentials
 
 STATE_FILE = Path(os.environ.get("LEAGUE_STATE", "runs/league/up.json"))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 # -- referee -----------------------------------------------------------------------------
@@ -55,7 +49,7 @@ def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, read
     server.start()
     info = {"address": f"{host}:{bound}", "metrics": f"http://{host}:{mport}/metrics", "pid": os.getpid()}
     if ready_file:
-        _write_json(ready_file, info)
+        write_json_atomic(ready_file, info)
     print(json.dumps({"referee": info}), flush=True)
     signal.signal(signal.SIGTERM, lambda *_: referee.stop())
     try:
@@ -66,7 +60,7 @@ def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, read
         referee.stop()
         referee.save_state()
         if results_file:
-            _write_json(results_file, {
+            write_json_atomic(results_file, {
                 "rounds": referee.round, "aborted_matches": referee.aborted,
                 "chains": referee.chain_curves,
                 "members": [{"agent_id": a, "role": r["role"], "policy_version": r["policy_version"],
@@ -102,7 +96,7 @@ def run_agent(spec: AgentSpec, referee: str, env: str, gamma: float, chain_lengt
     info = {"agent_id": spec.id, "address": agent.address(), "metrics": f"http://{agent.advertised_host()}:{mport}/metrics",
             "pid": os.getpid(), "resumed": agent.resumed}
     if ready_file:
-        _write_json(ready_file, info)
+        write_json_atomic(ready_file, info)
     print(json.dumps({"agent": info}), flush=True)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     try:
@@ -255,9 +249,9 @@ def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False,
             procs[spec.id] = _spawn(["agent", "--join", ref["address"], "--config", config_path, *sets,
                                      "--id", spec.id, "--checkpoint-dir", str(out / "agents"),
                                      "--ready-file", str(out / f"{spec.id}.ready.json"), *flags[spec.id],
-                                     "--peer-access", cfg.peer_access], log)
+                                     "--peer-access", "direct" if spec.role == "meta" else cfg.peer_access], log)
             state["pids"][spec.id] = procs[spec.id].pid
-        _write_json(STATE_FILE, state)
+        write_json_atomic(STATE_FILE, state)
         infos = {s.id: _wait_file(out / f"{s.id}.ready.json", procs[s.id], 120, f"agent {s.id}",
                                   out / "logs" / f"{s.id}.log") for s in cfg.agents}
         if not quiet:
@@ -286,7 +280,7 @@ def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False,
             try:
                 start_referee("--port", port, "--metrics-port", mport, "--host", ref["address"].rpartition(":")[0],
                               append=True)
-                _write_json(STATE_FILE, state)
+                write_json_atomic(STATE_FILE, state)
             except (RuntimeError, TimeoutError) as err:
                 print(f"league: the restarted referee did not come up: {str(err).splitlines()[0]}", file=sys.stderr)
         bar.close()
@@ -299,7 +293,7 @@ def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False,
         summary = {**_summary_from_state(state_path), "referee_exit_code": referee_code, "partial": True}
     summary["referee_restarts"] = restarts
     summary["name"] = cfg.name
-    _write_json(out / "summary.json", summary)
+    write_json_atomic(out / "summary.json", summary)
     return summary
 
 

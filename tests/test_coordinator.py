@@ -4,6 +4,8 @@ an agent whose learning differs from the replica aborts the round with a clear e
 
 import json
 
+import grpc
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from league.config import load_config
 from league.experiment import train_one
 from services import server as srv
 from services.client import fetch_parameters
+from services.gen.league.v1 import agent_pb2
 from services.gen.league.v1 import agent_pb2_grpc
 from services.pki import load_credentials
 from tests.league_procs import (ROOT, league_credentials, metric_value, metrics, promtool_check_metrics, spawn, stop,
@@ -50,7 +53,7 @@ lr = [1.0]
 """
 
 
-def _league(tmp_path, persona_lr: float, overrides=OVERRIDES):
+def _league(tmp_path, persona_lr: float, overrides=OVERRIDES, mode="meta-mapg", persona_access="direct"):
     config = tmp_path / "league.toml"
     config.write_text(LEAGUE.format(lr=persona_lr))
     experiment = tmp_path / "experiment.toml"
@@ -62,11 +65,12 @@ def _league(tmp_path, persona_lr: float, overrides=OVERRIDES):
     for a in ("meta", "p0", "p1"):
         procs.append(spawn(["agent", "--join", ref["address"], "--config", str(config), "--id", a,
                             "--checkpoint-dir", str(tmp_path / "ckpt"), "--ready-file", str(tmp_path / f"{a}.json"),
-                            "--credentials", str(creds[a])], tmp_path / f"{a}.log"))
+                            "--credentials", str(creds[a]),
+                            "--peer-access", "direct" if a == "meta" else persona_access], tmp_path / f"{a}.log"))
     infos = {a: wait_json(tmp_path / f"{a}.json", p) for a, p in zip(("meta", "p0", "p1"), procs[1:])}
     coord = spawn(["coordinator", "--join", ref["address"], "--experiment", str(experiment),
                    *sum((["--set", o] for o in overrides), []), "--meta", "meta", "--personas", "p0,p1",
-                   "--iterations", "1", "--results", str(tmp_path / "coord.json"),
+                   "--mode", mode, "--iterations", "1", "--results", str(tmp_path / "coord.json"),
                    "--ready-file", str(tmp_path / "coord.ready.json"), "--linger", "3",
                    "--credentials", str(creds["coordinator"])], tmp_path / "coord.log")
     procs.append(coord)
@@ -113,3 +117,69 @@ def test_a_peer_whose_update_differs_from_the_replica_aborts_the_round(tmp_path)
         assert "aborted" in json.loads((tmp_path / "coord.json").read_text())["state"]
     finally:
         stop(procs)
+
+
+def test_opponent_modeling_mode_equals_embedded_and_reads_no_persona(tmp_path):
+    """Algorithms 3 and 4 through the league: one ``opponent-modeling`` iteration gives the
+    embedded ``meta-mapg-om`` iteration's meta-parameters, the personas' own metrics count
+    zero parameter reads by the coordinator (and reads by the referee, which plays them),
+    and a read attempted anyway with the coordinator's certificate is refused."""
+    overrides = [o for o in OVERRIDES if not o.startswith("methods=")] + ['methods=["meta-mapg-om"]']
+    cfg = load_config(ROOT / "configs" / "ipd_quick.toml", overrides)
+    embedded = train_one(cfg, "meta-mapg-om", 0).final
+    procs, coord, infos, creds = _league(tmp_path, 1.0, overrides, mode="opponent-modeling",
+                                         persona_access="inferred")
+    try:
+        ready = wait_json(tmp_path / "coord.ready.json", coord)
+        wait_until(lambda: (tmp_path / "coord.json").exists(), 240, "the coordinator's results")
+        result = json.loads((tmp_path / "coord.json").read_text())
+        assert result["state"] == "done", (tmp_path / "coord.log").read_text()[-3000:]
+        assert result["mode"] == "opponent-modeling"
+        coord_text = metrics(ready["metrics"])  # scraped while it lingers
+        assert coord.wait(timeout=60) == 0, (tmp_path / "coord.log").read_text()[-3000:]
+        for name, value in embedded.policy.items():
+            np.testing.assert_allclose(np.array(result["policy"][name]), value.numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(np.array(result["lr"]), embedded.lr.numpy(), atol=1e-5, rtol=0)
+        # the model's error along the chain is a coordinator metric, measured from outside the gradient
+        for step in ("0", "1", "2"):
+            assert 0 <= metric_value(coord_text, "league_opponent_model_error", step=step, model="fit") <= 1
+        assert result["iterations"][0]["om_fit_error_step0"] > 0
+        # who read whom, counted by the read processes themselves
+        def reads(text: str, caller: str) -> float:
+            return metric_value(text, "league_rpc_authorised_total", grpc_method="GetParameters", caller=caller) or 0
+
+        for persona in ("p0", "p1"):
+            text = metrics(infos[persona]["metrics"])
+            assert reads(text, "coordinator") == 0, f"the coordinator read {persona}'s parameters"
+            assert reads(text, "referee") > 0  # the referee rolls the personas out
+        assert reads(metrics(infos["meta"]["metrics"]), "coordinator") > 0  # it checks its own agent
+        # a read attempted anyway is refused, counted, and changes nothing
+        with srv.channel(infos["p0"]["address"], load_credentials(creds["coordinator"])) as ch:
+            with pytest.raises(grpc.RpcError) as err:
+                agent_pb2_grpc.AgentStub(ch).GetParameters(agent_pb2.GetParametersRequest(kind="policy"),
+                                                           timeout=10).next()
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        text = metrics(infos["p0"]["metrics"])
+        assert metric_value(text, "league_rpc_refused_total", grpc_method="GetParameters", caller="coordinator",
+                            grpc_code="PERMISSION_DENIED") == 1
+        assert reads(text, "coordinator") == 0
+        # nor does the coordinator learn a persona's learning rates from its description
+        described = {}
+        for role in ("coordinator", "referee"):
+            with srv.channel(infos["p0"]["address"], load_credentials(creds[role])) as ch:
+                described[role] = agent_pb2_grpc.AgentStub(ch).Describe(agent_pb2.DescribeRequest(), timeout=10)
+        assert described["coordinator"].rule_config_json == "" and described["coordinator"].learning_rule == "pg"
+        assert set(json.loads(described["referee"].rule_config_json)["lr"]) == {1.0}, described
+    finally:
+        stop(procs)
+
+
+def test_each_mode_refuses_the_other_modes_methods():
+    cfg = load_config(ROOT / "configs" / "ipd_quick.toml", OVERRIDES)
+    from services.coordinator import MODES, CoordinatorConfig
+
+    unused = CoordinatorConfig(referee="127.0.0.1:1", meta_agent="meta", personas=["p0"])
+    with pytest.raises(ValueError, match="'meta-mapg-om' runs in mode 'opponent-modeling'"):
+        MODES["meta-mapg"](cfg, "meta-mapg-om", 0, unused)
+    with pytest.raises(ValueError, match="'meta-mapg' runs in mode 'meta-mapg'"):
+        MODES["opponent-modeling"](cfg, "meta-mapg", 0, unused)
