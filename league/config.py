@@ -85,6 +85,12 @@ class TrainConfig:
     with H) instead of summing them as the authors do."""
     validate_every: int = 10
     """Iterations between validation passes; the best validated checkpoint is kept."""
+    micro_batch: int = 0
+    """Build the meta-batch's chains this many at a time, each micro-batch's graph freed
+    before the next (``MetaLearner.step_micro_batched``): peak memory of one micro-batch,
+    the same update given the same episodes, but the episodes are drawn micro-batch by
+    micro-batch. 0: all chains at once. Embedded training only; not with the ``score``
+    estimator, whose chain baseline couples the chains."""
     outer: OuterConfig = field(default_factory=OuterConfig)
     """The outer optimiser."""
     opponent_model: OpponentModelConfig = field(default_factory=OpponentModelConfig)

@@ -66,6 +66,9 @@ class OuterEstimator(Protocol):
 
     name: str
     plain_inner: bool
+    couples_chains: bool
+    """Whether a chain's surrogate depends on the other chains of its meta-batch (then the
+    chains cannot be built in micro-batches)."""
 
     def objective(self, evaluator: Any, x: OuterInputs) -> torch.Tensor: ...
 
@@ -100,6 +103,7 @@ class Dice:
 
     name: str = "dice"
     plain_inner: bool = False
+    couples_chains: bool = False
 
     def objective(self, evaluator: Any, x: OuterInputs) -> torch.Tensor:
         terms = []
@@ -118,6 +122,7 @@ class Authors:
 
     name: str = "authors"
     plain_inner: bool = False
+    couples_chains: bool = False
 
     def objective(self, evaluator: Any, x: OuterInputs) -> torch.Tensor:
         terms = []
@@ -142,6 +147,7 @@ class Score:
 
     name: str = "score"
     plain_inner: bool = True
+    couples_chains: bool = True  # the leave-one-out chain baseline
 
     def objective(self, evaluator: Any, x: OuterInputs) -> torch.Tensor:
         terms = []

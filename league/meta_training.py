@@ -20,9 +20,10 @@ from typing import Any
 import torch
 
 from league.config import ExperimentConfig
+from league.estimators import get_estimator
 from league.evaluators import Evaluator, SampledEvaluator
 from league.learner import MetaLearner
-from league.meta import Critic, meta_objective
+from league.meta import Critic, MetaObjective, meta_objective
 from league.opponent_model import InferredPeers, random_init
 from league.methods import Method, make_method
 from league.policies.base import Params
@@ -72,10 +73,41 @@ class MetaTraining:
         return PeerDraw(self.setting.peer_params(probs), self.setting.peer_lrs(B))
 
     def iterate(self, evaluator: Evaluator, peers: PeerDraw) -> dict[str, Any]:
-        """One meta-update (Algorithm 1's inner body) on chains that ``evaluator`` plays.
-        Returns the learner's statistics plus ``meta_reward`` (the meta-agent's mean reward over
-        the chain) and ``seconds``."""
+        """One meta-update (Algorithm 1's inner body) on chains that ``evaluator`` plays, all
+        at once or ``train.micro_batch`` chains at a time. Returns the learner's statistics
+        plus ``meta_reward`` (the meta-agent's mean reward over the chain) and ``seconds``."""
         t0 = time.perf_counter()
+        B = peers.lrs[0].shape[0]
+        micro = self.cfg.train.micro_batch
+        parts: list[tuple[int, float, list[dict[str, list[float]]]]] = []  # (chains, meta reward, OM errors)
+
+        def chains(start: int, stop: int) -> MetaObjective:
+            part = PeerDraw([{k: v[start:stop] for k, v in p.items()} for p in peers.params],
+                            [lr[start:stop] for lr in peers.lrs])
+            result, reward, errors = self._objective(evaluator, part)
+            parts.append((stop - start, reward, errors))
+            return result
+
+        if micro and micro < B:
+            if get_estimator(self.method.estimator).couples_chains:
+                raise ValueError(f"train.micro_batch: the {self.method.estimator!r} estimator couples the chains "
+                                 "of a meta-batch; build them at once (micro_batch = 0)")
+            stats = self.learner.step_micro_batched(chains, B, micro)
+        else:
+            result = chains(0, B)
+            stats = self.learner.step(result)
+            del result
+        meta_reward = sum((n / B) * r for n, r, _ in parts)  # exactly r for one part
+        for l in range(len(parts[0][2])):  # the opponent model's error along the chain, against the true peers
+            for model in ("fit", "predicted"):
+                stats[f"om_{model}_error_step{l}"] = sum(
+                    (n / B) * (sum(errors[l][model]) / len(errors[l][model])) for n, _, errors in parts)
+        return {"meta_reward": meta_reward, **stats, "seconds": time.perf_counter() - t0}
+
+    def _objective(self, evaluator: Evaluator, peers: PeerDraw
+                   ) -> tuple[MetaObjective, float, list[dict[str, list[float]]]]:
+        """The meta-objective of the chains against ``peers``, the meta-agent's mean reward
+        over them, and (opponent modeling) the model's errors along the chain."""
         c = self.cfg
         replica, om = peers.params, None
         if self.method.peer_access == "inferred":  # opponent modeling: the replica never sees the peers
@@ -87,10 +119,4 @@ class MetaTraining:
                                 peers.lrs, c.chain.length, self.learner.critic, c.train.entropy_weight,
                                 c.train.include_initial, c.train.per_step)
         meta_reward = float(torch.stack([evaluator.mean_rewards(s.data)[:, 0] for s in result.steps]).mean())
-        stats = self.learner.step(result)
-        del result
-        if om is not None:  # the model's error along the chain, measured against the true peers
-            for l, errors in enumerate(om.errors):
-                stats[f"om_fit_error_step{l}"] = sum(errors["fit"]) / len(errors["fit"])
-                stats[f"om_predicted_error_step{l}"] = sum(errors["predicted"]) / len(errors["predicted"])
-        return {"meta_reward": meta_reward, **stats, "seconds": time.perf_counter() - t0}
+        return result, meta_reward, (om.errors if om is not None else [])

@@ -151,6 +151,9 @@ class MetaMapgMode:
             hint = (f"; {method!r} runs in mode {others[method]!r} (--mode {others[method]})" if method in others
                     else "")
             raise ValueError(f"coordinator mode {self.name!r} runs {', '.join(self.methods)}{hint}")
+        if experiment.train.micro_batch:
+            raise ValueError("train.micro_batch is for embedded training; the coordinator plays a meta-batch's "
+                             "chains at once (set it to 0)")
         torch.set_num_threads(1)
         self.experiment, self.cfg = experiment, cfg
         # the same object, drawing the same random stream in the same order, as league.experiment.train_one

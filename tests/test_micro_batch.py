@@ -7,13 +7,17 @@ from __future__ import annotations
 import pytest
 import torch
 
+from league.config import load_config
+from league.evaluators import SampledEvaluator
 from league.exact_meta import ReplayEvaluator
 from league.games import ipd
 from league.learner import MetaLearner, OuterConfig
 from league.meta import Critic, meta_objective
+from league.meta_training import MetaTraining
 from league.methods import make_method
 from league.policies import LSTMCategorical, LSTMValue, Tabular
 from league.rollout import Episodes, sample_episodes
+from tests.league_procs import ROOT
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,3 +80,69 @@ def test_micro_batch_must_be_positive_and_objectives_sized() -> None:
         learner.step_micro_batched(lambda s, e: None, B, 0)
     with pytest.raises(ValueError, match="returned 5 chains"):
         learner.step_micro_batched(lambda s, e: _objective(game, meta, table, learner, peers, episodes, 0, B), B, 2)
+
+
+class _Recording(SampledEvaluator):
+    """Samples as usual and keeps every chain step's episodes."""
+
+    def __init__(self, base: SampledEvaluator) -> None:
+        super().__init__(base.game, base.policies, base.n_episodes, base.horizon, base.gamma, base.generator)
+        self.played: list[Episodes] = []
+
+    def play(self, params):
+        self.played.append(super().play(params))
+        return self.played[-1]
+
+
+class _Replaying(SampledEvaluator):
+    """Replays recorded chain steps to the micro-batches in turn: the chains ``start:stop``
+    of every step, then the next micro-batch's."""
+
+    def __init__(self, base: SampledEvaluator, played: list[Episodes]) -> None:
+        super().__init__(base.game, base.policies, base.n_episodes, base.horizon, base.gamma, base.generator)
+        self.played, self.start, self.step = played, 0, 0
+
+    def play(self, params):
+        n = max(p[next(iter(p))].shape[0] for p in params)
+        e = self.played[self.step]
+        out = Episodes(*(x[self.start:self.start + n] for x in (e.obs, e.actions, e.rewards)))
+        self.step += 1
+        if self.step == len(self.played):
+            self.start, self.step = self.start + n, 0
+        return out
+
+
+def _quick(*overrides: str):
+    return load_config(ROOT / "configs" / "ipd_quick.toml",
+                       ["chain.trajectories=4", "chain.horizon=6", "chain.length=2", "train.meta_batch=4",
+                        "agent.hidden=8", *overrides])
+
+
+def test_train_micro_batch_gives_the_all_at_once_iteration_on_the_same_episodes() -> None:
+    """``train.micro_batch`` wires ``step_micro_batched`` into meta-training: one iteration
+    of ``MetaTraining`` in micro-batches of 2 equals the all-at-once iteration when both see
+    the same episodes (the micro-batched path draws its own, so they are replayed here)."""
+    whole = MetaTraining.build(_quick(), "meta-mapg", 0)
+    peers = whole.sample_peers()
+    recording = _Recording(whole.evaluator)
+    stats_whole = whole.iterate(recording, peers)
+    parts = MetaTraining.build(_quick("train.micro_batch=2"), "meta-mapg", 0)
+    stats_parts = parts.iterate(_Replaying(parts.evaluator, recording.played), peers)
+    assert stats_whole["grad_norm"] > 1e-3
+    for key in ("objective", "grad_norm", "meta_reward"):
+        assert stats_parts[key] == pytest.approx(stats_whole[key], rel=1e-5, abs=1e-7), key
+    for name in whole.learner.policy:
+        torch.testing.assert_close(parts.learner.policy[name], whole.learner.policy[name], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(parts.learner.lr, whole.learner.lr, rtol=1e-5, atol=1e-6)
+
+
+def test_train_micro_batch_refuses_an_estimator_that_couples_chains() -> None:
+    mt = MetaTraining.build(_quick("train.micro_batch=2", "train.estimator=score"), "meta-mapg", 0)
+    with pytest.raises(ValueError, match="'score' estimator couples the chains"):
+        mt.iterate(mt.evaluator, mt.sample_peers())
+
+
+def test_train_micro_batch_runs_opponent_modeling_and_reports_its_error() -> None:
+    mt = MetaTraining.build(_quick("train.micro_batch=2"), "meta-mapg-om", 0)
+    stats = mt.iterate(mt.evaluator, mt.sample_peers())
+    assert all(0 < stats[f"om_fit_error_step{l}"] <= 1 for l in range(3))
