@@ -43,6 +43,8 @@ class AgentRuntimeConfig:
     """host:port of the referee to join."""
     env: str = "ipd"
     """Game (must match the referee's)."""
+    n_players: int = 2
+    """Seats of the game (must match the referee's ``n_players``)."""
     gamma: float = 0.96
     """Discount of the agent's learning objective."""
     chain_length: int = 3
@@ -115,7 +117,7 @@ class AgentProcess:
     def __init__(self, spec: AgentSpec, cfg: AgentRuntimeConfig) -> None:
         torch.set_num_threads(1)
         self.spec, self.cfg = spec, cfg
-        self.game = game_for(cfg.env)
+        self.game = game_for(cfg.env, cfg.n_players)
         self.policy = make_policy(spec, self.game)
         self.rule = make_update_rule(spec.rule)
         self.evaluator = SampledEvaluator(self.game, [], 0, 0, cfg.gamma, torch.Generator())
@@ -139,7 +141,7 @@ class AgentProcess:
             self.resumed = True
         else:
             policy, lr = initial_state(self.spec, self.policy, self.game, self.cfg.population_seed,
-                                       self.cfg.chain_length)
+                                       self.cfg.chain_length, self.cfg.env)
             self.store.set("policy", policy)
             self.store.set("lr", {"lr": lr})
             if self.spec.role == "meta":  # the coordinator's critic, served for inspection
@@ -159,7 +161,8 @@ class AgentProcess:
         os.replace(tmp, self.checkpoint)
 
     def description(self) -> dict:
-        return {"agent_id": self.spec.id, "env": self.cfg.env, "obs_dim": self.game.obs_dim,
+        return {"agent_id": self.spec.id, "env": self.cfg.env, "n_players": self.game.n_agents,
+                "obs_dim": self.game.obs_dim,
                 "n_actions": self.game.n_actions, "policy_class": POLICY_CLASSES[self.spec.policy],
                 "policy_config": {"hidden": self.spec.hidden}, "learning_rule": self.spec.rule,
                 "rule_config": {"gamma": self.cfg.gamma, "lr": self.store.snapshot("lr")[1]["lr"].flatten().tolist(),

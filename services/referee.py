@@ -1,11 +1,17 @@
 """The referee process: league membership (join, heartbeat lease, leave), matchmaking,
 batched rollouts with parameters pinned per round, and the trajectory broadcast.
 
-A round plays, in one batched rollout per policy signature:
-- one step of every Markov chain between a ``meta`` agent and a ``persona`` agent (chain
-  step ``l`` pins the meta-agent's ``policy@<chain>`` at version ``l``; step 0 pins base
-  ``policy``), restarting a finished chain from the seats' base policies;
-- one match between each pair of ``learner`` agents, paired at random every round.
+A match seats ``n`` agents, the game's ``n_agents``. A round plays, in one batched rollout
+per policy signature:
+- one step of every Markov chain between a ``meta`` agent (seat 0) and a group of ``n - 1``
+  ``persona`` agents (seats 1..n-1; chain step ``l`` pins every seat's ``policy@<chain>`` at
+  version ``l``; step 0 pins base ``policy``), restarting a finished chain from the seats'
+  base policies. A meta-agent's persona groups are the league config's ``teams`` led by it,
+  else its live personas in league order, ``n - 1`` at a time (an incomplete last group sits
+  out);
+- one match for each fixed ``teams`` entry of learners, and one for each group of ``n`` of
+  the remaining ``learner`` agents, grouped at random every round (the ``len % n`` left over
+  sit the round out).
 It never computes a gradient: agents learn from the broadcast and publish new versions,
 which the next round waits for.
 
@@ -27,7 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import grpc
 import torch
@@ -94,13 +100,24 @@ def _set_bytes(params: Params) -> int:
 
 @dataclass
 class Chain:
-    """A running Markov chain between a meta-agent and a persona."""
+    """A running Markov chain between a meta-agent (seat 0) and its personas (seats 1..n-1)."""
 
     chain_id: str
     meta: str
-    persona: str
+    personas: tuple[str, ...]
     step: int = 0
-    count: int = 0  # chains completed by this pair
+    count: int = 0  # chains completed by this seating
+
+    @property
+    def key(self) -> tuple[str, tuple[str, ...]]:
+        return self.meta, self.personas
+
+    def curve(self) -> dict:
+        """The summary record of this chain; ``persona`` is kept for two seats, as before n seats."""
+        record = {"chain": self.chain_id, "meta": self.meta, "personas": list(self.personas), "rewards": []}
+        if len(self.personas) == 1:
+            record["persona"] = self.personas[0]
+        return record
 
 
 @dataclass
@@ -147,19 +164,22 @@ class Referee(referee_pb2_grpc.RefereeServicer):
     """Membership, matchmaking and the broadcast; ``play_round`` is one round."""
 
     def __init__(self, cfg: RefereeConfig, config_order: list[str] | None = None,
-                 state_file: Path | None = None, credentials: Credentials | None = None) -> None:
+                 state_file: Path | None = None, credentials: Credentials | None = None,
+                 teams: Sequence[Sequence[str]] = ()) -> None:
         """``state_file``: where the league's durable state is saved after every round and
         membership change; a referee started on an existing file resumes from it.
         ``credentials``: the referee's mutual-TLS credentials, with which it dials agents
-        (None: plaintext, ``--insecure``)."""
+        (None: plaintext, ``--insecure``). ``teams``: fixed seatings (agent ids in seat order,
+        see ``LeagueConfig.teams``)."""
         torch.set_num_threads(1)
         self.cfg = cfg
         self.credentials = credentials
-        self.game = game_for(cfg.env)
+        self.game = game_for(cfg.env, cfg.n_players)
+        self.teams = [tuple(t) for t in teams]
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.metrics = RefereeMetrics(cfg.env)
         self.members: dict[str, Member] = {}
-        self.chains: dict[tuple[str, str], Chain] = {}
+        self.chains: dict[tuple[str, tuple[str, ...]], Chain] = {}
         self.subscribers: dict[int, tuple[str, queue.Queue]] = {}
         self.lock = threading.RLock()
         self.round = 0
@@ -201,7 +221,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 state = json.loads(json.dumps({
                     "round": self.round, "aborted": self.aborted, "chain_curves": self.chain_curves,
                     "chain_counter": self._chain_counter, "next_order": self._next_order,
-                    "chains": [[c.chain_id, c.meta, c.persona, c.count] for c in self.chains.values()],
+                    "chains": [[c.chain_id, c.meta, list(c.personas), c.count] for c in self.chains.values()],
                     "members": self.member_records(), "generator": referee_state.encode_generator(self.generator)}))
             referee_state.save(self.state_file, state)
 
@@ -211,8 +231,10 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         self.round, self.aborted = state["round"], state["aborted"]
         self.chain_curves = state["chain_curves"]
         self._chain_counter, self._next_order = state["chain_counter"], state["next_order"]
-        self.chains = {(meta, persona): Chain(cid, meta, persona, step=self.cfg.chain_length + 1, count=count)
-                       for cid, meta, persona, count in state["chains"]}
+        chains = [Chain(cid, meta, (personas,) if isinstance(personas, str) else tuple(personas),
+                        step=self.cfg.chain_length + 1, count=count)  # a str: a state saved before n seats
+                  for cid, meta, personas, count in state["chains"]]
+        self.chains = {c.key: c for c in chains}
         self.records = state["members"]
         self.generator = referee_state.decode_generator(state["generator"])
         self.metrics.rounds.inc(self.round)
@@ -321,6 +343,9 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             raise WireError(f"the agent at that address says it is {limits._shown(desc.agent_id)}")
         if desc.env != self.cfg.env:
             raise WireError(f"agent plays {limits._shown(desc.env)}, this league {self.cfg.env!r}")
+        if (desc.n_players or 2) != game.n_agents:
+            raise WireError(f"agent plays {self.cfg.env} for {desc.n_players or 2} players, this league for "
+                            f"{game.n_agents}")
         if (desc.obs_dim, desc.n_actions) != (game.obs_dim, game.n_actions):
             raise WireError(f"agent declares obs_dim {desc.obs_dim} and {desc.n_actions} actions; {self.cfg.env} "
                             f"has obs_dim {game.obs_dim} and {game.n_actions} actions")
@@ -378,7 +403,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             self.records[agent_id] = self._member_record(current)
             if current.channel is not None:
                 current.channel.close()
-            for key in [k for k in self.chains if agent_id in k]:
+            for key in [k for k in self.chains if agent_id == k[0] or agent_id in k[1]]:
                 del self.chains[key]
             self._gauge_members()
         return True
@@ -483,43 +508,67 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 mean_return=(sum(m.returns[-10:]) / len(m.returns[-10:])) if m.returns else 0.0, matches=m.matches)
                 for m in sorted(self.members.values(), key=lambda m: m.order)]
         return referee_pb2.LeagueStatus(round=self.round, members=members, aborted_matches=self.aborted,
-                                        protocol_version=srv.PROTOCOL_VERSION, env=self.cfg.env)
+                                        protocol_version=srv.PROTOCOL_VERSION, env=self.cfg.env,
+                                        n_players=self.game.n_agents)
 
     # -- matchmaking ---------------------------------------------------------------------
+    def persona_groups(self, meta: str, personas: list[str]) -> list[tuple[str, ...]]:
+        """The persona seats of ``meta``'s chains: the teams it leads whose personas are all
+        live, else (no team names it) ``personas`` (live, in league order) cut into
+        consecutive groups of ``n - 1``, an incomplete last group left out."""
+        live = set(personas)
+        led = [team[1:] for team in self.teams if team[0] == meta]
+        if led:
+            return [group for group in led if live.issuperset(group)]
+        size = self.game.n_agents - 1
+        return [tuple(personas[i:i + size]) for i in range(0, len(personas) - size + 1, size)]
+
+    def learner_groups(self, learners: list[str]) -> list[tuple[str, ...]]:
+        """This round's learner seatings: the learner teams whose members are all live, then
+        the other learners in groups of ``n`` drawn at random (one ``randperm`` of the
+        referee's stream; with two seats exactly the pairs drawn before n seats)."""
+        live = set(learners)
+        fixed = [team for team in self.teams if live.issuperset(team)]
+        teamed = {a for team in self.teams for a in team}
+        free = [a for a in learners if a not in teamed]
+        n = self.game.n_agents
+        if len(free) < n:
+            return fixed
+        perm = torch.randperm(len(free), generator=self.generator).tolist()
+        return fixed + [tuple(free[i] for i in perm[g:g + n]) for g in range(0, len(perm) - n + 1, n)]
+
     def schedule(self) -> list[Match]:
-        """This round's matches: a step of every chain, then random learner pairs."""
+        """This round's matches: a step of every chain, then the learner groups."""
         with self.lock:
             members = sorted(self.members.values(), key=lambda m: m.order)
-            metas = [m for m in members if m.role == "meta"]
-            personas = [m for m in members if m.role == "persona"]
-            learners = [m for m in members if m.role == "learner"]
+            by_id = {m.agent_id: m for m in members}
+            metas = [m.agent_id for m in members if m.role == "meta"]
+            personas = [m.agent_id for m in members if m.role == "persona"]
+            learners = [m.agent_id for m in members if m.role == "learner"]
             matches = []
             for meta in metas if self.cfg.chains_by == "referee" else []:
-                for persona in personas:
-                    key = (meta.agent_id, persona.agent_id)
-                    chain = self.chains.get(key)
+                for group in self.persona_groups(meta, personas):
+                    chain = self.chains.get((meta, group))
                     if chain is None or chain.step > self.cfg.chain_length:
                         done = chain.count + 1 if chain is not None else 0
                         if self.cfg.chains and done >= self.cfg.chains:
                             continue
                         self._chain_counter += 1
-                        chain = Chain(f"c{self._chain_counter}", meta.agent_id, persona.agent_id, count=done)
-                        self.chains[key] = chain
+                        chain = Chain(f"c{self._chain_counter}", meta, group, count=done)
+                        self.chains[chain.key] = chain
                     l = chain.step
-                    kinds = ["policy" if l == 0 else f"policy@{chain.chain_id}"] * 2
-                    mins = [0 if l == 0 else l] * 2
-                    matches.append(Match(f"{chain.chain_id}.{l}", [meta.agent_id, persona.agent_id], kinds, mins,
+                    seats = [meta, *group]
+                    kinds = ["policy" if l == 0 else f"policy@{chain.chain_id}"] * len(seats)
+                    mins = [0 if l == 0 else l] * len(seats)
+                    matches.append(Match(f"{chain.chain_id}.{l}", seats, kinds, mins,
                                          chain, l, chain.chain_id, l == self.cfg.chain_length))
-            if len(learners) >= 2:
-                perm = torch.randperm(len(learners), generator=self.generator).tolist()
-                for a, b in zip(perm[0::2], perm[1::2]):
-                    pair = [learners[a], learners[b]]
-                    matches.append(Match(f"r{self.round}.{pair[0].agent_id}-{pair[1].agent_id}",
-                                         [p.agent_id for p in pair], ["policy", "policy"],
-                                         # a learner that played waits for the update it learns from that match,
-                                         # so every match is played at a version fixed by the schedule alone
-                                         [p.policy_version + 1 if p.learns and p.matches and p.wait_update else 0
-                                          for p in pair]))
+            for group in self.learner_groups(learners):
+                seated = [by_id[a] for a in group]
+                matches.append(Match(f"r{self.round}." + "-".join(group), list(group), ["policy"] * len(group),
+                                     # a learner that played waits for the update it learns from that match,
+                                     # so every match is played at a version fixed by the schedule alone
+                                     [p.policy_version + 1 if p.learns and p.matches and p.wait_update else 0
+                                      for p in seated]))
             return matches
 
     def _fetch_exact(self, member: Member, kind: str, version: int) -> tuple[int, Params]:
@@ -691,7 +740,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         with self.lock:
             self.aborted += 1
             if match.chain is not None:
-                self.chains.pop((match.chain.meta, match.chain.persona), None)
+                self.chains.pop(match.chain.key, None)
         self.metrics.aborted.inc()
 
     def _play_safely(self, group: list[Match], members: dict[str, Member], pinned, generator: torch.Generator) -> None:
@@ -753,8 +802,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             if match.chain is not None:
                 chain = match.chain
                 if chain.step == 0:
-                    self.chain_curves.append({"chain": chain.chain_id, "meta": chain.meta, "persona": chain.persona,
-                                              "rewards": []})
+                    self.chain_curves.append(chain.curve())
                 record = next(c for c in reversed(self.chain_curves) if c["chain"] == chain.chain_id)
                 record["rewards"].append(float(rewards[..., 0].mean()))
                 self.metrics.curve.labels(str(chain.step)).set(record["rewards"][-1])
