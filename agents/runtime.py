@@ -27,12 +27,13 @@ from league.policies import LSTMValue
 from league.rollout import Episodes
 from league.updates import make_update_rule, seat_step
 from services import server as srv
+from services.batches import episodes_of, read_batches
 from services.client import Unreachable, connect
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.league_config import AgentSpec
 from services.metrics import RpcMetrics, process_registry
 from services.pki import Credentials
-from services.wire import decode_tensor
+from services.wire import WireError
 
 
 @dataclass
@@ -188,8 +189,7 @@ class AgentProcess:
         if self.spec.id not in seats:
             return None
         seat = seats.index(self.spec.id)
-        episodes = Episodes(decode_tensor(batch.obs).unsqueeze(0), decode_tensor(batch.actions).unsqueeze(0),
-                            decode_tensor(batch.rewards).unsqueeze(0))
+        episodes = episodes_of(batch, seat)  # the observation this seat read
         m = self.metrics
         m.episodes.labels(*m.values).inc(episodes.shape[1])
         m.ret.labels(*m.values).set(float(episodes.rewards[..., seat].mean()))
@@ -309,12 +309,18 @@ class AgentProcess:
         try:
             while not self._stop.is_set():
                 try:
-                    for batch in stream:
+                    for batch in read_batches(stream):  # a chunked batch arrives whole and checked
                         if self._stop.is_set():
                             break
                         inbox.put(batch)
                     log.info("the referee at %s ended the broadcast: the league is over", self.cfg.referee)
                     break
+                except WireError as err:  # a broken chunked batch: drop the stream, subscribe again
+                    log.warning("malformed batch on the broadcast (%s): subscribing again", err)
+                    stream.cancel()
+                    self._stop.wait(0.5)
+                    stream = self._stream = stub.Subscribe(referee_pb2.SubscribeRequest(agent_id=self.spec.id))
+                    continue
                 except grpc.RpcError as err:
                     if self._stop.is_set():  # our own cancel
                         break

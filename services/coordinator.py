@@ -39,7 +39,7 @@ from services.client import describe, fetch_parameters, push_parameters
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.metrics import RpcMetrics, process_registry
 from services.pki import Credentials
-from services.wire import decode_tensor
+from services.batches import episodes_of, read_batches
 
 log = logging.getLogger("league.coordinator")
 
@@ -98,12 +98,12 @@ class RemoteEvaluator(SampledEvaluator):
             matches.append(referee_pb2.MatchSpec(
                 match_id=f"{chain}.{l}", chain_id=chain, step=l, last_step=l == self.length,
                 seats=[referee_pb2.PinnedSeat(agent_id=a, kind=k, version=v) for a, k, v in zip(seats, kinds, versions)]))
-        reply = c.referee.PlayMatches(referee_pb2.PlayMatchesRequest(
+        replies = list(c.referee.PlayMatches(referee_pb2.PlayMatchesRequest(
             matches=matches, episodes=self.n_episodes, horizon=self.horizon,
-            rng_state=self.generator.get_state().numpy().tobytes()), timeout=c.cfg.timeout)
-        self.generator.set_state(torch.frombuffer(bytearray(reply.rng_state), dtype=torch.uint8))
-        episodes = Episodes(*(torch.stack([decode_tensor(getattr(batch, f)) for batch in reply.batches])
-                              for f in ("obs", "actions", "rewards")))
+            rng_state=self.generator.get_state().numpy().tobytes()), timeout=c.cfg.timeout))
+        self.generator.set_state(torch.frombuffer(bytearray(replies[-1].rng_state), dtype=torch.uint8))
+        played = [episodes_of(batch) for batch in read_batches(b for reply in replies for b in reply.batches)]
+        episodes = Episodes(*(torch.cat([getattr(e, f) for e in played]) for f in ("obs", "actions", "rewards")))
         self.step += 1
         return score(self.policies, params, episodes)
 

@@ -135,12 +135,13 @@ def validate_league(cfg: LeagueConfig) -> None:
     if r.trajectories > MAX_EPISODES or r.horizon > MAX_HORIZON:
         raise ConfigError(f"referee.trajectories must be <= {MAX_EPISODES} and referee.horizon <= {MAX_HORIZON}")
     game = game_of(r)
-    from services.server import MAX_MESSAGE_BYTES
+    from services.batches import MAX_BATCH_BYTES, batch_step_bytes
 
-    batch = r.trajectories * r.horizon * (4 * game.obs_dim + 12 * game.n_agents + 1)
-    if batch > MAX_MESSAGE_BYTES - 64 * 1024:
+    # a batch over one message travels in checksummed parts; this bounds what a receiver buffers
+    batch = r.trajectories * r.horizon * batch_step_bytes(game)
+    if batch > MAX_BATCH_BYTES:
         raise ConfigError(f"a match of {r.trajectories} x {r.horizon} steps is a {batch}-byte trajectory batch, over "
-                          f"the {MAX_MESSAGE_BYTES}-byte message limit: lower referee.trajectories or referee.horizon")
+                          f"the {MAX_BATCH_BYTES}-byte limit: lower referee.trajectories or referee.horizon")
     if not r.lease_seconds > 0 or not r.fetch_timeout > 0:
         raise ConfigError("referee.lease_seconds and referee.fetch_timeout must be > 0")
     validate_teams(cfg, game.n_agents)

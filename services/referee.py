@@ -41,7 +41,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from agents.policy_factory import game_for, policy_from_description
 from league.policies.base import Params, Policy
-from league.rollout import sample_episodes
+from league.envs.matrix import MatrixGameEnv
+from league.rollout import play
+from services import batches as wire_batches
 from services import limits, referee_state
 from services import server as srv
 from services.client import DEFAULT_MAX_FETCH_BYTES, describe, fetch_parameters
@@ -50,7 +52,7 @@ from services.league_config import RefereeConfig
 from services.auth import peer_identity
 from services.metrics import RpcMetrics, process_registry
 from services.pki import Credentials
-from services.wire import WireError, check_finite, check_structure, encode_tensor, nbytes, wire_dtype
+from services.wire import WireError, check_finite, check_structure, nbytes, wire_dtype
 
 log = logging.getLogger("league.referee")
 
@@ -482,19 +484,20 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                     item = q.get(timeout=0.25)
                 except queue.Empty:
                     continue
-                yield item
+                yield from item  # one batch: a whole message, or its parts in order
         finally:
             with self.lock:
                 self.subscribers.pop(key, None)
                 self._overflowed.discard(key)
 
-    def _broadcast(self, batch: referee_pb2.TrajectoryBatch) -> None:
-        seats = {s.agent_id for s in batch.seats}
+    def _broadcast(self, messages: list[referee_pb2.TrajectoryBatch]) -> None:
+        """Queue one batch (its messages: whole, or its parts) for every subscriber it concerns."""
+        seats = {s.agent_id for s in messages[0].seats}
         with self.lock:
             targets = [(key, q) for key, (agent, q) in self.subscribers.items() if not agent or agent in seats]
         for key, q in targets:
             try:
-                q.put_nowait(batch)
+                q.put_nowait(messages)
             except queue.Full:
                 self._overflowed.add(key)
 
@@ -665,7 +668,8 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         return len(played)
 
     def PlayMatches(self, request, context):
-        """Play the requested matches in one batched rollout (the coordinator's chain steps)."""
+        """Play the requested matches in one batched rollout (the coordinator's chain steps);
+        the reply streams the batches (chunked when large), the generator state last."""
         try:
             matches, members, K, H, generator = self._check_play(request)
         except WireError as err:
@@ -684,7 +688,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 self._void(m, members)
             context.abort(grpc.StatusCode.ABORTED, f"rollout failed: {type(err).__name__}: {_first_line(str(err))}")
         state = bytes(generator.get_state().numpy().tobytes()) if request.rng_state else b""
-        return referee_pb2.PlayMatchesResponse(batches=batches, rng_state=state)
+        yield from wire_batches.response_messages(batches, state)
 
     def _check_play(self, request):
         """Validated matches of a PlayMatches request, the members they seat, K, H and the
@@ -696,12 +700,12 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         K = limits.check_at_most(request.episodes, limits.MAX_EPISODES, "episodes") or self.cfg.trajectories
         H = limits.check_at_most(request.horizon, limits.MAX_HORIZON, "horizon") or self.cfg.horizon
         game = self.game
-        item = torch.finfo(game.dtype).bits // 8
-        per_step = item * game.obs_dim + (8 + item) * game.n_agents + 1  # obs, int64 actions, rewards, done
-        size = n * K * H * per_step
-        if size > srv.MAX_MESSAGE_BYTES - 64 * 1024:
-            raise WireError(f"{n} matches x {K} episodes x {H} steps would answer {size} bytes, over the "
-                            f"{srv.MAX_MESSAGE_BYTES}-byte message limit: request fewer", grpc.StatusCode.RESOURCE_EXHAUSTED)
+        size = K * H * wire_batches.batch_step_bytes(game)
+        if size > wire_batches.MAX_BATCH_BYTES or n * size > wire_batches.MAX_PLAY_BYTES:
+            raise WireError(f"{n} matches x {K} episodes x {H} steps make {size}-byte trajectory batches, over the "
+                            f"{wire_batches.MAX_BATCH_BYTES}-byte limit of a batch or the "
+                            f"{wire_batches.MAX_PLAY_BYTES}-byte limit of a reply: request fewer",
+                            grpc.StatusCode.RESOURCE_EXHAUSTED)
         with self.lock:
             members = dict(self.members)
         matches, ids = [], set()
@@ -760,28 +764,31 @@ class Referee(referee_pb2_grpc.RefereeServicer):
 
     def _play_group(self, group: list[Match], members: dict[str, Member], pinned, generator: torch.Generator,
                     K: int | None = None, H: int | None = None) -> list[referee_pb2.TrajectoryBatch]:
-        """One batched rollout of matches sharing a policy signature; broadcast and record each."""
+        """One batched rollout of matches sharing a policy signature; broadcast and record
+        each. Returns every batch's wire messages, in match order."""
         n_seats = len(group[0].seats)
         policies = [members[group[0].seats[s]].policy for s in range(n_seats)]
         params = [{k: torch.cat([pinned[m.match_id][s][1][k] for m in group]) for k in pinned[group[0].match_id][s][1]}
                   for s in range(n_seats)]
         K, H = K or self.cfg.trajectories, H or self.cfg.horizon
-        episodes = sample_episodes(self.game, policies, params, len(group), K, H, generator)
-        self.metrics.steps.inc(len(group) * K * H)
-        batches = []
+        # the environment's own per-seat observations, actions and dones (the same random
+        # stream as league.rollout.sample_episodes, which the embedded chain plays)
+        traj = play(MatrixGameEnv(self.game, H), policies, params, len(group), K, generator)
+        self.metrics.steps.inc(len(group) * K * traj.rewards.shape[2])
+        messages = []
         for b, match in enumerate(group):
-            batch = referee_pb2.TrajectoryBatch(
+            header = referee_pb2.TrajectoryBatch(
                 match_id=match.match_id, round=self.round, env=self.cfg.env,
                 seats=[referee_pb2.Seat(agent_id=a, behaviour_version=pinned[match.match_id][s][0])
                        for s, a in enumerate(match.seats)],
-                obs=encode_tensor(episodes.obs[b]), actions=encode_tensor(episodes.actions[b]),
-                rewards=encode_tensor(episodes.rewards[b]),
-                dones=encode_tensor(torch.zeros(K, H, dtype=torch.bool).index_fill_(1, torch.tensor([H - 1]), True)),
                 step=match.step, chain_id=match.chain_id, last_step=match.last_step)
-            self._record(match, members, pinned, episodes.rewards[b])
+            tensors = wire_batches.batch_tensors([o[b] for o in traj.obs], [a[b] for a in traj.actions],
+                                                 traj.rewards[b], traj.dones[b])
+            batch = wire_batches.encode_batch(header, tensors)
+            self._record(match, members, pinned, traj.rewards[b])
             self._broadcast(batch)
-            batches.append(batch)
-        return batches
+            messages.extend(batch)
+        return messages
 
     def _record(self, match: Match, members: dict[str, Member], pinned, rewards: torch.Tensor) -> None:
         with self.lock:
