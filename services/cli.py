@@ -304,7 +304,7 @@ def add_process_commands(command: Callable[[str, str], argparse.ArgumentParser])
                    help="meta-gradient of the meta-training")
     c.add_argument("--seed", type=int, default=0, help="training seed (the embedded run's random stream)")
     c.add_argument("--meta", required=True, help="agent id of the meta-agent")
-    c.add_argument("--personas", required=True, help="comma-separated agent ids of the persona agents")
+    c.add_argument("--personas", required=True, help="comma-separated agent ids of the persona agents: (n-1) x meta_batch for an n-player game, chain b seating the b-th n-1 of them in order")
     c.add_argument("--iterations", type=int, default=1, help="meta-training iterations to run")
     c.add_argument("--tolerance", type=float, default=1e-5,
                    help="largest difference allowed between a peer's published update and the coordinator's replica")
