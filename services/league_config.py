@@ -104,10 +104,21 @@ def load_league_config(path: str | Path, overrides: Sequence[str] = ()) -> Leagu
 
 
 def game_of(r: RefereeConfig):
-    """The game a referee config plays (``league.games.make_game``), ConfigError when the name
-    or the seat count is not one the registry knows."""
-    from league.games import make_game
+    """The game a referee config plays (``league.games.make_game``); ConfigError naming what
+    does not fit: an unknown name or seat count, or a ``module:factory`` environment (its
+    module or factory missing, or, when it resolves, not a game the referee's rollout plays:
+    the referee steps the registered iterated matrix games)."""
+    from league.games import GAMES, make_game
 
+    if ":" in r.env:
+        from league.envs import resolve_factory
+
+        try:
+            resolve_factory(r.env)
+        except ValueError as err:
+            raise ConfigError(f"referee.env: {err}") from None
+        raise ConfigError(f"referee.env {r.env!r} is a PettingZoo factory; the referee plays the registered "
+                          f"iterated matrix games only ({', '.join(sorted(GAMES))})")
     try:
         return make_game(r.env, n_players=r.n_players)
     except ValueError as err:

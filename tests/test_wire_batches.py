@@ -11,18 +11,16 @@ import grpc
 import pytest
 import torch
 
-from agents.params import ParameterStore
-from agents.service import AgentService
 from league.envs.matrix import MatrixGameEnv
 from league.games import make_game
 from league.policies import Tabular
 from league.rollout import play
 from services import batches as wb
 from services import server as srv
-from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
+from services.gen.league.v1 import referee_pb2, referee_pb2_grpc
 from services.league_config import RefereeConfig
-from services.referee import Referee
 from services.wire import WireError, decode_tensor
+from tests.inprocess_league import InProcessLeague, description
 
 G = torch.Generator().manual_seed(0)
 HEADER = referee_pb2.TrajectoryBatch(match_id="m.0", round=3, env="rps", chain_id="c1", step=1,
@@ -137,48 +135,27 @@ N, K, H = 3, 128, 250  # 3-player RPS: 149 bytes a step, a 4.77 MB batch
 def test_a_batch_over_4_mib_crosses_play_matches_and_subscribe_exactly():
     game = make_game("rps", n_players=N)
     assert K * H * wb.batch_step_bytes(game) > srv.MAX_MESSAGE_BYTES
-    servers, channels = [], []
+    league = InProcessLeague(RefereeConfig(env="rps", n_players=N, rounds=0, lease_seconds=600.0, fetch_timeout=10.0))
     policies, params = [], []
-    referee = Referee(RefereeConfig(env="rps", n_players=N, rounds=0, lease_seconds=600.0, fetch_timeout=10.0))
     try:
-        ref_server = srv.make_server(max_workers=16)
-        referee_pb2_grpc.add_RefereeServicer_to_server(referee, ref_server)
-        ref_port = srv.bind(ref_server, "127.0.0.1", 0)
-        ref_server.start()
-        servers.append(ref_server)
-        ch = srv.channel(f"127.0.0.1:{ref_port}")
-        channels.append(ch)
-        ref = referee_pb2_grpc.RefereeStub(ch)
         for i in range(N):
             logits = torch.randn(1, game.n_states, 3, generator=torch.Generator().manual_seed(i))
             policies.append(Tabular(game.n_states, 3))
             params.append({"logits": logits})
-            desc = {"agent_id": f"s{i}", "env": "rps", "n_players": N, "obs_dim": game.obs_dim, "n_actions": 3,
-                    "policy_class": "tabular", "policy_config": {}, "learning_rule": "frozen", "rule_config": {},
-                    "capabilities": []}
-            server = srv.make_server(max_workers=4)
-            agent_pb2_grpc.add_AgentServicer_to_server(
-                AgentService(ParameterStore({"policy": {"logits": logits}}), desc), server)
-            port = srv.bind(server, "127.0.0.1", 0)
-            server.start()
-            servers.append(server)
-            ref.Join(referee_pb2.JoinRequest(agent_id=f"s{i}", address=f"127.0.0.1:{port}", protocol_version=1,
-                                             role="learner"), timeout=20)
+            league.join(f"s{i}", league.serve({"logits": logits}, description(f"s{i}", game)))
         watched: list = []
-        stream = ref.Subscribe(referee_pb2.SubscribeRequest(agent_id=""), timeout=120)
-        watcher = threading.Thread(target=lambda: watched.extend(next(wb.read_batches(stream)) for _ in range(1)))
+        stream = league.ref.Subscribe(referee_pb2.SubscribeRequest(agent_id=""), timeout=120)
+        watcher = threading.Thread(target=lambda: watched.append(next(wb.read_batches(stream))))
         watcher.start()
-        state = torch.Generator().manual_seed(42).get_state()
+        for _ in range(600):  # the subscription is registered before the match is played
+            if league.referee.subscribers:
+                break
+            threading.Event().wait(0.1)
         request = referee_pb2.PlayMatchesRequest(
             matches=[referee_pb2.MatchSpec(match_id="big.0", seats=[
                 referee_pb2.PinnedSeat(agent_id=f"s{i}", kind="policy", version=1) for i in range(N)])],
-            episodes=K, horizon=H, rng_state=state.numpy().tobytes())
-        deadline = 60
-        for _ in range(deadline * 10):  # the subscription is registered before the match is played
-            if referee.subscribers:
-                break
-            threading.Event().wait(0.1)
-        replies = list(ref.PlayMatches(request, timeout=120))
+            episodes=K, horizon=H, rng_state=torch.Generator().manual_seed(42).get_state().numpy().tobytes())
+        replies = list(league.ref.PlayMatches(request, timeout=120))
         watcher.join(timeout=120)
         stream.cancel()
         messages = [b for r in replies for b in r.batches]
@@ -186,22 +163,17 @@ def test_a_batch_over_4_mib_crosses_play_matches_and_subscribe_exactly():
         (played,) = list(wb.read_batches(messages))
         assert len(watched) == 1 and watched[0] == played  # the broadcast carried the same batch
 
-        replay = play(MatrixGameEnv(game, H), policies, params, 1, K, torch.Generator().manual_seed(42))
+        replay_g = torch.Generator().manual_seed(42)
+        replay = play(MatrixGameEnv(game, H), policies, params, 1, K, replay_g)
         want = wb.batch_tensors([o[0] for o in replay.obs], [a[0] for a in replay.actions], replay.rewards[0],
                                 replay.dones[0])
         _assert_same(_decoded(played), want)
         assert played.dones.shape == [K, H] and decode_tensor(played.dones)[:, -1].all()
         g = torch.Generator()
         g.set_state(torch.frombuffer(bytearray(replies[-1].rng_state), dtype=torch.uint8))
-        replay_g = torch.Generator().manual_seed(42)
-        play(MatrixGameEnv(game, H), policies, params, 1, K, replay_g)
-        assert torch.equal(g.get_state(), replay_g.get_state())
+        assert torch.equal(g.get_state(), replay_g.get_state())  # the caller's stream continues as embedded
     finally:
-        referee.stop()
-        for c in channels:
-            c.close()
-        for s in servers:
-            s.stop(grace=None)
+        league.close()
 
 
 def test_league_configs_accept_batches_over_one_message():
