@@ -57,6 +57,10 @@ def _assert_same(got: dict, want: dict) -> None:
 def test_shared_observations_are_sent_once_and_per_seat_ones_seat_by_seat():
     shared = _tensors(shared=True)
     assert "obs" in shared and not any(k.startswith("seat_obs/") for k in shared)
+    same_shape = [torch.randn(4, 5, 7, generator=G) for _ in range(2)]  # same space, each seat its own view
+    acts = [torch.zeros(4, 5, dtype=torch.long)] * 2
+    split = wb.batch_tensors(same_shape, acts, torch.zeros(4, 5, 2), torch.zeros(4, 5, dtype=torch.bool))
+    assert "obs" not in split and all(torch.equal(split[f"seat_obs/{k}"], same_shape[k]) for k in range(2))
     own = _tensors(shared=False)
     assert "obs" not in own and [own[f"seat_obs/{k}"].shape[-1] for k in range(3)] == [7, 8, 9]
     batch = wb.encode_batch(HEADER, own)[0]
