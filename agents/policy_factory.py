@@ -7,7 +7,7 @@ import json
 import torch
 
 from league.games import IteratedMatrixGame, make_game
-from league.personas import ipd_personas, rps_personas
+from league.personas import make_personas
 from league.policies import LSTMCategorical, Tabular
 from league.policies.base import Params, Policy
 from services.league_config import AgentSpec
@@ -15,8 +15,9 @@ from services.league_config import AgentSpec
 POLICY_CLASSES = {"tabular": "tabular", "lstm": "lstm_categorical"}
 
 
-def game_for(env: str) -> IteratedMatrixGame:
-    return make_game(env)
+def game_for(env: str, n_players: int = 2) -> IteratedMatrixGame:
+    """The game of a league: ``env`` (a name in ``league.games.GAMES``) for ``n_players`` seats."""
+    return make_game(env, n_players=n_players)
 
 
 def policy_from_description(policy_class: str, config_json: str, game: IteratedMatrixGame) -> Policy:
@@ -34,8 +35,10 @@ def make_policy(spec: AgentSpec, game: IteratedMatrixGame) -> Policy:
 
 
 def initial_state(spec: AgentSpec, policy: Policy, game: IteratedMatrixGame, population_seed: int,
-                  chain_length: int) -> tuple[Params, torch.Tensor]:
-    """Initial policy parameters (one row) and per-step learning rates ``[1, L]``."""
+                  chain_length: int, env: str) -> tuple[Params, torch.Tensor]:
+    """Initial policy parameters (one row) and per-step learning rates ``[1, L]``; ``env`` is
+    the game's registry name (a ``persona:`` init indexes that game's population, sized for
+    ``game.n_agents`` seats)."""
     lr = torch.tensor([spec.lr[min(i, len(spec.lr) - 1)] for i in range(chain_length)]).reshape(1, -1)
     kind, _, arg = spec.init.partition(":")
     if kind == "uniform":
@@ -46,7 +49,7 @@ def initial_state(spec: AgentSpec, policy: Policy, game: IteratedMatrixGame, pop
         if not isinstance(policy, Tabular):
             raise ValueError(f"agent {spec.id}: persona init needs a tabular policy")
         split, _, index = arg.partition(":")
-        personas = ipd_personas(population_seed) if game.name == "ipd" else rps_personas(population_seed)
+        personas = make_personas(env, population_seed, game.n_agents)  # sized from the game
         table = getattr(personas, split, None)
         if table is None or not index.isdigit() or int(index) >= table.shape[0]:
             raise ValueError(f"agent {spec.id}: bad persona init {spec.init!r} (split train/val/test, index < size)")

@@ -27,12 +27,13 @@ from league.policies import LSTMValue
 from league.rollout import Episodes
 from league.updates import make_update_rule, seat_step
 from services import server as srv
+from services.batches import episodes_of, read_batches
 from services.client import Unreachable, connect
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.league_config import AgentSpec
 from services.metrics import RpcMetrics, process_registry
 from services.pki import Credentials
-from services.wire import decode_tensor
+from services.wire import WireError
 
 
 @dataclass
@@ -43,6 +44,8 @@ class AgentRuntimeConfig:
     """host:port of the referee to join."""
     env: str = "ipd"
     """Game (must match the referee's)."""
+    n_players: int = 2
+    """Seats of the game (must match the referee's ``n_players``)."""
     gamma: float = 0.96
     """Discount of the agent's learning objective."""
     chain_length: int = 3
@@ -115,7 +118,7 @@ class AgentProcess:
     def __init__(self, spec: AgentSpec, cfg: AgentRuntimeConfig) -> None:
         torch.set_num_threads(1)
         self.spec, self.cfg = spec, cfg
-        self.game = game_for(cfg.env)
+        self.game = game_for(cfg.env, cfg.n_players)
         self.policy = make_policy(spec, self.game)
         self.rule = make_update_rule(spec.rule)
         self.evaluator = SampledEvaluator(self.game, [], 0, 0, cfg.gamma, torch.Generator())
@@ -139,7 +142,7 @@ class AgentProcess:
             self.resumed = True
         else:
             policy, lr = initial_state(self.spec, self.policy, self.game, self.cfg.population_seed,
-                                       self.cfg.chain_length)
+                                       self.cfg.chain_length, self.cfg.env)
             self.store.set("policy", policy)
             self.store.set("lr", {"lr": lr})
             if self.spec.role == "meta":  # the coordinator's critic, served for inspection
@@ -159,7 +162,8 @@ class AgentProcess:
         os.replace(tmp, self.checkpoint)
 
     def description(self) -> dict:
-        return {"agent_id": self.spec.id, "env": self.cfg.env, "obs_dim": self.game.obs_dim,
+        return {"agent_id": self.spec.id, "env": self.cfg.env, "n_players": self.game.n_agents,
+                "obs_dim": self.game.obs_dim,
                 "n_actions": self.game.n_actions, "policy_class": POLICY_CLASSES[self.spec.policy],
                 "policy_config": {"hidden": self.spec.hidden}, "learning_rule": self.spec.rule,
                 "rule_config": {"gamma": self.cfg.gamma, "lr": self.store.snapshot("lr")[1]["lr"].flatten().tolist(),
@@ -185,8 +189,7 @@ class AgentProcess:
         if self.spec.id not in seats:
             return None
         seat = seats.index(self.spec.id)
-        episodes = Episodes(decode_tensor(batch.obs).unsqueeze(0), decode_tensor(batch.actions).unsqueeze(0),
-                            decode_tensor(batch.rewards).unsqueeze(0))
+        episodes = episodes_of(batch, seat)  # the observation this seat read
         m = self.metrics
         m.episodes.labels(*m.values).inc(episodes.shape[1])
         m.ret.labels(*m.values).set(float(episodes.rewards[..., seat].mean()))
@@ -307,12 +310,18 @@ class AgentProcess:
         try:
             while not self._stop.is_set():
                 try:
-                    for batch in stream:
+                    for batch in read_batches(stream):  # a chunked batch arrives whole and checked
                         if self._stop.is_set():
                             break
                         inbox.put(batch)
                     log.info("the referee at %s ended the broadcast: the league is over", self.cfg.referee)
                     break
+                except WireError as err:  # a broken chunked batch: drop the stream, subscribe again
+                    log.warning("malformed batch on the broadcast (%s): subscribing again", err)
+                    stream.cancel()
+                    self._stop.wait(0.5)
+                    stream = self._stream = stub.Subscribe(referee_pb2.SubscribeRequest(agent_id=self.spec.id))
+                    continue
                 except grpc.RpcError as err:
                     if self._stop.is_set():  # our own cancel
                         break

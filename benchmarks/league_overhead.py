@@ -58,6 +58,23 @@ def experiment_overrides(args) -> list[str]:
             f"agent.hidden={args.hidden}"]
 
 
+def load_setting(args):
+    """The experiment's setting (game, policies, personas) for ``args.config``."""
+    from league.config import load_config
+    from league.setting import build_setting
+
+    return build_setting(load_config(ROOT / "configs" / args.config, experiment_overrides(args)))
+
+
+def persona_seats(setting, N: int) -> list[list[tuple[str, int]]]:
+    """Per chain, its persona processes (id, test persona index) in seat order: seated as the
+    embedded ``adapt`` seats ``personas.test[:N]`` (``Setting.peer_group_indices``)."""
+    groups = setting.peer_group_indices(N).tolist()
+    if setting.n_peers == 1:
+        return [[(f"p{c}", g[0])] for c, g in enumerate(groups)]
+    return [[(f"p{c}s{s + 1}", p) for s, p in enumerate(g)] for c, g in enumerate(groups)]
+
+
 # ----------------------------------------------------------------------------- embedded child
 
 def child_embedded(args) -> None:
@@ -67,14 +84,11 @@ def child_embedded(args) -> None:
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     import league.updates as updates_mod
-    from league.config import load_config
     from league.evaluators import SampledEvaluator
     from league.experiment import adapt
     from league.methods import make_method
-    from league.setting import build_setting
 
-    cfg = load_config(ROOT / "configs" / "ipd_quick.toml", experiment_overrides(args))
-    setting = build_setting(cfg)
+    setting = load_setting(args)
     best = torch.load(args.checkpoint, weights_only=False)["best"]
     method = make_method("meta-mapg")
     personas = setting.personas.test[:args.N]
@@ -134,7 +148,8 @@ def learn_microbench(setting, best, personas, args, reps: int = 5) -> dict:
     N, policy = personas.shape[0], setting.meta_policy
     meta = {k: v.expand(N, *v.shape[1:]).contiguous() for k, v in best["policy"].items()}
     peers = setting.peer_params(personas)
-    episodes = sample_episodes(setting.game, [policy, setting.peer_policy], [meta, peers[0]], N, args.K, args.H, g)
+    episodes = sample_episodes(setting.game, [policy] + [setting.peer_policy] * setting.n_peers, [meta, *peers], N,
+                               args.K, args.H, g)
     evaluator = SampledEvaluator(setting.game, [], 0, 0, setting.cfg.chain.gamma, torch.Generator())
     lr = best["lr"][:, 0]
     rule = PolicyGradient()
@@ -157,7 +172,8 @@ def run_embedded(args, ckpt: Path, tmp: Path, env: dict) -> dict:
     out = tmp / "embedded.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child-embedded", "--child-out", str(out),
            "--checkpoint", str(ckpt), "--K", str(args.K), "--H", str(args.H), "--L", str(args.L),
-           "--N", str(args.N), "--hidden", str(args.hidden), "--seed", str(args.seed), "--warm", str(args.warm)]
+           "--N", str(args.N), "--hidden", str(args.hidden), "--seed", str(args.seed), "--warm", str(args.warm),
+           "--config", args.config]
     t0 = time.time()
     subprocess.run(cmd, check=True, env=env, cwd=str(ROOT), timeout=args.timeout)
     rec = json.loads(out.read_text())
@@ -168,15 +184,20 @@ def run_embedded(args, ckpt: Path, tmp: Path, env: dict) -> dict:
 
 # ----------------------------------------------------------------------------- league
 
-def write_league(args, ckpt: Path, path: Path) -> None:
+def write_league(args, setting, ckpt: Path, path: Path) -> None:
+    """The league of the embedded run: the meta-agent and one persona process per peer seat
+    of each chain (consecutive in league order, the referee's default grouping), learning at
+    the config's peer rate, with its game, seat count and discount."""
+    cfg = setting.cfg
     agents = [f'[[agents]]\nid = "meta"\nrole = "meta"\npolicy = "lstm"\nhidden = {args.hidden}\n'
               f'init = "checkpoint:{ckpt}"\n']
-    agents += [f'[[agents]]\nid = "p{i}"\nrole = "persona"\ninit = "persona:test:{i}"\nlr = [1.0]\n'
-               for i in range(args.N)]
+    agents += [f'[[agents]]\nid = "{a}"\nrole = "persona"\ninit = "persona:test:{p}"\nlr = [{cfg.agent.peer_lr}]\n'
+               for chain in persona_seats(setting, args.N) for a, p in chain]
     path.write_text(
-        f'name = "overhead"\npopulation_seed = 0\n[referee]\nenv = "ipd"\ntrajectories = {args.K}\n'
-        f'horizon = {args.H}\ngamma = 0.96\nchain_length = {args.L}\nrounds = {args.L + 1}\nchains = 1\n'
-        f'seed = {args.seed}\n\n' + "\n".join(agents))
+        f'name = "overhead"\npopulation_seed = {cfg.population.seed}\n[referee]\nenv = "{cfg.game.name}"\n'
+        f'n_players = {setting.game.n_agents}\ntrajectories = {args.K}\n'
+        f'horizon = {args.H}\ngamma = {cfg.chain.gamma}\nchain_length = {args.L}\nrounds = {args.L + 1}\n'
+        f'chains = 1\nseed = {args.seed}\n\n' + "\n".join(agents))
 
 
 def _kill_recorded(state_file: Path) -> None:
@@ -192,13 +213,14 @@ def _kill_recorded(state_file: Path) -> None:
                 break
 
 
-def run_league(args, toml: Path, tmp: Path, rep: int, env: dict) -> dict:
+def run_league(args, setting, toml: Path, tmp: Path, rep: int, env: dict) -> dict:
     run, timing = tmp / f"run{rep}", tmp / f"timing{rep}"
     timing.mkdir()
     state = tmp / f"up{rep}.json"
     lenv = {**env, "PYTHONPATH": f"{HOOKS}{os.pathsep}{ROOT}", "LEAGUE_BENCH_TIMING": str(timing),
             "LEAGUE_STATE": str(state)}
-    ids = ["referee", "meta", *[f"p{i}" for i in range(args.N)]]
+    seats = persona_seats(setting, args.N)
+    ids = ["referee", "meta", *[a for chain in seats for a, _ in chain]]
     ready: dict[str, float] = {}
     out_f, err_f = open(tmp / f"up{rep}.out", "w"), open(tmp / f"up{rep}.err", "w")
     t_launch = time.time()
@@ -230,8 +252,9 @@ def run_league(args, toml: Path, tmp: Path, rep: int, env: dict) -> dict:
         events += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
     results_mtime = (run / "referee_results.json").stat().st_mtime
     rec = analyse(args, events, ready, t_launch, t_exit, results_mtime)
-    chains = {c["persona"]: c["rewards"] for c in summary_["chains"]}
-    rec["curve"] = [[chains[f"p{i}"][l] for i in range(args.N)] for l in range(args.L + 1)]
+    chains = {tuple(c["personas"]): c["rewards"] for c in summary_["chains"]}
+    order = [tuple(a for a, _ in chain) for chain in seats]
+    rec["curve"] = [[chains[o][l] for o in order] for l in range(args.L + 1)]
     rec["aborted_matches"] = summary_["aborted_matches"]
     rec["loadavg_after"] = loadavg()
     return rec
@@ -323,7 +346,9 @@ def main() -> None:
     p.add_argument("--K", type=int, default=None)
     p.add_argument("--H", type=int, default=None)
     p.add_argument("--L", type=int, default=None)
-    p.add_argument("--N", type=int, default=4, help="test personas")
+    p.add_argument("--N", type=int, default=4, help="meta-test chains (test personas at seat 1)")
+    p.add_argument("--config", default="ipd_quick.toml", help="experiment config under configs/ (its game, "
+                   "seat count, discount and peer learning rate)")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--seed", type=int, default=12345, help="embedded generator seed = referee seed")
     p.add_argument("--reps", type=int, default=None, help="repetitions of each (default 7; 1 with --quick)")
@@ -345,24 +370,21 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from league.config import load_config
-    from league.setting import build_setting
-
     t_start = time.perf_counter()
     info = machine_info()
     load_start = loadavg()
-    shape = {"game": "ipd", "K": args.K, "H": args.H, "L": args.L, "N": args.N, "hidden": args.hidden,
+    setting = load_setting(args)
+    shape = {"game": setting.cfg.game.name, "n_players": setting.game.n_agents, "config": args.config, "K": args.K, "H": args.H, "L": args.L, "N": args.N, "hidden": args.hidden,
              "seed": args.seed, "dtype": "float32", "method": "meta-mapg", "meta_lr": LRS[:args.L]}
     print(f"league overhead benchmark: {shape}, {args.reps} reps, load {load_start}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="league_overhead_"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     try:
-        setting = build_setting(load_config(ROOT / "configs" / "ipd_quick.toml", experiment_overrides(args)))
         policy = setting.meta_policy.init_params(torch.Generator().manual_seed(7))
         ckpt = tmp / "meta.pt"
         torch.save({"best": {"policy": policy, "lr": torch.tensor([LRS[:args.L]])}}, ckpt)
         toml = tmp / "league.toml"
-        write_league(args, ckpt, toml)
+        write_league(args, setting, ckpt, toml)
         per_event = hook_cost(tmp)
         embedded, leagues = [], []
         for rep in range(args.reps):
@@ -374,7 +396,7 @@ def main() -> None:
                     print(f"  rep {rep} embedded: cold {e['cold_s']:.2f} s, warm "
                           f"{' '.join(f'{w:.2f}' for w in e['warm_s'])} s, load {e['loadavg_after'][0]}", flush=True)
                 else:
-                    leagues.append(run_league(args, toml, tmp, rep, env))
+                    leagues.append(run_league(args, setting, toml, tmp, rep, env))
                     lg = leagues[-1]
                     s = lg["split"]
                     print(f"  rep {rep} league: chain {lg['chain_s']:.2f} s (start-up {lg['startup']['first_round_s']:.1f}"
@@ -428,7 +450,7 @@ def main() -> None:
                       "s_per_league_run": per_event * med([lg["events"] for lg in leagues])},
     }
     doc = {
-        "benchmark": "league_overhead", "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "benchmark": Path(args.out).stem, "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "setting": shape, "reps": args.reps, "machine": info, "loadavg_start": load_start, "loadavg_end": loadavg(),
         "results": results,
         "notes": [

@@ -48,17 +48,21 @@ class Setting:
         idx = torch.randint(pool.shape[0], (count, self.n_peers), generator=generator)
         return pool[idx]
 
-    def peer_groups(self, pool: torch.Tensor) -> torch.Tensor:
-        """Evaluation chains ``[N, n_peers, S, A]``: persona ``i`` of ``pool`` sits at seat 1 of
-        chain ``i`` (so results group by its type), and any further peer seats draw from the
-        same pool with a stream fixed by the population seed: every method and training seed
-        meets the same peer groups."""
-        first = pool.unsqueeze(1)
+    def peer_group_indices(self, n: int) -> torch.Tensor:
+        """Which persona of an ``n``-persona pool sits at each peer seat of each evaluation
+        chain, ``[n, n_peers]`` long: persona ``i`` at seat 1 of chain ``i`` (so results group
+        by its type), any further seats drawn from the pool with a stream fixed by the
+        population seed, so every method and training seed (and a league seating persona
+        processes the same way) meets the same peer groups."""
+        first = torch.arange(n).unsqueeze(1)
         if self.n_peers == 1:
             return first
         g = torch.Generator().manual_seed(PEER_GROUP_STREAM + self.cfg.population.seed)
-        rest = torch.randint(pool.shape[0], (pool.shape[0], self.n_peers - 1), generator=g)
-        return torch.cat([first, pool[rest]], dim=1)
+        return torch.cat([first, torch.randint(n, (n, self.n_peers - 1), generator=g)], dim=1)
+
+    def peer_groups(self, pool: torch.Tensor) -> torch.Tensor:
+        """Evaluation chains ``[N, n_peers, S, A]``: ``pool`` seated by :meth:`peer_group_indices`."""
+        return pool[self.peer_group_indices(pool.shape[0])]
 
     def peer_params(self, probs: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Persona probabilities ``[B, n_peers, S, A]`` -> per-seat params; ``[B, S, A]`` gives

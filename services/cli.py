@@ -183,18 +183,20 @@ def _agent(args: argparse.Namespace) -> int:
             raise ConfigError(f"agent {args.id!r} is not in {args.config}; agents: {sorted(specs)}")
         spec = specs[args.id]
         env, gamma, L, pop = cfg.referee.env, cfg.referee.gamma, cfg.referee.chain_length, cfg.population_seed
+        n_players = cfg.referee.n_players
     else:
         spec = AgentSpec(id=args.id, role=args.role, policy=args.policy, hidden=args.hidden, init=args.init,
                          lr=[float(x) for x in args.lr.split(",")], rule=args.rule)
         gamma, L, pop = args.gamma, args.chain_length, args.population_seed
-        env = args.env
+        env, n_players = args.env, 2
     try:
-        if not env:  # the referee's game
+        if not env:  # the referee's game and seat count
             connect(args.join, args.join_wait, credentials=credentials).close()
-            env = referee_status(args.join, credentials=credentials).env
+            status = referee_status(args.join, credentials=credentials)
+            env, n_players = status.env, status.n_players or 2
         return run_agent(spec, args.join, env, gamma, L, pop, args.checkpoint_dir, args.host, args.port,
                          args.metrics_port, Path(args.ready_file) if args.ready_file else None, args.advertise,
-                         args.join_wait, credentials, args.peer_access)
+                         args.join_wait, credentials, args.peer_access, n_players)
     except (Unreachable, JoinRefused, OSError) as err:
         return fail(err)
     except grpc.RpcError as err:
@@ -308,7 +310,7 @@ def add_process_commands(command: Callable[[str, str], argparse.ArgumentParser])
                    "meta-mapg, meta-pg or no-own-learning; opponent-modeling: meta-mapg-om)")
     c.add_argument("--seed", type=int, default=0, help="training seed (the embedded run's random stream)")
     c.add_argument("--meta", required=True, help="agent id of the meta-agent")
-    c.add_argument("--personas", required=True, help="comma-separated agent ids of the persona agents")
+    c.add_argument("--personas", required=True, help="comma-separated agent ids of the persona agents: (n-1) x meta_batch for an n-player game, chain b seating the b-th n-1 of them in order")
     c.add_argument("--iterations", type=int, default=1, help="meta-training iterations to run")
     c.add_argument("--tolerance", type=float, default=1e-5,
                    help="largest difference allowed between a peer's published update and the coordinator's replica")

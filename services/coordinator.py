@@ -8,7 +8,9 @@ processes; modes are registered in :data:`MODES` by name (``--mode``). The loop 
     for _ in range(iterations):
         stats = mode.iterate()
 
-``meta-mapg`` mode (:class:`MetaMapgMode`) is Algorithm 1 across processes. Each iteration
+``meta-mapg`` mode (:class:`MetaMapgMode`) is Algorithm 1 across processes, for any number
+of players: each chain seats the meta-agent and ``n - 1`` persona processes (chain ``b`` the
+``b``-th ``n - 1`` of ``--personas``, in seat order). Each iteration
 it pushes a meta-batch of training personas to the persona agents, then runs the library's
 own meta-training step (:class:`league.meta_training.MetaTraining`, the same object the
 embedded ``train_one`` drives) with a :class:`RemoteEvaluator`: every chain step is played
@@ -45,7 +47,7 @@ from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.metrics import RpcMetrics, process_registry
 from services.files import write_json_atomic
 from services.pki import Credentials
-from services.wire import decode_tensor
+from services.batches import episodes_of, read_batches
 
 log = logging.getLogger("league.coordinator")
 
@@ -64,7 +66,9 @@ class CoordinatorConfig:
     meta_agent: str
     """Agent id of the meta-agent process."""
     personas: list[str]
-    """Agent ids of the persona processes; their number is the meta-batch size."""
+    """Agent ids of the persona processes, ``n - 1`` per chain of an ``n``-player game (their
+    number is ``(n - 1) x meta_batch``): chain ``b`` seats ``personas[b*(n-1) : (b+1)*(n-1)]``
+    at seats ``1..n-1`` in that order (the referee's default persona grouping)."""
     tolerance: float = 1e-5
     """Largest absolute difference allowed between a published update and the replica's."""
     timeout: float = 60.0
@@ -80,17 +84,17 @@ class RemoteEvaluator(SampledEvaluator):
     parameters."""
 
     def __init__(self, base: SampledEvaluator, coordinator: "MetaMapgMode", chain_ids: list[str],
-                 base_versions: list[int]) -> None:
+                 base_versions: dict[str, int]) -> None:
         super().__init__(base.game, base.policies, base.n_episodes, base.horizon, base.gamma, base.generator,
                          base.dtype, base.use_baseline)
         self.coordinator = coordinator
         self.chain_ids = chain_ids
-        self.base_versions = base_versions  # [seat 0 version, persona versions...] of kind "policy"
+        self.base_versions = base_versions  # agent id -> its version of kind "policy" this iteration
         self.step = 0
         self.length = coordinator.experiment.chain.length
 
     def _seats(self, b: int) -> list[str]:
-        return [self.coordinator.cfg.meta_agent, self.coordinator.cfg.personas[b]]
+        return self.coordinator.seats(b)
 
     def play(self, params: Sequence[Params]) -> Episodes:
         l, c = self.step, self.coordinator
@@ -99,18 +103,18 @@ class RemoteEvaluator(SampledEvaluator):
         matches = []
         for b, chain in enumerate(self.chain_ids):
             seats = self._seats(b)
-            kinds = ["policy"] * 2 if l == 0 else [f"policy@{chain}"] * 2
-            versions = [self.base_versions[0], self.base_versions[1 + b]] if l == 0 else [l, l]
+            kinds = ["policy" if l == 0 else f"policy@{chain}"] * len(seats)
+            versions = [self.base_versions[a] for a in seats] if l == 0 else [l] * len(seats)
             matches.append(referee_pb2.MatchSpec(
                 match_id=f"{chain}.{l}", chain_id=chain, step=l, last_step=l == self.length,
                 seats=[referee_pb2.PinnedSeat(agent_id=a, kind=k, version=v) for a, k, v in zip(seats, kinds, versions)]))
-        reply = c.referee.PlayMatches(referee_pb2.PlayMatchesRequest(
+        replies = list(c.referee.PlayMatches(referee_pb2.PlayMatchesRequest(
             matches=matches, episodes=self.n_episodes, horizon=self.horizon,
-            rng_state=self.generator.get_state().numpy().tobytes()), timeout=c.cfg.timeout)
-        self.generator.set_state(torch.frombuffer(bytearray(reply.rng_state), dtype=torch.uint8))
+            rng_state=self.generator.get_state().numpy().tobytes()), timeout=c.cfg.timeout))
+        self.generator.set_state(torch.frombuffer(bytearray(replies[-1].rng_state), dtype=torch.uint8))
+        played = [episodes_of(batch) for batch in read_batches(b for reply in replies for b in reply.batches)]
         self.step += 1
-        return Episodes(*(torch.stack([decode_tensor(getattr(batch, f)) for batch in reply.batches])
-                          for f in ("obs", "actions", "rewards")))
+        return Episodes(*(torch.cat([getattr(e, f) for e in played]) for f in ("obs", "actions", "rewards")))
 
 
 class CoordinatorMode(Protocol):
@@ -159,8 +163,12 @@ class MetaMapgMode:
         # the same object, drawing the same random stream in the same order, as league.experiment.train_one
         self.training = MetaTraining.build(experiment, method, seed)
         self.setting, self.learner = self.training.setting, self.training.learner
-        if self.setting.n_peers != 1 or len(cfg.personas) < 1:
-            raise ValueError("meta-mapg mode needs a two-player game and at least one persona agent")
+        n_peers = self.setting.n_peers
+        if not cfg.personas or len(cfg.personas) % n_peers:
+            raise ValueError(f"{experiment.game.name} for {n_peers + 1} players seats {n_peers} persona(s) per chain: "
+                             f"--personas must list a multiple of {n_peers} agents, got {len(cfg.personas)}")
+        if len(set(cfg.personas)) != len(cfg.personas) or cfg.meta_agent in cfg.personas:
+            raise ValueError("--personas must name distinct agents, none of them the meta-agent")
         self.method_name = method
         self.channel = srv.channel(cfg.referee, cfg.credentials)
         self.referee = referee_pb2_grpc.RefereeStub(self.channel)
@@ -198,11 +206,16 @@ class MetaMapgMode:
                 raise TimeoutError(f"agents {sorted(missing)} did not join within {timeout}s")
             time.sleep(0.1)
 
+    def seats(self, b: int) -> list[str]:
+        """The agents of chain ``b`` in seat order: the meta-agent, then its ``n - 1`` personas."""
+        n_peers = self.setting.n_peers
+        return [self.cfg.meta_agent, *self.cfg.personas[b * n_peers:(b + 1) * n_peers]]
+
     def verify_replica(self, chain_ids: list[str], step: int, params: Sequence[Params]) -> None:
         """Every checked seat's published ``policy@chain`` at version ``step`` equals the
         replica's: the meta-agent's always, the personas' only when the mode reads peers."""
         for b, chain in enumerate(chain_ids):
-            seats = [self.cfg.meta_agent, self.cfg.personas[b]] if self.reads_peers else [self.cfg.meta_agent]
+            seats = self.seats(b) if self.reads_peers else self.seats(b)[:1]
             for seat, agent in enumerate(seats):
                 got = fetch_parameters(self._stub(agent), f"policy@{chain}", min_version=step,
                                        timeout=self.cfg.timeout + 5.0, wait_seconds=self.cfg.timeout)
@@ -221,16 +234,17 @@ class MetaMapgMode:
     def iterate(self) -> dict[str, float]:
         """One meta-training iteration through the league."""
         t0 = time.perf_counter()
-        B = len(self.cfg.personas)
+        B = len(self.cfg.personas) // self.setting.n_peers
         if self.experiment.train.meta_batch != B:
-            raise ValueError(f"train.meta_batch is {self.experiment.train.meta_batch} but {B} persona agents "
-                             "are configured")
+            raise ValueError(f"train.meta_batch is {self.experiment.train.meta_batch} but {len(self.cfg.personas)} "
+                             f"persona agents seat {B} chains of {self.setting.n_peers}")
         peers = self.training.sample_peers()
         # the league's personas and meta-agent start this iteration's chains from these
-        versions = [self._push(self.cfg.meta_agent, "policy", self.learner.policy)]
+        versions = {self.cfg.meta_agent: self._push(self.cfg.meta_agent, "policy", self.learner.policy)}
         self._push(self.cfg.meta_agent, "lr", {"lr": self.learner.lr})
-        versions += [self._push(agent, "policy", {"logits": peers.params[0]["logits"][b:b + 1]})
-                     for b, agent in enumerate(self.cfg.personas)]
+        for b in range(B):
+            for seat, agent in enumerate(self.seats(b)[1:]):  # peer seat m of chain b: peers.params[m] row b
+                versions[agent] = self._push(agent, "policy", {"logits": peers.params[seat]["logits"][b:b + 1]})
         self.iteration += 1
         chain_ids = [f"it{self.iteration}.{b}" for b in range(B)]
         evaluator = RemoteEvaluator(self.training.evaluator, self, chain_ids, versions)

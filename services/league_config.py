@@ -16,7 +16,10 @@ class RefereeConfig:
     """Matchmaking and rollouts."""
 
     env: str = "ipd"
-    """Game played by every match (``ipd`` or ``rps``)."""
+    """Game played by every match: a name in ``league.games.GAMES`` (``ipd`` or ``rps``)."""
+    n_players: int = 2
+    """Seats per match (the game's ``n_agents``): ``rps`` takes 2..4, ``ipd`` 2. A meta-agent's
+    chain seats it with ``n_players - 1`` personas; learners play in random groups of this size."""
     trajectories: int = 16
     """K: episodes per match (one trajectory batch)."""
     horizon: int = 50
@@ -28,7 +31,7 @@ class RefereeConfig:
     rounds: int = 8
     """Rounds to play before the league ends by itself (0: run until stopped)."""
     chains: int = 0
-    """Chains per (meta-agent, persona) pair before the pair stops being scheduled (0: no limit)."""
+    """Chains per (meta-agent, persona group) before the group stops being scheduled (0: no limit)."""
     seed: int = 0
     """Seed of the referee's sampling and matchmaking stream."""
     lease_seconds: float = 5.0
@@ -81,6 +84,12 @@ class LeagueConfig:
     ``direct``: the coordinator trains it and checks its published updates. See docs/security.md."""
     referee: RefereeConfig = field(default_factory=RefereeConfig)
     agents: list[AgentSpec] = field(default_factory=list)
+    teams: list[list[str]] = field(default_factory=list)
+    """Fixed seatings, each a list of ``referee.n_players`` distinct agent ids in seat order.
+    A team led by a meta-agent is one of its chains (its personas in the listed seats); a
+    team of learners plays together every round. A meta-agent named in no team gets the
+    default grouping (its personas in league order, ``n_players - 1`` at a time); learners
+    in no team are grouped at random every round. See docs/league.md."""
 
 
 def load_league_config(path: str | Path, overrides: Sequence[str] = ()) -> LeagueConfig:
@@ -93,6 +102,28 @@ def load_league_config(path: str | Path, overrides: Sequence[str] = ()) -> Leagu
     cfg.agents = [build(AgentSpec, a, f"agents[{i}]") for i, a in enumerate(agents)]
     validate_league(cfg)
     return cfg
+
+
+def game_of(r: RefereeConfig):
+    """The game a referee config plays (``league.games.make_game``); ConfigError naming what
+    does not fit: an unknown name or seat count, or a ``module:factory`` environment (its
+    module or factory missing, or, when it resolves, not a game the referee's rollout plays:
+    the referee steps the registered iterated matrix games)."""
+    from league.games import GAMES, make_game
+
+    if ":" in r.env:
+        from league.envs import resolve_factory
+
+        try:
+            resolve_factory(r.env)
+        except ValueError as err:
+            raise ConfigError(f"referee.env: {err}") from None
+        raise ConfigError(f"referee.env {r.env!r} is a PettingZoo factory; the referee plays the registered "
+                          f"iterated matrix games only ({', '.join(sorted(GAMES))})")
+    try:
+        return make_game(r.env, n_players=r.n_players)
+    except ValueError as err:
+        raise ConfigError(f"referee: {err}") from None
 
 
 def validate_league(cfg: LeagueConfig) -> None:
@@ -108,24 +139,77 @@ def validate_league(cfg: LeagueConfig) -> None:
     r = cfg.referee
     if r.chains_by not in ("referee", "coordinator"):
         raise ConfigError(f"referee.chains_by must be referee or coordinator, not {r.chains_by!r}")
-    if r.env not in ("ipd", "rps"):
-        raise ConfigError(f"unknown env {r.env!r}; known: ipd, rps")
     for key in ("trajectories", "horizon", "chain_length"):
         if getattr(r, key) < 1:
             raise ConfigError(f"referee.{key} must be >= 1")
-    from league.games import make_game
     from services.limits import MAX_EPISODES, MAX_HORIZON
-    from services.server import MAX_MESSAGE_BYTES
 
     if r.trajectories > MAX_EPISODES or r.horizon > MAX_HORIZON:
         raise ConfigError(f"referee.trajectories must be <= {MAX_EPISODES} and referee.horizon <= {MAX_HORIZON}")
-    game = make_game(r.env)
-    batch = r.trajectories * r.horizon * (4 * game.obs_dim + 12 * game.n_agents + 1)
-    if batch > MAX_MESSAGE_BYTES - 64 * 1024:
+    game = game_of(r)
+    from services.batches import MAX_BATCH_BYTES, batch_step_bytes
+
+    # a batch over one message travels in checksummed parts; this bounds what a receiver buffers
+    batch = r.trajectories * r.horizon * batch_step_bytes(game)
+    if batch > MAX_BATCH_BYTES:
         raise ConfigError(f"a match of {r.trajectories} x {r.horizon} steps is a {batch}-byte trajectory batch, over "
-                          f"the {MAX_MESSAGE_BYTES}-byte message limit: lower referee.trajectories or referee.horizon")
+                          f"the {MAX_BATCH_BYTES}-byte limit: lower referee.trajectories or referee.horizon")
     if not r.lease_seconds > 0 or not r.fetch_timeout > 0:
         raise ConfigError("referee.lease_seconds and referee.fetch_timeout must be > 0")
+    validate_teams(cfg, game.n_agents)
+    for a in cfg.agents:
+        validate_init(a, r.env, game.n_agents, cfg.population_seed)
+
+
+def validate_teams(cfg: LeagueConfig, n_seats: int) -> None:
+    """Every team seats ``n_seats`` distinct configured agents: a meta-agent and personas, or
+    learners only; a meta-agent left to the default grouping has a whole number of persona
+    groups."""
+    roles = {a.id: a.role for a in cfg.agents}
+    teamed = set()
+    for i, team in enumerate(cfg.teams):
+        where = f"teams[{i}] {team}"
+        if len(team) != n_seats:
+            raise ConfigError(f"{where} has {len(team)} seats; {cfg.referee.env} with "
+                              f"referee.n_players = {n_seats} has {n_seats}")
+        if len(set(team)) != len(team):
+            raise ConfigError(f"{where} names an agent twice (an agent plays one seat of a match)")
+        unknown = [a for a in team if a not in roles]
+        if unknown:
+            raise ConfigError(f"{where} names agents that are not in [[agents]]: {unknown}")
+        seat_roles = [roles[a] for a in team]
+        if seat_roles[0] == "meta" and all(r == "persona" for r in seat_roles[1:]):
+            teamed.add(team[0])
+        elif not all(r == "learner" for r in seat_roles):
+            raise ConfigError(f"{where} has roles {seat_roles}: a team is a meta-agent followed by "
+                              f"{n_seats - 1} personas, or {n_seats} learners")
+    personas = sum(r == "persona" for r in roles.values())
+    grouped = [a for a, r in roles.items() if r == "meta" and a not in teamed]
+    if grouped and personas % (n_seats - 1):
+        raise ConfigError(f"{personas} personas do not split into chains of {n_seats - 1} persona seats for "
+                          f"meta-agent(s) {grouped}: configure a multiple of {n_seats - 1} personas or list "
+                          "the chains in teams")
+
+
+def validate_init(a: AgentSpec, env: str, n_players: int, population_seed: int) -> None:
+    """A ``persona:SPLIT:INDEX`` init names a persona of the population sized for this game."""
+    kind, _, arg = a.init.partition(":")
+    if kind != "persona":
+        return
+    from league.personas import make_personas
+
+    try:
+        population = make_personas(env, population_seed, n_players)
+    except ValueError as err:
+        raise ConfigError(f"agent {a.id}: init {a.init!r}: {err}") from None
+    split, _, index = arg.partition(":")
+    table = getattr(population, split, None) if split in ("train", "val", "test") else None
+    if table is None or not index.isdigit() or int(index) >= table.shape[0]:
+        sizes = ", ".join(f"{s} {getattr(population, s).shape[0]}" for s in ("train", "val", "test"))
+        raise ConfigError(f"agent {a.id}: init {a.init!r} names no persona of {env} for {n_players} players "
+                          f"(splits: {sizes})")
+    if a.policy != "tabular":
+        raise ConfigError(f"agent {a.id}: a persona init needs policy = \"tabular\", not {a.policy!r}")
 
 
 def validate_agent(a: AgentSpec) -> None:

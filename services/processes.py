@@ -32,7 +32,7 @@ def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, read
     from services.referee import Referee
 
     srv.configure_logging(log_file)
-    referee = Referee(cfg.referee, [a.id for a in cfg.agents], state_file, credentials)
+    referee = Referee(cfg.referee, [a.id for a in cfg.agents], state_file, credentials, teams=cfg.teams)
     # every agent holds up to MAX_STREAMS_PER_AGENT open streams; threads beyond those serve the unary RPCs
     server = srv.make_server(max_workers=limits.MAX_STREAMS + 16,
                              interceptors=[referee.metrics.rpc,
@@ -77,13 +77,13 @@ def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, read
 def run_agent(spec: AgentSpec, referee: str, env: str, gamma: float, chain_length: int, population_seed: int,
               checkpoint_dir: str, host: str, port: int, metrics_port: int, ready_file: Path | None,
               advertise: str = "", join_wait: float = 60.0, credentials: Credentials | None = None,
-              peer_access: str = "direct") -> int:
+              peer_access: str = "direct", n_players: int = 2) -> int:
     """The agent process: serve, join, learn. Raises client.Unreachable, runtime.JoinRefused or
     OSError (a port in use) with one-line messages."""
     from agents.runtime import AgentProcess, AgentRuntimeConfig
 
     validate_agent(spec)
-    cfg = AgentRuntimeConfig(referee=referee, env=env, gamma=gamma, chain_length=chain_length,
+    cfg = AgentRuntimeConfig(referee=referee, env=env, n_players=n_players, gamma=gamma, chain_length=chain_length,
                              population_seed=population_seed, checkpoint_dir=checkpoint_dir, host=host, port=port,
                              metrics_port=metrics_port, advertise=advertise, join_wait=join_wait,
                              credentials=credentials, peer_access=peer_access)
@@ -115,7 +115,8 @@ def referee_status(address: str, timeout: float = 10.0,
 
 
 def status_dict(status: referee_pb2.LeagueStatus) -> dict[str, Any]:
-    return {"round": status.round, "env": status.env, "aborted_matches": status.aborted_matches,
+    return {"round": status.round, "env": status.env, "n_players": status.n_players or 2,
+            "aborted_matches": status.aborted_matches,
             "protocol_version": status.protocol_version,
             "members": [{"agent_id": m.agent_id, "address": m.address, "role": m.role,
                          "policy_version": m.policy_version, "episodes": m.episodes, "matches": m.matches,

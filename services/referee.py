@@ -1,11 +1,17 @@
 """The referee process: league membership (join, heartbeat lease, leave), matchmaking,
 batched rollouts with parameters pinned per round, and the trajectory broadcast.
 
-A round plays, in one batched rollout per policy signature:
-- one step of every Markov chain between a ``meta`` agent and a ``persona`` agent (chain
-  step ``l`` pins the meta-agent's ``policy@<chain>`` at version ``l``; step 0 pins base
-  ``policy``), restarting a finished chain from the seats' base policies;
-- one match between each pair of ``learner`` agents, paired at random every round.
+A match seats ``n`` agents, the game's ``n_agents``. A round plays, in one batched rollout
+per policy signature:
+- one step of every Markov chain between a ``meta`` agent (seat 0) and a group of ``n - 1``
+  ``persona`` agents (seats 1..n-1; chain step ``l`` pins every seat's ``policy@<chain>`` at
+  version ``l``; step 0 pins base ``policy``), restarting a finished chain from the seats'
+  base policies. A meta-agent's persona groups are the league config's ``teams`` led by it,
+  else its live personas in league order, ``n - 1`` at a time (an incomplete last group sits
+  out);
+- one match for each fixed ``teams`` entry of learners, and one for each group of ``n`` of
+  the remaining ``learner`` agents, grouped at random every round (the ``len % n`` left over
+  sit the round out).
 It never computes a gradient: agents learn from the broadcast and publish new versions,
 which the next round waits for.
 
@@ -27,7 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import grpc
 import torch
@@ -35,7 +41,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from agents.policy_factory import game_for, policy_from_description
 from league.policies.base import Params, Policy
-from league.rollout import sample_episodes
+from league.envs.matrix import MatrixGameEnv
+from league.rollout import play
+from services import batches as wire_batches
 from services import limits, referee_state
 from services import server as srv
 from services.client import DEFAULT_MAX_FETCH_BYTES, describe, fetch_parameters
@@ -44,7 +52,7 @@ from services.league_config import RefereeConfig
 from services.auth import peer_identity
 from services.metrics import RpcMetrics, process_registry
 from services.pki import Credentials
-from services.wire import WireError, check_finite, check_structure, encode_tensor, nbytes, wire_dtype
+from services.wire import WireError, check_finite, check_structure, nbytes, wire_dtype
 
 log = logging.getLogger("league.referee")
 
@@ -94,13 +102,24 @@ def _set_bytes(params: Params) -> int:
 
 @dataclass
 class Chain:
-    """A running Markov chain between a meta-agent and a persona."""
+    """A running Markov chain between a meta-agent (seat 0) and its personas (seats 1..n-1)."""
 
     chain_id: str
     meta: str
-    persona: str
+    personas: tuple[str, ...]
     step: int = 0
-    count: int = 0  # chains completed by this pair
+    count: int = 0  # chains completed by this seating
+
+    @property
+    def key(self) -> tuple[str, tuple[str, ...]]:
+        return self.meta, self.personas
+
+    def curve(self) -> dict:
+        """The summary record of this chain; ``persona`` is kept for two seats, as before n seats."""
+        record = {"chain": self.chain_id, "meta": self.meta, "personas": list(self.personas), "rewards": []}
+        if len(self.personas) == 1:
+            record["persona"] = self.personas[0]
+        return record
 
 
 @dataclass
@@ -147,19 +166,22 @@ class Referee(referee_pb2_grpc.RefereeServicer):
     """Membership, matchmaking and the broadcast; ``play_round`` is one round."""
 
     def __init__(self, cfg: RefereeConfig, config_order: list[str] | None = None,
-                 state_file: Path | None = None, credentials: Credentials | None = None) -> None:
+                 state_file: Path | None = None, credentials: Credentials | None = None,
+                 teams: Sequence[Sequence[str]] = ()) -> None:
         """``state_file``: where the league's durable state is saved after every round and
         membership change; a referee started on an existing file resumes from it.
         ``credentials``: the referee's mutual-TLS credentials, with which it dials agents
-        (None: plaintext, ``--insecure``)."""
+        (None: plaintext, ``--insecure``). ``teams``: fixed seatings (agent ids in seat order,
+        see ``LeagueConfig.teams``)."""
         torch.set_num_threads(1)
         self.cfg = cfg
         self.credentials = credentials
-        self.game = game_for(cfg.env)
+        self.game = game_for(cfg.env, cfg.n_players)
+        self.teams = [tuple(t) for t in teams]
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.metrics = RefereeMetrics(cfg.env)
         self.members: dict[str, Member] = {}
-        self.chains: dict[tuple[str, str], Chain] = {}
+        self.chains: dict[tuple[str, tuple[str, ...]], Chain] = {}
         self.subscribers: dict[int, tuple[str, queue.Queue]] = {}
         self.lock = threading.RLock()
         self.round = 0
@@ -201,7 +223,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 state = json.loads(json.dumps({
                     "round": self.round, "aborted": self.aborted, "chain_curves": self.chain_curves,
                     "chain_counter": self._chain_counter, "next_order": self._next_order,
-                    "chains": [[c.chain_id, c.meta, c.persona, c.count] for c in self.chains.values()],
+                    "chains": [[c.chain_id, c.meta, list(c.personas), c.count] for c in self.chains.values()],
                     "members": self.member_records(), "generator": referee_state.encode_generator(self.generator)}))
             referee_state.save(self.state_file, state)
 
@@ -211,8 +233,10 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         self.round, self.aborted = state["round"], state["aborted"]
         self.chain_curves = state["chain_curves"]
         self._chain_counter, self._next_order = state["chain_counter"], state["next_order"]
-        self.chains = {(meta, persona): Chain(cid, meta, persona, step=self.cfg.chain_length + 1, count=count)
-                       for cid, meta, persona, count in state["chains"]}
+        chains = [Chain(cid, meta, (personas,) if isinstance(personas, str) else tuple(personas),
+                        step=self.cfg.chain_length + 1, count=count)  # a str: a state saved before n seats
+                  for cid, meta, personas, count in state["chains"]]
+        self.chains = {c.key: c for c in chains}
         self.records = state["members"]
         self.generator = referee_state.decode_generator(state["generator"])
         self.metrics.rounds.inc(self.round)
@@ -321,6 +345,9 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             raise WireError(f"the agent at that address says it is {limits._shown(desc.agent_id)}")
         if desc.env != self.cfg.env:
             raise WireError(f"agent plays {limits._shown(desc.env)}, this league {self.cfg.env!r}")
+        if (desc.n_players or 2) != game.n_agents:
+            raise WireError(f"agent plays {self.cfg.env} for {desc.n_players or 2} players, this league for "
+                            f"{game.n_agents}")
         if (desc.obs_dim, desc.n_actions) != (game.obs_dim, game.n_actions):
             raise WireError(f"agent declares obs_dim {desc.obs_dim} and {desc.n_actions} actions; {self.cfg.env} "
                             f"has obs_dim {game.obs_dim} and {game.n_actions} actions")
@@ -378,7 +405,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             self.records[agent_id] = self._member_record(current)
             if current.channel is not None:
                 current.channel.close()
-            for key in [k for k in self.chains if agent_id in k]:
+            for key in [k for k in self.chains if agent_id == k[0] or agent_id in k[1]]:
                 del self.chains[key]
             self._gauge_members()
         return True
@@ -457,19 +484,20 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                     item = q.get(timeout=0.25)
                 except queue.Empty:
                     continue
-                yield item
+                yield from item  # one batch: a whole message, or its parts in order
         finally:
             with self.lock:
                 self.subscribers.pop(key, None)
                 self._overflowed.discard(key)
 
-    def _broadcast(self, batch: referee_pb2.TrajectoryBatch) -> None:
-        seats = {s.agent_id for s in batch.seats}
+    def _broadcast(self, messages: list[referee_pb2.TrajectoryBatch]) -> None:
+        """Queue one batch (its messages: whole, or its parts) for every subscriber it concerns."""
+        seats = {s.agent_id for s in messages[0].seats}
         with self.lock:
             targets = [(key, q) for key, (agent, q) in self.subscribers.items() if not agent or agent in seats]
         for key, q in targets:
             try:
-                q.put_nowait(batch)
+                q.put_nowait(messages)
             except queue.Full:
                 self._overflowed.add(key)
 
@@ -483,43 +511,67 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 mean_return=(sum(m.returns[-10:]) / len(m.returns[-10:])) if m.returns else 0.0, matches=m.matches)
                 for m in sorted(self.members.values(), key=lambda m: m.order)]
         return referee_pb2.LeagueStatus(round=self.round, members=members, aborted_matches=self.aborted,
-                                        protocol_version=srv.PROTOCOL_VERSION, env=self.cfg.env)
+                                        protocol_version=srv.PROTOCOL_VERSION, env=self.cfg.env,
+                                        n_players=self.game.n_agents)
 
     # -- matchmaking ---------------------------------------------------------------------
+    def persona_groups(self, meta: str, personas: list[str]) -> list[tuple[str, ...]]:
+        """The persona seats of ``meta``'s chains: the teams it leads whose personas are all
+        live, else (no team names it) ``personas`` (live, in league order) cut into
+        consecutive groups of ``n - 1``, an incomplete last group left out."""
+        live = set(personas)
+        led = [team[1:] for team in self.teams if team[0] == meta]
+        if led:
+            return [group for group in led if live.issuperset(group)]
+        size = self.game.n_agents - 1
+        return [tuple(personas[i:i + size]) for i in range(0, len(personas) - size + 1, size)]
+
+    def learner_groups(self, learners: list[str]) -> list[tuple[str, ...]]:
+        """This round's learner seatings: the learner teams whose members are all live, then
+        the other learners in groups of ``n`` drawn at random (one ``randperm`` of the
+        referee's stream; with two seats exactly the pairs drawn before n seats)."""
+        live = set(learners)
+        fixed = [team for team in self.teams if live.issuperset(team)]
+        teamed = {a for team in self.teams for a in team}
+        free = [a for a in learners if a not in teamed]
+        n = self.game.n_agents
+        if len(free) < n:
+            return fixed
+        perm = torch.randperm(len(free), generator=self.generator).tolist()
+        return fixed + [tuple(free[i] for i in perm[g:g + n]) for g in range(0, len(perm) - n + 1, n)]
+
     def schedule(self) -> list[Match]:
-        """This round's matches: a step of every chain, then random learner pairs."""
+        """This round's matches: a step of every chain, then the learner groups."""
         with self.lock:
             members = sorted(self.members.values(), key=lambda m: m.order)
-            metas = [m for m in members if m.role == "meta"]
-            personas = [m for m in members if m.role == "persona"]
-            learners = [m for m in members if m.role == "learner"]
+            by_id = {m.agent_id: m for m in members}
+            metas = [m.agent_id for m in members if m.role == "meta"]
+            personas = [m.agent_id for m in members if m.role == "persona"]
+            learners = [m.agent_id for m in members if m.role == "learner"]
             matches = []
             for meta in metas if self.cfg.chains_by == "referee" else []:
-                for persona in personas:
-                    key = (meta.agent_id, persona.agent_id)
-                    chain = self.chains.get(key)
+                for group in self.persona_groups(meta, personas):
+                    chain = self.chains.get((meta, group))
                     if chain is None or chain.step > self.cfg.chain_length:
                         done = chain.count + 1 if chain is not None else 0
                         if self.cfg.chains and done >= self.cfg.chains:
                             continue
                         self._chain_counter += 1
-                        chain = Chain(f"c{self._chain_counter}", meta.agent_id, persona.agent_id, count=done)
-                        self.chains[key] = chain
+                        chain = Chain(f"c{self._chain_counter}", meta, group, count=done)
+                        self.chains[chain.key] = chain
                     l = chain.step
-                    kinds = ["policy" if l == 0 else f"policy@{chain.chain_id}"] * 2
-                    mins = [0 if l == 0 else l] * 2
-                    matches.append(Match(f"{chain.chain_id}.{l}", [meta.agent_id, persona.agent_id], kinds, mins,
+                    seats = [meta, *group]
+                    kinds = ["policy" if l == 0 else f"policy@{chain.chain_id}"] * len(seats)
+                    mins = [0 if l == 0 else l] * len(seats)
+                    matches.append(Match(f"{chain.chain_id}.{l}", seats, kinds, mins,
                                          chain, l, chain.chain_id, l == self.cfg.chain_length))
-            if len(learners) >= 2:
-                perm = torch.randperm(len(learners), generator=self.generator).tolist()
-                for a, b in zip(perm[0::2], perm[1::2]):
-                    pair = [learners[a], learners[b]]
-                    matches.append(Match(f"r{self.round}.{pair[0].agent_id}-{pair[1].agent_id}",
-                                         [p.agent_id for p in pair], ["policy", "policy"],
-                                         # a learner that played waits for the update it learns from that match,
-                                         # so every match is played at a version fixed by the schedule alone
-                                         [p.policy_version + 1 if p.learns and p.matches and p.wait_update else 0
-                                          for p in pair]))
+            for group in self.learner_groups(learners):
+                seated = [by_id[a] for a in group]
+                matches.append(Match(f"r{self.round}." + "-".join(group), list(group), ["policy"] * len(group),
+                                     # a learner that played waits for the update it learns from that match,
+                                     # so every match is played at a version fixed by the schedule alone
+                                     [p.policy_version + 1 if p.learns and p.matches and p.wait_update else 0
+                                      for p in seated]))
             return matches
 
     def _fetch_exact(self, member: Member, kind: str, version: int) -> tuple[int, Params]:
@@ -616,7 +668,8 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         return len(played)
 
     def PlayMatches(self, request, context):
-        """Play the requested matches in one batched rollout (the coordinator's chain steps)."""
+        """Play the requested matches in one batched rollout (the coordinator's chain steps);
+        the reply streams the batches (chunked when large), the generator state last."""
         try:
             matches, members, K, H, generator = self._check_play(request)
         except WireError as err:
@@ -635,7 +688,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 self._void(m, members)
             context.abort(grpc.StatusCode.ABORTED, f"rollout failed: {type(err).__name__}: {_first_line(str(err))}")
         state = bytes(generator.get_state().numpy().tobytes()) if request.rng_state else b""
-        return referee_pb2.PlayMatchesResponse(batches=batches, rng_state=state)
+        yield from wire_batches.response_messages(batches, state)
 
     def _check_play(self, request):
         """Validated matches of a PlayMatches request, the members they seat, K, H and the
@@ -647,12 +700,12 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         K = limits.check_at_most(request.episodes, limits.MAX_EPISODES, "episodes") or self.cfg.trajectories
         H = limits.check_at_most(request.horizon, limits.MAX_HORIZON, "horizon") or self.cfg.horizon
         game = self.game
-        item = torch.finfo(game.dtype).bits // 8
-        per_step = item * game.obs_dim + (8 + item) * game.n_agents + 1  # obs, int64 actions, rewards, done
-        size = n * K * H * per_step
-        if size > srv.MAX_MESSAGE_BYTES - 64 * 1024:
-            raise WireError(f"{n} matches x {K} episodes x {H} steps would answer {size} bytes, over the "
-                            f"{srv.MAX_MESSAGE_BYTES}-byte message limit: request fewer", grpc.StatusCode.RESOURCE_EXHAUSTED)
+        size = K * H * wire_batches.batch_step_bytes(game)
+        if size > wire_batches.MAX_BATCH_BYTES or n * size > wire_batches.MAX_PLAY_BYTES:
+            raise WireError(f"{n} matches x {K} episodes x {H} steps make {size}-byte trajectory batches, over the "
+                            f"{wire_batches.MAX_BATCH_BYTES}-byte limit of a batch or the "
+                            f"{wire_batches.MAX_PLAY_BYTES}-byte limit of a reply: request fewer",
+                            grpc.StatusCode.RESOURCE_EXHAUSTED)
         with self.lock:
             members = dict(self.members)
         matches, ids = [], set()
@@ -691,7 +744,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         with self.lock:
             self.aborted += 1
             if match.chain is not None:
-                self.chains.pop((match.chain.meta, match.chain.persona), None)
+                self.chains.pop(match.chain.key, None)
         self.metrics.aborted.inc()
 
     def _play_safely(self, group: list[Match], members: dict[str, Member], pinned, generator: torch.Generator) -> None:
@@ -711,28 +764,31 @@ class Referee(referee_pb2_grpc.RefereeServicer):
 
     def _play_group(self, group: list[Match], members: dict[str, Member], pinned, generator: torch.Generator,
                     K: int | None = None, H: int | None = None) -> list[referee_pb2.TrajectoryBatch]:
-        """One batched rollout of matches sharing a policy signature; broadcast and record each."""
+        """One batched rollout of matches sharing a policy signature; broadcast and record
+        each. Returns every batch's wire messages, in match order."""
         n_seats = len(group[0].seats)
         policies = [members[group[0].seats[s]].policy for s in range(n_seats)]
         params = [{k: torch.cat([pinned[m.match_id][s][1][k] for m in group]) for k in pinned[group[0].match_id][s][1]}
                   for s in range(n_seats)]
         K, H = K or self.cfg.trajectories, H or self.cfg.horizon
-        episodes = sample_episodes(self.game, policies, params, len(group), K, H, generator)
-        self.metrics.steps.inc(len(group) * K * H)
-        batches = []
+        # the environment's own per-seat observations, actions and dones (the same random
+        # stream as league.rollout.sample_episodes, which the embedded chain plays)
+        traj = play(MatrixGameEnv(self.game, H), policies, params, len(group), K, generator)
+        self.metrics.steps.inc(len(group) * K * traj.rewards.shape[2])
+        messages = []
         for b, match in enumerate(group):
-            batch = referee_pb2.TrajectoryBatch(
+            header = referee_pb2.TrajectoryBatch(
                 match_id=match.match_id, round=self.round, env=self.cfg.env,
                 seats=[referee_pb2.Seat(agent_id=a, behaviour_version=pinned[match.match_id][s][0])
                        for s, a in enumerate(match.seats)],
-                obs=encode_tensor(episodes.obs[b]), actions=encode_tensor(episodes.actions[b]),
-                rewards=encode_tensor(episodes.rewards[b]),
-                dones=encode_tensor(torch.zeros(K, H, dtype=torch.bool).index_fill_(1, torch.tensor([H - 1]), True)),
                 step=match.step, chain_id=match.chain_id, last_step=match.last_step)
-            self._record(match, members, pinned, episodes.rewards[b])
+            tensors = wire_batches.batch_tensors([o[b] for o in traj.obs], [a[b] for a in traj.actions],
+                                                 traj.rewards[b], traj.dones[b])
+            batch = wire_batches.encode_batch(header, tensors)
+            self._record(match, members, pinned, traj.rewards[b])
             self._broadcast(batch)
-            batches.append(batch)
-        return batches
+            messages.extend(batch)
+        return messages
 
     def _record(self, match: Match, members: dict[str, Member], pinned, rewards: torch.Tensor) -> None:
         with self.lock:
@@ -753,8 +809,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             if match.chain is not None:
                 chain = match.chain
                 if chain.step == 0:
-                    self.chain_curves.append({"chain": chain.chain_id, "meta": chain.meta, "persona": chain.persona,
-                                              "rewards": []})
+                    self.chain_curves.append(chain.curve())
                 record = next(c for c in reversed(self.chain_curves) if c["chain"] == chain.chain_id)
                 record["rewards"].append(float(rewards[..., 0].mean()))
                 self.metrics.curve.labels(str(chain.step)).set(record["rewards"][-1])

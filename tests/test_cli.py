@@ -219,8 +219,8 @@ def test_shipped_league_configs_fit_their_agents_checkpoints():
 
     for config in sorted((Path(__file__).parents[1] / "configs").glob("league_*.toml")):
         cfg = load_league_config(str(config), [])
-        game = game_for(cfg.referee.env)
+        game = game_for(cfg.referee.env, cfg.referee.n_players)
         for spec in cfg.agents:
             params, lr = initial_state(spec, make_policy(spec, game), game, cfg.population_seed,
-                                       cfg.referee.chain_length)
+                                       cfg.referee.chain_length, cfg.referee.env)
             assert lr.shape == (1, cfg.referee.chain_length), (config.name, spec.id)

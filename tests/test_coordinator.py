@@ -53,23 +53,26 @@ lr = [1.0]
 """
 
 
-def _league(tmp_path, persona_lr: float, overrides=OVERRIDES, mode="meta-mapg", persona_access="direct"):
+def _league(tmp_path, persona_lr: float, overrides=OVERRIDES, league: str | None = None,
+            experiment_config: str = "ipd_quick.toml", personas: tuple[str, ...] = ("p0", "p1"),
+            mode: str = "meta-mapg", persona_access: str = "direct"):
     config = tmp_path / "league.toml"
-    config.write_text(LEAGUE.format(lr=persona_lr))
+    config.write_text(league if league is not None else LEAGUE.format(lr=persona_lr))
     experiment = tmp_path / "experiment.toml"
-    experiment.write_text((ROOT / "configs" / "ipd_quick.toml").read_text())
-    creds = league_credentials(tmp_path, ["meta", "p0", "p1"], coordinator=True)  # a secured league
+    experiment.write_text((ROOT / "configs" / experiment_config).read_text())
+    ids = ("meta", *personas)
+    creds = league_credentials(tmp_path, list(ids), coordinator=True)  # a secured league
     procs = [spawn(["referee", str(config), "--ready-file", str(tmp_path / "ref.json"),
                     "--credentials", str(creds["referee"])], tmp_path / "ref.log")]
     ref = wait_json(tmp_path / "ref.json", procs[0])
-    for a in ("meta", "p0", "p1"):
+    for a in ids:
         procs.append(spawn(["agent", "--join", ref["address"], "--config", str(config), "--id", a,
                             "--checkpoint-dir", str(tmp_path / "ckpt"), "--ready-file", str(tmp_path / f"{a}.json"),
                             "--credentials", str(creds[a]),
                             "--peer-access", "direct" if a == "meta" else persona_access], tmp_path / f"{a}.log"))
-    infos = {a: wait_json(tmp_path / f"{a}.json", p) for a, p in zip(("meta", "p0", "p1"), procs[1:])}
+    infos = {a: wait_json(tmp_path / f"{a}.json", p) for a, p in zip(ids, procs[1:])}
     coord = spawn(["coordinator", "--join", ref["address"], "--experiment", str(experiment),
-                   *sum((["--set", o] for o in overrides), []), "--meta", "meta", "--personas", "p0,p1",
+                   *sum((["--set", o] for o in overrides), []), "--meta", "meta", "--personas", ",".join(personas),
                    "--mode", mode, "--iterations", "1", "--results", str(tmp_path / "coord.json"),
                    "--ready-file", str(tmp_path / "coord.ready.json"), "--linger", "3",
                    "--credentials", str(creds["coordinator"])], tmp_path / "coord.log")
@@ -183,3 +186,45 @@ def test_each_mode_refuses_the_other_modes_methods():
         MODES["meta-mapg"](cfg, "meta-mapg-om", 0, unused)
     with pytest.raises(ValueError, match="'meta-mapg' runs in mode 'meta-mapg'"):
         MODES["opponent-modeling"](cfg, "meta-mapg", 0, unused)
+
+
+LEAGUE_RPS3 = """
+name = "coordinated-rps3"
+[referee]
+env = "rps"
+n_players = 3
+trajectories = 4
+horizon = 10
+gamma = 0.9
+chain_length = 2
+rounds = 0
+chains_by = "coordinator"
+fetch_timeout = 20.0
+
+[[agents]]
+id = "meta"
+role = "meta"
+policy = "lstm"
+hidden = 8
+""" + "".join(f'\n[[agents]]\nid = "p{i}"\nrole = "persona"\nlr = [1.0]\n' for i in range(4))
+
+
+def test_a_coordinated_three_player_iteration_equals_the_embedded_iteration(tmp_path):
+    """3-player RPS: 2 chains x 2 persona seats (p0, p1 | p2, p3), every seat's update checked
+    against the replica at every step, and the same meta-parameters as embedded."""
+    overrides = ['methods=["meta-mapg"]', "seeds=[0]", "chain.trajectories=4", "chain.horizon=10",
+                 "chain.length=2", "train.meta_batch=2", "train.iterations=1", "train.validate_every=1",
+                 "agent.hidden=8", "agent.peer_lr=1.0"]
+    cfg = load_config(ROOT / "configs" / "rps3.toml", overrides)
+    embedded = train_one(cfg, "meta-mapg", 0).final
+    procs, coord, _, _ = _league(tmp_path, 1.0, overrides, LEAGUE_RPS3, "rps3.toml", ("p0", "p1", "p2", "p3"))
+    try:
+        assert coord.wait(timeout=240) == 0, (tmp_path / "coord.log").read_text()[-3000:]
+        result = json.loads((tmp_path / "coord.json").read_text())
+        assert result["state"] == "done"
+        for name, value in embedded.policy.items():
+            np.testing.assert_allclose(np.array(result["policy"][name]), value.numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(np.array(result["lr"]), embedded.lr.numpy(), atol=1e-5, rtol=0)
+        assert not torch.allclose(embedded.lr, torch.full_like(embedded.lr, cfg.agent.inner_lr))  # it moved
+    finally:
+        stop(procs)

@@ -308,22 +308,24 @@ def _play(field: str, value) -> referee_pb2.PlayMatchesRequest:
     st.tuples(st.just("none"), st.none()),
     st.tuples(st.just("episodes"), st.integers(limits.MAX_EPISODES + 1, 2**32 - 1)),
     st.tuples(st.just("horizon"), st.integers(limits.MAX_HORIZON + 1, 2**32 - 1)),
-    st.tuples(st.just("horizon"), st.just(limits.MAX_HORIZON)),  # with episodes, over the message limit
+    st.tuples(st.just("horizon"), st.just(limits.MAX_HORIZON)),  # with episodes, over the batch limit
     st.tuples(st.just("rng_state"), st.binary(min_size=1, max_size=limits.MAX_RNG_STATE_BYTES + 10)
               .filter(lambda b: len(b) != 5056))))
 def test_fuzz_play_matches(league, breaker):
     request = _play(*breaker)
     if breaker == ("horizon", limits.MAX_HORIZON):
         request.episodes = limits.MAX_EPISODES
-    expect_contract(league, lambda: league.ref.PlayMatches(request, timeout=TIMEOUT))
+    expect_contract(league, lambda: list(league.ref.PlayMatches(request, timeout=TIMEOUT)))
 
 
 def test_the_request_the_breakers_start_from_is_valid(league):
     """Unbroken, the PlayMatches request the fuzz breaks plays its match (so every breaker
     above is what made the request fail)."""
-    ok = league.ref.PlayMatches(_play("episodes", 2), timeout=TIMEOUT)
-    assert len(ok.batches) == 1 and list(ok.batches[0].rewards.shape) == [2, 3, 2]
-    assert [s.behaviour_version for s in ok.batches[0].seats] == [1, 1]
+    replies = list(league.ref.PlayMatches(_play("episodes", 2), timeout=TIMEOUT))
+    assert len(replies) == 1 and len(replies[0].batches) == 1 and replies[0].rng_state
+    ok = replies[0].batches[0]
+    assert list(ok.rewards.shape) == [2, 3, 2] and list(ok.dones.shape) == [2, 3]
+    assert [s.behaviour_version for s in ok.seats] == [1, 1]
 
 
 def test_subscribe_streams_are_capped_per_agent(league):

@@ -146,8 +146,8 @@ def _calls(lg) -> dict[str, tuple[str, object]]:
         auth.REFEREE["Subscribe"]: (ref, lambda ch, who: next(referee(ch).Subscribe(
             referee_pb2.SubscribeRequest(agent_id=who), timeout=T))),
         auth.REFEREE["Status"]: (ref, lambda ch, _: referee(ch).Status(referee_pb2.StatusRequest(), timeout=T)),
-        auth.REFEREE["PlayMatches"]: (ref, lambda ch, _: referee(ch).PlayMatches(referee_pb2.PlayMatchesRequest(
-            matches=[match], episodes=2, horizon=3, rng_state=rng), timeout=T)),
+        auth.REFEREE["PlayMatches"]: (ref, lambda ch, _: list(referee(ch).PlayMatches(referee_pb2.PlayMatchesRequest(
+            matches=[match], episodes=2, horizon=3, rng_state=rng), timeout=T))),
         auth.AGENT["Describe"]: (a_addr, lambda ch, _: agent(ch).Describe(agent_pb2.DescribeRequest(), timeout=T)),
         auth.AGENT["GetParameters"]: (a_addr, lambda ch, _: drain(agent(ch).GetParameters(
             agent_pb2.GetParametersRequest(kind="policy"), timeout=T))),

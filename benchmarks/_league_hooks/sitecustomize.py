@@ -8,7 +8,7 @@ comparable across the processes of one machine) to ``$LEAGUE_BENCH_TIMING/<pid>.
 
 referee: round (play_round start/end), pin (_pin start/end), fetch (one Referee._fetch:
 agent, kind, min_version, start, start of its last poll, end, polls), sample
-(sample_episodes start/end), group (_play_group start/end), broadcast (match id, time).
+(the rollout, ``play``, start/end), group (_play_group start/end), broadcast (match id, time).
 agent: learn (agent, match id, chain step, start/end of AgentProcess.learn)."""
 
 import os
@@ -71,11 +71,12 @@ def _install() -> None:
         R._pin = timed("pin", R._pin, lambda self, *a, **k: {"round": self.round})
         R._play_group = timed("group", R._play_group, lambda self, group, *a, **k: {"round": self.round,
                                                                                     "matches": len(group)})
-        mod.sample_episodes = timed("sample", mod.sample_episodes)
+        mod.play = timed("sample", mod.play)
         real_broadcast = R._broadcast
 
-        def _broadcast(self, batch):
-            real_broadcast(self, batch)
+        def _broadcast(self, messages):  # one batch: its messages (whole, or its parts)
+            real_broadcast(self, messages)
+            batch = messages[0]
             log("broadcast", t=time.time(), match=batch.match_id, round=batch.round, step=batch.step)
 
         R._broadcast = _broadcast

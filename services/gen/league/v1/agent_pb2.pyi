@@ -14,7 +14,7 @@ class DescribeRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ...) -> None: ...
 
 class AgentDescription(_message.Message):
-    __slots__ = ("agent_id", "protocol_version", "env", "obs_dim", "n_actions", "policy_class", "policy_config_json", "learning_rule", "rule_config_json", "capabilities", "versions")
+    __slots__ = ("agent_id", "protocol_version", "env", "obs_dim", "n_actions", "policy_class", "policy_config_json", "learning_rule", "rule_config_json", "capabilities", "versions", "n_players")
     class VersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class AgentDescription(_message.Message):
     RULE_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    N_PLAYERS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     protocol_version: int
     env: str
@@ -44,7 +45,8 @@ class AgentDescription(_message.Message):
     rule_config_json: str
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     versions: _containers.ScalarMap[str, int]
-    def __init__(self, agent_id: _Optional[str] = ..., protocol_version: _Optional[int] = ..., env: _Optional[str] = ..., obs_dim: _Optional[int] = ..., n_actions: _Optional[int] = ..., policy_class: _Optional[str] = ..., policy_config_json: _Optional[str] = ..., learning_rule: _Optional[str] = ..., rule_config_json: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., versions: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    n_players: int
+    def __init__(self, agent_id: _Optional[str] = ..., protocol_version: _Optional[int] = ..., env: _Optional[str] = ..., obs_dim: _Optional[int] = ..., n_actions: _Optional[int] = ..., policy_class: _Optional[str] = ..., policy_config_json: _Optional[str] = ..., learning_rule: _Optional[str] = ..., rule_config_json: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., versions: _Optional[_Mapping[str, int]] = ..., n_players: _Optional[int] = ...) -> None: ...
 
 class GetParametersRequest(_message.Message):
     __slots__ = ("kind", "min_version", "wait_seconds")

@@ -68,7 +68,7 @@ class Seat(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., behaviour_version: _Optional[int] = ...) -> None: ...
 
 class TrajectoryBatch(_message.Message):
-    __slots__ = ("match_id", "round", "env", "seats", "obs", "actions", "rewards", "dones", "step", "chain_id", "last_step")
+    __slots__ = ("match_id", "round", "env", "seats", "obs", "actions", "rewards", "dones", "step", "chain_id", "last_step", "seat_obs", "part")
     MATCH_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,8 @@ class TrajectoryBatch(_message.Message):
     STEP_FIELD_NUMBER: _ClassVar[int]
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_STEP_FIELD_NUMBER: _ClassVar[int]
+    SEAT_OBS_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
     match_id: str
     round: int
     env: str
@@ -91,7 +93,9 @@ class TrajectoryBatch(_message.Message):
     step: int
     chain_id: str
     last_step: bool
-    def __init__(self, match_id: _Optional[str] = ..., round: _Optional[int] = ..., env: _Optional[str] = ..., seats: _Optional[_Iterable[_Union[Seat, _Mapping]]] = ..., obs: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., actions: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., rewards: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., dones: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., step: _Optional[int] = ..., chain_id: _Optional[str] = ..., last_step: _Optional[bool] = ...) -> None: ...
+    seat_obs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
+    part: _tensor_pb2.ParameterChunk
+    def __init__(self, match_id: _Optional[str] = ..., round: _Optional[int] = ..., env: _Optional[str] = ..., seats: _Optional[_Iterable[_Union[Seat, _Mapping]]] = ..., obs: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., actions: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., rewards: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., dones: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., step: _Optional[int] = ..., chain_id: _Optional[str] = ..., last_step: _Optional[bool] = ..., seat_obs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., part: _Optional[_Union[_tensor_pb2.ParameterChunk, _Mapping]] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()
@@ -118,18 +122,20 @@ class MemberStatus(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., policy_version: _Optional[int] = ..., lease_remaining_seconds: _Optional[float] = ..., episodes: _Optional[int] = ..., mean_return: _Optional[float] = ..., matches: _Optional[int] = ...) -> None: ...
 
 class LeagueStatus(_message.Message):
-    __slots__ = ("round", "members", "aborted_matches", "protocol_version", "env")
+    __slots__ = ("round", "members", "aborted_matches", "protocol_version", "env", "n_players")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     ABORTED_MATCHES_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
+    N_PLAYERS_FIELD_NUMBER: _ClassVar[int]
     round: int
     members: _containers.RepeatedCompositeFieldContainer[MemberStatus]
     aborted_matches: int
     protocol_version: int
     env: str
-    def __init__(self, round: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., aborted_matches: _Optional[int] = ..., protocol_version: _Optional[int] = ..., env: _Optional[str] = ...) -> None: ...
+    n_players: int
+    def __init__(self, round: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., aborted_matches: _Optional[int] = ..., protocol_version: _Optional[int] = ..., env: _Optional[str] = ..., n_players: _Optional[int] = ...) -> None: ...
 
 class PinnedSeat(_message.Message):
     __slots__ = ("agent_id", "kind", "version")

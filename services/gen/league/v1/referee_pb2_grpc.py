@@ -59,7 +59,7 @@ class RefereeStub:
                 request_serializer=league_dot_v1_dot_referee__pb2.StatusRequest.SerializeToString,
                 response_deserializer=league_dot_v1_dot_referee__pb2.LeagueStatus.FromString,
                 _registered_method=True)
-        self.PlayMatches = channel.unary_unary(
+        self.PlayMatches = channel.unary_stream(
                 '/league.v1.Referee/PlayMatches',
                 request_serializer=league_dot_v1_dot_referee__pb2.PlayMatchesRequest.SerializeToString,
                 response_deserializer=league_dot_v1_dot_referee__pb2.PlayMatchesResponse.FromString,
@@ -88,7 +88,8 @@ class RefereeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Subscribe(self, request, context):
-        """Every trajectory batch of the matches in which agent_id plays (all if empty).
+        """Every trajectory batch of the matches in which agent_id plays (all if empty). A batch
+        over BATCH_CHUNK_LIMIT travels as consecutive messages carrying `part` (see TrajectoryBatch).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,7 +104,9 @@ class RefereeServicer:
 
     def PlayMatches(self, request, context):
         """Play matches now, all in one batched rollout, with every seat pinned at the given kind
-        and version (the coordinator's chain steps); the batches are also broadcast.
+        and version (the coordinator's chain steps); the batches are also broadcast. The reply
+        is a stream: each message holds whole batches or consecutive parts of one chunked batch,
+        and the last message carries rng_state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -137,7 +140,7 @@ def add_RefereeServicer_to_server(servicer, server):
                     request_deserializer=league_dot_v1_dot_referee__pb2.StatusRequest.FromString,
                     response_serializer=league_dot_v1_dot_referee__pb2.LeagueStatus.SerializeToString,
             ),
-            'PlayMatches': grpc.unary_unary_rpc_method_handler(
+            'PlayMatches': grpc.unary_stream_rpc_method_handler(
                     servicer.PlayMatches,
                     request_deserializer=league_dot_v1_dot_referee__pb2.PlayMatchesRequest.FromString,
                     response_serializer=league_dot_v1_dot_referee__pb2.PlayMatchesResponse.SerializeToString,
@@ -299,7 +302,7 @@ class Referee:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
+        return grpc.experimental.unary_stream(
             request,
             target,
             '/league.v1.Referee/PlayMatches',
