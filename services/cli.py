@@ -216,7 +216,8 @@ def _coordinator(args: argparse.Namespace) -> int:
     try:
         connect(args.join, args.join_wait, credentials=cfg.credentials).close()
         return run_coordinator(experiment, args.method, args.seed, cfg, args.iterations, args.host, args.port,
-                               args.metrics_port, args.results, args.ready_file, args.linger, args.mode)
+                               args.metrics_port, args.results, args.ready_file, args.linger, args.mode,
+                               args.state)
     except (Unreachable, ReplicaMismatch, TimeoutError, OSError, ValueError) as err:
         return fail(err)
     except grpc.RpcError as err:
@@ -307,6 +308,8 @@ def add_process_commands(command: Callable[[str, str], argparse.ArgumentParser])
     c.add_argument("--tolerance", type=float, default=1e-5,
                    help="largest difference allowed between a peer's published update and the coordinator's replica")
     c.add_argument("--results", help="write the iterations and final meta-parameters here (JSON)")
+    c.add_argument("--state", help="resumable run: save the meta-learner, optimisers, random stream and history "
+                   "here after every iteration, and continue from this file if it exists (see docs/league.md)")
     c.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     c.add_argument("--port", type=int, default=0, help="gRPC port (0: any free port)")
     c.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0: any free port)")

@@ -160,6 +160,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         self.metrics = RefereeMetrics(cfg.env)
         self.members: dict[str, Member] = {}
         self.chains: dict[tuple[str, str], Chain] = {}
+        self.coordinator_chains: dict[tuple[str, ...], tuple[str, int]] = {}  # seats -> open (chain id, step)
         self.subscribers: dict[int, tuple[str, queue.Queue]] = {}
         self.lock = threading.RLock()
         self.round = 0
@@ -621,6 +622,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             matches, members, K, H, generator = self._check_play(request)
         except WireError as err:
             srv.abort(context, err)
+        self._close_abandoned_chains(matches)
         aborted_before = self.aborted
         pinned = self._pin(matches, members)
         if len(pinned) != len(matches):
@@ -636,6 +638,26 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             context.abort(grpc.StatusCode.ABORTED, f"rollout failed: {type(err).__name__}: {_first_line(str(err))}")
         state = bytes(generator.get_state().numpy().tobytes()) if request.rng_state else b""
         return referee_pb2.PlayMatchesResponse(batches=batches, rng_state=state)
+
+    def _close_abandoned_chains(self, matches: list[Match]) -> None:
+        """A coordinator's chain that a new chain replaces on the same seats before its last
+        step (the coordinator died mid-iteration and was restarted) is voided and counted:
+        one aborted match per abandoned chain, the step it never played."""
+        with self.lock:
+            for m in matches:
+                if not m.chain_id:
+                    continue
+                seats = tuple(m.seats)
+                open_chain = self.coordinator_chains.get(seats)
+                if open_chain is not None and open_chain[0] != m.chain_id:
+                    self.aborted += 1
+                    self.metrics.aborted.inc()
+                    log.warning("voided chain %s (seats %s): abandoned after step %d; chain %s replaces it",
+                                open_chain[0], ", ".join(seats), open_chain[1], m.chain_id)
+                if m.last_step:
+                    self.coordinator_chains.pop(seats, None)
+                else:
+                    self.coordinator_chains[seats] = (m.chain_id, m.step)
 
     def _check_play(self, request):
         """Validated matches of a PlayMatches request, the members they seat, K, H and the

@@ -3,6 +3,9 @@ through the league gives the embedded iteration's meta-parameters and learning r
 an agent whose learning differs from the replica aborts the round with a clear error."""
 
 import json
+import os
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ from services import server as srv
 from services.client import fetch_parameters
 from services.gen.league.v1 import agent_pb2_grpc
 from services.pki import load_credentials
+from services.processes import referee_status
 from tests.league_procs import (ROOT, league_credentials, metric_value, metrics, promtool_check_metrics, spawn, stop,
                                 wait_json, wait_until)
 
@@ -50,7 +54,14 @@ lr = [1.0]
 """
 
 
-def _league(tmp_path, persona_lr: float, overrides=OVERRIDES):
+def _coordinator_args(tmp_path, ref, creds, overrides, iterations: int = 1, *extra: str) -> list[str]:
+    return ["coordinator", "--join", ref["address"], "--experiment", str(tmp_path / "experiment.toml"),
+            *sum((["--set", o] for o in overrides), []), "--meta", "meta", "--personas", "p0,p1",
+            "--iterations", str(iterations), "--results", str(tmp_path / "coord.json"),
+            "--ready-file", str(tmp_path / "coord.ready.json"), "--credentials", str(creds["coordinator"]), *extra]
+
+
+def _league(tmp_path, persona_lr: float, overrides=OVERRIDES, iterations: int = 1, *extra: str):
     config = tmp_path / "league.toml"
     config.write_text(LEAGUE.format(lr=persona_lr))
     experiment = tmp_path / "experiment.toml"
@@ -64,11 +75,7 @@ def _league(tmp_path, persona_lr: float, overrides=OVERRIDES):
                             "--checkpoint-dir", str(tmp_path / "ckpt"), "--ready-file", str(tmp_path / f"{a}.json"),
                             "--credentials", str(creds[a])], tmp_path / f"{a}.log"))
     infos = {a: wait_json(tmp_path / f"{a}.json", p) for a, p in zip(("meta", "p0", "p1"), procs[1:])}
-    coord = spawn(["coordinator", "--join", ref["address"], "--experiment", str(experiment),
-                   *sum((["--set", o] for o in overrides), []), "--meta", "meta", "--personas", "p0,p1",
-                   "--iterations", "1", "--results", str(tmp_path / "coord.json"),
-                   "--ready-file", str(tmp_path / "coord.ready.json"), "--linger", "3",
-                   "--credentials", str(creds["coordinator"])], tmp_path / "coord.log")
+    coord = spawn(_coordinator_args(tmp_path, ref, creds, overrides, iterations, *extra), tmp_path / "coord.log")
     procs.append(coord)
     return procs, coord, infos, creds
 
@@ -80,7 +87,7 @@ def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path, estim
     overrides = [*OVERRIDES, f"train.estimator={estimator}"]
     cfg = load_config(ROOT / "configs" / "ipd_quick.toml", overrides)
     embedded = train_one(cfg, "meta-mapg", 0).final
-    procs, coord, infos, creds = _league(tmp_path, 1.0, overrides)
+    procs, coord, infos, creds = _league(tmp_path, 1.0, overrides, 1, "--linger", "3")
     try:
         ready = wait_json(tmp_path / "coord.ready.json", coord)
         wait_until(lambda: (tmp_path / "coord.json").exists(), 240, "the coordinator's results")
@@ -111,5 +118,62 @@ def test_a_peer_whose_update_differs_from_the_replica_aborts_the_round(tmp_path)
         log = (tmp_path / "coord.log").read_text()
         assert "p0's published step-1 update" in log and "differs from the coordinator's replica" in log
         assert "aborted" in json.loads((tmp_path / "coord.json").read_text())["state"]
+    finally:
+        stop(procs)
+
+
+def test_a_coordinator_killed_mid_iteration_resumes_to_the_uninterrupted_numbers(tmp_path):
+    """SIGKILL of the coordinator during iteration 2 of 3 (after that iteration's first chain
+    step was played), then a restart with the same arguments: it resumes from its --state at
+    iteration 2, the referee voids and counts the abandoned chains, and the final policy and
+    learning rates are the uninterrupted run's (the embedded train_one's, equal to a league
+    run's by the test above)."""
+    overrides = [*OVERRIDES[:-3], "train.iterations=3", "train.validate_every=3", "agent.hidden=8"]
+    cfg = load_config(ROOT / "configs" / "ipd_quick.toml", overrides)
+    embedded = train_one(cfg, "meta-mapg", 0).final
+    state = tmp_path / "coord.state"
+    procs, coord, infos, creds = _league(tmp_path, 1.0, overrides, 3, "--state", str(state))
+    try:
+        ready = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
+        referee = json.loads((tmp_path / "ref.json").read_text())
+
+        def iterations_done():
+            return metric_value(metrics(ready["metrics"]), "league_coordinator_iterations_total")
+
+        wait_until(lambda: iterations_done() == 1, 240, "the coordinator's first iteration")
+        # each chain step is one PlayMatches of B=2 chains x K=4 episodes x H=10 steps; iteration 1
+        # played steps 0..L=2. Kill as soon as iteration 2's first step is played: its chains are open
+        per_step, steps = 2 * 4 * 10, lambda: metric_value(metrics(referee["metrics"]), "league_env_steps_total")
+        deadline = time.monotonic() + 60
+        while steps() <= 3 * per_step:
+            assert time.monotonic() < deadline, "iteration 2's first chain step was not played within 60 s"
+            time.sleep(0.01)
+        os.kill(coord.pid, signal.SIGKILL)
+        coord.wait(timeout=10)
+        played = steps() / per_step - 3  # chain steps of iteration 2 played before the kill
+        assert torch.load(state, weights_only=True)["mode_state"]["iteration"] == 1  # killed mid-iteration 2
+        assert json.loads((tmp_path / "coord.json").read_text())["state"] == "training"
+        (tmp_path / "coord.ready.json").unlink()
+        coord = spawn(_coordinator_args(tmp_path, referee, creds, overrides, 3, "--state", str(state)),
+                      tmp_path / "coord2.log")
+        procs.append(coord)
+        assert coord.wait(timeout=300) == 0, (tmp_path / "coord2.log").read_text()[-3000:]
+        assert "resumed from" in (tmp_path / "coord2.log").read_text()
+        result = json.loads((tmp_path / "coord.json").read_text())
+        assert result["state"] == "done"
+        assert [r["iteration"] for r in result["iterations"]] == [1, 2, 3]  # iteration 1's record survived
+        for name, value in embedded.policy.items():
+            np.testing.assert_allclose(np.array(result["policy"][name]), value.numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(np.array(result["lr"]), embedded.lr.numpy(), atol=1e-5, rtol=0)
+        # the killed iteration's two chains (one per persona), open unless the kill came after their
+        # last step (L=2) was played, were voided and counted
+        status = referee_status(referee["address"], credentials=load_credentials(creds["admin"]))
+        log = (tmp_path / "ref.log").read_text()
+        assert "Traceback" not in log
+        if played < 3:
+            assert status.aborted_matches == 2, played
+            assert "voided chain it2.0" in log and "voided chain it2.1" in log
+        else:
+            assert status.aborted_matches == 0
     finally:
         stop(procs)
