@@ -8,25 +8,19 @@ loaded with ``weights_only=True``, so reading it runs no pickled code."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from services.durable import write_atomically
+
 VERSION = 1
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (a temporary file, fsync, ``os.replace``): a
-    reader sees the previous complete state or this one, never a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"version": VERSION, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``state`` to ``path`` atomically (:func:`services.durable.write_atomically`)."""
+    write_atomically(path, lambda f: torch.save({"version": VERSION, **state}, f))
 
 
 def load(path: Path, expect: dict[str, Any]) -> dict[str, Any] | None:
