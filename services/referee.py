@@ -202,25 +202,40 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 state = json.loads(json.dumps({
                     "round": self.round, "aborted": self.aborted, "chain_curves": self.chain_curves,
                     "chain_counter": self._chain_counter, "next_order": self._next_order,
-                    "chains": [[c.chain_id, c.meta, c.persona, c.count] for c in self.chains.values()],
+                    "chains": [[c.chain_id, c.meta, c.persona, c.count, c.step] for c in self.chains.values()],
                     "members": self.member_records(), "generator": referee_state.encode_generator(self.generator)}))
             referee_state.save(self.state_file, state)
 
     def _restore(self, state: dict) -> None:
-        """Resume from a saved state. Agents join again (their stats are carried over); a chain
-        that was running restarts from its base policies at the next round and counts as done."""
+        """Resume from a saved state. Agents join again (their stats are carried over). A chain
+        that was running (some of its steps played, not the last) cannot go on: the agents may
+        have learned from a step whose result was never saved. It is voided and counted (one
+        aborted match, its curve record marked ``interrupted``) and a new chain takes its place
+        in the pair's chain budget at the next round. The restored state is saved at once, so
+        a second crash before the next round counts nothing twice."""
         self.round, self.aborted = state["round"], state["aborted"]
         self.chain_curves = state["chain_curves"]
         self._chain_counter, self._next_order = state["chain_counter"], state["next_order"]
-        self.chains = {(meta, persona): Chain(cid, meta, persona, step=self.cfg.chain_length + 1, count=count)
-                       for cid, meta, persona, count in state["chains"]}
+        done = self.cfg.chain_length + 1
+        self.chains, interrupted = {}, []
+        for cid, meta, persona, count, *rest in state["chains"]:
+            step = rest[0] if rest else done  # a file without steps: every chain taken as done
+            if 0 < step < done:
+                interrupted.append(cid)
+                self.aborted += 1
+                for record in (c for c in self.chain_curves if c["chain"] == cid):
+                    record["interrupted"] = True
+                count -= 1  # the replacement is this pair's chain number `count` again
+            self.chains[(meta, persona)] = Chain(cid, meta, persona, step=done, count=count)
         self.records = state["members"]
         self.generator = referee_state.decode_generator(state["generator"])
         self.metrics.rounds.inc(self.round)
         self.metrics.aborted.inc(self.aborted)
         self.resumed = True
-        log.info("resumed from %s at round %d (%d member records, %d chain curves)", self.state_file, self.round,
-                 len(self.records), len(self.chain_curves))
+        log.info("resumed from %s at round %d (%d member records, %d chain curves); interrupted chains voided: %s",
+                 self.state_file, self.round, len(self.records), len(self.chain_curves),
+                 ", ".join(interrupted) or "none")
+        self.save_state()
 
     # -- membership ----------------------------------------------------------------------
     def Join(self, request, context):

@@ -18,8 +18,8 @@ from services.client import fetch_parameters
 from services.gen.league.v1 import agent_pb2_grpc
 from services.pki import load_credentials
 from services.processes import referee_status
-from tests.league_procs import (ROOT, league_credentials, metric_value, metrics, promtool_check_metrics, spawn, stop,
-                                wait_json, wait_until)
+from tests.league_procs import (ROOT, league_credentials, metric_value, metrics, promtool_check_metrics, spawn,
+                                start_league, wait_json, wait_until)
 
 
 OVERRIDES = ['methods=["meta-mapg"]', "seeds=[0]", "chain.trajectories=4", "chain.horizon=10", "chain.length=2",
@@ -62,22 +62,13 @@ def _coordinator_args(tmp_path, ref, creds, overrides, iterations: int = 1, *ext
 
 
 def _league(tmp_path, persona_lr: float, overrides=OVERRIDES, iterations: int = 1, *extra: str):
-    config = tmp_path / "league.toml"
-    config.write_text(LEAGUE.format(lr=persona_lr))
-    experiment = tmp_path / "experiment.toml"
-    experiment.write_text((ROOT / "configs" / "ipd_quick.toml").read_text())
-    creds = league_credentials(tmp_path, ["meta", "p0", "p1"], coordinator=True)  # a secured league
-    procs = [spawn(["referee", str(config), "--ready-file", str(tmp_path / "ref.json"),
-                    "--credentials", str(creds["referee"])], tmp_path / "ref.log")]
-    ref = wait_json(tmp_path / "ref.json", procs[0])
-    for a in ("meta", "p0", "p1"):
-        procs.append(spawn(["agent", "--join", ref["address"], "--config", str(config), "--id", a,
-                            "--checkpoint-dir", str(tmp_path / "ckpt"), "--ready-file", str(tmp_path / f"{a}.json"),
-                            "--credentials", str(creds[a])], tmp_path / f"{a}.log"))
-    infos = {a: wait_json(tmp_path / f"{a}.json", p) for a, p in zip(("meta", "p0", "p1"), procs[1:])}
-    coord = spawn(_coordinator_args(tmp_path, ref, creds, overrides, iterations, *extra), tmp_path / "coord.log")
-    procs.append(coord)
-    return procs, coord, infos, creds
+    """A secured league of a meta-agent and two personas, and a coordinator driving it."""
+    (tmp_path / "experiment.toml").write_text((ROOT / "configs" / "ipd_quick.toml").read_text())
+    creds = league_credentials(tmp_path, ["meta", "p0", "p1"], coordinator=True)
+    lg = start_league(tmp_path, LEAGUE.format(lr=persona_lr), ("meta", "p0", "p1"), creds)
+    coord = spawn(_coordinator_args(tmp_path, lg.ref, creds, overrides, iterations, *extra), tmp_path / "coord.log")
+    lg.procs["coordinator"] = coord
+    return lg, coord
 
 
 @pytest.mark.parametrize("estimator", ["dice", "score"])
@@ -87,9 +78,9 @@ def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path, estim
     overrides = [*OVERRIDES, f"train.estimator={estimator}"]
     cfg = load_config(ROOT / "configs" / "ipd_quick.toml", overrides)
     embedded = train_one(cfg, "meta-mapg", 0).final
-    procs, coord, infos, creds = _league(tmp_path, 1.0, overrides, 1, "--linger", "3")
+    lg, coord = _league(tmp_path, 1.0, overrides, 1, "--linger", "3")
     try:
-        ready = wait_json(tmp_path / "coord.ready.json", coord)
+        ready = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
         wait_until(lambda: (tmp_path / "coord.json").exists(), 240, "the coordinator's results")
         text = metrics(ready["metrics"])  # scraped while it lingers
         promtool_check_metrics(text, "the coordinator")
@@ -104,24 +95,26 @@ def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path, estim
         np.testing.assert_allclose(np.array(result["lr"]), embedded.lr.numpy(), atol=1e-5, rtol=0)
         assert not torch.allclose(embedded.lr, torch.full_like(embedded.lr, cfg.agent.inner_lr))  # it moved
         # the meta-agent process now serves the new initial policy and learning rates
-        with srv.channel(infos["meta"]["address"], load_credentials(creds["coordinator"])) as ch:
+        meta = json.loads((tmp_path / "meta.json").read_text())
+        with srv.channel(meta["address"], load_credentials(lg.creds["coordinator"])) as ch:
             served = fetch_parameters(agent_pb2_grpc.AgentStub(ch), "lr").params["lr"]
         np.testing.assert_allclose(served.numpy(), embedded.lr.numpy(), atol=1e-5, rtol=0)
     finally:
-        stop(procs)
+        lg.stop()
 
 
 def test_a_peer_whose_update_differs_from_the_replica_aborts_the_round(tmp_path):
-    procs, coord, _, _ = _league(tmp_path, 0.5)  # p0 learns at 0.5; the coordinator replicates 1.0
+    lg, coord = _league(tmp_path, 0.5)  # p0 learns at 0.5; the coordinator replicates 1.0
     try:
         assert coord.wait(timeout=240) != 0
         log = (tmp_path / "coord.log").read_text()
         assert "p0's published step-1 update" in log and "differs from the coordinator's replica" in log
         assert "aborted" in json.loads((tmp_path / "coord.json").read_text())["state"]
     finally:
-        stop(procs)
+        lg.stop()
 
 
+@pytest.mark.slow  # about 2 minutes on the 2-core machine
 def test_a_coordinator_killed_mid_iteration_resumes_to_the_uninterrupted_numbers(tmp_path):
     """SIGKILL of the coordinator during iteration 2 of 3 (after that iteration's first chain
     step was played), then a restart with the same arguments: it resumes from its --state at
@@ -132,10 +125,10 @@ def test_a_coordinator_killed_mid_iteration_resumes_to_the_uninterrupted_numbers
     cfg = load_config(ROOT / "configs" / "ipd_quick.toml", overrides)
     embedded = train_one(cfg, "meta-mapg", 0).final
     state = tmp_path / "coord.state"
-    procs, coord, infos, creds = _league(tmp_path, 1.0, overrides, 3, "--state", str(state))
+    lg, coord = _league(tmp_path, 1.0, overrides, 3, "--state", str(state))
+    creds, referee = lg.creds, lg.ref
     try:
         ready = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
-        referee = json.loads((tmp_path / "ref.json").read_text())
 
         def iterations_done():
             return metric_value(metrics(ready["metrics"]), "league_coordinator_iterations_total")
@@ -156,7 +149,7 @@ def test_a_coordinator_killed_mid_iteration_resumes_to_the_uninterrupted_numbers
         (tmp_path / "coord.ready.json").unlink()
         coord = spawn(_coordinator_args(tmp_path, referee, creds, overrides, 3, "--state", str(state)),
                       tmp_path / "coord2.log")
-        procs.append(coord)
+        lg.procs["coordinator"] = coord
         assert coord.wait(timeout=300) == 0, (tmp_path / "coord2.log").read_text()[-3000:]
         assert "resumed from" in (tmp_path / "coord2.log").read_text()
         result = json.loads((tmp_path / "coord.json").read_text())
@@ -168,7 +161,7 @@ def test_a_coordinator_killed_mid_iteration_resumes_to_the_uninterrupted_numbers
         # the killed iteration's two chains (one per persona), open unless the kill came after their
         # last step (L=2) was played, were voided and counted
         status = referee_status(referee["address"], credentials=load_credentials(creds["admin"]))
-        log = (tmp_path / "ref.log").read_text()
+        log = (tmp_path / "referee.log").read_text()
         assert "Traceback" not in log
         if played < 3:
             assert status.aborted_matches == 2, played
@@ -176,4 +169,4 @@ def test_a_coordinator_killed_mid_iteration_resumes_to_the_uninterrupted_numbers
         else:
             assert status.aborted_matches == 0
     finally:
-        stop(procs)
+        lg.stop()
