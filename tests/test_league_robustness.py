@@ -252,9 +252,11 @@ def test_league_up_restarts_a_killed_referee_and_loses_no_round(tmp_path):
     interrupted = [c for c in chains if c.get("interrupted")]
     assert len(interrupted) == 1 and 1 <= len(interrupted[0]["rewards"]) <= CHAIN_LENGTH, interrupted
     assert f"interrupted chains voided: {interrupted[0]['chain']}" in log
-    assert summary["aborted_matches"] >= 1
     assert sum(len(c["rewards"]) for c in chains) == by_id["meta"]["matches"]
-    assert all(len(c["rewards"]) == CHAIN_LENGTH + 1 for c in chains[:-1] if not c.get("interrupted"))
+    # a chain short of its L+1 steps (the last may still be running) was interrupted or had a step
+    # voided (e.g. a seat not yet reconnected): each one is a counted voided match
+    short = [c for c in chains[:-1] if len(c["rewards"]) < CHAIN_LENGTH + 1]
+    assert 1 <= len(short) <= summary["aborted_matches"], (short, summary["aborted_matches"])
 
 
 GIVE_UP_LEAGUE = LEAGUE.replace('name = "robust"', 'name = "give-up"')
