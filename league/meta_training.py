@@ -66,6 +66,42 @@ class MetaTraining:
         learner = MetaLearner(policy, setting.meta_lrs(), method.learn_lr, critic, cfg.train.outer, g)
         return cls(cfg, method_name, setting, method, learner, setting.evaluator(g), g)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a later :meth:`iterate` depends on, as plain tensors and dicts
+        (``torch.save``-able): the initial policy, the inner learning rates, the critic's
+        parameters, both optimisers' states (Adam's moments) and the random stream. A
+        :class:`MetaTraining` built from the same config, method and seed and given this
+        through :meth:`load_state_dict` continues exactly where this one stands."""
+        learner = self.learner
+        return {"policy": {k: v.detach().clone() for k, v in learner.policy.items()},
+                "lr": learner.lr.detach().clone(),
+                "critic": ({k: v.detach().clone() for k, v in learner.critic.params.items()}
+                           if learner.critic is not None else None),
+                "actor_opt": learner.actor_opt.state_dict(),
+                "critic_opt": learner.critic_opt.state_dict() if learner.critic_opt is not None else None,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output into this (freshly built) run, in place: the
+        optimisers keep pointing at the same leaf tensors, so their restored moments apply
+        to the restored parameters. Raises ValueError when the shapes are not this run's."""
+        learner = self.learner
+        with torch.no_grad():
+            for name, value in state["policy"].items():
+                _copy_into(learner.policy, name, value, "policy")
+            if learner.lr.shape != state["lr"].shape:
+                raise ValueError(f"saved lr has shape {tuple(state['lr'].shape)}, this run's {tuple(learner.lr.shape)}")
+            learner.lr.copy_(state["lr"])
+            if (state["critic"] is None) != (learner.critic is None):
+                raise ValueError("the saved state and this run disagree on having a critic")
+            if learner.critic is not None:
+                for name, value in state["critic"].items():
+                    _copy_into(learner.critic.params, name, value, "critic")
+        learner.actor_opt.load_state_dict(state["actor_opt"])
+        if learner.critic_opt is not None:
+            learner.critic_opt.load_state_dict(state["critic_opt"])
+        self.generator.set_state(state["generator"])
+
     def sample_peers(self) -> PeerDraw:
         """A meta-batch of training personas, every peer seat drawn from the whole population."""
         B = self.cfg.train.meta_batch
@@ -120,3 +156,11 @@ class MetaTraining:
                                 c.train.include_initial, c.train.per_step)
         meta_reward = float(torch.stack([evaluator.mean_rewards(s.data)[:, 0] for s in result.steps]).mean())
         return result, meta_reward, (om.errors if om is not None else [])
+
+
+def _copy_into(params: Params, name: str, value: torch.Tensor, what: str) -> None:
+    """Copy a saved tensor into the live leaf ``params[name]`` (shape checked)."""
+    if name not in params or params[name].shape != value.shape:
+        have = tuple(params[name].shape) if name in params else "no such parameter"
+        raise ValueError(f"saved {what} {name!r} has shape {tuple(value.shape)}; this run: {have}")
+    params[name].copy_(value)

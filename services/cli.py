@@ -96,18 +96,21 @@ def _certs_claim(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     from services.league_config import load_league_config
-    from services.processes import league_table, up
+    from services.processes import REFEREE_RESTARTS, league_table, up
 
+    budget = REFEREE_RESTARTS if args.referee_restarts is None else args.referee_restarts
     cfg = load_league_config(args.config, overrides(args))
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     try:
-        summary = up(args.config, overrides(args), out, quiet=args.json, insecure=args.insecure)
-    except (RuntimeError, TimeoutError, OSError) as err:  # a process did not start
+        summary = up(args.config, overrides(args), out, quiet=args.json, insecure=args.insecure,
+                     referee_restarts=budget)
+    except (RuntimeError, TimeoutError, OSError, ValueError) as err:  # a process did not start
         return fail(err)
     print(json.dumps(summary) if args.json else league_table(summary))
     if summary.get("referee_exit_code"):
-        return fail(f"the referee exited with code {summary['referee_exit_code']}; the partial summary is in "
-                     f"{out / 'summary.json'}")
+        return fail(f"gave up on the referee: it exited with code {summary['referee_exit_code']} after "
+                    f"{summary['referee_restarts']} of {budget} restarts; the partial summary "
+                    f"({summary['rounds']} rounds) is in {out / 'summary.json'}")
     return 0
 
 
@@ -222,7 +225,8 @@ def _coordinator(args: argparse.Namespace) -> int:
     try:
         connect(args.join, args.join_wait, credentials=cfg.credentials).close()
         return run_coordinator(experiment, method, args.seed, cfg, args.iterations, args.host, args.port,
-                               args.metrics_port, args.results, args.ready_file, args.linger, args.mode)
+                               args.metrics_port, args.results, args.ready_file, args.linger, args.mode,
+                               args.state)
     except (Unreachable, ReplicaMismatch, TimeoutError, OSError, ValueError) as err:
         return fail(err)
     except grpc.RpcError as err:
@@ -256,6 +260,10 @@ def add_process_commands(command: Callable[[str, str], argparse.ArgumentParser])
     u = command("up", "start a local league of processes (referee + agents) from a league config")
     u.add_argument("config", help="league TOML (see configs/league_*.toml)")
     u.add_argument("--out", help="run directory (default: runs/<name>)")
+    u.add_argument("--referee-restarts", type=int, metavar="N",
+                   help="restart a referee that dies up to N times in all (a failed restart counts), then end "
+                   "non-zero with the partial summary (default: services.processes.REFEREE_RESTARTS, 3; "
+                   "0: never restart)")
     u.set_defaults(func=_up)
     d = command("down", "stop the league started by `league up`")
     d.set_defaults(func=_down)
@@ -315,6 +323,8 @@ def add_process_commands(command: Callable[[str, str], argparse.ArgumentParser])
     c.add_argument("--tolerance", type=float, default=1e-5,
                    help="largest difference allowed between a peer's published update and the coordinator's replica")
     c.add_argument("--results", help="write the iterations and final meta-parameters here (JSON)")
+    c.add_argument("--state", help="resumable run: save the meta-learner, optimisers, random stream and history "
+                   "here after every iteration, and continue from this file if it exists (see docs/league.md)")
     c.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     c.add_argument("--port", type=int, default=0, help="gRPC port (0: any free port)")
     c.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0: any free port)")

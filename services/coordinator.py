@@ -45,7 +45,7 @@ from services import server as srv
 from services.client import describe, fetch_parameters, push_parameters
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.metrics import RpcMetrics, process_registry
-from services.files import write_json_atomic
+from services.durable import write_json_atomic
 from services.pki import Credentials
 from services.batches import episodes_of, read_batches
 
@@ -136,6 +136,14 @@ class CoordinatorMode(Protocol):
     def result(self) -> dict[str, Any]:
         """What the mode has learned so far, JSON-ready (written to ``--results``)."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next ``iterate()`` depends on (``torch.save``-able), saved to
+        ``--state`` after every completed iteration."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()``'s output: the next ``iterate()`` is the one that
+        followed it."""
+
 
 class MetaMapgMode:
     """Meta-MAPG-family meta-training (Algorithm 1) through the league; ``iterate()`` is one
@@ -174,6 +182,7 @@ class MetaMapgMode:
         self.referee = referee_pb2_grpc.RefereeStub(self.channel)
         self.stubs: dict[str, agent_pb2_grpc.AgentStub] = {}
         self.iteration = 0
+        self.resumes = 0  # times this run was restarted from its --state file
         self.metrics = CoordinatorMetrics(experiment.game.name, method)
 
     # -- agents --------------------------------------------------------------------------
@@ -246,7 +255,10 @@ class MetaMapgMode:
             for seat, agent in enumerate(self.seats(b)[1:]):  # peer seat m of chain b: peers.params[m] row b
                 versions[agent] = self._push(agent, "policy", {"logits": peers.params[seat]["logits"][b:b + 1]})
         self.iteration += 1
-        chain_ids = [f"it{self.iteration}.{b}" for b in range(B)]
+        # a resumed run names its chains afresh: the agents may still hold policy@<chain> of
+        # the killed attempt, and the referee voids that attempt's unfinished chains
+        attempt = f"-r{self.resumes}" if self.resumes else ""
+        chain_ids = [f"it{self.iteration}{attempt}.{b}" for b in range(B)]
         evaluator = RemoteEvaluator(self.training.evaluator, self, chain_ids, versions)
         stats = self.training.iterate(evaluator, peers)
         self._push(self.cfg.meta_agent, "policy", self.learner.policy)
@@ -259,6 +271,16 @@ class MetaMapgMode:
     def result(self) -> dict[str, Any]:
         return {"policy": {k: v.detach().tolist() for k, v in self.learner.policy.items()},
                 "lr": self.learner.lr.detach().tolist()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"iteration": self.iteration, "resumes": self.resumes, "training": self.training.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.training.load_state_dict(state["training"])
+        self.iteration = state["iteration"]
+        self.resumes = state["resumes"] + 1
+        if self.iteration:
+            self.metrics.iterations.inc(self.iteration)
 
 
 class OpponentModelingMode(MetaMapgMode):
@@ -322,19 +344,35 @@ class CoordinatorMetrics:
 
 def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: CoordinatorConfig, iterations: int,
                     host: str, port: int, metrics_port: int, results: str | None, ready_file: str | None,
-                    linger: float = 0.0, mode: str = "meta-mapg") -> int:
-    """The coordinator process: serve Status, health and /metrics; drive ``mode`` for
-    ``iterations`` iterations."""
+                    linger: float = 0.0, mode: str = "meta-mapg", state_file: str | None = None) -> int:
+    """The coordinator process: serve Status, health and /metrics; drive ``mode`` until
+    ``iterations`` iterations are done.
+
+    With ``state_file`` the run is resumable: after every completed iteration the mode's
+    state (:meth:`CoordinatorMode.state_dict`) and the per-iteration history are saved there
+    atomically (:mod:`services.coordinator_state`); a coordinator started on an existing
+    file continues at the next iteration, so a run killed at any moment and restarted
+    with the same arguments ends with the uninterrupted run's numbers."""
     import json
     import os
     from pathlib import Path
 
+    from services import coordinator_state
     from services.gen.league.v1 import coordinator_pb2, coordinator_pb2_grpc
 
     if mode not in MODES:
         raise ValueError(f"unknown coordinator mode {mode!r}; known: {', '.join(MODES)}")
     coordinator = MODES[mode](experiment, method, seed, cfg)
     state = {"state": "waiting", "objective": float("nan")}
+    history: list[dict[str, Any]] = []
+    saved = coordinator_state.load(Path(state_file), {"mode": mode, "method": method, "seed": seed}) \
+        if state_file else None
+    if saved is not None:
+        coordinator.load_state_dict(saved["mode_state"])
+        history = saved["history"]
+        if history:
+            state["objective"] = history[-1]["objective"]
+        log.info("resumed from %s at iteration %d of %d", state_file, coordinator.iteration, iterations)
 
     class Service(coordinator_pb2_grpc.CoordinatorServicer):
         def Status(self, request, context):
@@ -353,7 +391,6 @@ def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: C
     if ready_file:
         Path(ready_file).write_text(json.dumps(info))
     print(json.dumps({"coordinator": info}), flush=True)
-    history = []
 
     def write_results() -> None:
         if results:
@@ -364,10 +401,14 @@ def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: C
     try:
         coordinator.wait_for_members()
         state["state"] = "training"
-        for _ in range(iterations):
+        while coordinator.iteration < iterations:
             stats = coordinator.iterate()
             state["objective"] = stats["objective"]
             history.append({"iteration": coordinator.iteration, **stats})
+            if state_file:
+                coordinator_state.save(Path(state_file), {"mode": mode, "method": method, "seed": seed,
+                                                          "history": history, "mode_state": coordinator.state_dict()})
+            write_results()
             log.info("iteration %d: %s", coordinator.iteration, stats)
         state["state"] = "done"
         write_results()

@@ -17,7 +17,7 @@ import grpc
 from services import server as srv
 from services.gen.league.v1 import referee_pb2, referee_pb2_grpc
 from services.league_config import AgentSpec, LeagueConfig, load_league_config, validate_agent
-from services.files import write_json_atomic
+from services.durable import write_json_atomic
 from services.pki import Credentials
 
 STATE_FILE = Path(os.environ.get("LEAGUE_STATE", "runs/league/up.json"))
@@ -153,7 +153,8 @@ def _wait_file(path: Path, proc: subprocess.Popen, timeout: float, what: str, lo
 
 
 REFEREE_RESTARTS = 3
-"""Times ``league up`` restarts a referee that died before it ends the league for good."""
+"""Default restart budget: times ``league up`` restarts a referee that died (or whose
+restart failed) before it ends the league for good (``league up --referee-restarts N``)."""
 
 
 def _summary_from_state(state_path: Path) -> dict[str, Any]:
@@ -187,7 +188,7 @@ def make_league_credentials(pki: Path, agent_ids: list[str]) -> dict[str, Path]:
 
 
 def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False,
-       insecure: bool = False) -> dict[str, Any]:
+       insecure: bool = False, referee_restarts: int = REFEREE_RESTARTS) -> dict[str, Any]:
     """Start referee and agents as local processes, show progress, stop them when the
     referee's rounds are done (or on Ctrl-C), and return the league's summary.
 
@@ -195,9 +196,12 @@ def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False,
     credentials (see :func:`make_league_credentials`); ``insecure`` runs it in plaintext.
 
     The referee persists the league's state after every round; one that dies is restarted
-    on the same ports (up to REFEREE_RESTARTS times), resumes from that state, and the agents
-    reconnect. If it cannot be brought back, the summary is the persisted state, marked
-    ``partial`` with the referee's exit code."""
+    on the same ports (up to ``referee_restarts`` times in all; a restart that fails to come
+    up counts), resumes from that state, and the agents reconnect. If it cannot be brought
+    back, the summary is the persisted state, marked ``partial`` with the referee's last exit
+    code and ``referee_restart_budget``."""
+    if referee_restarts < 0:
+        raise ValueError(f"referee_restarts must be >= 0, got {referee_restarts}")
     from league.progress import Progress
 
     from services.pki import load_credentials
@@ -271,11 +275,11 @@ def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False,
                     pass
                 time.sleep(0.5)
             referee_code = procs["referee"].returncode
-            if referee_code == 0 or restarts >= REFEREE_RESTARTS:
+            if referee_code == 0 or restarts >= referee_restarts:
                 break
             restarts += 1
             print(f"league: the referee exited with code {referee_code}: restarting it on {ref['address']} "
-                  f"({restarts}/{REFEREE_RESTARTS}); it resumes from {state_path}", file=sys.stderr, flush=True)
+                  f"({restarts}/{referee_restarts}); it resumes from {state_path}", file=sys.stderr, flush=True)
             port = ref["address"].rpartition(":")[2]
             mport = ref["metrics"].rpartition(":")[2].split("/")[0]
             try:
@@ -291,7 +295,8 @@ def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False,
         stop_all()
     summary = json.loads(results_path.read_text()) if results_path.exists() else {}
     if referee_code != 0:  # the referee died for good: every completed round is in its persisted state
-        summary = {**_summary_from_state(state_path), "referee_exit_code": referee_code, "partial": True}
+        summary = {**_summary_from_state(state_path), "referee_exit_code": referee_code, "partial": True,
+                   "referee_restart_budget": referee_restarts}
     summary["referee_restarts"] = restarts
     summary["name"] = cfg.name
     write_json_atomic(out / "summary.json", summary)

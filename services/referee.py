@@ -182,6 +182,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         self.metrics = RefereeMetrics(cfg.env)
         self.members: dict[str, Member] = {}
         self.chains: dict[tuple[str, tuple[str, ...]], Chain] = {}
+        self.coordinator_chains: dict[tuple[str, ...], tuple[str, int]] = {}  # seats -> open (chain id, step)
         self.subscribers: dict[int, tuple[str, queue.Queue]] = {}
         self.lock = threading.RLock()
         self.round = 0
@@ -223,27 +224,42 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 state = json.loads(json.dumps({
                     "round": self.round, "aborted": self.aborted, "chain_curves": self.chain_curves,
                     "chain_counter": self._chain_counter, "next_order": self._next_order,
-                    "chains": [[c.chain_id, c.meta, list(c.personas), c.count] for c in self.chains.values()],
+                    "chains": [[c.chain_id, c.meta, list(c.personas), c.count, c.step] for c in self.chains.values()],
                     "members": self.member_records(), "generator": referee_state.encode_generator(self.generator)}))
             referee_state.save(self.state_file, state)
 
     def _restore(self, state: dict) -> None:
-        """Resume from a saved state. Agents join again (their stats are carried over); a chain
-        that was running restarts from its base policies at the next round and counts as done."""
+        """Resume from a saved state. Agents join again (their stats are carried over). A chain
+        that was running (some of its steps played, not the last) cannot go on: the agents may
+        have learned from a step whose result was never saved. It is voided and counted (one
+        aborted match, its curve record marked ``interrupted``) and a new chain takes its place
+        in the pair's chain budget at the next round. The restored state is saved at once, so
+        a second crash before the next round counts nothing twice."""
         self.round, self.aborted = state["round"], state["aborted"]
         self.chain_curves = state["chain_curves"]
         self._chain_counter, self._next_order = state["chain_counter"], state["next_order"]
-        chains = [Chain(cid, meta, (personas,) if isinstance(personas, str) else tuple(personas),
-                        step=self.cfg.chain_length + 1, count=count)  # a str: a state saved before n seats
-                  for cid, meta, personas, count in state["chains"]]
-        self.chains = {c.key: c for c in chains}
+        done = self.cfg.chain_length + 1
+        self.chains, interrupted = {}, []
+        for cid, meta, personas, count, *rest in state["chains"]:
+            personas = (personas,) if isinstance(personas, str) else tuple(personas)  # a str: saved before n seats
+            step = rest[0] if rest else done  # a file without steps: every chain taken as done
+            if 0 < step < done:
+                interrupted.append(cid)
+                self.aborted += 1
+                for record in (c for c in self.chain_curves if c["chain"] == cid):
+                    record["interrupted"] = True
+                count -= 1  # the replacement is this group's chain number `count` again
+            chain = Chain(cid, meta, personas, step=done, count=count)
+            self.chains[chain.key] = chain
         self.records = state["members"]
         self.generator = referee_state.decode_generator(state["generator"])
         self.metrics.rounds.inc(self.round)
         self.metrics.aborted.inc(self.aborted)
         self.resumed = True
-        log.info("resumed from %s at round %d (%d member records, %d chain curves)", self.state_file, self.round,
-                 len(self.records), len(self.chain_curves))
+        log.info("resumed from %s at round %d (%d member records, %d chain curves); interrupted chains voided: %s",
+                 self.state_file, self.round, len(self.records), len(self.chain_curves),
+                 ", ".join(interrupted) or "none")
+        self.save_state()
 
     # -- membership ----------------------------------------------------------------------
     def Join(self, request, context):
@@ -674,6 +690,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             matches, members, K, H, generator = self._check_play(request)
         except WireError as err:
             srv.abort(context, err)
+        self._close_abandoned_chains(matches)
         aborted_before = self.aborted
         pinned = self._pin(matches, members)
         if len(pinned) != len(matches):
@@ -689,6 +706,26 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             context.abort(grpc.StatusCode.ABORTED, f"rollout failed: {type(err).__name__}: {_first_line(str(err))}")
         state = bytes(generator.get_state().numpy().tobytes()) if request.rng_state else b""
         yield from wire_batches.response_messages(batches, state)
+
+    def _close_abandoned_chains(self, matches: list[Match]) -> None:
+        """A coordinator's chain that a new chain replaces on the same seats before its last
+        step (the coordinator died mid-iteration and was restarted) is voided and counted:
+        one aborted match per abandoned chain, the step it never played."""
+        with self.lock:
+            for m in matches:
+                if not m.chain_id:
+                    continue
+                seats = tuple(m.seats)
+                open_chain = self.coordinator_chains.get(seats)
+                if open_chain is not None and open_chain[0] != m.chain_id:
+                    self.aborted += 1
+                    self.metrics.aborted.inc()
+                    log.warning("voided chain %s (seats %s): abandoned after step %d; chain %s replaces it",
+                                open_chain[0], ", ".join(seats), open_chain[1], m.chain_id)
+                if m.last_step:
+                    self.coordinator_chains.pop(seats, None)
+                else:
+                    self.coordinator_chains[seats] = (m.chain_id, m.step)
 
     def _check_play(self, request):
         """Validated matches of a PlayMatches request, the members they seat, K, H and the

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from services.durable import write_atomically
 
 VERSION = 1
 
@@ -28,13 +29,7 @@ def decode_generator(text: str) -> torch.Generator:
 
 def save(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump({"version": VERSION, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: f.write(json.dumps({"version": VERSION, **state}).encode()))
 
 
 def load(path: Path) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,82 @@ def league_credentials(tmp: Path, agents: list[str], coordinator: bool = False) 
         dirs["coordinator"] = tmp / "pki" / "coordinator"
         issue(tmp / "pki" / "ca", "coordinator", "coordinator", dirs["coordinator"])
     return dirs
+
+
+def agent_toml(agent_id: str, role: str = "learner", **fields) -> str:
+    """One ``[[agents]]`` table of a league TOML: strings quoted, numbers and lists as written."""
+    lines = [f'id = "{agent_id}"', f'role = "{role}"']
+    lines += [f"{k} = " + (f'"{v}"' if isinstance(v, str) else str(v)) for k, v in fields.items()]
+    return "\n[[agents]]\n" + "\n".join(lines) + "\n"
+
+
+def learners_toml(*ids: str, first_seed: int = 1, lr: float = 0.5) -> str:
+    """``[[agents]]`` tables of tabular learners: ``ids[i]`` starts at ``random:first_seed+i``
+    and learns at ``lr``."""
+    return "".join(agent_toml(a, init=f"random:{first_seed + i}", lr=[lr]) for i, a in enumerate(ids))
+
+
+@dataclass
+class LocalLeague:
+    """A referee and agents started with the ``league`` CLI; ready files (``NAME.json``),
+    logs (``NAME.log``) and agent checkpoints (``ckpt/``) under ``tmp``. ``creds``: each
+    process's credentials directory by name (``referee``, agent ids; see
+    :func:`league_credentials`), or None for a plaintext (``--insecure``) league."""
+
+    tmp: Path
+    config: Path
+    creds: dict[str, Path] | None = None
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    ref: dict = field(default_factory=dict)
+
+    def flags(self, name: str) -> list[str]:
+        """The credential flags of process ``name``."""
+        return ["--insecure"] if self.creds is None else ["--credentials", str(self.creds[name])]
+
+    def start_referee(self, *extra: str) -> dict:
+        self.procs["referee"] = spawn(["referee", str(self.config), "--ready-file", str(self.tmp / "referee.json"),
+                                       *self.flags("referee"), *extra], self.tmp / "referee.log")
+        self.ref = wait_json(self.tmp / "referee.json", self.procs["referee"], timeout=120)
+        return self.ref
+
+    def spawn_agent(self, agent_id: str, *extra: str) -> subprocess.Popen:
+        (self.tmp / f"{agent_id}.json").unlink(missing_ok=True)
+        self.procs[agent_id] = spawn(["agent", "--join", self.ref["address"], "--id", agent_id,
+                                      "--checkpoint-dir", str(self.tmp / "ckpt"),
+                                      "--ready-file", str(self.tmp / f"{agent_id}.json"), *self.flags(agent_id),
+                                      *extra], self.tmp / f"{agent_id}.log")
+        return self.procs[agent_id]
+
+    def wait_agent(self, agent_id: str, timeout: float = 120.0) -> dict:
+        """The agent's ready file ({agent_id, address, metrics, pid, resumed}) once it joined."""
+        return wait_json(self.tmp / f"{agent_id}.json", self.procs[agent_id], timeout)
+
+    def start_agent(self, agent_id: str, *extra: str) -> dict:
+        self.spawn_agent(agent_id, *extra)
+        return self.wait_agent(agent_id)
+
+    def stop(self) -> None:
+        stop(list(self.procs.values()))
+
+
+def start_league(tmp: Path, config_text: str, agents: tuple[str, ...] | list[str], creds: dict[str, Path] | None = None,
+                 wait_for: int = 0, agent_extra: dict[str, list[str]] | None = None) -> LocalLeague:
+    """Write ``tmp/league.toml``, start its referee (waiting for ``wait_for`` members before
+    the first round) and the configured ``agents`` (``--config``; ``agent_extra``: more flags
+    per agent), and return once every agent has joined. Stop it with ``league.stop()``."""
+    config = tmp / "league.toml"
+    config.write_text(config_text)
+    league = LocalLeague(tmp, config, creds)
+    league.start_referee(*(["--wait-for", str(wait_for)] if wait_for else []))
+    try:
+        for a in agents:
+            league.spawn_agent(a, "--config", str(config), *(agent_extra or {}).get(a, []))
+        for a in agents:
+            league.wait_agent(a)
+    except BaseException:
+        league.stop()
+        raise
+    return league
 
 
 def spawn(args: list[str], log: Path) -> subprocess.Popen:
@@ -103,3 +180,49 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
         if all(got.get(k) == v for k, v in labels.items()):
             return float(value)
     return None
+
+
+def league_cli(*args: str, timeout: float = 120, **env_extra: str) -> subprocess.CompletedProcess:
+    """Run ``league ARGS...`` to completion (a fresh interpreter, from the repository root)."""
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=str(ROOT), env={**env(), **env_extra},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """The failure's last stderr line, which must be the one ``league: error: ...`` line."""
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("league: error: "), proc.stderr
+    return last
+
+
+def league_up(config: Path, run: Path, state: Path, *extra: str, cwd: Path = ROOT, merge_stderr: bool = False
+              ) -> subprocess.Popen:
+    """``league up CONFIG --out RUN EXTRA...`` in the background, recording its PIDs in
+    ``state`` (``LEAGUE_STATE``); stdout (and stderr, or merged into stdout) piped as text."""
+    return subprocess.Popen([sys.executable, "-m", "services.cli", "up", str(config), "--out", str(run), *extra],
+                            env={**env(), "LEAGUE_STATE": str(state)}, cwd=str(cwd), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def end(proc: subprocess.Popen) -> None:
+    """End ``proc``'s process group (SIGTERM) if it still runs, and reap it."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """``proc.communicate(timeout)``: its (stdout, stderr) once it has ended by itself."""
+    return proc.communicate(timeout=timeout)
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie counts: it holds no sockets any more)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

@@ -3,6 +3,9 @@ through the league gives the embedded iteration's meta-parameters and learning r
 an agent whose learning differs from the replica aborts the round with a clear error."""
 
 import json
+import os
+import signal
+import time
 
 import grpc
 
@@ -17,8 +20,9 @@ from services.client import fetch_parameters
 from services.gen.league.v1 import agent_pb2
 from services.gen.league.v1 import agent_pb2_grpc
 from services.pki import load_credentials
-from tests.league_procs import (ROOT, league_credentials, metric_value, metrics, promtool_check_metrics, spawn, stop,
-                                wait_json, wait_until)
+from services.processes import referee_status
+from tests.league_procs import (ROOT, league_credentials, metric_value, metrics, promtool_check_metrics, spawn,
+                                start_league, wait_json, wait_until)
 
 
 OVERRIDES = ['methods=["meta-mapg"]', "seeds=[0]", "chain.trajectories=4", "chain.horizon=10", "chain.length=2",
@@ -53,31 +57,28 @@ lr = [1.0]
 """
 
 
-def _league(tmp_path, persona_lr: float, overrides=OVERRIDES, league: str | None = None,
-            experiment_config: str = "ipd_quick.toml", personas: tuple[str, ...] = ("p0", "p1"),
-            mode: str = "meta-mapg", persona_access: str = "direct"):
-    config = tmp_path / "league.toml"
-    config.write_text(league if league is not None else LEAGUE.format(lr=persona_lr))
-    experiment = tmp_path / "experiment.toml"
-    experiment.write_text((ROOT / "configs" / experiment_config).read_text())
+def _coordinator_args(tmp_path, ref, creds, overrides, iterations: int = 1, *extra: str,
+                      personas: tuple[str, ...] = ("p0", "p1"), mode: str = "meta-mapg") -> list[str]:
+    return ["coordinator", "--join", ref["address"], "--experiment", str(tmp_path / "experiment.toml"),
+            *sum((["--set", o] for o in overrides), []), "--meta", "meta", "--personas", ",".join(personas),
+            "--mode", mode, "--iterations", str(iterations), "--results", str(tmp_path / "coord.json"),
+            "--ready-file", str(tmp_path / "coord.ready.json"), "--credentials", str(creds["coordinator"]), *extra]
+
+
+def _league(tmp_path, persona_lr: float, overrides=OVERRIDES, iterations: int = 1, *extra: str,
+            league: str | None = None, experiment_config: str = "ipd_quick.toml",
+            personas: tuple[str, ...] = ("p0", "p1"), mode: str = "meta-mapg", persona_access: str = "direct"):
+    """A secured league of a meta-agent and its personas (``persona_access``: their
+    ``--peer-access``), and a coordinator in ``mode`` driving it."""
+    (tmp_path / "experiment.toml").write_text((ROOT / "configs" / experiment_config).read_text())
     ids = ("meta", *personas)
-    creds = league_credentials(tmp_path, list(ids), coordinator=True)  # a secured league
-    procs = [spawn(["referee", str(config), "--ready-file", str(tmp_path / "ref.json"),
-                    "--credentials", str(creds["referee"])], tmp_path / "ref.log")]
-    ref = wait_json(tmp_path / "ref.json", procs[0])
-    for a in ids:
-        procs.append(spawn(["agent", "--join", ref["address"], "--config", str(config), "--id", a,
-                            "--checkpoint-dir", str(tmp_path / "ckpt"), "--ready-file", str(tmp_path / f"{a}.json"),
-                            "--credentials", str(creds[a]),
-                            "--peer-access", "direct" if a == "meta" else persona_access], tmp_path / f"{a}.log"))
-    infos = {a: wait_json(tmp_path / f"{a}.json", p) for a, p in zip(ids, procs[1:])}
-    coord = spawn(["coordinator", "--join", ref["address"], "--experiment", str(experiment),
-                   *sum((["--set", o] for o in overrides), []), "--meta", "meta", "--personas", ",".join(personas),
-                   "--mode", mode, "--iterations", "1", "--results", str(tmp_path / "coord.json"),
-                   "--ready-file", str(tmp_path / "coord.ready.json"), "--linger", "3",
-                   "--credentials", str(creds["coordinator"])], tmp_path / "coord.log")
-    procs.append(coord)
-    return procs, coord, infos, creds
+    creds = league_credentials(tmp_path, list(ids), coordinator=True)
+    lg = start_league(tmp_path, league if league is not None else LEAGUE.format(lr=persona_lr), ids, creds,
+                      agent_extra={a: ["--peer-access", persona_access] for a in personas})
+    coord = spawn(_coordinator_args(tmp_path, lg.ref, creds, overrides, iterations, *extra, personas=personas,
+                                    mode=mode), tmp_path / "coord.log")
+    lg.procs["coordinator"] = coord
+    return lg, coord
 
 
 @pytest.mark.parametrize("estimator", ["dice", "score"])
@@ -87,9 +88,9 @@ def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path, estim
     overrides = [*OVERRIDES, f"train.estimator={estimator}"]
     cfg = load_config(ROOT / "configs" / "ipd_quick.toml", overrides)
     embedded = train_one(cfg, "meta-mapg", 0).final
-    procs, coord, infos, creds = _league(tmp_path, 1.0, overrides)
+    lg, coord = _league(tmp_path, 1.0, overrides, 1, "--linger", "3")
     try:
-        ready = wait_json(tmp_path / "coord.ready.json", coord)
+        ready = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
         wait_until(lambda: (tmp_path / "coord.json").exists(), 240, "the coordinator's results")
         text = metrics(ready["metrics"])  # scraped while it lingers
         promtool_check_metrics(text, "the coordinator")
@@ -104,22 +105,81 @@ def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path, estim
         np.testing.assert_allclose(np.array(result["lr"]), embedded.lr.numpy(), atol=1e-5, rtol=0)
         assert not torch.allclose(embedded.lr, torch.full_like(embedded.lr, cfg.agent.inner_lr))  # it moved
         # the meta-agent process now serves the new initial policy and learning rates
-        with srv.channel(infos["meta"]["address"], load_credentials(creds["coordinator"])) as ch:
+        meta = json.loads((tmp_path / "meta.json").read_text())
+        with srv.channel(meta["address"], load_credentials(lg.creds["coordinator"])) as ch:
             served = fetch_parameters(agent_pb2_grpc.AgentStub(ch), "lr").params["lr"]
         np.testing.assert_allclose(served.numpy(), embedded.lr.numpy(), atol=1e-5, rtol=0)
     finally:
-        stop(procs)
+        lg.stop()
 
 
 def test_a_peer_whose_update_differs_from_the_replica_aborts_the_round(tmp_path):
-    procs, coord, _, _ = _league(tmp_path, 0.5)  # p0 learns at 0.5; the coordinator replicates 1.0
+    lg, coord = _league(tmp_path, 0.5)  # p0 learns at 0.5; the coordinator replicates 1.0
     try:
         assert coord.wait(timeout=240) != 0
         log = (tmp_path / "coord.log").read_text()
         assert "p0's published step-1 update" in log and "differs from the coordinator's replica" in log
         assert "aborted" in json.loads((tmp_path / "coord.json").read_text())["state"]
     finally:
-        stop(procs)
+        lg.stop()
+
+
+@pytest.mark.slow  # about 2 minutes on the 2-core machine
+def test_a_coordinator_killed_mid_iteration_resumes_to_the_uninterrupted_numbers(tmp_path):
+    """SIGKILL of the coordinator during iteration 2 of 3 (after that iteration's first chain
+    step was played), then a restart with the same arguments: it resumes from its --state at
+    iteration 2, the referee voids and counts the abandoned chains, and the final policy and
+    learning rates are the uninterrupted run's (the embedded train_one's, equal to a league
+    run's by the test above)."""
+    overrides = [*OVERRIDES[:-3], "train.iterations=3", "train.validate_every=3", "agent.hidden=8"]
+    cfg = load_config(ROOT / "configs" / "ipd_quick.toml", overrides)
+    embedded = train_one(cfg, "meta-mapg", 0).final
+    state = tmp_path / "coord.state"
+    lg, coord = _league(tmp_path, 1.0, overrides, 3, "--state", str(state))
+    creds, referee = lg.creds, lg.ref
+    try:
+        ready = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
+
+        def iterations_done():
+            return metric_value(metrics(ready["metrics"]), "league_coordinator_iterations_total")
+
+        wait_until(lambda: iterations_done() == 1, 240, "the coordinator's first iteration")
+        # each chain step is one PlayMatches of B=2 chains x K=4 episodes x H=10 steps; iteration 1
+        # played steps 0..L=2. Kill as soon as iteration 2's first step is played: its chains are open
+        per_step, steps = 2 * 4 * 10, lambda: metric_value(metrics(referee["metrics"]), "league_env_steps_total")
+        deadline = time.monotonic() + 60
+        while steps() <= 3 * per_step:
+            assert time.monotonic() < deadline, "iteration 2's first chain step was not played within 60 s"
+            time.sleep(0.01)
+        os.kill(coord.pid, signal.SIGKILL)
+        coord.wait(timeout=10)
+        played = steps() / per_step - 3  # chain steps of iteration 2 played before the kill
+        assert torch.load(state, weights_only=True)["mode_state"]["iteration"] == 1  # killed mid-iteration 2
+        assert json.loads((tmp_path / "coord.json").read_text())["state"] == "training"
+        (tmp_path / "coord.ready.json").unlink()
+        coord = spawn(_coordinator_args(tmp_path, referee, creds, overrides, 3, "--state", str(state)),
+                      tmp_path / "coord2.log")
+        lg.procs["coordinator"] = coord
+        assert coord.wait(timeout=300) == 0, (tmp_path / "coord2.log").read_text()[-3000:]
+        assert "resumed from" in (tmp_path / "coord2.log").read_text()
+        result = json.loads((tmp_path / "coord.json").read_text())
+        assert result["state"] == "done"
+        assert [r["iteration"] for r in result["iterations"]] == [1, 2, 3]  # iteration 1's record survived
+        for name, value in embedded.policy.items():
+            np.testing.assert_allclose(np.array(result["policy"][name]), value.numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(np.array(result["lr"]), embedded.lr.numpy(), atol=1e-5, rtol=0)
+        # the killed iteration's two chains (one per persona), open unless the kill came after their
+        # last step (L=2) was played, were voided and counted
+        status = referee_status(referee["address"], credentials=load_credentials(creds["admin"]))
+        log = (tmp_path / "referee.log").read_text()
+        assert "Traceback" not in log
+        if played < 3:
+            assert status.aborted_matches == 2, played
+            assert "voided chain it2.0" in log and "voided chain it2.1" in log
+        else:
+            assert status.aborted_matches == 0
+    finally:
+        lg.stop()
 
 
 def test_opponent_modeling_mode_equals_embedded_and_reads_no_persona(tmp_path):
@@ -130,8 +190,10 @@ def test_opponent_modeling_mode_equals_embedded_and_reads_no_persona(tmp_path):
     overrides = [o for o in OVERRIDES if not o.startswith("methods=")] + ['methods=["meta-mapg-om"]']
     cfg = load_config(ROOT / "configs" / "ipd_quick.toml", overrides)
     embedded = train_one(cfg, "meta-mapg-om", 0).final
-    procs, coord, infos, creds = _league(tmp_path, 1.0, overrides, mode="opponent-modeling",
-                                         persona_access="inferred")
+    lg, coord = _league(tmp_path, 1.0, overrides, 1, "--linger", "3", mode="opponent-modeling",
+                        persona_access="inferred")
+    creds = lg.creds
+    infos = {a: json.loads((tmp_path / f"{a}.json").read_text()) for a in ("meta", "p0", "p1")}
     try:
         ready = wait_json(tmp_path / "coord.ready.json", coord)
         wait_until(lambda: (tmp_path / "coord.json").exists(), 240, "the coordinator's results")
@@ -174,7 +236,7 @@ def test_opponent_modeling_mode_equals_embedded_and_reads_no_persona(tmp_path):
         assert described["coordinator"].rule_config_json == "" and described["coordinator"].learning_rule == "pg"
         assert set(json.loads(described["referee"].rule_config_json)["lr"]) == {1.0}, described
     finally:
-        stop(procs)
+        lg.stop()
 
 
 def test_each_mode_refuses_the_other_modes_methods():
@@ -217,7 +279,8 @@ def test_a_coordinated_three_player_iteration_equals_the_embedded_iteration(tmp_
                  "agent.hidden=8", "agent.peer_lr=1.0"]
     cfg = load_config(ROOT / "configs" / "rps3.toml", overrides)
     embedded = train_one(cfg, "meta-mapg", 0).final
-    procs, coord, _, _ = _league(tmp_path, 1.0, overrides, LEAGUE_RPS3, "rps3.toml", ("p0", "p1", "p2", "p3"))
+    lg, coord = _league(tmp_path, 1.0, overrides, league=LEAGUE_RPS3, experiment_config="rps3.toml",
+                        personas=("p0", "p1", "p2", "p3"))
     try:
         assert coord.wait(timeout=240) == 0, (tmp_path / "coord.log").read_text()[-3000:]
         result = json.loads((tmp_path / "coord.json").read_text())
@@ -227,4 +290,4 @@ def test_a_coordinated_three_player_iteration_equals_the_embedded_iteration(tmp_
         np.testing.assert_allclose(np.array(result["lr"]), embedded.lr.numpy(), atol=1e-5, rtol=0)
         assert not torch.allclose(embedded.lr, torch.full_like(embedded.lr, cfg.agent.inner_lr))  # it moved
     finally:
-        stop(procs)
+        lg.stop()

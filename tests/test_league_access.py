@@ -11,6 +11,7 @@ unharmed: same members, same parameters, rounds going on, refusals counted in th
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 
 import grpc
@@ -28,7 +29,7 @@ from services.client import fetch_parameters, push_parameters
 from services.gen.league.v1 import agent_pb2, agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.processes import make_league_credentials, referee_status
 from services.wire import chunk_parameters
-from tests.league_procs import metric_value, metrics, spawn, stop, wait_json, wait_until
+from tests.league_procs import learners_toml, metric_value, metrics, spawn, start_league, wait_json, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -42,22 +43,7 @@ rounds = 0
 seed = 3
 lease_seconds = 3.0
 fetch_timeout = 5.0
-
-[[agents]]
-id = "a"
-init = "random:1"
-lr = [0.5]
-
-[[agents]]
-id = "b"
-init = "random:2"
-lr = [0.5]
-
-[[agents]]
-id = "c"
-init = "random:3"
-lr = [0.5]
-"""
+""" + learners_toml("a", "b", "c")
 AGENTS = ("a", "b", "c")
 T = 10.0
 
@@ -65,26 +51,15 @@ T = 10.0
 @pytest.fixture(scope="module")
 def league(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("access")
-    config = tmp / "league.toml"
-    config.write_text(LEAGUE)
     creds = make_league_credentials(tmp / "pki", list(AGENTS))
     for role, ident in (("coordinator", "coord"), ("agent", "a")):  # a second certificate for agent id "a"
         creds[f"{role}:{ident}"] = tmp / "pki" / "extra" / f"{role}-{ident}"
         pki.issue(tmp / "pki" / "ca", role, ident, creds[f"{role}:{ident}"])
-    procs = {"referee": spawn(["referee", str(config), "--ready-file", str(tmp / "referee.json"), "--wait-for", "3",
-                               "--credentials", str(creds["referee"])], tmp / "referee.log")}
-    ref = wait_json(tmp / "referee.json", procs["referee"])
-    infos = {}
-    for a in AGENTS:
-        extra = ["--peer-access", "inferred"] if a == "c" else []
-        procs[a] = spawn(["agent", "--join", ref["address"], "--config", str(config), "--id", a,
-                          "--checkpoint-dir", str(tmp / "ckpt"), "--ready-file", str(tmp / f"{a}.json"),
-                          "--credentials", str(creds[a]), *extra], tmp / f"{a}.log")
-    for a in AGENTS:
-        infos[a] = wait_json(tmp / f"{a}.json", procs[a])
+    lg = start_league(tmp, LEAGUE, AGENTS, creds, wait_for=len(AGENTS), agent_extra={"c": ["--peer-access", "inferred"]})
+    infos = {a: json.loads((tmp / f"{a}.json").read_text()) for a in AGENTS}
     loaded = {name: pki.load_credentials(d) for name, d in creds.items()}
-    yield {"ref": ref, "agents": infos, "creds": loaded, "tmp": tmp, "procs": procs, "config": config}
-    stop(list(procs.values()))
+    yield {"ref": lg.ref, "agents": infos, "creds": loaded, "tmp": tmp, "procs": lg.procs, "config": lg.config}
+    lg.stop()
 
 
 def _foreign_credentials(tmp) -> pki.Credentials:

@@ -10,7 +10,8 @@ import pytest
 
 from services.processes import referee_status
 from services.pki import load_credentials
-from tests.league_procs import league_credentials, metric_value, metrics, promtool_check_metrics, spawn, stop, wait_json, wait_until
+from tests.league_procs import (agent_toml, league_credentials, learners_toml, metric_value, metrics,
+                                promtool_check_metrics, start_league, wait_until)
 
 LEAGUE = """
 name = "faults"
@@ -23,39 +24,9 @@ rounds = 0
 seed = 1
 lease_seconds = 2.0
 fetch_timeout = 3.0
-
-[[agents]]
-id = "meta"
-role = "meta"
-policy = "lstm"
-hidden = 16
-init = "random:0"
-lr = [0.1]
-
-[[agents]]
-id = "persona"
-role = "persona"
-init = "persona:test:0"
-
-[[agents]]
-id = "l1"
-role = "learner"
-init = "random:1"
-lr = [0.5]
-
-[[agents]]
-id = "l2"
-role = "learner"
-init = "random:2"
-lr = [0.5]
-
-[[agents]]
-id = "l3"
-role = "learner"
-init = "random:3"
-lr = [0.5]
-"""
-
+""" + agent_toml("meta", "meta", policy="lstm", hidden=16, init="random:0", lr=[0.1]) \
+    + agent_toml("persona", "persona", init="persona:test:0") + learners_toml("l1", "l2", "l3")
+AGENTS = ("meta", "persona", "l1", "l2", "l3")
 
 _ADMIN = {}  # referee address -> the admin credentials of its (secured) league
 
@@ -70,29 +41,11 @@ def _members(address):
 
 @pytest.fixture
 def league(tmp_path):
-    config = tmp_path / "league.toml"
-    config.write_text(LEAGUE)
-    procs = {}
-    creds = league_credentials(tmp_path, ["meta", "persona", "l1", "l2", "l3", "newcomer"])  # a secured league
-    procs["referee"] = spawn(["referee", str(config), "--ready-file", str(tmp_path / "referee.json"),
-                              "--credentials", str(creds["referee"]),
-                              "--wait-for", "5"], tmp_path / "referee.log")
-    ref = wait_json(tmp_path / "referee.json", procs["referee"])
-    _ADMIN[ref["address"]] = load_credentials(creds["admin"])
-
-    def start_agent(agent_id, *extra):
-        procs[agent_id] = spawn(["agent", "--join", ref["address"], "--id", agent_id,
-                                 "--credentials", str(creds[agent_id]),
-                                 "--checkpoint-dir", str(tmp_path / "ckpt"),
-                                 "--ready-file", str(tmp_path / f"{agent_id}.json"), *extra],
-                                tmp_path / f"{agent_id}.log")
-        return wait_json(tmp_path / f"{agent_id}.json", procs[agent_id])
-
-    for a in ("meta", "persona", "l1", "l2", "l3"):
-        (tmp_path / f"{a}.json").unlink(missing_ok=True)
-        start_agent(a, "--config", str(config))
-    yield ref, start_agent, procs, tmp_path
-    stop(list(procs.values()))
+    creds = league_credentials(tmp_path, [*AGENTS, "newcomer"])  # a secured league
+    lg = start_league(tmp_path, LEAGUE, AGENTS, creds, wait_for=len(AGENTS))
+    _ADMIN[lg.ref["address"]] = load_credentials(creds["admin"])
+    yield lg.ref, lg.start_agent, lg.procs, tmp_path
+    lg.stop()
 
 
 def test_sigkill_voids_the_match_and_the_agent_resumes(league):

@@ -19,11 +19,13 @@ import time
 import pytest
 
 from services.processes import referee_status
-from tests.league_procs import ROOT, env, spawn, stop, wait_json, wait_until
+from tests.league_procs import (ROOT, end, env, finish, league_cli, league_up, learners_toml, one_line_error,
+                                start_league, wait_json, wait_until)
 
 pytestmark = pytest.mark.timeout(300)
 
 LEASE = 2.0
+LEARNERS = ("l1", "l2", "l3", "l4")
 LEAGUE = f"""
 name = "robust"
 [referee]
@@ -34,79 +36,34 @@ rounds = 0
 seed = 3
 lease_seconds = {LEASE}
 fetch_timeout = 60.0
-
-[[agents]]
-id = "l1"
-role = "learner"
-init = "random:1"
-lr = [0.5]
-
-[[agents]]
-id = "l2"
-role = "learner"
-init = "random:2"
-lr = [0.5]
-
-[[agents]]
-id = "l3"
-role = "learner"
-init = "random:3"
-lr = [0.5]
-
-[[agents]]
-id = "l4"
-role = "learner"
-init = "random:4"
-lr = [0.5]
-"""
+""" + learners_toml(*LEARNERS)
 
 
 def _members(address):
     return {m.agent_id: m for m in referee_status(address).members}
 
 
-def _league_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=str(ROOT), env=env(),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _one_line_error(proc: subprocess.CompletedProcess) -> str:
-    """The failure's last stderr line, which must be the one `league: error: ...` line."""
-    assert proc.returncode != 0, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("league: error: "), proc.stderr
-    return last
-
-
 @pytest.fixture(scope="module")
 def league(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("robust")
-    config = tmp / "league.toml"
-    config.write_text(LEAGUE)
-    procs = {"referee": spawn(["referee", str(config), "--ready-file", str(tmp / "referee.json"), "--wait-for", "4",
-                               "--insecure"], tmp / "referee.log")}
-    ref = wait_json(tmp / "referee.json", procs["referee"])
-    for a in ("l1", "l2", "l3", "l4"):
-        procs[a] = spawn(["agent", "--join", ref["address"], "--config", str(config), "--id", a,
-                          "--checkpoint-dir", str(tmp / "ckpt"), "--ready-file", str(tmp / f"{a}.json"),
-                          "--insecure"], tmp / f"{a}.log")
-    for a in ("l1", "l2", "l3", "l4"):
-        wait_json(tmp / f"{a}.json", procs[a], timeout=120)
-    wait_until(lambda: referee_status(ref["address"]).round >= 2, 120, "the league to play")
-    yield ref, procs, tmp, config
-    for p in procs.values():  # a test may leave an agent stopped
-        if p.poll() is None:
-            os.kill(p.pid, signal.SIGCONT)
-    stop(list(procs.values()))
+    lg = start_league(tmp, LEAGUE, LEARNERS, wait_for=len(LEARNERS))  # plaintext: see the module's docstring
+    ref, procs = lg.ref, lg.procs
+    try:
+        wait_until(lambda: referee_status(ref["address"]).round >= 2, 120, "the league to play")
+        yield ref, procs, tmp, lg.config
+    finally:
+        for p in procs.values():  # a test may leave an agent stopped
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+        lg.stop()
 
 
 @pytest.mark.slow  # the fuzz test checks the ALREADY_EXISTS answer itself in the default run
 def test_a_join_under_a_live_id_is_refused_in_one_line(league):
     ref, procs, tmp, config = league
-    proc = _league_cli("agent", "--join", ref["address"], "--config", str(config), "--id", "l2",
+    proc = league_cli("agent", "--join", ref["address"], "--config", str(config), "--id", "l2",
                        "--checkpoint-dir", str(tmp / "intruder"), "--join-wait", "30", "--insecure")
-    line = _one_line_error(proc)
+    line = one_line_error(proc)
     assert "ALREADY_EXISTS" in line and "l2" in line
     assert procs["l2"].poll() is None and _members(ref["address"])["l2"].address != ""  # the holder stays
 
@@ -184,20 +141,20 @@ def _closed_port() -> int:
 def test_agent_waits_for_an_absent_referee_then_fails_in_one_line(tmp_path):
     address = f"127.0.0.1:{_closed_port()}"
     t0 = time.monotonic()
-    proc = _league_cli("agent", "--join", address, "--id", "lonely", "--env", "ipd", "--join-wait", "3",
+    proc = league_cli("agent", "--join", address, "--id", "lonely", "--env", "ipd", "--join-wait", "3",
                        "--checkpoint-dir", str(tmp_path), "--insecure")
     assert f"waiting for the referee at {address}" in proc.stderr
-    line = _one_line_error(proc)
+    line = one_line_error(proc)
     assert address in line and time.monotonic() - t0 < 120
 
 
 @pytest.mark.slow
 def test_coordinator_waits_for_an_absent_referee_then_fails_in_one_line():
     address = f"127.0.0.1:{_closed_port()}"
-    proc = _league_cli("coordinator", "--join", address, "--experiment", "configs/ipd_quick.toml", "--meta", "m",
+    proc = league_cli("coordinator", "--join", address, "--experiment", "configs/ipd_quick.toml", "--meta", "m",
                        "--personas", "p", "--join-wait", "2", "--insecure")
     assert f"waiting for the referee at {address}" in proc.stderr
-    assert address in _one_line_error(proc)
+    assert address in one_line_error(proc)
 
 
 @pytest.mark.slow
@@ -208,11 +165,11 @@ def test_a_port_in_use_fails_in_one_line(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        proc = _league_cli("referee", str(config), "--port", str(port), "--insecure")
-        assert str(port) in _one_line_error(proc)
-        proc = _league_cli("agent", "--join", "127.0.0.1:1", "--id", "x", "--env", "ipd", "--port", str(port),
+        proc = league_cli("referee", str(config), "--port", str(port), "--insecure")
+        assert str(port) in one_line_error(proc)
+        proc = league_cli("agent", "--join", "127.0.0.1:1", "--id", "x", "--env", "ipd", "--port", str(port),
                            "--checkpoint-dir", str(tmp_path), "--insecure")
-        assert str(port) in _one_line_error(proc)
+        assert str(port) in one_line_error(proc)
 
 
 def test_down_signals_only_processes_that_are_the_leagues(tmp_path):
@@ -220,8 +177,7 @@ def test_down_signals_only_processes_that_are_the_leagues(tmp_path):
     try:
         state = tmp_path / "up.json"
         state.write_text(json.dumps({"run": str(tmp_path), "pids": {"referee": stranger.pid}}))
-        proc = subprocess.run([sys.executable, "-m", "services.cli", "down"], cwd=str(ROOT),
-                              env={**env(), "LEAGUE_STATE": str(state)}, capture_output=True, text=True, timeout=60)
+        proc = league_cli("down", timeout=60, LEAGUE_STATE=str(state))
         assert proc.returncode == 0, proc.stderr
         assert f"skipped referee (pid {stranger.pid})" in proc.stdout
         time.sleep(0.5)
@@ -231,33 +187,50 @@ def test_down_signals_only_processes_that_are_the_leagues(tmp_path):
         stranger.wait(timeout=10)
 
 
-RESTART_LEAGUE = LEAGUE.replace('name = "robust"', 'name = "restart"').replace("rounds = 0", "rounds = 40")
+CHAIN_LENGTH = 3
+RESTART_LEAGUE = LEAGUE.replace('name = "robust"', 'name = "restart"').replace(
+    "rounds = 0", f"rounds = 40\nchain_length = {CHAIN_LENGTH}") + """
+[[agents]]
+id = "meta"
+role = "meta"
+policy = "lstm"
+hidden = 8
+init = "random:0"
+lr = [0.1]
+
+[[agents]]
+id = "persona"
+role = "persona"
+init = "persona:test:0"
+"""
 
 
 @pytest.mark.slow
 def test_league_up_restarts_a_killed_referee_and_loses_no_round(tmp_path):
-    """SIGKILL of the referee mid-league: `league up` restarts it on the same address, it
-    resumes from its persisted state (round counter and results), the agents reconnect and
-    re-register, and the final summary holds every round."""
+    """SIGKILL of the referee mid-league, while a meta-agent's chain is between its steps:
+    `league up` restarts it on the same address, it resumes from its persisted state (round
+    counter, results, chains), the agents reconnect and re-register, the interrupted chain is
+    voided and counted and a new one starts, and the final summary holds every completed
+    round and chain step once: no duplicates, no gaps."""
     config = tmp_path / "league.toml"
     config.write_text(RESTART_LEAGUE)
-    e = {**env(), "LEAGUE_STATE": str(tmp_path / "up.json")}
-    run = tmp_path / "run"
-    up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", str(config), "--out", str(run), "--json",
-                           "--insecure"],
-                          env=e, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True)
+    run, up_state = tmp_path / "run", tmp_path / "up.json"
+    up = league_up(config, run, up_state, "--json", "--insecure")
     try:
-        wait_until(lambda: (tmp_path / "up.json").exists() and (run / "l4.ready.json").exists(), 180, "league up")
-        address = json.loads((tmp_path / "up.json").read_text())["referee"]
+        wait_until(lambda: up_state.exists() and (run / "persona.ready.json").exists(), 180, "league up")
+        address = json.loads(up_state.read_text())["referee"]
         wait_until(lambda: referee_status(address).round >= 8, 120, "eight rounds")
+
+        def mid_chain():  # the persisted chain has played steps 0..l-1 with 1 <= l < L: it is open
+            chains = json.loads((run / "referee_state.json").read_text())["chains"]
+            return chains and 1 <= chains[0][4] < CHAIN_LENGTH
+
+        wait_until(mid_chain, 60, "a chain between its steps")
         before = referee_status(address)
-        os.kill(json.loads((tmp_path / "up.json").read_text())["pids"]["referee"], signal.SIGKILL)
-        out, err = up.communicate(timeout=240)
+        os.kill(json.loads(up_state.read_text())["pids"]["referee"], signal.SIGKILL)
+        out, err = finish(up, 240)
     finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGTERM)
-            up.wait(timeout=30)
+        end(up)
     assert up.returncode == 0, err
     assert "restarting it on" in err and address in err
     summary = json.loads(out)
@@ -266,9 +239,58 @@ def test_league_up_restarts_a_killed_referee_and_loses_no_round(tmp_path):
     resumed_at = int(log.split("at round ")[1].split()[0])
     assert resumed_at >= before.round  # nothing completed before the kill was lost
     by_id = {m["agent_id"]: m for m in summary["members"]}
-    assert set(by_id) == {"l1", "l2", "l3", "l4"}
+    assert set(by_id) == {"l1", "l2", "l3", "l4", "meta", "persona"}
     seen = {m.agent_id: m.episodes for m in before.members}
     assert all(by_id[a]["episodes"] > seen[a] for a in by_id)  # records carried over and grown
     for a in by_id:
         agent_log = (run / "logs" / f"{a}.log").read_text()
         assert "lost the referee" in agent_log and "reconnected to the referee" in agent_log
+    # chains: numbered without gaps or repeats; the one open at the kill is voided, counted and
+    # marked; every chain step the meta-agent played is in exactly one chain's record
+    chains = summary["chains"]
+    assert [c["chain"] for c in chains] == [f"c{i}" for i in range(1, len(chains) + 1)]
+    interrupted = [c for c in chains if c.get("interrupted")]
+    assert len(interrupted) == 1 and 1 <= len(interrupted[0]["rewards"]) <= CHAIN_LENGTH, interrupted
+    assert f"interrupted chains voided: {interrupted[0]['chain']}" in log
+    assert sum(len(c["rewards"]) for c in chains) == by_id["meta"]["matches"]
+    # a chain short of its L+1 steps (the last may still be running) was interrupted or had a step
+    # voided (e.g. a seat not yet reconnected): each one is a counted voided match
+    short = [c for c in chains[:-1] if len(c["rewards"]) < CHAIN_LENGTH + 1]
+    assert 1 <= len(short) <= summary["aborted_matches"], (short, summary["aborted_matches"])
+
+
+GIVE_UP_LEAGUE = LEAGUE.replace('name = "robust"', 'name = "give-up"')
+
+
+@pytest.mark.slow
+def test_league_up_gives_up_on_a_referee_that_cannot_come_back(tmp_path):
+    """SIGKILL of the referee after its config was made invalid: the restart (a budget of one)
+    rejects the config and exits, and `league up` ends non-zero in one line that says it gave
+    up, with the partial summary of every round the referee persisted. (The config, not an
+    occupied port: the dead referee's port, picked by the kernel from the ephemeral range,
+    can be held a moment by sockets in TIME_WAIT or by another connection's source port.)"""
+    config = tmp_path / "league.toml"
+    config.write_text(GIVE_UP_LEAGUE)
+    run, up_state = tmp_path / "run", tmp_path / "up.json"
+    up = league_up(config, run, up_state, "--json", "--insecure", "--referee-restarts", "1")
+    try:
+        wait_until(lambda: up_state.exists() and (run / "l4.ready.json").exists(), 180, "league up")
+        recorded = json.loads(up_state.read_text())
+        wait_until(lambda: referee_status(recorded["referee"]).round >= 3, 120, "three rounds")
+        config.write_text(GIVE_UP_LEAGUE.replace("trajectories = 4", "trajectories = -4"))  # the restart rejects it
+        os.kill(recorded["pids"]["referee"], signal.SIGKILL)
+        out, err = finish(up, 240)
+    finally:
+        end(up)
+    assert up.returncode != 0
+    assert "restarting it on" in err and "(1/1)" in err and "did not come up" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("league: error: gave up on the referee") and "1 of 1 restarts" in last, err
+    assert str(run / "summary.json") in last and "Traceback" not in err
+    summary = json.loads(out)
+    assert summary == json.loads((run / "summary.json").read_text())
+    assert summary["partial"] is True and summary["referee_restarts"] == 1 and summary["referee_exit_code"] != 0
+    persisted = json.loads((run / "referee_state.json").read_text())
+    assert summary["rounds"] == persisted["round"] >= 3  # every round the referee completed and saved
+    assert {m["agent_id"] for m in summary["members"]} == {"l1", "l2", "l3", "l4"}
+    assert "trajectories" in (run / "logs" / "referee.log").read_text().splitlines()[-1]

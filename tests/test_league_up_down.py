@@ -3,16 +3,13 @@ stops every one of them (by the PIDs `league up` recorded); `league status` read
 running league."""
 
 import json
-import os
-import subprocess
-import sys
 
 import grpc
 import pytest
 
 from services.pki import load_credentials
 from services.processes import referee_status
-from tests.league_procs import env, wait_until
+from tests.league_procs import agent_toml, end, gone, league_cli, league_up, learners_toml, wait_until
 
 LEAGUE = """
 name = "updown"
@@ -22,36 +19,14 @@ trajectories = 4
 horizon = 10
 chain_length = 2
 rounds = 0
-
-[[agents]]
-id = "a"
-role = "learner"
-init = "random:1"
-lr = [0.5]
-
-[[agents]]
-id = "b"
-role = "learner"
-init = "random:2"
-lr = [0.5]
-"""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is not alive
-        return f.read().split()[2] != "Z"
+""" + learners_toml("a", "b")
 
 
 def test_up_status_down(tmp_path):
     config = tmp_path / "league.toml"
     config.write_text(LEAGUE)
-    e = {**env(), "LEAGUE_STATE": str(tmp_path / "up.json")}
-    up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", str(config), "--out", str(tmp_path / "run")],
-                          env=e, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    up_state = str(tmp_path / "up.json")
+    up = league_up(config, tmp_path / "run", tmp_path / "up.json", cwd=tmp_path, merge_stderr=True)
     try:
         def started() -> bool:
             assert up.poll() is None, up.stdout.read()
@@ -71,24 +46,21 @@ def test_up_status_down(tmp_path):
         with pytest.raises(grpc.RpcError) as plaintext:
             referee_status(state["referee"], timeout=5)
         assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
-        status = subprocess.run([sys.executable, "-m", "services.cli", "status", state["referee"], "--json",
-                                 "--credentials", state["credentials"]],
-                                env=e, capture_output=True, text=True, timeout=60)
+        status = league_cli("status", state["referee"], "--json", "--credentials", state["credentials"], timeout=60,
+                            LEAGUE_STATE=up_state)
         assert status.returncode == 0, status.stderr
         members = {m["agent_id"]: m for m in json.loads(status.stdout)["members"]}
         assert set(members) == {"a", "b"} and members["a"]["matches"] >= 1
-        down = subprocess.run([sys.executable, "-m", "services.cli", "down"], env=e, capture_output=True, text=True,
-                              timeout=60)
+        down = league_cli("down", timeout=60, LEAGUE_STATE=up_state)
         assert down.returncode == 0, down.stderr
         assert up.wait(timeout=60) == 0  # `league up` notices, cleans up and prints its summary
         out = up.stdout.read()
         assert "league updown" in out
         for name, pid in state["pids"].items():
-            assert not _alive(pid), f"{name} (pid {pid}) still running after league down"
+            assert gone(pid), f"{name} (pid {pid}) still running after league down"
         assert not (tmp_path / "up.json").exists()
     finally:
-        if up.poll() is None:
-            up.kill()
+        end(up)
 
 
 DETERMINISTIC = """
@@ -100,38 +72,8 @@ horizon = 10
 chain_length = 2
 rounds = 6
 seed = 3
-
-[[agents]]
-id = "meta"
-role = "meta"
-policy = "lstm"
-hidden = 8
-init = "random:0"
-lr = [0.2]
-
-[[agents]]
-id = "persona"
-role = "persona"
-init = "persona:test:1"
-
-[[agents]]
-id = "l1"
-role = "learner"
-init = "random:1"
-lr = [0.5]
-
-[[agents]]
-id = "l2"
-role = "learner"
-init = "random:2"
-lr = [0.5]
-
-[[agents]]
-id = "l3"
-role = "learner"
-init = "random:3"
-lr = [0.5]
-"""
+""" + agent_toml("meta", "meta", policy="lstm", hidden=8, init="random:0", lr=[0.2]) \
+    + agent_toml("persona", "persona", init="persona:test:1") + learners_toml("l1", "l2", "l3")
 
 
 def test_same_seed_same_league(tmp_path):
@@ -141,9 +83,8 @@ def test_same_seed_same_league(tmp_path):
     config.write_text(DETERMINISTIC)
     runs = []
     for i in range(2):
-        proc = subprocess.run([sys.executable, "-m", "services.cli", "up", str(config), "--out", str(tmp_path / f"r{i}"),
-                               "--json"], env={**env(), "LEAGUE_STATE": str(tmp_path / f"up{i}.json")},
-                              cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+        proc = league_cli("up", str(config), "--out", str(tmp_path / f"r{i}"), "--json", timeout=300,
+                          LEAGUE_STATE=str(tmp_path / f"up{i}.json"))
         assert proc.returncode == 0, proc.stderr
         runs.append(json.loads(proc.stdout))
     assert runs[0]["rounds"] == 6 and runs[0]["aborted_matches"] == 0
