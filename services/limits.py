@@ -31,7 +31,12 @@ MAX_PENDING_STREAMS = 32
 STREAM_JOIN_GRACE = 30.0
 """Seconds a stream of an id that is not a member stays open (FAILED_PRECONDITION after)."""
 MAX_STREAMS = MAX_MEMBERS * MAX_STREAMS_PER_AGENT + MAX_ANONYMOUS_STREAMS
-"""Open Subscribe streams in all; the referee's server keeps threads beyond these for unary RPCs."""
+"""Open Subscribe streams in all (each a task and a queue of at most SUBSCRIBER_BACKLOG
+batches on the referee's event loop; no thread)."""
+REFEREE_UNARY_WORKERS = 16
+"""Threads serving the referee's unary RPCs (Join, Heartbeat, Leave, Status, PlayMatches),
+however many streams are open: a Join holds one for up to two agent round trips, the
+coordinator's PlayMatches for a rollout."""
 SUBSCRIBER_BACKLOG = 1024
 """Batches queued for one subscriber; a subscriber that falls further behind is cut off
 (RESOURCE_EXHAUSTED) and resubscribes."""

@@ -39,18 +39,20 @@ def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, read
 
     srv.configure_logging(log_file)
     referee = Referee(cfg.referee, [a.id for a in cfg.agents], state_file, credentials)
-    # every agent holds up to MAX_STREAMS_PER_AGENT open streams; threads beyond those serve the unary RPCs
-    server = srv.make_server(max_workers=limits.MAX_STREAMS + 16,
-                             interceptors=[referee.metrics.rpc,
-                                           *srv.access_control(credentials, referee.metrics.registry)])
-    referee_pb2_grpc.add_RefereeServicer_to_server(referee, server)
-    health = srv.add_health_and_reflection(server, ["league.v1.Referee"])
+    # grpc.aio: the Subscribe streams wait on the event loop and hold no thread; the unary RPCs
+    # (Join, Heartbeat, Status, PlayMatches...) run in a fixed pool of REFEREE_UNARY_WORKERS
+    server = srv.AioServer(unary_workers=limits.REFEREE_UNARY_WORKERS,
+                           interceptors=[referee.metrics.rpc.aio(),
+                                         *(i.aio() for i in srv.access_control(credentials, referee.metrics.registry))])
+    referee_pb2_grpc.add_RefereeServicer_to_server(referee, server.server)
+    not_serving = srv.add_health_and_reflection_aio(server, ["league.v1.Referee"])
     try:
         bound = srv.bind(server, host, port, credentials)
         http, mport = srv.serve_metrics(referee.metrics.registry, host, metrics_port,
                                         routes={"/sd": referee.service_discovery})
     except OSError:
         referee.stop()
+        server.stop(0)
         raise
     server.start()
     info = {"address": f"{host}:{bound}", "metrics": f"http://{host}:{mport}/metrics", "pid": os.getpid()}
@@ -73,8 +75,8 @@ def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, read
                              "episodes": r["episodes"], "matches": r["matches"],
                              "mean_return": sum(r["returns"][-10:]) / len(r["returns"][-10:]) if r["returns"] else 0.0}
                             for a, r in referee.member_records().items()]})
-        health.enter_graceful_shutdown()
-        server.stop(grace=1.0).wait()
+        not_serving()
+        server.stop(grace=1.0)
         http.shutdown()
     return 0
 

@@ -92,9 +92,9 @@ class League:
                                 health_pb2_grpc.HealthStub(ch)))
         self.referee = Referee(RefereeConfig(env="ipd", trajectories=2, horizon=3, rounds=0, lease_seconds=600.0,
                                              fetch_timeout=2.0))
-        server = srv.make_server(max_workers=32)
-        referee_pb2_grpc.add_RefereeServicer_to_server(self.referee, server)
-        srv.add_health_and_reflection(server, ["league.v1.Referee"])
+        server = srv.AioServer()  # as the referee process serves it (Subscribe is an async generator)
+        referee_pb2_grpc.add_RefereeServicer_to_server(self.referee, server.server)
+        srv.add_health_and_reflection_aio(server, ["league.v1.Referee"])
         port = srv.bind(server, "127.0.0.1", 0)
         server.start()
         self.servers.append(server)
