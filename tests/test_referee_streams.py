@@ -24,7 +24,7 @@ from services import server as srv
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from tests.league_procs import spawn, stop, wait_json, wait_until
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # ~30 s: a referee process and 102 joins
 
 IDLE_MEMBERS = 100
 STREAMS = IDLE_MEMBERS * limits.MAX_STREAMS_PER_AGENT  # 200
