@@ -33,10 +33,12 @@ STREAM_JOIN_GRACE = 30.0
 MAX_STREAMS = MAX_MEMBERS * MAX_STREAMS_PER_AGENT + MAX_ANONYMOUS_STREAMS
 """Open Subscribe streams in all (each a task and a queue of at most SUBSCRIBER_BACKLOG
 batches on the referee's event loop; no thread)."""
-REFEREE_UNARY_WORKERS = 16
-"""Threads serving the referee's unary RPCs (Join, Heartbeat, Leave, Status, PlayMatches),
-however many streams are open: a Join holds one for up to two agent round trips, the
-coordinator's PlayMatches for a rollout."""
+REFEREE_UNARY_WORKERS = 8
+"""Threads serving the referee's quick unary RPCs (Status, Heartbeat, Leave), however many
+streams are open."""
+REFEREE_SLOW_WORKERS = 16
+"""Threads serving the referee's Join (up to two round trips to the joining agent) and
+PlayMatches (fetches and a rollout): a burst of joins queues here, never the quick RPCs."""
 SUBSCRIBER_BACKLOG = 1024
 """Batches queued for one subscriber; a subscriber that falls further behind is cut off
 (RESOURCE_EXHAUSTED) and resubscribes."""

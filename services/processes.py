@@ -30,22 +30,34 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 # -- referee -----------------------------------------------------------------------------
+def referee_server(referee, credentials: Credentials | None = None,
+                   unary_workers: int | None = None, slow_workers: int | None = None):
+    """The referee's ``grpc.aio`` server, not yet bound or started, and the function that
+    flips its health to NOT_SERVING. The Subscribe streams wait on its event loop and hold
+    no thread; the quick unary RPCs (Status, Heartbeat, Leave) run in a fixed pool of
+    ``limits.REFEREE_UNARY_WORKERS`` threads, Join and PlayMatches (which wait on agents)
+    in one of ``limits.REFEREE_SLOW_WORKERS`` of their own."""
+    from services import limits
+    from services.auth import REFEREE as REFEREE_RPC
+
+    server = srv.AioServer(unary_workers=unary_workers or limits.REFEREE_UNARY_WORKERS,
+                           slow_methods=(REFEREE_RPC["Join"], REFEREE_RPC["PlayMatches"]),
+                           slow_workers=slow_workers or limits.REFEREE_SLOW_WORKERS,
+                           interceptors=[referee.metrics.rpc.aio(),
+                                         *(i.aio() for i in srv.access_control(credentials, referee.metrics.registry))])
+    referee_pb2_grpc.add_RefereeServicer_to_server(referee, server.server)
+    return server, srv.add_health_and_reflection_aio(server, ["league.v1.Referee"])
+
+
 def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, ready_file: Path | None,
                 results_file: Path | None, wait_for: int, log_file: str | None = None,
                 state_file: Path | None = None, credentials: Credentials | None = None) -> int:
     """The referee process; ``credentials``: its mutual-TLS credentials (None: plaintext)."""
-    from services import limits
     from services.referee import Referee
 
     srv.configure_logging(log_file)
     referee = Referee(cfg.referee, [a.id for a in cfg.agents], state_file, credentials)
-    # grpc.aio: the Subscribe streams wait on the event loop and hold no thread; the unary RPCs
-    # (Join, Heartbeat, Status, PlayMatches...) run in a fixed pool of REFEREE_UNARY_WORKERS
-    server = srv.AioServer(unary_workers=limits.REFEREE_UNARY_WORKERS,
-                           interceptors=[referee.metrics.rpc.aio(),
-                                         *(i.aio() for i in srv.access_control(credentials, referee.metrics.registry))])
-    referee_pb2_grpc.add_RefereeServicer_to_server(referee, server.server)
-    not_serving = srv.add_health_and_reflection_aio(server, ["league.v1.Referee"])
+    server, not_serving = referee_server(referee, credentials)
     try:
         bound = srv.bind(server, host, port, credentials)
         http, mport = srv.serve_metrics(referee.metrics.registry, host, metrics_port,

@@ -164,6 +164,9 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         self.chains: dict[tuple[str, str], Chain] = {}
         # open Subscribe streams: key -> (agent id, "" for all batches; a thread-safe deliver(batch))
         self.subscribers: dict[int, tuple[str, Callable[[referee_pb2.TrajectoryBatch], None]]] = {}
+        # guards subscribers and _overflowed. The event loop takes only this lock, never
+        # self.lock: a unary handler may abort (which waits for the loop) while holding self.lock
+        self.streams_lock = threading.Lock()
         self.lock = threading.RLock()
         self.round = 0
         self.aborted = 0
@@ -437,7 +440,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         q: asyncio.Queue = asyncio.Queue(maxsize=limits.SUBSCRIBER_BACKLOG)
         key = id(q)
         refusal = ""
-        with self.lock:
+        with self.streams_lock:
             streams = [a for a, _ in self.subscribers.values()]
             cap = limits.MAX_STREAMS_PER_AGENT if agent else limits.MAX_ANONYMOUS_STREAMS
             pending = sum(bool(a) and a not in self.members for a in streams)
@@ -470,7 +473,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                     continue
                 yield item
         finally:  # also when the client cancels (CancelledError at the await) or the server stops
-            with self.lock:
+            with self.streams_lock:
                 self.subscribers.pop(key, None)
                 self._overflowed.discard(key)
 
@@ -486,7 +489,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         """Hand a batch to every subscriber of one of its seats (and to anonymous ones);
         each subscriber's ``deliver`` is thread-safe and returns at once."""
         seats = {s.agent_id for s in batch.seats}
-        with self.lock:
+        with self.streams_lock:
             targets = [deliver for agent, deliver in self.subscribers.values() if not agent or agent in seats]
         for deliver in targets:
             try:

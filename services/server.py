@@ -9,13 +9,14 @@ stays open for the league's life, and on ``grpc.aio`` an open stream holds no th
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import sys
 import threading
 from concurrent import futures
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from wsgiref.simple_server import make_server as make_wsgi_server
@@ -26,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from services.auth import CHANNEL_OPTIONS, AccessControl, access_table, channel_credentials, server_credentials
+from services.intercept import AioInterceptor
 from services.pki import Credentials
 from services.wire import WireError
 
@@ -72,15 +74,21 @@ class AioServer:
     on :attr:`server` with the generated ``add_*_to_server`` (or :meth:`call` when they must
     run on the loop), then :func:`bind` and :meth:`start`."""
 
-    def __init__(self, unary_workers: int = 16, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
+    def __init__(self, unary_workers: int = 16, interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+                 slow_methods: Collection[str] = (), slow_workers: int = 16) -> None:
+        """``slow_methods`` (``/package.Service/Method``, plain unary handlers that wait on
+        other servers, e.g. the referee's Join) run in a pool of ``slow_workers`` threads of
+        their own, so a burst of them never queues the quick RPCs (Status, Heartbeat)."""
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="grpc-aio-loop", daemon=True)
         self._thread.start()
         self.pool = futures.ThreadPoolExecutor(max_workers=unary_workers, thread_name_prefix="grpc-unary")
+        self.slow_pool = futures.ThreadPoolExecutor(max_workers=slow_workers, thread_name_prefix="grpc-slow")
+        lane = [AioInterceptor(_own_pool_wrap(frozenset(slow_methods), self.slow_pool))] if slow_methods else []
 
         async def make() -> grpc.aio.Server:  # grpc.aio binds the server to the running loop
             return grpc.aio.server(migration_thread_pool=self.pool, options=SERVER_OPTIONS,
-                                   interceptors=list(interceptors))
+                                   interceptors=[*interceptors, *lane])
 
         self.server: grpc.aio.Server = self.call(make())
 
@@ -112,8 +120,41 @@ class AioServer:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self.slow_pool.shutdown(wait=False, cancel_futures=True)
             if not self._thread.is_alive():
                 self.loop.close()
+
+
+class _PoolContext:
+    """The context a plain handler sees in an :class:`AioServer` pool of its own: as
+    ``grpc.aio``'s context for its migration pool, ``abort`` runs on the loop and raises in
+    the handler's thread; everything else is the loop's context."""
+
+    def __init__(self, context: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._context, self._loop = context, loop
+
+    def abort(self, code: grpc.StatusCode, details: str = "", *args: Any) -> NoReturn:
+        asyncio.run_coroutine_threadsafe(self._context.abort(code, details, *args), self._loop).result()
+        raise AssertionError("unreachable: abort returned")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+def _own_pool_wrap(methods: frozenset[str], pool: futures.Executor):
+    """A ``services.intercept.Wrap`` running the plain unary-unary handlers of ``methods`` in
+    ``pool`` (as coroutines awaiting it) instead of ``grpc.aio``'s migration pool."""
+
+    def wrap(behavior: Callable, method: str, handler: grpc.RpcMethodHandler) -> Callable:
+        if (method not in methods or handler.request_streaming or handler.response_streaming
+                or inspect.iscoroutinefunction(behavior)):
+            return behavior
+
+        async def in_pool(request: Any, context: Any) -> Any:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(pool, behavior, request, _PoolContext(context, loop))
+        return in_pool
+    return wrap
 
 
 def add_health_and_reflection_aio(server: AioServer, service_full_names: list[str]):

@@ -5,7 +5,11 @@ not grow with the streams (on ``grpc.aio`` an open stream is a task, not a threa
 
 The members are real agent gRPC servers in this process: two frozen learners that the
 referee pairs every round, and 100 personas that no round seats (there is no meta-agent),
-whose streams therefore stay idle."""
+whose streams therefore stay idle.
+
+The event loop that serves the streams must never wait for the league's lock: a unary
+handler (in the thread pool) may abort while it holds that lock, and an abort waits for the
+loop to send the status; a loop waiting for the lock would deadlock the referee."""
 
 from __future__ import annotations
 
@@ -21,10 +25,15 @@ from agents.params import ParameterStore
 from agents.service import AgentService
 from services import limits
 from services import server as srv
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
+from services.league_config import RefereeConfig
+from services.processes import referee_server
+from services.referee import Referee
 from tests.league_procs import spawn, stop, wait_json, wait_until
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # ~30 s: a referee process and 102 joins
+pytestmark = pytest.mark.timeout(180)
 
 IDLE_MEMBERS = 100
 STREAMS = IDLE_MEMBERS * limits.MAX_STREAMS_PER_AGENT  # 200
@@ -101,6 +110,7 @@ def referee(tmp_path_factory):
             server.stop(None)
 
 
+@pytest.mark.slow  # ~30 s: a referee process and 102 joins
 def test_idle_streams_hold_no_thread_and_freeze_nothing(referee):
     proc, address, stub, channels, tmp = referee
     start = stub.Status(referee_pb2.StatusRequest(), timeout=TIMEOUT).round
@@ -167,3 +177,65 @@ def test_idle_streams_hold_no_thread_and_freeze_nothing(referee):
         return False
 
     wait_until(can_subscribe, 20, "idle0 to subscribe again after its streams were cancelled")
+
+
+def test_the_event_loop_never_waits_for_the_league_lock():
+    """While the league's lock is held (as by a Heartbeat aborting NOT_FOUND inside it), a
+    Subscribe opens and registers, and health (served on the loop) answers at once."""
+    referee = Referee(RefereeConfig(env="ipd", rounds=0))
+    server, _ = referee_server(referee, unary_workers=2, slow_workers=2)
+    port = srv.bind(server, "127.0.0.1", 0)
+    server.start()
+    try:
+        with srv.channel(f"127.0.0.1:{port}") as ch:
+            with referee.lock:
+                stream = referee_pb2_grpc.RefereeStub(ch).Subscribe(referee_pb2.SubscribeRequest(agent_id="newcomer"),
+                                                                   timeout=TIMEOUT)
+                wait_until(lambda: len(referee.subscribers) == 1, 5, "the stream to register under the held lock")
+                check = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="league.v1.Referee"),
+                                                             timeout=2.0)
+                assert check.status == health_pb2.HealthCheckResponse.SERVING
+            stream.cancel()
+            wait_until(lambda: not referee.subscribers, 5, "the cancelled stream to be removed")
+    finally:
+        referee.stop()
+        server.stop(None)
+
+
+def test_a_burst_of_slow_joins_does_not_queue_status():
+    """Joins that wait on a silent agent (it accepts TCP and never answers) fill the slow
+    pool for a lease; Status and Heartbeat still answer at once from their own pool."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    lease = 3.0
+    referee = Referee(RefereeConfig(env="ipd", rounds=0, lease_seconds=lease))
+    server, _ = referee_server(referee, unary_workers=2, slow_workers=2)
+    port = srv.bind(server, "127.0.0.1", 0)
+    server.start()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        with srv.channel(f"127.0.0.1:{port}") as ch, ThreadPoolExecutor(4) as callers:
+            stub = referee_pb2_grpc.RefereeStub(ch)
+            joins = [callers.submit(stub.Join, referee_pb2.JoinRequest(
+                agent_id=f"silent{i}", address=f"127.0.0.1:{silent.getsockname()[1]}", protocol_version=1,
+                role="learner"), timeout=4 * lease) for i in range(4)]
+            time.sleep(0.5)  # the joins hold both slow threads, two more wait for them
+            assert not any(j.done() for j in joins)
+            t0 = time.perf_counter()
+            stub.Status(referee_pb2.StatusRequest(), timeout=TIMEOUT)
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Heartbeat(referee_pb2.HeartbeatRequest(agent_id="silent0"), timeout=TIMEOUT)
+            waited = time.perf_counter() - t0
+            assert e.value.code() == grpc.StatusCode.NOT_FOUND
+            assert waited < 0.5 * lease, f"Status and Heartbeat waited {waited:.2f}s behind the joins"
+            for j in joins:
+                with pytest.raises(grpc.RpcError) as e:
+                    j.result()
+                assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        silent.close()
+        referee.stop()
+        server.stop(None)
