@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _baseline import export_commit  # noqa: E402
 from benchmarks._bench_common import ROOT, loadavg, machine_info, med, summary  # noqa: E402
-from tests.league_procs import stop, wait_until  # noqa: E402
+from tests.league_procs import stop, threads, wait_until  # noqa: E402
 
 BASELINE = "054c3f9"
 """The last commit whose referee serves every Subscribe stream on a thread of its own."""
@@ -62,13 +62,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def threads(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    return -1
 
 
 def memory_mib(pid: int) -> dict[str, float]:

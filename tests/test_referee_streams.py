@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -31,7 +30,7 @@ from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.league_config import RefereeConfig
 from services.processes import referee_server
 from services.referee import Referee
-from tests.league_procs import spawn, stop, wait_json, wait_until
+from tests.league_procs import spawn, stop, threads, wait_json, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -60,14 +59,6 @@ seed = 0
 lease_seconds = 600.0
 fetch_timeout = 10.0
 """
-
-
-def threads(pid: int) -> int:
-    """The process's thread count (``Threads:`` of /proc/PID/status)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no Threads line for {pid}")
 
 
 def agent_server(agent_id: str, seed: int):
