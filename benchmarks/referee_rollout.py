@@ -98,7 +98,7 @@ class PlayGroupHarness:
         self.queues = []
         for a in self.members:  # one subscriber per agent, as every agent process subscribes
             q: queue.Queue = queue.Queue()
-            self.referee.subscribers[id(q)] = (a, q)
+            self.referee.subscribers[id(q)] = (a, q.put_nowait)  # a stream's deliver(batch)
             self.queues.append(q)
         self.chained = roles[0] == "meta"
 

@@ -11,8 +11,9 @@ switch, not a code path. No sockets here."""
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -21,6 +22,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter
 
 from services.gen.league.v1 import agent_pb2, coordinator_pb2, referee_pb2
+from services.intercept import AioInterceptor, rewrap
 from services.pki import LEAGUE_SERVER_NAME, ROLES, Credentials, Identity, PkiError, identity_of
 
 log = logging.getLogger("league.auth")
@@ -174,7 +176,8 @@ class AccessControl(grpc.ServerInterceptor):
                                   "caller's certificate role (who reads whose parameters, counted by the one read)",
                                   ["grpc_service", "grpc_method", "caller"], registry=registry)
 
-    def _check(self, method: str, context: grpc.ServicerContext, request: Any) -> None:
+    def _refusal(self, method: str, context: Any, request: Any) -> Refused | None:
+        """The refusal of this call (logged and counted), or None when the table allows it."""
         try:
             who = authorise(self.table.get(method), context, request)
             service, name = method.split("/")[1:3]
@@ -183,37 +186,56 @@ class AccessControl(grpc.ServerInterceptor):
             service, name = method.split("/")[1:3] if method in self.table else ("unknown", "unknown")
             self.refused.labels(service, name, err.role, err.code.name).inc()
             log.warning("refused %s from %s (%s): %s: %s", method, context.peer(), err.role, err.code.name, err)
-            context.abort(err.code, str(err))
+            return err
+        return None
 
-    def _unary(self, behavior: Callable, method: str, streaming_request: bool) -> Callable:
-        def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            self._check(method, context, None if streaming_request else request)
-            return behavior(request, context)
-        return handle
-
-    def _streaming(self, behavior: Callable, method: str, streaming_request: bool) -> Callable:
-        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            self._check(method, context, None if streaming_request else request)
-            yield from behavior(request, context)
-        return handle
-
-    def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
-        handler = continuation(handler_call_details)
-        if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED itself
-            return None
-        method = handler_call_details.method
+    def wrap(self, behavior: Callable, method: str, handler: grpc.RpcMethodHandler) -> Callable:
+        """``behavior`` behind the table's check (``services.intercept.Wrap``); plain or async
+        as ``behavior`` is. A streaming request carries no id to check (``own_id_field``)."""
         rule = self.table.get(method)
         if rule is not None and rule.own_id_field and handler.request_streaming:
             raise AssertionError(f"{method}: a streaming request cannot carry {rule.own_id_field}")
-        wrap = self._streaming if handler.response_streaming else self._unary
-        behavior = next(b for b in (handler.unary_unary, handler.unary_stream, handler.stream_unary,
-                                    handler.stream_stream) if b is not None)
-        make = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
-                (True, False): grpc.stream_unary_rpc_method_handler,
-                (True, True): grpc.stream_stream_rpc_method_handler}[(handler.request_streaming,
-                                                                      handler.response_streaming)]
-        return make(wrap(behavior, method, handler.request_streaming), handler.request_deserializer,
-                    handler.response_serializer)
+        streaming = handler.response_streaming
+
+        def about(request: Any) -> Any:
+            return None if handler.request_streaming else request
+
+        if inspect.isasyncgenfunction(behavior):
+            async def stream_async(request: Any, context: Any) -> AsyncIterator[Any]:
+                refused = self._refusal(method, context, about(request))
+                if refused is not None:
+                    await context.abort(refused.code, str(refused))
+                async for item in behavior(request, context):
+                    yield item
+            return stream_async
+        if inspect.iscoroutinefunction(behavior):  # a unary reply, or a stream written with context.write
+            async def unary_async(request: Any, context: Any) -> Any:
+                refused = self._refusal(method, context, about(request))
+                if refused is not None:
+                    await context.abort(refused.code, str(refused))
+                return await behavior(request, context)
+            return unary_async
+
+        def unary(request: Any, context: Any) -> Any:
+            refused = self._refusal(method, context, about(request))
+            if refused is not None:
+                context.abort(refused.code, str(refused))
+            return behavior(request, context)
+
+        def stream(request: Any, context: Any) -> Iterator[Any]:
+            refused = self._refusal(method, context, about(request))
+            if refused is not None:
+                context.abort(refused.code, str(refused))
+            yield from behavior(request, context)
+
+        return stream if streaming else unary
+
+    def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
+        return rewrap(continuation(handler_call_details), handler_call_details.method, self.wrap)
+
+    def aio(self) -> AioInterceptor:
+        """The same access control (same table, same refusal counter) for a ``grpc.aio`` server."""
+        return AioInterceptor(self.wrap)
 
 
 # -- credentials ---------------------------------------------------------------------------

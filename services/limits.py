@@ -31,7 +31,14 @@ MAX_PENDING_STREAMS = 32
 STREAM_JOIN_GRACE = 30.0
 """Seconds a stream of an id that is not a member stays open (FAILED_PRECONDITION after)."""
 MAX_STREAMS = MAX_MEMBERS * MAX_STREAMS_PER_AGENT + MAX_ANONYMOUS_STREAMS
-"""Open Subscribe streams in all; the referee's server keeps threads beyond these for unary RPCs."""
+"""Open Subscribe streams in all (each a task and a queue of at most SUBSCRIBER_BACKLOG
+batches on the referee's event loop; no thread)."""
+REFEREE_UNARY_WORKERS = 8
+"""Threads serving the referee's quick unary RPCs (Status, Heartbeat, Leave), however many
+streams are open."""
+REFEREE_SLOW_WORKERS = 16
+"""Threads serving the referee's Join (up to two round trips to the joining agent) and
+PlayMatches (fetches and a rollout): a burst of joins queues here, never the quick RPCs."""
 SUBSCRIBER_BACKLOG = 1024
 """Batches queued for one subscriber; a subscriber that falls further behind is cut off
 (RESOURCE_EXHAUSTED) and resubscribes."""

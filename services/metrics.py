@@ -5,18 +5,23 @@ per counter and histogram child that no dashboard reads). ``process_registry`` g
 process its registry with the one ``league_info`` metric that carries its constant labels
 (component, env, version, ...), so other metrics need no constant labels. ``RpcMetrics`` is
 a gRPC server interceptor that counts every RPC by service, method and status code and
-observes its handling time, for any servicer, with no change to the servicers.
+observes its handling time, for any servicer, with no change to the servicers; its
+``aio()`` is the same interceptor for a ``grpc.aio`` server.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from importlib import metadata
 from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disable_created_metrics
+
+from services.intercept import AioInterceptor, StatusRecorder, recorder, rewrap
 
 disable_created_metrics()
 
@@ -65,52 +70,74 @@ class RpcMetrics(grpc.ServerInterceptor):
         self.seconds.labels(service, method).observe(time.perf_counter() - t0)
 
     @staticmethod
-    def _code(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode:
-        code = context.code()  # set by context.abort / set_code; None when the handler left it
+    def _code(context: StatusRecorder, failed: bool) -> grpc.StatusCode:
+        code = context.code()  # recorded by abort / set_code; None when the handler left it
         if isinstance(code, grpc.StatusCode):
             return code
         return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
 
-    def _unary(self, behavior: Callable, service: str, method: str) -> Callable:
-        def handle(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
-            t0, failed = time.perf_counter(), True
+    def wrap(self, behavior: Callable, full_method: str, handler: grpc.RpcMethodHandler) -> Callable:
+        """``behavior`` counted and timed (``services.intercept.Wrap``): a unary reply until
+        it returns, a stream until its last message or the client's cancel; plain or async
+        as ``behavior`` is."""
+        service, method = _split(full_method)
+        streaming = handler.response_streaming
+
+        def done(context: StatusRecorder, t0: float, failed: bool, cancelled: bool = False) -> None:
+            self._done(service, method, grpc.StatusCode.CANCELLED if cancelled else self._code(context, failed), t0)
+
+        if inspect.isasyncgenfunction(behavior):
+            async def stream_async(request: Any, context: Any) -> AsyncIterator[Any]:
+                t0, context, failed, cancelled = time.perf_counter(), recorder(context), True, False
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                    failed = False
+                except (GeneratorExit, asyncio.CancelledError):  # the client went away mid-stream
+                    cancelled = True
+                    raise
+                finally:
+                    done(context, t0, failed, cancelled)
+            return stream_async
+        if inspect.iscoroutinefunction(behavior):  # a unary reply, or a stream written with context.write
+            async def unary_async(request: Any, context: Any) -> Any:
+                t0, context, failed, cancelled = time.perf_counter(), recorder(context), True, False
+                try:
+                    reply = await behavior(request, context)
+                    failed = False
+                    return reply
+                except asyncio.CancelledError:
+                    cancelled = True
+                    raise
+                finally:
+                    done(context, t0, failed, cancelled)
+            return unary_async
+
+        def unary(request: Any, context: Any) -> Any:
+            t0, context, failed = time.perf_counter(), recorder(context), True
             try:
-                reply = behavior(request_or_iterator, context)
+                reply = behavior(request, context)
                 failed = False
                 return reply
             finally:
-                self._done(service, method, self._code(context, failed), t0)
-        return handle
+                done(context, t0, failed)
 
-    def _streaming(self, behavior: Callable, service: str, method: str) -> Callable:
-        def handle(request_or_iterator: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            t0, failed = time.perf_counter(), True
+        def stream(request: Any, context: Any) -> Iterator[Any]:
+            t0, context, failed, cancelled = time.perf_counter(), recorder(context), True, False
             try:
-                yield from behavior(request_or_iterator, context)
+                yield from behavior(request, context)
                 failed = False
             except GeneratorExit:  # the client went away mid-stream
-                self._done(service, method, grpc.StatusCode.CANCELLED, t0)
+                cancelled = True
                 raise
-            except BaseException:
-                self._done(service, method, self._code(context, True), t0)
-                raise
-            else:
-                self._done(service, method, self._code(context, failed), t0)
-        return handle
+            finally:
+                done(context, t0, failed, cancelled)
+
+        return stream if streaming else unary
 
     def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
-        handler = continuation(handler_call_details)
-        if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED itself
-            return None
-        service, method = _split(handler_call_details.method)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary, service, method),
-                                                       handler.request_deserializer, handler.response_serializer)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(self._unary(handler.stream_unary, service, method),
-                                                        handler.request_deserializer, handler.response_serializer)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(self._streaming(handler.unary_stream, service, method),
-                                                        handler.request_deserializer, handler.response_serializer)
-        return grpc.stream_stream_rpc_method_handler(self._streaming(handler.stream_stream, service, method),
-                                                     handler.request_deserializer, handler.response_serializer)
+        return rewrap(continuation(handler_call_details), handler_call_details.method, self.wrap)
+
+    def aio(self) -> AioInterceptor:
+        """The same metrics (same series) for a ``grpc.aio`` server."""
+        return AioInterceptor(self.wrap)

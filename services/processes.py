@@ -24,27 +24,41 @@ STATE_FILE = Path(os.environ.get("LEAGUE_STATE", "runs/league/up.json"))
 
 
 # -- referee -----------------------------------------------------------------------------
+def referee_server(referee, credentials: Credentials | None = None,
+                   unary_workers: int | None = None, slow_workers: int | None = None):
+    """The referee's ``grpc.aio`` server, not yet bound or started, and the function that
+    flips its health to NOT_SERVING. The Subscribe streams wait on its event loop and hold
+    no thread; the quick unary RPCs (Status, Heartbeat, Leave) run in a fixed pool of
+    ``limits.REFEREE_UNARY_WORKERS`` threads, Join and PlayMatches (which wait on agents)
+    in one of ``limits.REFEREE_SLOW_WORKERS`` of their own."""
+    from services import limits
+    from services.auth import REFEREE as REFEREE_RPC
+
+    server = srv.AioServer(unary_workers=unary_workers or limits.REFEREE_UNARY_WORKERS,
+                           slow_methods=(REFEREE_RPC["Join"], REFEREE_RPC["PlayMatches"]),
+                           slow_workers=slow_workers or limits.REFEREE_SLOW_WORKERS,
+                           interceptors=[referee.metrics.rpc.aio(),
+                                         *(i.aio() for i in srv.access_control(credentials, referee.metrics.registry))])
+    referee_pb2_grpc.add_RefereeServicer_to_server(referee, server.server)
+    return server, srv.add_health_and_reflection_aio(server, ["league.v1.Referee"])
+
+
 def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, ready_file: Path | None,
                 results_file: Path | None, wait_for: int, log_file: str | None = None,
                 state_file: Path | None = None, credentials: Credentials | None = None) -> int:
     """The referee process; ``credentials``: its mutual-TLS credentials (None: plaintext)."""
-    from services import limits
     from services.referee import Referee
 
     srv.configure_logging(log_file)
     referee = Referee(cfg.referee, [a.id for a in cfg.agents], state_file, credentials, teams=cfg.teams)
-    # every agent holds up to MAX_STREAMS_PER_AGENT open streams; threads beyond those serve the unary RPCs
-    server = srv.make_server(max_workers=limits.MAX_STREAMS + 16,
-                             interceptors=[referee.metrics.rpc,
-                                           *srv.access_control(credentials, referee.metrics.registry)])
-    referee_pb2_grpc.add_RefereeServicer_to_server(referee, server)
-    health = srv.add_health_and_reflection(server, ["league.v1.Referee"])
+    server, not_serving = referee_server(referee, credentials)
     try:
         bound = srv.bind(server, host, port, credentials)
         http, mport = srv.serve_metrics(referee.metrics.registry, host, metrics_port,
                                         routes={"/sd": referee.service_discovery})
     except OSError:
         referee.stop()
+        server.stop(0)
         raise
     server.start()
     info = {"address": f"{host}:{bound}", "metrics": f"http://{host}:{mport}/metrics", "pid": os.getpid()}
@@ -67,8 +81,8 @@ def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, read
                              "episodes": r["episodes"], "matches": r["matches"],
                              "mean_return": sum(r["returns"][-10:]) / len(r["returns"][-10:]) if r["returns"] else 0.0}
                             for a, r in referee.member_records().items()]})
-        health.enter_graceful_shutdown()
-        server.stop(grace=1.0).wait()
+        not_serving()
+        server.stop(grace=1.0)
         http.shutdown()
     return 0
 

@@ -25,15 +25,15 @@ about one lease."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
 import grpc
 import torch
@@ -57,6 +57,8 @@ from services.wire import WireError, check_finite, check_structure, nbytes, wire
 log = logging.getLogger("league.referee")
 
 ROLES = ("meta", "persona", "learner")
+STREAM_POLL_SECONDS = 1.0
+"""How often an idle Subscribe stream wakes to check its id's membership and the referee's stop."""
 LEARNING_RULES = ("pg", "frozen")
 
 
@@ -183,7 +185,11 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         self.members: dict[str, Member] = {}
         self.chains: dict[tuple[str, tuple[str, ...]], Chain] = {}
         self.coordinator_chains: dict[tuple[str, ...], tuple[str, int]] = {}  # seats -> open (chain id, step)
-        self.subscribers: dict[int, tuple[str, queue.Queue]] = {}
+        # open Subscribe streams: key -> (agent id, "" for all batches; a thread-safe deliver(batch))
+        self.subscribers: dict[int, tuple[str, Callable[[referee_pb2.TrajectoryBatch], None]]] = {}
+        # guards subscribers and _overflowed. The event loop takes only this lock, never
+        # self.lock: a unary handler may abort (which waits for the loop) while holding self.lock
+        self.streams_lock = threading.Lock()
         self.lock = threading.RLock()
         self.round = 0
         self.aborted = 0
@@ -460,62 +466,82 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         return json.dumps(groups).encode()
 
     # -- broadcast -----------------------------------------------------------------------
-    def Subscribe(self, request, context) -> Iterator[referee_pb2.TrajectoryBatch]:
+    async def Subscribe(self, request, context) -> AsyncIterator[referee_pb2.TrajectoryBatch]:
         """Stream the batches in which ``agent_id`` plays (every batch for an empty id); open
-        streams are capped per id and a subscriber that falls too far behind is cut off."""
+        streams are capped per id and a subscriber that falls too far behind is cut off.
+
+        An async generator: on the referee's ``grpc.aio`` server an open stream is a task
+        waiting on its ``asyncio.Queue``, which the round loop fills from its own thread
+        (``loop.call_soon_threadsafe``); it holds no thread."""
         agent = request.agent_id
         try:
             if agent:
                 limits.check_id(agent)
         except WireError as err:
-            srv.abort(context, err)
-        q: queue.Queue = queue.Queue(maxsize=limits.SUBSCRIBER_BACKLOG)
+            await context.abort(err.code, str(err))
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue(maxsize=limits.SUBSCRIBER_BACKLOG)
         key = id(q)
-        with self.lock:
+        refusal = ""
+        with self.streams_lock:
             streams = [a for a, _ in self.subscribers.values()]
             cap = limits.MAX_STREAMS_PER_AGENT if agent else limits.MAX_ANONYMOUS_STREAMS
             pending = sum(bool(a) and a not in self.members for a in streams)
             if streams.count(agent) >= cap:
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"{cap} Subscribe streams are already open for agent id {agent!r}")
-            if len(streams) >= limits.MAX_STREAMS or (agent and agent not in self.members
-                                                       and pending >= limits.MAX_PENDING_STREAMS):
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many open Subscribe streams: try again later")
-            self.subscribers[key] = (agent, q)
+                refusal = f"{cap} Subscribe streams are already open for agent id {agent!r}"
+            elif len(streams) >= limits.MAX_STREAMS or (agent and agent not in self.members
+                                                         and pending >= limits.MAX_PENDING_STREAMS):
+                refusal = "too many open Subscribe streams: try again later"
+            else:
+                self.subscribers[key] = (agent, lambda batch: loop.call_soon_threadsafe(self._enqueue, key, q, batch))
+        if refusal:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
         last_member = time.monotonic()
         try:
-            while context.is_active() and not self.stopped.is_set():
+            while not self.stopped.is_set():
                 if agent:
                     if agent in self.members:
                         last_member = time.monotonic()
                     elif time.monotonic() - last_member > limits.STREAM_JOIN_GRACE:
-                        context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                      f"{agent} is not a member: join, then subscribe again")
+                        await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                            f"{agent} is not a member: join, then subscribe again")
                 if key in self._overflowed:
                     log.warning("subscriber %s fell %d batches behind: stream cut off", agent or "(all)",
                                 limits.SUBSCRIBER_BACKLOG)
-                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                  f"fell {limits.SUBSCRIBER_BACKLOG} batches behind: subscribe again")
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                        f"fell {limits.SUBSCRIBER_BACKLOG} batches behind: subscribe again")
                 try:
-                    item = q.get(timeout=0.25)
-                except queue.Empty:
+                    item = await asyncio.wait_for(q.get(), timeout=STREAM_POLL_SECONDS)
+                except asyncio.TimeoutError:
                     continue
-                yield from item  # one batch: a whole message, or its parts in order
-        finally:
-            with self.lock:
+                for message in item:  # one batch: a whole message, or its parts in order
+                    yield message
+        finally:  # also when the client cancels (CancelledError at the await) or the server stops
+            with self.streams_lock:
                 self.subscribers.pop(key, None)
                 self._overflowed.discard(key)
 
+    def _enqueue(self, key: int, q: asyncio.Queue, messages: list[referee_pb2.TrajectoryBatch]) -> None:
+        """On the stream's event loop: queue a batch (its messages: whole, or its parts), or
+        mark a subscriber that fell SUBSCRIBER_BACKLOG batches behind (its stream ends at its
+        next message)."""
+        try:
+            q.put_nowait(messages)
+        except asyncio.QueueFull:
+            self._overflowed.add(key)
+
     def _broadcast(self, messages: list[referee_pb2.TrajectoryBatch]) -> None:
-        """Queue one batch (its messages: whole, or its parts) for every subscriber it concerns."""
+        """Hand a batch (its messages: whole, or its parts) to every subscriber of one of its
+        seats (and to anonymous ones); each subscriber's ``deliver`` is thread-safe and
+        returns at once."""
         seats = {s.agent_id for s in messages[0].seats}
-        with self.lock:
-            targets = [(key, q) for key, (agent, q) in self.subscribers.items() if not agent or agent in seats]
-        for key, q in targets:
+        with self.streams_lock:
+            targets = [deliver for agent, deliver in self.subscribers.values() if not agent or agent in seats]
+        for deliver in targets:
             try:
-                q.put_nowait(messages)
-            except queue.Full:
-                self._overflowed.add(key)
+                deliver(messages)
+            except RuntimeError:  # the stream's event loop has closed: the server is stopping
+                pass
 
     # -- status --------------------------------------------------------------------------
     def Status(self, request, context):

@@ -10,6 +10,7 @@ import torch
 from agents.params import ParameterStore
 from agents.service import AgentService
 from services import server as srv
+from services.processes import referee_server
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.league_config import RefereeConfig
 from services.referee import Referee
@@ -22,8 +23,7 @@ class InProcessLeague:
     def __init__(self, cfg: RefereeConfig) -> None:
         self.servers, self.channels = [], []
         self.referee = Referee(cfg)
-        server = srv.make_server(max_workers=16)
-        referee_pb2_grpc.add_RefereeServicer_to_server(self.referee, server)
+        server, _ = referee_server(self.referee)  # as the referee process serves it (grpc.aio)
         port = srv.bind(server, "127.0.0.1", 0)
         server.start()
         self.servers.append(server)

@@ -24,6 +24,7 @@ from services import server as srv
 from services.client import fetch_parameters
 from services.gen.league.v1 import agent_pb2, agent_pb2_grpc, referee_pb2, referee_pb2_grpc, tensor_pb2
 from services.league_config import RefereeConfig
+from services.processes import referee_server
 from services.referee import Referee
 from services.wire import chunk_parameters
 
@@ -92,9 +93,7 @@ class League:
                                 health_pb2_grpc.HealthStub(ch)))
         self.referee = Referee(RefereeConfig(env="ipd", trajectories=2, horizon=3, rounds=0, lease_seconds=600.0,
                                              fetch_timeout=2.0))
-        server = srv.make_server(max_workers=32)
-        referee_pb2_grpc.add_RefereeServicer_to_server(self.referee, server)
-        srv.add_health_and_reflection(server, ["league.v1.Referee"])
+        server, _ = referee_server(self.referee)  # as the referee process serves it
         port = srv.bind(server, "127.0.0.1", 0)
         server.start()
         self.servers.append(server)
@@ -330,7 +329,7 @@ def test_the_request_the_breakers_start_from_is_valid(league):
 
 def test_subscribe_streams_are_capped_per_agent(league):
     def open_streams():
-        with league.referee.lock:
+        with league.referee.streams_lock:
             return sum(a == "watcher" for a, _ in league.referee.subscribers.values())
 
     streams = [league.ref.Subscribe(referee_pb2.SubscribeRequest(agent_id="watcher"), timeout=TIMEOUT)
