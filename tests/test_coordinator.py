@@ -271,6 +271,7 @@ hidden = 8
 """ + "".join(f'\n[[agents]]\nid = "p{i}"\nrole = "persona"\nlr = [1.0]\n' for i in range(4))
 
 
+@pytest.mark.slow  # ~1.5 min: 5 processes; the 2-player tests above cover the same path by default
 def test_a_coordinated_three_player_iteration_equals_the_embedded_iteration(tmp_path):
     """3-player RPS: 2 chains x 2 persona seats (p0, p1 | p2, p3), every seat's update checked
     against the replica at every step, and the same meta-parameters as embedded."""
