@@ -93,16 +93,13 @@ class RemoteEvaluator(SampledEvaluator):
         self.step = 0
         self.length = coordinator.experiment.chain.length
 
-    def _seats(self, b: int) -> list[str]:
-        return self.coordinator.seats(b)
-
     def play(self, params: Sequence[Params]) -> Episodes:
         l, c = self.step, self.coordinator
         if l > 0:
             c.verify_replica(self.chain_ids, l, params)
         matches = []
         for b, chain in enumerate(self.chain_ids):
-            seats = self._seats(b)
+            seats = c.seats(b)
             kinds = ["policy" if l == 0 else f"policy@{chain}"] * len(seats)
             versions = [self.base_versions[a] for a in seats] if l == 0 else [l] * len(seats)
             matches.append(referee_pb2.MatchSpec(
