@@ -189,7 +189,7 @@ class AgentProcess:
         if self.spec.id not in seats:
             return None
         seat = seats.index(self.spec.id)
-        episodes = episodes_of(batch, seat)  # the observation this seat read
+        episodes = episodes_of(batch)  # score reads this seat's own observations and actions
         m = self.metrics
         m.episodes.labels(*m.values).inc(episodes.shape[1])
         m.ret.labels(*m.values).set(float(episodes.rewards[..., seat].mean()))

@@ -17,10 +17,11 @@ from typing import Any, Callable, Collection, Protocol, Sequence
 
 import torch
 
+from league.envs.base import Environment
 from league.games.iterated import IteratedMatrixGame
 from league.learn import dice_objective, discount_weights, discounted_returns, linear_feature_baseline
 from league.policies.base import Params, Policy
-from league.rollout import Batch, Episodes, sample_episodes, score
+from league.rollout import Batch, Episodes, play_episodes, sample_episodes, score
 
 
 class Evaluator(Protocol):
@@ -77,9 +78,13 @@ class ValueEvaluator:
 @dataclass
 class SampledEvaluator:
     """DiCE objectives of ``n_episodes`` sampled episodes per chain, with the linear feature
-    baseline refit on each seat's discounted returns-to-go (the inner loop of Meta-MAPG)."""
+    baseline refit on each seat's discounted returns-to-go (the inner loop of Meta-MAPG).
 
-    game: IteratedMatrixGame
+    The episodes come from ``game`` (an iterated matrix game of ``horizon`` rounds) or, when
+    ``env`` is given, from that environment (any :class:`~league.envs.Environment`: per-seat
+    observations, ``Box`` actions, episodes that end on their own, at most ``env.max_steps``)."""
+
+    game: IteratedMatrixGame | None
     policies: Sequence[Policy]
     n_episodes: int
     horizon: int
@@ -87,17 +92,20 @@ class SampledEvaluator:
     generator: torch.Generator
     dtype: torch.dtype = torch.float32
     use_baseline: bool = True
+    env: Environment | None = None
 
     @property
     def n_agents(self) -> int:
-        return self.game.n_agents
+        return self.env.n_agents if self.env is not None else self.game.n_agents  # type: ignore[union-attr]
 
     def play(self, params: Sequence[Params]) -> Episodes:
         """Sample ``n_episodes`` episodes per chain of the joint policy ``params`` (no graph).
         The one place a sampled chain step meets the environment: the league's coordinator
         overrides it to have the referee play the step with the agents' published parameters."""
         n_chains = max(p[next(iter(p))].shape[0] for p in params)
-        return sample_episodes(self.game, self.policies, params, n_chains, self.n_episodes, self.horizon,
+        if self.env is not None:
+            return play_episodes(self.env, self.policies, params, n_chains, self.n_episodes, self.generator, self.dtype)
+        return sample_episodes(self.game, self.policies, params, n_chains, self.n_episodes, self.horizon,  # type: ignore[arg-type]
                                self.generator, self.dtype)
 
     def observe(self, params: Sequence[Params]) -> Batch:
@@ -117,7 +125,7 @@ class SampledEvaluator:
             raise ValueError(f"seat {k}'s own parameters must be live in its objective")
         rewards = data.rewards[..., k]
         returns = discounted_returns(rewards, self.gamma)
-        baseline = linear_feature_baseline(data.obs, returns) if self.use_baseline else None
+        baseline = linear_feature_baseline(data.obs_of(k), returns) if self.use_baseline else None
         if plain:
             w = discount_weights(rewards.shape[-1], self.gamma, dtype=rewards.dtype)
             weights = w * (returns if baseline is None else returns - baseline)

@@ -34,8 +34,8 @@ class Critic:
 
     def advantages_and_loss(self, data) -> tuple[torch.Tensor, torch.Tensor]:
         """GAE advantages (detached) and the value network's squared error to the discounted
-        returns-to-go, from one pass of the value network over ``data.obs``."""
-        values = self.net.values(self.params, data.obs)
+        returns-to-go, from one pass of the value network over the meta-agent's observations."""
+        values = self.net.values(self.params, data.obs_of(0))
         rewards = data.rewards[..., 0]
         loss = ((values - discounted_returns(rewards, self.gamma)) ** 2).mean()
         with torch.no_grad():

@@ -18,6 +18,7 @@ measure the model's error from outside (:attr:`InferredPeers.errors`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Collection, Sequence
 
@@ -56,7 +57,7 @@ class FitInfo:
 
 
 def _seat_logp(policy: Policy, params: Params, episodes: Episodes, seat: int) -> torch.Tensor:
-    n = episodes.actions.shape[-1]
+    n = episodes.n_agents
     return score([policy if m == seat else None for m in range(n)],
                  [params if m == seat else None for m in range(n)], episodes).logp[seat]
 
@@ -121,8 +122,7 @@ class InferredPeerStep(PolicyGradient):
         fitted = {name: v.detach().requires_grad_(True) for name, v in data.fitted[k].items()}
         logp = list(data.logp)
         logp[k] = _seat_logp(evaluator.policies[k], fitted, data, k)
-        rescored = Batch(obs=data.obs, actions=data.actions, rewards=data.rewards, logp=logp,
-                         entropy=data.entropy, probs=data.probs)
+        rescored = dataclasses.replace(data, logp=logp)
         objective = evaluator.inner_objective(rescored, k, range(evaluator.n_agents), plain=self.plain)
         return ascend(fitted, objective, lrs[k][:, step], create_graph)
 
@@ -176,8 +176,7 @@ class InferredPeers:
                                      self.true_lrs[m - 1][:, min(self._step, self.true_lrs[m - 1].shape[1] - 1)])
                            for m in range(1, n)]
         self._step += 1
-        return InferredBatch(obs=batch.obs, actions=batch.actions, rewards=batch.rewards, logp=batch.logp,
-                             entropy=batch.entropy, probs=batch.probs, fitted=fitted)
+        return InferredBatch(**{f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}, fitted=fitted)
 
     def infer(self, policy: Policy, predicted: Params, episodes: Episodes, seat: int) -> Params:
         """Algorithm 4 for seat ``seat``, warm-started from the predicted parameters."""

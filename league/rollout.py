@@ -11,6 +11,7 @@ from the same data.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,18 +26,74 @@ from league.policies.distributions import Categorical
 
 @dataclass
 class Episodes:
-    """What was played: the data a referee broadcasts."""
+    """What was played: the data a referee broadcasts and every learner scores.
 
-    obs: torch.Tensor  # [B, K, H, S] one-hot game state seen before acting
-    actions: torch.Tensor  # [B, K, H, n] long
+    In an iterated matrix game every seat sees one shared state and picks a discrete action,
+    so ``obs`` is that state ``[B, K, H, S]`` and ``actions`` the joint actions
+    ``long [B, K, H, n]``. Any other environment (per-seat observations, ``Box`` actions, real
+    termination) also fills ``seat_obs``/``seat_actions`` (seat ``k``'s flat observations
+    ``[B, K, H, D_k]`` and actions ``long [B, K, H]`` or ``float [B, K, H, *shape]``) and
+    ``dones``; read a seat through :meth:`obs_of` and :meth:`actions_of`. With ``dones``,
+    every step after an episode's end is padding: it earns nothing and is masked out of every
+    log-probability (:meth:`alive`), so whatever action a padding step holds never moves a
+    gradient."""
+
+    obs: torch.Tensor  # [B, K, H, S] the shared state (seat 0's observation when seats differ)
+    actions: torch.Tensor | None  # [B, K, H, n] long joint actions; None when seats' actions differ in kind
     rewards: torch.Tensor  # [B, K, H, n]
+    dones: torch.Tensor | None = None  # [B, K, H] bool: the episode was over after step t
+    seat_obs: list[torch.Tensor] | None = None
+    seat_actions: list[torch.Tensor] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.actions.shape[:3])  # type: ignore[return-value]
+        return tuple(self.rewards.shape[:3])  # type: ignore[return-value]
+
+    @property
+    def n_agents(self) -> int:
+        return self.rewards.shape[-1]
+
+    def obs_of(self, k: int) -> torch.Tensor:
+        """What seat ``k`` read before acting, ``[B, K, H, D_k]``."""
+        return self.obs if self.seat_obs is None else self.seat_obs[k]
+
+    def actions_of(self, k: int) -> torch.Tensor:
+        """What seat ``k`` did: ``long [B, K, H]`` or ``float [B, K, H, *shape]``."""
+        return self.actions[..., k] if self.seat_actions is None else self.seat_actions[k]  # type: ignore[index]
+
+    def alive(self) -> torch.Tensor | None:
+        """``[B, K, H]`` 1.0 at the steps an episode really took (through the one that ended
+        it), 0.0 at padding; None when no episode ended before the last step (nothing to mask)."""
+        if self.dones is None or not bool(self.dones[..., :-1].any()):
+            return None
+        ended_before = (self.dones.long().cumsum(-1) - self.dones.long()) > 0
+        return (~ended_before).to(self.rewards.dtype)
+
+    @classmethod
+    def cat(cls, parts: Sequence["Episodes"]) -> "Episodes":
+        """Episodes of several chains as one batch (concatenated on the chain dimension)."""
+        def join(values):
+            if values[0] is None:
+                return None
+            if isinstance(values[0], list):
+                return [torch.cat(seat) for seat in zip(*values)]
+            return torch.cat(values)
+        return cls(*(join([getattr(e, f.name) for e in parts]) for f in dataclasses.fields(Episodes)))
+
+    @classmethod
+    def of(cls, traj: "Trajectories") -> "Episodes":
+        """The episodes of a :func:`play`: shared state and joint actions where the seats
+        share them (a matrix game gives exactly :func:`sample_episodes`' tensors), per seat
+        otherwise; ``dones`` are kept."""
+        shared_obs = all(o is traj.obs[0] for o in traj.obs)
+        discrete = all(a.dtype == torch.long and a.dim() == 3 for a in traj.actions)
+        return cls(obs=traj.obs[0], actions=torch.stack(traj.actions, dim=-1) if discrete else None,
+                   rewards=traj.rewards, dones=traj.dones,
+                   seat_obs=None if shared_obs else list(traj.obs),
+                   seat_actions=None if discrete else list(traj.actions))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Batch(Episodes):
     """Episodes scored under the parameters that played them.
 
@@ -110,7 +167,11 @@ def play(env: Environment, policies: Sequence[Policy], params: Sequence[Params],
         done_t.append(ts.dones)
         if bool(ts.dones.all()):
             break
-    return Trajectories(obs=[torch.stack(o, dim=2) for o in obs_t], actions=[torch.stack(a, dim=2) for a in act_t],
+    obs: list[torch.Tensor] = []
+    for k, o in enumerate(obs_t):  # seats that read one shared state share one tensor
+        shared = k > 0 and all(x is y for x, y in zip(o, obs_t[k - 1]))
+        obs.append(obs[-1] if shared else torch.stack(o, dim=2))
+    return Trajectories(obs=obs, actions=[torch.stack(a, dim=2) for a in act_t],
                         rewards=torch.stack(rew_t, dim=2), dones=torch.stack(done_t, dim=2))
 
 
@@ -124,6 +185,12 @@ def sample_episodes(game: IteratedMatrixGame, policies: Sequence[Policy], params
     return Episodes(obs=traj.obs[0], actions=torch.stack(traj.actions, dim=-1), rewards=traj.rewards)
 
 
+def play_episodes(env: Environment, policies: Sequence[Policy], params: Sequence[Params], n_chains: int,
+                  n_episodes: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Episodes:
+    """:func:`play` any environment and return its :class:`Episodes` (with ``dones``)."""
+    return Episodes.of(play(env, policies, params, n_chains, n_episodes, generator, dtype=dtype))
+
+
 def score(policies: Sequence[Policy | None], params: Sequence[Params | None], episodes: Episodes) -> Batch:
     """Log-probabilities, entropies and probabilities of the played actions under
     ``params``: differentiable functions of the parameters (the actions are data). The
@@ -133,17 +200,22 @@ def score(policies: Sequence[Policy | None], params: Sequence[Params | None], ep
     logp: list[torch.Tensor] = []
     entropy: list[torch.Tensor] = []
     probs: list[torch.Tensor] = []
+    alive = episodes.alive()
     for k, (policy, p) in enumerate(zip(policies, params)):
         if policy is None or p is None:
             logp.append(None)  # type: ignore[arg-type]
             entropy.append(None)  # type: ignore[arg-type]
             probs.append(None)  # type: ignore[arg-type]
             continue
-        dist = policy.distribution(p, policy_sequence(policy, p, episodes.obs))  # over [B, K, H]
-        logp.append(dist.log_prob(episodes.actions[..., k]))
-        entropy.append(dist.entropy())
+        dist = policy.distribution(p, policy_sequence(policy, p, episodes.obs_of(k)))  # over [B, K, H]
+        lp, ent = dist.log_prob(episodes.actions_of(k)), dist.entropy()
+        if alive is not None:  # padding after an episode's end: no log-probability, no entropy
+            lp, ent = lp * alive, ent * alive
+        logp.append(lp)
+        entropy.append(ent)
         probs.append(dist.log_probs.exp().detach() if isinstance(dist, Categorical) else None)  # type: ignore[arg-type]
-    return Batch(obs=episodes.obs, actions=episodes.actions, rewards=episodes.rewards,
+    return Batch(obs=episodes.obs, actions=episodes.actions, rewards=episodes.rewards, dones=episodes.dones,
+                 seat_obs=episodes.seat_obs, seat_actions=episodes.seat_actions,
                  logp=logp, entropy=entropy, probs=probs)
 
 

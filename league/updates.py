@@ -152,7 +152,7 @@ def seat_step(rule: UpdateRule, evaluator: SampledEvaluator, policy: Policy, par
     if rule.needs_rollouts:
         raise ValueError(f"{type(rule).__name__} plays look-ahead episodes of its own; an agent process "
                          "learns only from the referee's broadcasts")
-    n = episodes.actions.shape[-1]
+    n = episodes.n_agents
     live = _fresh_leaf(params)
     policies: list[Policy | None] = [policy if m == seat else None for m in range(n)]
     seats: list[Params | None] = [live if m == seat else None for m in range(n)]

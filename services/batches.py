@@ -153,16 +153,15 @@ def response_messages(batches: Sequence[referee_pb2.TrajectoryBatch], rng_state:
     yield referee_pb2.PlayMatchesResponse(batches=pending, rng_state=rng_state)
 
 
-def episodes_of(batch: referee_pb2.TrajectoryBatch, seat: int | None = None) -> Episodes:
+def episodes_of(batch: referee_pb2.TrajectoryBatch) -> Episodes:
     """One batch's episodes (a leading chain dimension of 1) as ``league.rollout.Episodes``:
-    the shared observation, or seat ``seat``'s own when seats observe differently (``seat``
-    None then is an error: the replica of every seat needs one shared observation)."""
-    if batch.seat_obs:
-        if seat is None:
-            raise WireError(f"batch {batch.match_id} carries per-seat observations; name the seat to read",
-                            grpc.StatusCode.FAILED_PRECONDITION)
-        obs = decode_tensor(batch.seat_obs[seat], f"seat_obs[{seat}]")
-    else:
-        obs = decode_tensor(batch.obs, "obs")
-    return Episodes(obs.unsqueeze(0), decode_tensor(batch.actions, "actions").unsqueeze(0),
-                    decode_tensor(batch.rewards, "rewards").unsqueeze(0))
+    the shared observation or every seat's own, joint discrete actions or every seat's
+    ``Box`` actions, and the dones (which mask the padding after an episode's end)."""
+    actions = decode_tensor(batch.actions, "actions").unsqueeze(0)  # [1, K, H, n, *shape]
+    rewards = decode_tensor(batch.rewards, "rewards").unsqueeze(0)
+    dones = decode_tensor(batch.dones, "dones").unsqueeze(0) if batch.HasField("dones") else None
+    seat_obs = [decode_tensor(t, f"seat_obs[{k}]").unsqueeze(0) for k, t in enumerate(batch.seat_obs)] or None
+    obs = seat_obs[0] if seat_obs else decode_tensor(batch.obs, "obs").unsqueeze(0)
+    discrete = actions.dtype == torch.long
+    return Episodes(obs, actions if discrete else None, rewards, dones, seat_obs,
+                    None if discrete else list(actions.unbind(3)))

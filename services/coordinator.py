@@ -111,7 +111,7 @@ class RemoteEvaluator(SampledEvaluator):
         self.generator.set_state(torch.frombuffer(bytearray(replies[-1].rng_state), dtype=torch.uint8))
         played = [episodes_of(batch) for batch in read_batches(b for reply in replies for b in reply.batches)]
         self.step += 1
-        return Episodes(*(torch.cat([getattr(e, f) for e in played]) for f in ("obs", "actions", "rewards")))
+        return Episodes.cat(played)
 
 
 class CoordinatorMode(Protocol):

@@ -64,10 +64,9 @@ def test_shared_observations_are_sent_once_and_per_seat_ones_seat_by_seat():
     own = _tensors(shared=False)
     assert "obs" not in own and [own[f"seat_obs/{k}"].shape[-1] for k in range(3)] == [7, 8, 9]
     batch = wb.encode_batch(HEADER, own)[0]
+    episodes = wb.episodes_of(batch)
     for seat in range(3):  # a seat reads its own observation
-        assert torch.equal(wb.episodes_of(batch, seat).obs[0], own[f"seat_obs/{seat}"])
-    with pytest.raises(WireError, match="per-seat observations"):
-        wb.episodes_of(batch)
+        assert torch.equal(episodes.obs_of(seat)[0], own[f"seat_obs/{seat}"])
 
 
 @pytest.mark.parametrize("box", [False, True])
@@ -78,6 +77,10 @@ def test_integer_and_float_actions_keep_their_dtype(box):
     messages = wb.encode_batch(HEADER, tensors)
     assert len(messages) == 1
     _assert_same(_decoded(next(wb.read_batches(messages))), tensors)
+    episodes = wb.episodes_of(messages[0])  # what a learner scores: each seat's own actions, and the dones
+    assert (episodes.actions is None) == box
+    assert torch.equal(episodes.actions_of(1)[0], tensors["actions"][:, :, 1])
+    assert torch.equal(episodes.dones[0], tensors["dones"])
     with pytest.raises(ValueError, match="differ in dtype or shape"):
         wb.batch_tensors([torch.zeros(2, 3, 4)] * 2, [torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, 2)],
                          torch.zeros(2, 3, 2), torch.zeros(2, 3, dtype=torch.bool))
