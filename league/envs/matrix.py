@@ -71,6 +71,7 @@ class MatrixGameEnv:
                                  f"{tuple(self._state.shape)}, got {tuple(a.shape)}")
         if self._t >= self.max_steps:
             return self._timestep(torch.zeros(*self._state.shape, self.n_agents, dtype=self.dtype))  # absorbing
-        self._state, rewards = self.game.step(self._state, torch.stack(list(actions), dim=-1))
+        # the environment owns its state, so only the actions need checking (in joint_index)
+        self._state, rewards = self.game.transition(self.game.joint_index(torch.stack(list(actions), dim=-1)))
         self._t += 1
         return self._timestep(rewards.to(self.dtype))

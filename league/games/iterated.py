@@ -99,8 +99,9 @@ class IteratedMatrixGame:
                 f"actions must have shape [*batch, n={self._n}] for game {self.name!r}, got {tuple(actions.shape)}"
             )
         if actions.numel() > 0:
-            lo, hi = (int(v) for v in torch.aminmax(actions))  # one reduction, not two
-            if lo < 0 or hi >= self._a:
+            lo, hi = torch.aminmax(actions)  # one reduction, not two; one sync for the test
+            if bool((lo < 0) | (hi >= self._a)):
+                lo, hi = int(lo), int(hi)
                 raise ValueError(
                     f"actions must lie in [0, {self._a - 1}] for game {self.name!r}, got values in [{lo}, {hi}]"
                 )
@@ -111,8 +112,9 @@ class IteratedMatrixGame:
         if state.dtype == torch.bool or state.is_floating_point() or state.is_complex():
             raise ValueError(f"state must be an integer (long) tensor, got dtype {state.dtype}")
         if state.numel() > 0:
-            lo, hi = (int(v) for v in torch.aminmax(state))
-            if lo < 0 or hi >= self.n_states:
+            lo, hi = torch.aminmax(state)
+            if bool((lo < 0) | (hi >= self.n_states)):
+                lo, hi = int(lo), int(hi)
                 raise ValueError(
                     f"state must lie in [0, {self.n_states - 1}] for game {self.name!r}, got values in [{lo}, {hi}]"
                 )
@@ -140,6 +142,13 @@ class IteratedMatrixGame:
             raise ValueError(
                 f"state shape {tuple(state.shape)} must equal the batch shape of actions {tuple(joint.shape)}"
             )
+        return self.transition(joint)
+
+    def transition(self, joint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(next_state, rewards)`` after joint actions ``joint [*batch]`` (ravel indices from
+        :meth:`joint_index`, which checks them). The state does not enter: after the first
+        round it is the last joint action, so a caller that owns the state (the environment)
+        skips :meth:`step`'s state check, the costliest part of a rollout step."""
         rewards = self._joint_payoff.to(joint.device)[joint]
         return joint + 1, rewards
 
