@@ -144,14 +144,17 @@ class InProcessDiffLeague:
     """Every agent a real ``DiffGameAgent`` gRPC server on 127.0.0.1 in this process; the
     ``diffgame`` and ``meva`` modes built from ``MODES`` and driven round by round."""
 
-    def __init__(self, text: str, tmp: Path, model_wait: float = 30.0) -> None:
+    def __init__(self, text: str, tmp: Path, model_wait: float = 30.0, creds: dict | None = None) -> None:
         (tmp / "league.toml").write_text(text)
         self.cfg = load_diff_league(tmp / "league.toml")
-        self.agents = {a.id: DiffGameAgent(self.cfg, a.id, DiffAgentConfig(model_wait=model_wait))
+        creds = creds or {}
+        self.agents = {a.id: DiffGameAgent(self.cfg, a.id, DiffAgentConfig(model_wait=model_wait,
+                                                                           credentials=creds.get(a.id)))
                        for a in self.cfg.agents}
         for agent in self.agents.values():
             agent.start()
         cc = CoordinatorConfig(referee="", meta_agent="", personas=[], timeout=30.0,
+                               credentials=creds.get("coordinator"),
                                agents={a: f"127.0.0.1:{agent.port}" for a, agent in self.agents.items()})
         self.rounds = MODES["diffgame"](self.cfg, "rounds", 0, cc)
         self.meva = MODES["meva"](self.cfg, "meva", 0, cc)
@@ -257,3 +260,40 @@ def test_killing_the_meva_coordinator_leaves_meva_agents_stepping_with_their_las
     assert got[0] == 1 + rounds
     frozen = run_embedded(league.cfg, model_version=lambda r: min(r + 1, last))
     assert float((got[1] - frozen.x["m"]).abs().max()) <= 1e-6
+
+
+def test_a_secured_league_plays_and_an_agent_cannot_push_a_model_into_a_meva_agent(tmp_path):
+    """Mutual TLS: the coordinators (role coordinator) play a round and serve a model with
+    the access table as it is; an agent's credentials pushing ``meva-model`` into a MeVa
+    agent are refused (PERMISSION_DENIED) and change nothing."""
+    import grpc
+
+    from services import pki
+    from services.client import push_parameters
+    from tests.league_procs import league_credentials
+
+    dirs = league_credentials(tmp_path, ["n", "m"], coordinator=True)
+    creds = {name: pki.load_credentials(d) for name, d in dirs.items()}
+    lg = InProcessDiffLeague(league_toml(1, [("n", "naive", ""), ("m", "meva", "gamma = 0.9")]), tmp_path, creds=creds)
+    try:
+        lg.rounds.iterate()
+        lg.meva.iterate()
+        assert lg.agents["m"].store.version("meva-model") == 2 and lg.agents["n"].store.version("x") == 2
+        version, model = lg.agents["m"].store.snapshot("meva-model")
+        with srv.channel(f"127.0.0.1:{lg.agents['m'].port}", creds["n"]) as ch:
+            with pytest.raises(grpc.RpcError) as err:
+                push_parameters(agent_pb2_grpc.AgentStub(ch), "meva-model", {k: v + 1 for k, v in model.items()},
+                                version, timeout=10)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, err.value
+        assert lg.agents["m"].store.version("meva-model") == version
+    finally:
+        lg.stop()
+
+
+def test_docs_hold_the_kinds_table_as_the_code_has_it():
+    from services import auth
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
+    block = text.split("<!-- kinds-table:begin -->\n", 1)[1].split("\n<!-- kinds-table:end -->", 1)[0]
+    assert block == auth.render_kinds_table(), "docs/security.md is stale: paste `python -m services.auth kinds`"
+    assert {"x", "joint", "trajectory", "meva-model"} <= set(auth.KINDS)
