@@ -103,10 +103,13 @@ def load_diff_league(path: str | Path, sets: list[str] | None = None) -> DiffLea
     if sets:
         raise ValueError("--set is not supported for a differentiable-league config")
     raw = tomllib.loads(Path(path).read_text())
-    meva = dict(raw.pop("meva", {"formulation": "U"}))
-    net = NetConfig(**meva.pop("net", {}))
-    agents = tuple(DiffAgentSpec(**a) for a in raw.pop("agents", []))
-    return DiffLeagueConfig(**raw, meva=MeVaConfig(**meva, net=net), agents=agents)
+    try:
+        meva = dict(raw.pop("meva", {"formulation": "U"}))
+        net = NetConfig(**meva.pop("net", {}))
+        agents = tuple(DiffAgentSpec(**a) for a in raw.pop("agents", []))
+        return DiffLeagueConfig(**raw, meva=MeVaConfig(**meva, net=net), agents=agents)
+    except TypeError as err:  # an unknown key: one line naming it
+        raise ValueError(f"{path} is not a differentiable-league config: {err}") from None
 
 
 def initial_x(spec: DiffAgentSpec, game: DifferentiableGame) -> torch.Tensor:
