@@ -137,3 +137,14 @@ def test_a_stale_model_changes_the_embedded_league():
                            agents=(DiffAgentSpec(id="n", init_seed=1), DiffAgentSpec(id="m", rule="meva", init_seed=2)))
     fresh, stale = run_embedded(cfg), run_embedded(cfg, model_version=lambda r: max(r, 1))
     assert float((fresh.x["m"] - stale.x["m"]).abs().max()) > 1e-5
+
+
+def test_the_committed_league_config_loads_with_naive_lola_and_meva_agents():
+    from pathlib import Path
+
+    from league.meva.league import load_diff_league
+
+    cfg = load_diff_league(Path(__file__).resolve().parents[1] / "configs" / "meva" / "league_ipd.toml")
+    assert {a.rule for a in cfg.agents} == {"naive", "lola", "meva"} and cfg.meva.formulation == "U"
+    with pytest.raises(ValueError, match="not a differentiable-league config"):
+        load_diff_league(Path(__file__).resolve().parents[1] / "configs" / "ipd.toml")
