@@ -1,7 +1,8 @@
 """Update rules: how a seat's parameters change after it has played, as functions that return
 the new parameters. One registry (:data:`UPDATE_RULES`) serves the embedded chain
 (``league.chain.unroll``), agent processes (:func:`seat_step`) and the coordinator's replica,
-so all three call the same entry::
+so all three call the same entry (the differentiable-game rules ``naive``, ``lola``,
+``lola-taylor``, ``hola``, ``cola`` and ``meva`` come in through ``league.meva.bridge``)::
 
     rule = make_update_rule("pg")
     new_params = rule.update(evaluator, params, data, k, lrs, step, create_graph)
@@ -128,6 +129,11 @@ UPDATE_RULES: dict[str, Callable[..., UpdateRule]] = {
     "lola-dice": LolaDice,
     "frozen": Frozen,
 }
+# The differentiable-game rules (exact joint points, no episodes) through one bridge, so an
+# embedded differentiable league and an agent process call the same entry (docs/meva.md).
+from league.meva.bridge import BRIDGED_RULES  # noqa: E402  (after the classes the bridge mirrors)
+
+UPDATE_RULES.update(BRIDGED_RULES)
 
 
 def make_update_rule(name: str, **hyper: Any) -> UpdateRule:

@@ -272,5 +272,34 @@ def render_access_table() -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__":  # python -m services.auth: print the table for docs/security.md
-    print(render_access_table())
+KINDS: Mapping[str, tuple[str, str, str]] = MappingProxyType({
+    "policy": ("the agent (its own learning); coordinator (PushParameters)", "referee, coordinator",
+               "an agent's base parameters"),
+    "lr": ("coordinator (PushParameters)", "coordinator", "a meta-agent's inner learning rates"),
+    "value": ("coordinator (PushParameters)", "coordinator", "the coordinator's critic, served for inspection"),
+    "policy@<chain>": ("the agent (its own learning)", "referee, coordinator", "parameters adapted within a chain"),
+    "x": ("the agent (its own learning)", "coordinator", "a differentiable-game agent's parameters"),
+    "joint": ("coordinator (PushParameters, mode diffgame)", "coordinator",
+              "the joint point of the agent's match: the push makes it step"),
+    "trajectory": ("the agent (its own learning)", "coordinator", "the agent's optimisation trajectory, MeVa's "
+                   "training data (mode meva)"),
+    "meva-model": ("coordinator (PushParameters, mode meva)", "coordinator",
+                   "the meta-value model a MeVa agent follows, versioned"),
+})
+"""Parameter kind -> (who writes it, who reads it, what it is). Kinds travel on the Agent
+service's RPCs, so the access table above decides who may call them: only the coordinator
+role pushes (an agent cannot push a model or a joint point into another agent), the referee
+and the coordinator read. ``docs/security.md`` renders this table."""
+
+
+def render_kinds_table() -> str:
+    """The kinds table as markdown (``docs/security.md``; a test keeps them equal)."""
+    rows = ["| kind | written by | read by (`GetParameters`, as the access table allows) | what |", "|---|---|---|---|"]
+    rows += [f"| `{kind}` | {w} | {r} | {what} |" for kind, (w, r, what) in KINDS.items()]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m services.auth [kinds]: print a table for docs/security.md
+    import sys
+
+    print(render_kinds_table() if sys.argv[1:] == ["kinds"] else render_access_table())

@@ -206,6 +206,19 @@ def _agent(args: argparse.Namespace) -> int:
         return fail(f"the referee at {args.join} answered {err.code().name}: {err.details()}")
 
 
+def _diff_agent(args: argparse.Namespace) -> int:
+    from agents.diffgame import DiffAgentConfig, run_diff_agent
+    from services import server as srv
+
+    srv.configure_logging(args.log_file)
+    cfg = DiffAgentConfig(host=args.host, port=args.port, metrics_port=args.metrics_port, model_wait=args.model_wait,
+                          credentials=_credentials(args))
+    try:
+        return run_diff_agent(args.config, args.id, cfg, args.ready_file)
+    except (OSError, ValueError) as err:
+        return fail(err)
+
+
 def _coordinator(args: argparse.Namespace) -> int:
     import grpc
 
@@ -219,11 +232,14 @@ def _coordinator(args: argparse.Namespace) -> int:
     method = args.method or MODES[args.mode].methods[0]
 
     srv.configure_logging(args.log_file)
-    experiment = load_config(args.experiment, overrides(args))
-    cfg = CoordinatorConfig(referee=args.join, meta_agent=args.meta, personas=args.personas.split(","),
-                            tolerance=args.tolerance, credentials=_credentials(args))
+    load = getattr(MODES[args.mode], "load_experiment", load_config)  # a mode may read its own config kind
+    experiment = load(args.experiment, overrides(args))
+    agents = dict(item.split("=", 1) for item in args.agents.split(",") if item)
+    cfg = CoordinatorConfig(referee=args.join, meta_agent=args.meta, personas=[p for p in args.personas.split(",") if p],
+                            tolerance=args.tolerance, credentials=_credentials(args), agents=agents)
     try:
-        connect(args.join, args.join_wait, credentials=cfg.credentials).close()
+        if args.join:
+            connect(args.join, args.join_wait, credentials=cfg.credentials).close()
         return run_coordinator(experiment, method, args.seed, cfg, args.iterations, args.host, args.port,
                                args.metrics_port, args.results, args.ready_file, args.linger, args.mode,
                                args.state)
@@ -311,14 +327,17 @@ def add_process_commands(command: Callable[[str, str], argparse.ArgumentParser])
     c = command("coordinator", "run a coordinator mode against a running league (meta-mapg: Algorithm 1; "
                 "opponent-modeling: Algorithms 3 and 4, no reads of the personas' parameters)")
     c.add_argument("--mode", default="meta-mapg",
-                   help="coordinator mode (services.coordinator.MODES): meta-mapg or opponent-modeling")
-    c.add_argument("--join", required=True, metavar="HOST:PORT", help="the referee's address")
+                   help="coordinator mode (services.coordinator.MODES): meta-mapg, opponent-modeling, diffgame (the rounds of a "
+                   "differentiable-game league) or meva (trains and serves MeVa's model; docs/meva.md)")
+    c.add_argument("--join", default="", metavar="HOST:PORT", help="the referee's address (meta-mapg, opponent-modeling)")
     c.add_argument("--experiment", required=True, help="experiment TOML (chain, agent and train sections)")
     c.add_argument("--method", help="meta-gradient of the meta-training (default: the mode's first; meta-mapg: "
                    "meta-mapg, meta-pg or no-own-learning; opponent-modeling: meta-mapg-om)")
     c.add_argument("--seed", type=int, default=0, help="training seed (the embedded run's random stream)")
-    c.add_argument("--meta", required=True, help="agent id of the meta-agent")
-    c.add_argument("--personas", required=True, help="comma-separated agent ids of the persona agents: (n-1) x meta_batch for an n-player game, chain b seating the b-th n-1 of them in order")
+    c.add_argument("--meta", default="", help="agent id of the meta-agent (meta-mapg, opponent-modeling)")
+    c.add_argument("--agents", default="", metavar="ID=HOST:PORT,...", help="the agents of a differentiable-game "
+                   "league (modes diffgame and meva; docs/meva.md)")
+    c.add_argument("--personas", default="", help="comma-separated agent ids of the persona agents: (n-1) x meta_batch for an n-player game, chain b seating the b-th n-1 of them in order")
     c.add_argument("--iterations", type=int, default=1, help="meta-training iterations to run")
     c.add_argument("--tolerance", type=float, default=1e-5,
                    help="largest difference allowed between a peer's published update and the coordinator's replica")
@@ -332,6 +351,17 @@ def add_process_commands(command: Callable[[str, str], argparse.ArgumentParser])
     c.add_argument("--linger", type=float, default=0.0, help="seconds to keep serving /metrics after the last iteration")
     c.add_argument("--join-wait", type=float, default=60.0, help=a_join_wait)
     c.set_defaults(func=_coordinator)
+    da = command("diff-agent", "run an agent of a differentiable-game league (naive, LOLA, MeVa...; driven by "
+                 "`league coordinator --mode diffgame`, its model served by `--mode meva`; docs/meva.md)")
+    da.add_argument("--config", required=True, help="differentiable-league TOML (configs/meva/league_ipd.toml)")
+    da.add_argument("--id", required=True, help="this agent's id in the config's [[agents]]")
+    da.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    da.add_argument("--port", type=int, default=0, help="gRPC port (0: any free port)")
+    da.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0: any free port)")
+    da.add_argument("--model-wait", type=float, default=30.0,
+                    help="seconds a MeVa agent waits for the round's model before stepping with its last one")
+    da.add_argument("--ready-file", help="write {agent_id, address, metrics, pid} here once serving")
+    da.set_defaults(func=_diff_agent)
     h = command("health", "exit 0 if a league server reports SERVING (grpc.health.v1)")
     h.add_argument("address", help="host:port")
     h.add_argument("--service", default="", help="service name (default: the whole server)")
@@ -377,10 +407,10 @@ def add_process_commands(command: Callable[[str, str], argparse.ArgumentParser])
     cc.add_argument("--holder", required=True, help="who claims (e.g. the container's host name)")
     cc.add_argument("--claims", help="writable directory of the claims (default: POOL/.claims)")
     cc.set_defaults(func=_certs_claim)
-    for p in (r, a, c, st, h, u):
+    for p in (r, a, c, st, h, u, da):
         p.add_argument("--insecure", action="store_true",
                        help="plaintext gRPC without authentication, for local experiments only")
-    for p in (r, a, c, st, h):
+    for p in (r, a, c, st, h, da):
         p.add_argument("--credentials", metavar="DIR",
                        help="this process's credentials (ca.pem, cert.pem, key.pem); default: $LEAGUE_CREDENTIALS")
     a.add_argument("--peer-access", default="direct", choices=["direct", "inferred"],
@@ -392,7 +422,7 @@ def add_process_commands(command: Callable[[str, str], argparse.ArgumentParser])
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=LEAGUE_SET)
     for p in (u, st):
         p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    for p in (r, a, c):
+    for p in (r, a, c, da):
         p.add_argument("--log-file", help="also append the log to this file (it always goes to stderr)")
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 import grpc
@@ -48,6 +48,7 @@ from services.metrics import RpcMetrics, process_registry
 from services.durable import write_json_atomic
 from services.pki import Credentials
 from services.batches import episodes_of, read_batches
+from services.coordinator_meva import DiffGameRoundsMode, MevaMode
 
 log = logging.getLogger("league.coordinator")
 
@@ -75,6 +76,9 @@ class CoordinatorConfig:
     """Seconds to wait for an RPC."""
     credentials: Credentials | None = None
     """The coordinator's mutual-TLS credentials (role ``coordinator``); None: plaintext (``--insecure``)."""
+    agents: dict[str, str] = field(default_factory=dict)
+    """Agent id -> ``host:port`` of agents that join no referee (the differentiable-game
+    league's modes ``diffgame`` and ``meva``, ``--agents``)."""
 
 
 class RemoteEvaluator(SampledEvaluator):
@@ -163,6 +167,8 @@ class MetaMapgMode:
         if experiment.train.micro_batch:
             raise ValueError("train.micro_batch is for embedded training; the coordinator plays a meta-batch's "
                              "chains at once (set it to 0)")
+        if not cfg.referee or not cfg.meta_agent:
+            raise ValueError(f"coordinator mode {self.name!r} needs --join (the referee) and --meta")
         torch.set_num_threads(1)
         self.experiment, self.cfg = experiment, cfg
         # the same object, drawing the same random stream in the same order, as league.experiment.train_one
@@ -302,6 +308,8 @@ class OpponentModelingMode(MetaMapgMode):
 MODES: dict[str, type[CoordinatorMode]] = {
     "meta-mapg": MetaMapgMode,
     "opponent-modeling": OpponentModelingMode,
+    "diffgame": DiffGameRoundsMode,
+    "meva": MevaMode,
 }
 
 

@@ -219,8 +219,11 @@ def validate_agent(a: AgentSpec) -> None:
         raise ConfigError(f"agent {a.id}: policy must be tabular or lstm, not {a.policy!r}")
     from league.updates import UPDATE_RULES
 
-    if a.rule not in UPDATE_RULES or UPDATE_RULES[a.rule]().needs_rollouts:
-        known = [name for name, rule in UPDATE_RULES.items() if not rule().needs_rollouts]
+    def followable(rule) -> bool:  # from broadcast episodes alone (not exact-game rules, not look-ahead)
+        return not getattr(rule, "exact_game", False) and not rule().needs_rollouts
+
+    if a.rule not in UPDATE_RULES or not followable(UPDATE_RULES[a.rule]):
+        known = [name for name, rule in UPDATE_RULES.items() if followable(rule)]
         raise ConfigError(f"agent {a.id}: rule must be one an agent process can follow ({', '.join(known)}), "
                           f"not {a.rule!r}")
     if not a.lr:

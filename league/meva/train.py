@@ -47,6 +47,8 @@ __all__ = [
     "initial_policies",
     "make_meta_value_model",
     "train_meta_value",
+    "fit_trajectories",
+    "beta_half",
 ]
 
 FORMULATIONS = ("V", "U")
@@ -182,6 +184,38 @@ def _rollout(model: PlayerSymmetricNet, game: DifferentiableGame, x: torch.Tenso
     return torch.stack(xs)
 
 
+def fit_trajectories(model: PlayerSymmetricNet, target: PlayerSymmetricNet, opt: torch.optim.Optimizer,
+                     game: DifferentiableGame, xs: torch.Tensor, gamma: torch.Tensor, cfg: MeVaConfig,
+                     keep: torch.Tensor | None = None) -> float:
+    """One training step of the meta-value model on optimisation trajectories ``xs [k+1, B, n, d]``
+    (whoever produced them: MeVa's own rollouts in :func:`train_meta_value`, the league's agents
+    in ``league.meva.league``) with per-trajectory gammas ``[B, n]``: lambda-return targets from
+    the target network, the quantile-Huber loss on the states ``keep`` (indices into the first
+    ``k``; None: all), one optimiser step, then the target network's EMA. Returns the loss."""
+    with torch.no_grad():
+        f = game.values(xs)  # [k+1, B, n]
+        rewards = f[:-1] if cfg.formulation == "V" else f[1:]
+        ahead = target(xs[1:], gamma)  # [k, B, n, M]
+        y = lambda_returns(rewards.unsqueeze(-1), ahead, gamma.unsqueeze(-1), cfg.lam)
+    if keep is None:
+        keep = torch.arange(xs.shape[0] - 1)
+    loss = quantile_huber_loss(model(xs[keep], gamma), y[keep], cfg.huber_kappa)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        for pt, p in zip(target.parameters(), model.parameters()):
+            pt.add_((1.0 - cfg.rho) * (p - pt))
+    return loss.item()
+
+
+def beta_half(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Draws of Beta(1/2, 1/2), the meta-discounts of Algorithm 1, from a seeded generator:
+    the arcsine law, ``sin^2(pi U / 2)`` with ``U ~ U[0, 1]`` (``torch.distributions.Beta``
+    samples from the global random stream only)."""
+    return torch.sin(0.5 * torch.pi * torch.rand(shape, generator=generator)) ** 2
+
+
 def train_meta_value(game: DifferentiableGame, cfg: MeVaConfig,
                      on_iteration: Callable[[int, dict], None] | None = None) -> tuple[PlayerSymmetricNet, list[dict]]:
     """Train a meta-value model on ``game`` (Algorithm 1). Returns the model and one record
@@ -202,22 +236,10 @@ def train_meta_value(game: DifferentiableGame, cfg: MeVaConfig,
         for _ in range(0, cfg.horizon, cfg.stride):
             gamma = beta.sample((cfg.batch, game.n_players))
             xs = _rollout(model, game, explore_x, gamma, cfg, cfg.stride)  # [k+1, B, n, d]
-            with torch.no_grad():
-                f = game.values(xs)  # [k+1, B, n]
-                rewards = f[:-1] if cfg.formulation == "V" else f[1:]
-                ahead = target(xs[1:], gamma)  # [k, B, n, M]
-                y = lambda_returns(rewards.unsqueeze(-1), ahead, gamma.unsqueeze(-1), cfg.lam)
-            keep = torch.arange(cfg.stride)
+            keep = None
             if cfg.states_per_rollout is not None:
                 keep = torch.randperm(cfg.stride, generator=gen)[: cfg.states_per_rollout]
-            loss = quantile_huber_loss(model(xs[keep], gamma), y[keep], cfg.huber_kappa)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                for pt, p in zip(target.parameters(), model.parameters()):
-                    pt.add_((1.0 - cfg.rho) * (p - pt))
-            losses.append(loss.item())
+            losses.append(fit_trajectories(model, target, opt, game, xs, gamma, cfg, keep))
             if flip is None:
                 explore_x = xs[-1]  # exploration off: the exploration trajectory is on-policy
             else:
