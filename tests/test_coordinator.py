@@ -28,33 +28,14 @@ from tests.league_procs import (ROOT, league_credentials, metric_value, metrics,
 OVERRIDES = ['methods=["meta-mapg"]', "seeds=[0]", "chain.trajectories=4", "chain.horizon=10", "chain.length=2",
              "train.meta_batch=2", "train.iterations=1", "train.validate_every=1", "agent.hidden=8"]
 
-LEAGUE = """
-name = "coordinated"
-[referee]
-env = "ipd"
-trajectories = 4
-horizon = 10
-chain_length = 2
-rounds = 0
-chains_by = "coordinator"
-fetch_timeout = 20.0
-
-[[agents]]
-id = "meta"
-role = "meta"
-policy = "lstm"
-hidden = 8
-
-[[agents]]
-id = "p0"
-role = "persona"
-lr = [{lr}]
-
-[[agents]]
-id = "p1"
-role = "persona"
-lr = [1.0]
-"""
+def league_toml(persona_lrs: list[float], env: str = "ipd", n_players: int = 2, gamma: float | None = None) -> str:
+    """A coordinator-driven league: the LSTM meta-agent and one persona process per entry of
+    ``persona_lrs`` (ids p0, p1, ...), the referee at the tests' small shapes."""
+    extra = f"n_players = {n_players}\n" + (f"gamma = {gamma}\n" if gamma is not None else "")
+    personas = "".join(f'\n[[agents]]\nid = "p{i}"\nrole = "persona"\nlr = [{lr}]\n' for i, lr in enumerate(persona_lrs))
+    return (f'name = "coordinated"\n[referee]\nenv = "{env}"\n{extra}trajectories = 4\nhorizon = 10\n'
+            'chain_length = 2\nrounds = 0\nchains_by = "coordinator"\nfetch_timeout = 20.0\n\n'
+            '[[agents]]\nid = "meta"\nrole = "meta"\npolicy = "lstm"\nhidden = 8\n' + personas)
 
 
 def _coordinator_args(tmp_path, ref, creds, overrides, iterations: int = 1, *extra: str,
@@ -73,7 +54,7 @@ def _league(tmp_path, persona_lr: float, overrides=OVERRIDES, iterations: int = 
     (tmp_path / "experiment.toml").write_text((ROOT / "configs" / experiment_config).read_text())
     ids = ("meta", *personas)
     creds = league_credentials(tmp_path, list(ids), coordinator=True)
-    lg = start_league(tmp_path, league if league is not None else LEAGUE.format(lr=persona_lr), ids, creds,
+    lg = start_league(tmp_path, league if league is not None else league_toml([persona_lr, 1.0]), ids, creds,
                       agent_extra={a: ["--peer-access", persona_access] for a in personas})
     coord = spawn(_coordinator_args(tmp_path, lg.ref, creds, overrides, iterations, *extra, personas=personas,
                                     mode=mode), tmp_path / "coord.log")
@@ -250,27 +231,6 @@ def test_each_mode_refuses_the_other_modes_methods():
         MODES["opponent-modeling"](cfg, "meta-mapg", 0, unused)
 
 
-LEAGUE_RPS3 = """
-name = "coordinated-rps3"
-[referee]
-env = "rps"
-n_players = 3
-trajectories = 4
-horizon = 10
-gamma = 0.9
-chain_length = 2
-rounds = 0
-chains_by = "coordinator"
-fetch_timeout = 20.0
-
-[[agents]]
-id = "meta"
-role = "meta"
-policy = "lstm"
-hidden = 8
-""" + "".join(f'\n[[agents]]\nid = "p{i}"\nrole = "persona"\nlr = [1.0]\n' for i in range(4))
-
-
 @pytest.mark.slow  # ~1.5 min: 5 processes; the 2-player tests above cover the same path by default
 def test_a_coordinated_three_player_iteration_equals_the_embedded_iteration(tmp_path):
     """3-player RPS: 2 chains x 2 persona seats (p0, p1 | p2, p3), every seat's update checked
@@ -280,7 +240,7 @@ def test_a_coordinated_three_player_iteration_equals_the_embedded_iteration(tmp_
                  "agent.hidden=8", "agent.peer_lr=1.0"]
     cfg = load_config(ROOT / "configs" / "rps3.toml", overrides)
     embedded = train_one(cfg, "meta-mapg", 0).final
-    lg, coord = _league(tmp_path, 1.0, overrides, league=LEAGUE_RPS3, experiment_config="rps3.toml",
+    lg, coord = _league(tmp_path, 1.0, overrides, league=league_toml([1.0] * 4, "rps", 3, 0.9), experiment_config="rps3.toml",
                         personas=("p0", "p1", "p2", "p3"))
     try:
         assert coord.wait(timeout=240) == 0, (tmp_path / "coord.log").read_text()[-3000:]
