@@ -45,6 +45,7 @@ from services import server as srv
 from services.durable import write_json_atomic
 from services.metrics import RpcMetrics, process_registry
 from services.pki import Credentials
+from services.wire import WireError
 
 log = logging.getLogger("league.diffagent")
 
@@ -165,6 +166,23 @@ class DiffGameAgent:
             with torch.no_grad():
                 m.value.labels(*m.values).set(float(self.game.values(joint)[0, seat]))
 
+    def check_push(self, kind: str, params) -> None:
+        """A pushed ``joint`` holds a finite joint point of this game, a seat of it and a round
+        >= 0 (anything else is refused with INVALID_ARGUMENT before it is applied)."""
+        if kind != "joint":
+            return
+        n, d = self.game.n_players, self.game.dim
+        if set(params) != {"joint", "seat", "round"}:
+            raise WireError(f"a joint push holds joint, seat and round, got {sorted(params)}")
+        joint, seat, round_ = params["joint"], params["seat"], params["round"]
+        if tuple(joint.shape) != (1, n, d) or not joint.is_floating_point() or not bool(torch.isfinite(joint).all()):
+            raise WireError(f"joint must be a finite float [1, {n}, {d}], got {joint.dtype} {tuple(joint.shape)}")
+        if seat.numel() != 1 or round_.numel() != 1 or seat.is_floating_point() or round_.is_floating_point():
+            raise WireError("seat and round must be one integer each")
+        if not 0 <= int(seat.flatten()[0]) < n or int(round_.flatten()[0]) < 0:
+            raise WireError(f"seat {int(seat.flatten()[0])} is not one of the game's {n} seats, or round "
+                            f"{int(round_.flatten()[0])} < 0")
+
     def _on_push(self, kind: str, version: int) -> None:
         if kind == "joint":
             self.step()
@@ -177,7 +195,8 @@ class DiffGameAgent:
         from services.gen.league.v1 import agent_pb2_grpc
 
         agent_pb2_grpc.add_AgentServicer_to_server(
-            AgentService(self.store, self.description(), metrics=self.metrics, on_push=self._on_push), self.server)
+            AgentService(self.store, self.description(), metrics=self.metrics, on_push=self._on_push,
+                         check_push=self.check_push), self.server)
         self.health = srv.add_health_and_reflection(self.server, ["league.v1.Agent"])
         self.port = srv.bind(self.server, self.cfg.host, self.cfg.port, self.cfg.credentials)
         self.server.start()

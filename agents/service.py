@@ -110,6 +110,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         max_push_bytes: int = DEFAULT_MAX_PUSH_BYTES,
         chunk_bytes: int = CHUNK_BYTES,
         on_push: Callable[[str, int], None] | None = None,
+        check_push: Callable[[str, Mapping[str, Any]], None] | None = None,
         metrics: FetchMetrics | None = None,
         checksum: str = FETCH_CHECKSUM,
         encoded_cache: int = 8,
@@ -121,6 +122,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self.max_push_bytes = max_push_bytes
         self.chunk_bytes = chunk_bytes
         self.on_push = on_push
+        self.check_push = check_push  # the agent's own check of a pushed set (raises WireError), before it is applied
         self.metrics = metrics
         self.checksum = get_checksum(checksum).name  # the integrity check of served parameter sets
         self.encoded = EncodedSets(encoded_cache)  # how many encoded sets to keep (0: encode every fetch)
@@ -184,6 +186,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                 raise WireError("a push must carry parameters, not a 'not modified' chunk")
             check_kind(assembled.kind)
             check_pushed_range(assembled.kind, assembled.params)
+            if self.check_push is not None:
+                self.check_push(assembled.kind, assembled.params)
             version = self.store.compare_and_set(assembled.kind, assembled.expected_version, assembled.params)
         except WireError as err:
             abort(context, err)

@@ -297,3 +297,45 @@ def test_docs_hold_the_kinds_table_as_the_code_has_it():
     block = text.split("<!-- kinds-table:begin -->\n", 1)[1].split("\n<!-- kinds-table:end -->", 1)[0]
     assert block == auth.render_kinds_table(), "docs/security.md is stale: paste `python -m services.auth kinds`"
     assert {"x", "joint", "trajectory", "meva-model"} <= set(auth.KINDS)
+
+
+@pytest.mark.parametrize("bad", ["seat", "nan", "shape", "round", "names"])
+def test_a_malformed_joint_push_is_refused_and_changes_nothing(tmp_path, bad):
+    """A pushed joint point out of the game (a seat it does not have, NaN, the wrong shape, a
+    negative round, extra tensors) answers INVALID_ARGUMENT before it is applied: the agent
+    neither steps nor stores it, and a good push afterwards steps as usual."""
+    import grpc
+
+    from services.client import push_parameters
+
+    agent = DiffGameAgent(load_diff_league_text(tmp_path, league_toml(1, [("n", "naive", "")])), "n", DiffAgentConfig())
+    agent.start()
+    try:
+        good = {"joint": torch.zeros(1, 2, 5), "seat": torch.tensor([0]), "round": torch.tensor([0])}
+        planted = dict(good)
+        if bad == "seat":
+            planted["seat"] = torch.tensor([2])
+        elif bad == "nan":
+            planted["joint"] = torch.full((1, 2, 5), float("nan"))
+        elif bad == "shape":
+            planted["joint"] = torch.zeros(1, 3, 5)
+        elif bad == "round":
+            planted["round"] = torch.tensor([-1])
+        else:
+            planted["extra"] = torch.zeros(1)
+        with srv.channel(f"127.0.0.1:{agent.port}") as ch:
+            stub = agent_pb2_grpc.AgentStub(ch)
+            joint_version = agent.store.version("joint")
+            with pytest.raises(grpc.RpcError) as err:
+                push_parameters(stub, "joint", planted, joint_version, timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value
+            assert agent.store.version("joint") == joint_version and agent.store.version("x") == 1
+            push_parameters(stub, "joint", good, joint_version, timeout=10)
+            assert agent.store.version("x") == 2
+    finally:
+        agent.stop()
+
+
+def load_diff_league_text(tmp: Path, text: str):
+    (tmp / "league.toml").write_text(text)
+    return load_diff_league(tmp / "league.toml")
