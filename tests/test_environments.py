@@ -8,6 +8,7 @@ import warnings
 
 import gymnasium
 import pytest
+import numpy as np
 import torch
 from pettingzoo import ParallelEnv
 
@@ -22,14 +23,15 @@ CASES = {
     "rps3": dict(n_players=3, horizon=5),
     "rps4": dict(n_players=4, horizon=4),
     "halfcheetah-2x3": dict(max_steps=12),
+    "halfcheetah-2x3-state": dict(max_steps=12, observe="state"),
     "checkers": dict(),
     "switch": dict(n_players=2),
     "switch4": dict(n_players=4),
     # any PettingZoo ParallelEnv by "module:factory": here one with Discrete observations
     "league.envs:parallel_env": dict(env="rps", n_players=3, horizon=4, max_steps=4),
 }
-REGISTRY_NAME = {"rps3": "rps", "rps4": "rps", "switch4": "switch"}
-BATCH = {"halfcheetah-2x3": (3,)}  # one MuJoCo model per element; the adapter's 2-d batches are tested above
+REGISTRY_NAME = {"rps3": "rps", "rps4": "rps", "switch4": "switch", "halfcheetah-2x3-state": "halfcheetah-2x3"}
+BATCH = {"halfcheetah-2x3": (3,), "halfcheetah-2x3-state": (3,)}  # one MuJoCo model per element; the adapter's 2-d batches are tested above
 
 
 def test_every_registered_environment_has_a_case():
@@ -57,6 +59,25 @@ def test_halfcheetah_2x3_spaces_and_team_reward():
     assert len(steps) == 6 and bool(steps[-1].truncated.all()) and not bool(steps[-1].terminated.any())
     rewards = torch.stack([s.rewards for s in steps[1:]])
     assert torch.equal(rewards[..., 0], rewards[..., 1]) and rewards.abs().sum() > 0  # shared, real physics
+
+
+def test_halfcheetah_seats_can_both_read_the_full_state_and_the_team_can_be_paid_to_run_left():
+    """``observe="state"``: both seats read the 17-d MuJoCo state of their batch element (the
+    ParallelEnv's ``state()``); ``forward_reward_weight=-1`` (no control cost) pays exactly the
+    negated forward reward for the same actions: the teammate population's "run left" task."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env = make_env("halfcheetah-2x3", max_steps=4, observe="state")
+        right = make_env("halfcheetah-2x3", max_steps=4, ctrl_cost_weight=0.0)
+        left = make_env("halfcheetah-2x3", max_steps=4, ctrl_cost_weight=0.0, forward_reward_weight=-1.0)
+    assert [s.shape for s in env.observation_spaces] == [(17,), (17,)]
+    steps = play_random(env, (2,), seed=0, action_seed=0)
+    for j, model in enumerate(env._envs[:2]):
+        state = torch.from_numpy(np.asarray(model.state())).to(steps[-1].obs[0].dtype)
+        assert torch.equal(steps[-1].obs[0][j], state) and torch.equal(steps[-1].obs[1][j], state)
+    r_right = torch.stack([s.rewards for s in play_random(right, (2,), seed=0, action_seed=1)[1:]])
+    r_left = torch.stack([s.rewards for s in play_random(left, (2,), seed=0, action_seed=1)[1:]])
+    assert r_right.abs().sum() > 0 and torch.allclose(r_left, -r_right, atol=1e-6)
 
 
 def test_matrix_env_matches_the_exact_value_in_expectation():

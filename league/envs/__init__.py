@@ -46,14 +46,17 @@ def rps_env(n_players: int = 2, horizon: int = 150, dtype: torch.dtype = torch.f
     return MatrixGameEnv(make_game("rps", n_players=n_players, dtype=dtype), horizon, dtype)
 
 
-def halfcheetah_2x3(max_steps: int = 1000, dtype: torch.dtype = torch.float32, **kwargs: Any) -> Environment:
+def halfcheetah_2x3(max_steps: int = 1000, dtype: torch.dtype = torch.float32, observe: str = "own",
+                    **kwargs: Any) -> Environment:
     """MaMuJoCo HalfCheetah "2x3" (agent_0 the back leg, agent_1 the front leg: 3 joints each,
-    shared team reward) through ``gymnasium_robotics.mamujoco_v1``; ``kwargs`` go to its
-    ``parallel_env`` (e.g. ``agent_obsk``, ``global_categories``)."""
+    shared team reward) through ``gymnasium_robotics.mamujoco_v1``. ``observe="state"`` gives
+    both seats the full 17-dimensional state (Meta-MAPG's Figure 2d setting); ``kwargs`` go to
+    its ``parallel_env`` (e.g. ``agent_obsk``, or ``forward_reward_weight=-1.0`` for a team
+    rewarded for running left, as the teammate population is pretrained)."""
     from league.envs.pettingzoo import from_spec
 
-    return from_spec("gymnasium_robotics.mamujoco_v1:parallel_env", max_steps, dtype, scenario="HalfCheetah",
-                     agent_conf="2x3", max_episode_steps=max_steps, **kwargs)
+    return from_spec("gymnasium_robotics.mamujoco_v1:parallel_env", max_steps, dtype, observe=observe,
+                     scenario="HalfCheetah", agent_conf="2x3", max_episode_steps=max_steps, **kwargs)
 
 
 #: Environments by name. Each entry is a plain factory taking keyword arguments.

@@ -82,12 +82,19 @@ class PettingZooEnv:
     Batch element at flat index ``j`` is reset with ``seed + j``. Every seat acts every step;
     an element's episode ends when any of its agents terminates or truncates (a seat that
     leaves ends the match), or after ``max_steps`` steps, whichever comes first.
+
+    ``observe``: ``"own"``, each seat reads its agent's observation; ``"state"``, every seat
+    reads the environment's global state (PettingZoo's ``ParallelEnv.state()``, e.g. the
+    full MuJoCo state of a MaMuJoCo robot: "both agents see the full state").
     """
 
     def __init__(self, factory: Callable[[], ParallelEnv], max_steps: int, name: str | None = None,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, observe: str = "own") -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        if observe not in ("own", "state"):
+            raise ValueError(f"observe must be 'own' or 'state', got {observe!r}")
+        self.observe = observe
         self._factory = factory
         self.max_steps = max_steps
         self.dtype = dtype
@@ -96,8 +103,16 @@ class PettingZooEnv:
         self.agents = tuple(probe.possible_agents)
         if not self.agents:
             raise ValueError(f"{self.name}: the ParallelEnv has no possible_agents")
-        self.observation_spaces = tuple(check_space(probe.observation_space(a), f"{self.name} observation of {a}")
-                                        for a in self.agents)
+        if observe == "state":
+            state_space = getattr(probe, "state_space", None)
+            if state_space is None:  # e.g. MaMuJoCo: state() without a declared space
+                probe.reset(seed=0)
+                state = np.asarray(probe.state())
+                state_space = gymnasium.spaces.Box(-np.inf, np.inf, state.shape, state.dtype)
+            self.observation_spaces = (check_space(state_space, f"{self.name} state"),) * len(self.agents)
+        else:
+            self.observation_spaces = tuple(check_space(probe.observation_space(a), f"{self.name} observation of {a}")
+                                            for a in self.agents)
         self.action_spaces = tuple(check_space(probe.action_space(a), f"{self.name} action of {a}")
                                    for a in self.agents)
         self._envs: list[ParallelEnv] = [probe]
@@ -121,6 +136,13 @@ class PettingZooEnv:
                              "(wrap an AEC env with pettingzoo.utils.conversions.aec_to_parallel)")
         return env
 
+    def _seen(self, env: ParallelEnv, obs: dict[str, Any]) -> dict[str, Any]:
+        """What each seat reads: its own observation, or the global state for every seat."""
+        if self.observe == "own":
+            return obs
+        state = np.asarray(env.state())
+        return {a: state for a in self.agents}
+
     def _stack_obs(self) -> list[torch.Tensor]:
         return [from_numpy(space, [o[a] for o in self._last], self.dtype).reshape((*self._shape, *space.shape))
                 for a, space in zip(self.agents, self.observation_spaces)]
@@ -136,7 +158,7 @@ class PettingZooEnv:
             if set(obs) != set(self.agents):
                 raise ValueError(f"{self.name}: reset must return an observation for every agent "
                                  f"{list(self.agents)}, got {sorted(obs)}")
-            self._last.append(obs)
+            self._last.append(self._seen(self._envs[j], obs))
         self._done = np.zeros(size, dtype=bool)
         self._terminated = np.zeros(size, dtype=bool)
         self._t = 0
@@ -166,7 +188,7 @@ class PettingZooEnv:
             self._terminated[j] = any(term.get(a, False) for a in self.agents)
             truncated = any(trunc.get(a, False) for a in self.agents) or self._t >= self.max_steps
             self._done[j] = self._terminated[j] or truncated
-            self._last[j] = {a: obs.get(a, self._last[j][a]) for a in self.agents}
+            self._last[j] = self._seen(self._envs[j], {a: obs.get(a, self._last[j][a]) for a in self.agents})
         terminated = torch.from_numpy(self._terminated.copy()).reshape(self._shape)
         done = torch.from_numpy(self._done.copy()).reshape(self._shape)
         return TimeStep(self._stack_obs(), rewards.reshape(*self._shape, self.n_agents), terminated, done & ~terminated)
@@ -198,8 +220,9 @@ def resolve_factory(spec: str) -> Callable[..., ParallelEnv]:
     return factory
 
 
-def from_spec(spec: str, /, max_steps: int, dtype: torch.dtype = torch.float32, **kwargs: Any) -> PettingZooEnv:
+def from_spec(spec: str, /, max_steps: int, dtype: torch.dtype = torch.float32, observe: str = "own",
+              **kwargs: Any) -> PettingZooEnv:
     """The Environment of a PettingZoo ``ParallelEnv`` factory named ``"module:factory"``,
-    called with ``kwargs`` for every batch element."""
+    called with ``kwargs`` for every batch element (``observe``: see :class:`PettingZooEnv`)."""
     factory = resolve_factory(spec)
-    return PettingZooEnv(functools.partial(factory, **kwargs), max_steps, name=spec, dtype=dtype)
+    return PettingZooEnv(functools.partial(factory, **kwargs), max_steps, name=spec, dtype=dtype, observe=observe)
