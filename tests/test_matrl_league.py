@@ -5,7 +5,11 @@ the rounds voids its group's rounds (counted, one log line each) while the other
 
 import json
 import os
+import shutil
 import signal
+import socket
+import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +19,8 @@ from agents.policy_factory import game_for, initial_state, make_policy
 from league.matrl.sampled import run_sampled_matrl
 from services.coordinator_matrl import load_matrl_config
 from services.league_config import load_league_config
+from tests.test_compose import (dashboard_queries, dashboard_variables, grafana_expand, has_data, needs_prometheus,
+                                promql, rate_interval)
 from tests.league_procs import (agent_toml, league_credentials, metric_value, metrics, promtool_check_metrics, spawn,
                                 start_league, wait_json, wait_until)
 
@@ -135,5 +141,46 @@ def test_an_agent_killed_during_the_rounds_voids_its_groups_rounds_and_the_other
         # group 0's agents took every round's best response: policy version 1 + rounds
         assert [r["iteration"] for r in result["iterations"]] == list(range(1, rounds + 1))
         assert sum(r["groups_voided"] for r in result["iterations"]) == voided
+    finally:
+        lg.stop()
+
+
+@needs_prometheus
+def test_the_dashboards_matrl_panels_have_data_on_a_real_prometheus(tmp_path):
+    """Debian's Prometheus scrapes a matrl coordinator (labelled ``league`` as the project's
+    scrape config labels its jobs) while it runs rounds; every query of every MATRL panel of the
+    Grafana dashboard, expanded as Grafana sends it (All variables, ``$__rate_interval``),
+    returns data."""
+    lg, coord = _league(tmp_path, 2, ["m0", "m1"], [0.5], 2000)
+    try:
+        ready = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        target = ready["metrics"].split("//", 1)[1].split("/", 1)[0]
+        (tmp_path / "prometheus.yml").write_text(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+            "scrape_configs:\n  - job_name: matrl-coordinator\n    static_configs:\n"
+            f"      - targets: [\"{target}\"]\n        labels:\n          league: matrl\n")
+        lg.procs["prometheus"] = subprocess.Popen(
+            [shutil.which("prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}",
+             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=open(tmp_path / "prometheus.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        every = {"__rate_interval": rate_interval(), **{n: v for n, (_, _, v) in dashboard_variables().items()}}
+        pending = {(title, grafana_expand(expr, every)) for title, expr in dashboard_queries() if "league_matrl_" in expr}
+        assert {t for t, _ in pending} >= {"MATRL Nash weights", "MATRL meta-game values", "MATRL meta-game solve time",
+                                           "MATRL rounds"}
+        deadline = time.monotonic() + 180
+        while pending:
+            assert coord.poll() is None, (tmp_path / "coord.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"MATRL panels without data: {sorted(pending)}"
+            for title, expr in sorted(pending):
+                try:
+                    if has_data(promql(base, expr)):
+                        pending.discard((title, expr))
+                except OSError:  # Prometheus not up yet
+                    break
+            time.sleep(1.0)
     finally:
         lg.stop()
