@@ -184,3 +184,30 @@ def test_the_dashboards_matrl_panels_have_data_on_a_real_prometheus(tmp_path):
             time.sleep(1.0)
     finally:
         lg.stop()
+
+
+def test_a_mixture_push_is_checked_before_it_is_applied():
+    """``matrl-mixture`` pushes: the Nash weight in [0, 1], the round, step size and clip in their
+    ranges, the log-ratio finite and shaped like the agent's round; nothing else is accepted."""
+    from agents.matrl import MIXTURE, mixture_message
+    from agents.params import ParameterStore
+    from services.limits import check_pushed_range
+    from services.wire import WireError
+
+    ok = mixture_message(3, 0.25, torch.full((1, 8, 3), 1e6), 0.8, 0.5)
+    check_pushed_range(MIXTURE, ok)
+    for field, value, bad in [("nash_weight", 1.5, "nash_weight holds 1.5"), ("br_lr", -0.1, "br_lr holds -0.1"),
+                              ("clip", 1e9, r"clip holds 1e\+09")]:
+        message = dict(ok, **{field: torch.tensor([value])})
+        with pytest.raises(WireError, match=bad):
+            check_pushed_range(MIXTURE, message)
+    with pytest.raises(WireError, match="round holds -1"):
+        check_pushed_range(MIXTURE, dict(ok, round=torch.tensor([-1])))
+    store = ParameterStore()
+    store.set(MIXTURE, mixture_message(0, 0.0, torch.zeros(1, 8, 3), 0.0, 0.0))
+    with pytest.raises(WireError):
+        store.compare_and_set(MIXTURE, 1, mixture_message(3, 0.5, torch.zeros(1, 8, 4), 0.8, 0.5))  # another round's K, H
+    with pytest.raises(WireError):
+        store.compare_and_set(MIXTURE, 1, mixture_message(3, 0.5, torch.full((1, 8, 3), float("nan")), 0.8, 0.5))
+    assert store.version(MIXTURE) == 1
+    assert store.compare_and_set(MIXTURE, 1, ok) == 2
