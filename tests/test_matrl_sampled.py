@@ -101,15 +101,15 @@ def test_peer_log_ratios_are_the_mixture_over_behaviour_products(n):
 
 
 def test_sampled_round_approaches_the_exact_metagame_and_best_response():
-    """A one-shot 2-player RPS round from 100 000 episodes: the meta-game is the exact one of the
+    """A one-shot 2-player RPS round from 300 000 episodes: the meta-game is the exact one of the
     current and (sampled) predicted policies within 4.5 standard errors; the best-response step
     (untruncated) moves the initial state's logits along the exact gradient of
-    ``V_0(softmax(theta), pi_bar_1)`` (within 0.02 of the step, which is 0.2 long), and the
-    solved weights are a verified equilibrium of the sampled meta-game."""
+    ``V_0(softmax(theta), pi_bar_1)`` within 0.004 per logit (measured 0.0015; the step is 0.19
+    long, and the gradient against the peer's *current* policy differs from it by 0.011)."""
     game = make_game("rps", n_players=2)
     policy = _tabular(game)
     params = [_random_params(game, 3, 0.8), _random_params(game, 4, 0.8)]
-    cfg = SampledMATRLConfig(trajectories=100_000, horizon=1, lr=[2.0], br_lr=1.0, clip=1e9,
+    cfg = SampledMATRLConfig(trajectories=300_000, horizon=1, lr=[3.0], br_lr=1.0, clip=1e9,
                              solvers=["support-enumeration", "lyapunov"])
     episodes = episodes_of_play(game, [policy, policy], params, cfg.trajectories, 1, torch.Generator().manual_seed(5))
     out = matrl_round([policy, policy], params, episodes, cfg)
@@ -121,12 +121,13 @@ def test_sampled_round_approaches_the_exact_metagame_and_best_response():
     assert out.found[0]
     s0 = _initial_probs(params[0], episodes)[1]
     w1 = float(out.weights[0, 1])
+    assert w1 > 0.5  # the peer's mixture is (mostly) its predicted policy: the response differs from IL's
     mix1 = (1 - w1) * cur[1] + w1 * pred[1]
     theta = params[0]["logits"][0, s0].double().clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(normal_form_value(game.payoff.double(), [torch.softmax(theta, -1), mix1])[0], theta)
     step = (out.params[0]["logits"][0, s0] - params[0]["logits"][0, s0]).double()
     assert float(step.norm()) > 0.1
-    assert float((step - cfg.br_lr * grad).abs().max()) < 0.02, (step, grad)
+    assert float((step - cfg.br_lr * grad).abs().max()) < 0.004, (step, grad)
 
 
 def test_nash_weights_keep_the_current_policies_when_nothing_verifies():
