@@ -211,3 +211,19 @@ def test_a_mixture_push_is_checked_before_it_is_applied():
         store.compare_and_set(MIXTURE, 1, mixture_message(3, 0.5, torch.full((1, 8, 3), float("nan")), 0.8, 0.5))
     assert store.version(MIXTURE) == 1
     assert store.compare_and_set(MIXTURE, 1, ok) == 2
+
+
+def test_the_committed_matrl_league_and_its_matrl_config_agree():
+    """configs/league_matrl_rps3.toml and configs/matrl/rps3.toml describe one run: the same game,
+    K, H and discount, every agent with rule matrl and the config's trust-region step size."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    league = load_league_config(root / "configs" / "league_matrl_rps3.toml")
+    cfg = load_matrl_config(str(root / "configs" / "matrl" / "rps3.toml"))
+    r = league.referee
+    assert (r.env, r.n_players, r.trajectories, r.horizon, r.gamma) == (cfg.env, cfg.n_players, cfg.trajectories,
+                                                                        cfg.horizon, cfg.gamma)
+    assert r.chains_by == "coordinator" and len(league.agents) % cfg.n_players == 0
+    for i, a in enumerate(league.agents):
+        assert a.rule == "matrl" and a.lr[0] == cfg.seat_lr(i % cfg.n_players)
