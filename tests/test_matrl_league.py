@@ -78,7 +78,7 @@ def _embedded(tmp_path, ids: list[str], n: int, rounds: int):
     return {a: final[i // n][i % n] for i, a in enumerate(ids)}, history
 
 
-@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("n", [2, pytest.param(3, marks=pytest.mark.slow)])  # each about 30 s on the 2 shared cores
 def test_league_rounds_equal_the_embedded_rounds(tmp_path, n):
     ids = [f"m{i}" for i in range(n)]
     rounds = 3
@@ -114,6 +114,7 @@ def test_league_rounds_equal_the_embedded_rounds(tmp_path, n):
         lg.stop()
 
 
+@pytest.mark.slow  # about 40 s
 def test_an_agent_killed_during_the_rounds_voids_its_groups_rounds_and_the_other_group_goes_on(tmp_path):
     ids = ["a0", "a1", "b0", "b1"]  # groups [a0, a1] and [b0, b1]
     rounds = 4
@@ -145,6 +146,7 @@ def test_an_agent_killed_during_the_rounds_voids_its_groups_rounds_and_the_other
         lg.stop()
 
 
+@pytest.mark.slow  # about 45 s
 @needs_prometheus
 def test_the_dashboards_matrl_panels_have_data_on_a_real_prometheus(tmp_path):
     """Debian's Prometheus scrapes a matrl coordinator (labelled ``league`` as the project's
