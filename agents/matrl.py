@@ -6,6 +6,8 @@
    ``seat_step``) and publishes the predicted parameters as kind ``predicted`` at version ``r``.
    It keeps the round (``v``, its parameters, the episodes) pending and opens kind
    ``matrl-mixture`` for the coordinator's push, sized to the round (``[1, K, H]``).
+   The trust-region step's ``kl_coef`` and ``trust_steps`` are kind ``matrl-trust``, which the
+   coordinator pushes before every round (the agent starts with the rule's defaults).
 2. The coordinator pushes ``matrl-mixture``: the round ``r``, the agent's Nash weight, the
    peers' mixture as their per-step log importance weight on the round's episodes, and the
    best response's step size and clip (each validated at the push: structure, finite, ranges
@@ -38,6 +40,9 @@ log = logging.getLogger("league.agent")
 
 PREDICTED = "predicted"
 """Kind of the trust-region step's predicted parameters (version = the coordinator's round)."""
+TRUST = "matrl-trust"
+"""Kind the coordinator pushes before each round: the trust-region step's ``kl_coef [1]`` and
+``trust_steps`` int64 ``[1]`` (the agent starts with the rule's defaults)."""
 MIXTURE = "matrl-mixture"
 """Kind the coordinator pushes: ``round`` int64 ``[1]``, ``nash_weight [1]``, ``peer_log_ratio
 [1, K, H]``, ``br_lr [1]``, ``clip [1]``."""
@@ -52,6 +57,12 @@ class PendingRound:
     seat: int
     params: Params
     episodes: Episodes
+
+
+def trust_message(kl_coef: float, trust_steps: int) -> dict[str, torch.Tensor]:
+    """The ``matrl-trust`` parameter set: the trust-region step's settings."""
+    return {"kl_coef": torch.tensor([kl_coef], dtype=torch.float32),
+            "trust_steps": torch.tensor([trust_steps], dtype=torch.int64)}
 
 
 def mixture_message(round_: int, nash_weight: float, peer_log_ratio: torch.Tensor, br_lr: float, clip: float
@@ -70,7 +81,9 @@ class MatrlSeat:
 
     def __init__(self, agent: "AgentProcess") -> None:
         self.agent = agent
-        self.rule = make_update_rule("matrl", policy=agent.policy, gamma=agent.cfg.gamma)
+        if TRUST not in agent.store.kinds():
+            defaults = make_update_rule("matrl")
+            agent.store.set(TRUST, trust_message(defaults.kl_coef, defaults.trust_steps))
         self.pending: PendingRound | None = None
         labels = ["agent_id"]
         self.weight = Gauge("league_agent_matrl_nash_weight", "This agent's MATRL meta-game Nash weight (probability "
@@ -86,7 +99,10 @@ class MatrlSeat:
                 if chain or version != batch.seats[seat].behaviour_version:
                     continue  # not a MATRL round at the current policy: stale or another schedule's
                 lr = a.store.snapshot("lr")[1]["lr"][:, 0]
-                predicted = seat_step(self.rule, a.evaluator, a.policy, params, episodes, seat, lr)
+                trust = a.store.snapshot(TRUST)[1]
+                rule = make_update_rule("matrl", policy=a.policy, gamma=a.cfg.gamma, kl_coef=float(trust["kl_coef"][0]),
+                                        trust_steps=int(trust["trust_steps"][0]))
+                predicted = seat_step(rule, a.evaluator, a.policy, params, episodes, seat, lr)
                 self.pending = PendingRound(batch.step, version, seat, params, episodes)
                 K, H = episodes.shape[1:3]
                 a.store.set(MIXTURE, mixture_message(0, 0.0, torch.zeros(1, K, H), 0.0, 0.0))  # opened for this round

@@ -4,7 +4,8 @@
 agents in groups of the game's ``n`` (consecutive, in the order given); each iteration is one
 round of every group, one group after another:
 
-1. ``PlayMatches``: the referee plays the group's current ``policy`` versions (pinned) with the
+1. the coordinator pushes each agent kind ``matrl-trust`` (the trust-region step's ``kl_coef`` and
+   ``trust_steps``); ``PlayMatches``: the referee plays the group's current ``policy`` versions (pinned) with the
    coordinator's random stream and broadcasts the episodes (match ``matrl.r<round>.g<group>``,
    no chain, ``step`` = the round);
 2. every agent (rule ``matrl``, ``agents/matrl.py``) takes its trust-region step from the
@@ -35,11 +36,11 @@ import grpc
 import torch
 from prometheus_client import Counter, Gauge, Histogram
 
-from agents.matrl import MIXTURE, PREDICTED, mixture_message
+from agents.matrl import MIXTURE, PREDICTED, TRUST, mixture_message, trust_message
 from agents.policy_factory import policy_from_description
 from league.config import ConfigError, build, read_table
 from league.games import make_game
-from league.matrl.sampled import MatrlTrustRegion, SampledMATRLConfig, nash_weights, peer_log_ratios, round_metagame
+from league.matrl.sampled import SampledMATRLConfig, nash_weights, peer_log_ratios, round_metagame
 from league.nash.metagame import corner_choices
 from league.policies.base import Params, Policy
 from services import server as srv
@@ -104,11 +105,6 @@ class MatrlMode:
             raise ValueError(f"coordinator mode {self.name!r} runs {', '.join(self.methods)}")
         if not isinstance(experiment, SampledMATRLConfig):
             raise ValueError("mode matrl reads a MATRL config (league.matrl.sampled.SampledMATRLConfig fields)")
-        agent_rule = MatrlTrustRegion()
-        if (experiment.kl_coef, experiment.trust_steps) != (agent_rule.kl_coef, agent_rule.trust_steps):
-            raise ValueError(f"the agents' trust-region step uses kl_coef {agent_rule.kl_coef:g} and trust_steps "
-                             f"{agent_rule.trust_steps} (the matrl rule's defaults); the config asks for "
-                             f"{experiment.kl_coef:g} and {experiment.trust_steps}")
         torch.set_num_threads(1)
         self.matrl, self.cfg, self.seed = experiment, cfg, seed
         self.game = make_game(experiment.env, n_players=experiment.n_players)
@@ -190,6 +186,9 @@ class MatrlMode:
         policies = [self.policies[a] for a in seats]
         versions = [d.versions["policy"] for d in descs]
         r, m = self.round, self.matrl
+        for stub, d in zip(stubs, descs):  # this round's trust-region settings (an agent starts with the defaults)
+            push_parameters(stub, TRUST, trust_message(m.kl_coef, m.trust_steps), d.versions.get(TRUST, 0),
+                            timeout=self.cfg.timeout)
         match = referee_pb2.MatchSpec(match_id=f"matrl.r{r}.g{g}", step=r, seats=[
             referee_pb2.PinnedSeat(agent_id=a, kind="policy", version=v) for a, v in zip(seats, versions)])
         replies = list(self.referee.PlayMatches(referee_pb2.PlayMatchesRequest(

@@ -68,6 +68,7 @@ PUSHED_RANGES: dict[str, tuple[float, float] | dict[str, tuple[float, float]]] =
     # the coordinator's MATRL round message (agents/matrl.py); its peer_log_ratio is any finite value
     "matrl-mixture": {"round": (0, MAX_STEP), "nash_weight": (0.0, 1.0), "br_lr": LEARNING_RATE_RANGE,
                       "clip": (0.0, 100.0)},
+    "matrl-trust": {"kl_coef": (0.0, 1e4), "trust_steps": (1, 100)},
 }
 """Parameter kinds that hold hyperparameters -> the closed range every pushed value must lie
 in, or per tensor name (names not listed are checked as finite only)."""

@@ -44,6 +44,8 @@ trajectories = 8
 horizon = 3
 gamma = 0.96
 lr = {lrs}
+trust_steps = 2
+kl_coef = 0.5
 br_lr = 0.8
 clip = 0.5
 """
@@ -190,7 +192,8 @@ def test_the_dashboards_matrl_panels_have_data_on_a_real_prometheus(tmp_path):
 
 def test_a_mixture_push_is_checked_before_it_is_applied():
     """``matrl-mixture`` pushes: the Nash weight in [0, 1], the round, step size and clip in their
-    ranges, the log-ratio finite and shaped like the agent's round; nothing else is accepted."""
+    ranges, the log-ratio finite and shaped like the agent's round; ``matrl-trust``: ``kl_coef``
+    >= 0 and 1 to 100 inner steps. Nothing else is accepted."""
     from agents.matrl import MIXTURE, mixture_message
     from agents.params import ParameterStore
     from services.limits import check_pushed_range
@@ -205,6 +208,13 @@ def test_a_mixture_push_is_checked_before_it_is_applied():
             check_pushed_range(MIXTURE, message)
     with pytest.raises(WireError, match="round holds -1"):
         check_pushed_range(MIXTURE, dict(ok, round=torch.tensor([-1])))
+    from agents.matrl import TRUST, trust_message
+
+    check_pushed_range(TRUST, trust_message(0.5, 2))
+    with pytest.raises(WireError, match="trust_steps holds 0"):
+        check_pushed_range(TRUST, trust_message(0.5, 0))
+    with pytest.raises(WireError, match="kl_coef holds -1"):
+        check_pushed_range(TRUST, trust_message(-1.0, 1))
     store = ParameterStore()
     store.set(MIXTURE, mixture_message(0, 0.0, torch.zeros(1, 8, 3), 0.0, 0.0))
     with pytest.raises(WireError):
