@@ -90,10 +90,6 @@ class SampledMATRLConfig:
         return [s for s in self.solvers if n == 2 or s not in two_only]
 
 
-def _seat_episode_tensors(episodes: Episodes, seat: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return episodes.rewards[b, ..., seat], episodes.actions[b, ..., seat]
-
-
 def _seat_logp(policy: Policy, params: Params, episodes: Episodes, seat: int) -> torch.Tensor:
     """Seat ``seat``'s log-probabilities of its own actions ``[B, K, H]`` (differentiable)."""
     policies: list[Policy | None] = [None] * episodes.actions.shape[-1]
