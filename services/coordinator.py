@@ -77,8 +77,10 @@ class CoordinatorConfig:
     credentials: Credentials | None = None
     """The coordinator's mutual-TLS credentials (role ``coordinator``); None: plaintext (``--insecure``)."""
     agents: dict[str, str] = field(default_factory=dict)
-    """Agent id -> ``host:port`` of agents that join no referee (the differentiable-game
-    league's modes ``diffgame`` and ``meva``, ``--agents``)."""
+    """Agent id -> ``host:port``, in seat order (``--agents ID[=HOST:PORT],...``). Mode ``matrl``
+    trains every seat: consecutive groups of the game's ``n`` ids play together, reached
+    through the referee (the address is ""). Modes ``diffgame`` and ``meva`` dial the agents of
+    a differentiable-game league, which join no referee, at their addresses."""
 
 
 class RemoteEvaluator(SampledEvaluator):
@@ -164,6 +166,8 @@ class MetaMapgMode:
             hint = (f"; {method!r} runs in mode {others[method]!r} (--mode {others[method]})" if method in others
                     else "")
             raise ValueError(f"coordinator mode {self.name!r} runs {', '.join(self.methods)}{hint}")
+        if not cfg.meta_agent:
+            raise ValueError(f"coordinator mode {self.name!r} needs --meta (the meta-agent's id)")
         if experiment.train.micro_batch:
             raise ValueError("train.micro_batch is for embedded training; the coordinator plays a meta-batch's "
                              "chains at once (set it to 0)")
@@ -311,6 +315,11 @@ MODES: dict[str, type[CoordinatorMode]] = {
     "diffgame": DiffGameRoundsMode,
     "meva": MevaMode,
 }
+
+
+from services.coordinator_matrl import MatrlMode  # noqa: E402 - it builds this module's CoordinatorMetrics
+
+MODES["matrl"] = MatrlMode
 
 
 class CoordinatorMetrics:
