@@ -5,7 +5,9 @@
 
 Every ordered pairing (row rule in seat 0, column rule in seat 1) plays ``trials`` games,
 batched as one tensor, of ``steps`` simultaneous learning steps from N(0, 1) logits (common
-starts across pairings). Writes ``summary.json`` (row player's final normalised return, mean
+starts across pairings). Every rule learns on the normalised value with its own learning
+rate (``lr`` in its ``[rules.*]`` table); a ``model`` setting names trained MeVa weights,
+loaded with the model shape of the ``model_config`` file. Writes ``summary.json`` (row player's final normalised return, mean
 and standard error over trials, per pairing; mean P(cooperate) per state; budget, seeds,
 machine), ``table.md`` and ``returns.png`` (mean return of both seats per step).
 """
@@ -27,11 +29,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from league.eval.plots import _new_figure, _save  # noqa: E402
 from league.eval.stats import mean_se  # noqa: E402
 from league.games.differentiable import ExactIPD  # noqa: E402
+from league.meva.config import load_ipd_model  # noqa: E402
 from league.meva.play import optimise  # noqa: E402
-from league.meva.rules import make_rule  # noqa: E402
+from league.meva.rules import Rule, make_rule  # noqa: E402
 from league.run import machine  # noqa: E402
 
 STATES = ["s0", "CC", "CD", "DC", "DD"]
+
+
+def build_rule(name: str, settings: dict) -> tuple[Rule, float]:
+    """A ``[rules.<name>]`` table -> (the rule, its learning rate). ``rule`` names the registry
+    entry (default: the table's name); ``model`` / ``model_config`` load MeVa weights; a list
+    ``gamma`` becomes the per-seat tensor; the other keys are the rule's settings."""
+    s = dict(settings)
+    lr = s.pop("lr")
+    if "model" in s:
+        s["model"] = load_ipd_model(s.pop("model_config"), s["model"])
+    if isinstance(s.get("gamma"), list):
+        s["gamma"] = torch.tensor(s["gamma"])
+    return make_rule(s.pop("rule", name), **s), lr
 
 
 def main() -> None:
@@ -44,9 +60,9 @@ def main() -> None:
     tc, out = raw["tournament"], Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = dict(raw["game"])
-    learn_game = ExactIPD(gamma=settings["gamma"], normalised=settings["learn_normalised"])
-    game = ExactIPD(gamma=settings["gamma"], normalised=True)  # what is reported
-    rules = {name: make_rule(s.pop("rule", name), **s) for name, s in ((k, dict(v)) for k, v in raw["rules"].items())}
+    game = ExactIPD(gamma=settings["gamma"], normalised=True)  # what every rule learns on and what is reported
+    built = {name: build_rule(name, s) for name, s in raw["rules"].items()}
+    rules, lrs = {n: r for n, (r, _) in built.items()}, {n: lr for n, (_, lr) in built.items()}
     gen = torch.Generator().manual_seed(tc["seed"])
     x0 = torch.randn(tc["trials"], 2, 5, generator=gen) * tc["init_std"]
     table, curves = {}, {}
@@ -55,8 +71,9 @@ def main() -> None:
         for col, col_rule in rules.items():
             t0 = time.perf_counter()
             x, curve = x0, [game.values(x0).mean(0)]
+            lr = torch.tensor([[lrs[row]], [lrs[col]]])  # per seat
             for _ in range(tc["steps"]):
-                x, _ = optimise(learn_game, [row_rule, col_rule], x, 1, tc["lr"])
+                x, _ = optimise(game, [row_rule, col_rule], x, 1, lr)
                 curve.append(game.values(x).mean(0))
             v = game.values(x)  # [trials, 2]
             p_coop = torch.sigmoid(x).mean(0)  # [2, 5]
@@ -79,7 +96,8 @@ def main() -> None:
         cells = [f"{table[f'{r} vs {c}']['row_return_mean']:.3f} ± {table[f'{r} vs {c}']['row_return_se']:.3f}" for c in names]
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
     caption = (f"Row player's normalised return (LOLA payoff: CC -1, DD -2) after {tc['steps']} steps, mean ± standard "
-               f"error over {tc['trials']} trials from N(0, {tc['init_std']:g}) logits, lr {tc['lr']:g}.")
+               f"error over {tc['trials']} trials from N(0, {tc['init_std']:g}) logits; learning rates on the normalised "
+               f"value: " + ", ".join(f"{n} {lrs[n]:g}" for n in names) + ".")
     (out / "table.md").write_text(caption + "\n\n" + "\n".join(lines) + "\n")
     fig = _new_figure((3.2 * len(names), 3.0 * len(names)))
     for k, (name, c) in enumerate(curves.items()):
