@@ -37,17 +37,24 @@ from league.run import machine  # noqa: E402
 STATES = ["s0", "CC", "CD", "DC", "DD"]
 
 
-def build_rule(name: str, settings: dict) -> tuple[Rule, float]:
-    """A ``[rules.<name>]`` table -> (the rule, its learning rate). ``rule`` names the registry
-    entry (default: the table's name); ``model`` / ``model_config`` load MeVa weights; a list
-    ``gamma`` becomes the per-seat tensor; the other keys are the rule's settings."""
+def build_rule(name: str, settings: dict) -> tuple[Rule, float, torch.Tensor | None]:
+    """A ``[rules.<name>]`` table -> (the rule, its learning rate, its own start or None).
+    ``rule`` names the registry entry (default: the table's name); ``model`` / ``model_config``
+    load MeVa weights; a list ``gamma`` becomes the per-seat tensor; ``start`` names a
+    meta-learned start (``scripts/meva_ipd_meta_mapg.py``: its logits replace the N(0, 1)
+    start of the entry's seat, its lr is the entry's); the other keys are the rule's settings."""
     s = dict(settings)
-    lr = s.pop("lr")
+    start = None
+    if "start" in s:
+        learned = json.loads(Path(s.pop("start")).read_text())
+        start, lr = torch.tensor(learned["logits"]), learned["lr"]
+    else:
+        lr = s.pop("lr")
     if "model" in s:
         s["model"] = load_ipd_model(s.pop("model_config"), s["model"])
     if isinstance(s.get("gamma"), list):
         s["gamma"] = torch.tensor(s["gamma"])
-    return make_rule(s.pop("rule", name), **s), lr
+    return make_rule(s.pop("rule", name), **s), lr, start
 
 
 def main() -> None:
@@ -62,7 +69,9 @@ def main() -> None:
     settings = dict(raw["game"])
     game = ExactIPD(gamma=settings["gamma"], normalised=True)  # what every rule learns on and what is reported
     built = {name: build_rule(name, s) for name, s in raw["rules"].items()}
-    rules, lrs = {n: r for n, (r, _) in built.items()}, {n: lr for n, (_, lr) in built.items()}
+    rules = {n: b[0] for n, b in built.items()}
+    lrs = {n: b[1] for n, b in built.items()}
+    starts = {n: b[2] for n, b in built.items()}
     gen = torch.Generator().manual_seed(tc["seed"])
     x0 = torch.randn(tc["trials"], 2, 5, generator=gen) * tc["init_std"]
     table, curves = {}, {}
@@ -70,7 +79,11 @@ def main() -> None:
     for row, row_rule in rules.items():
         for col, col_rule in rules.items():
             t0 = time.perf_counter()
-            x, curve = x0, [game.values(x0).mean(0)]
+            x = x0.clone()
+            for seat, name in enumerate((row, col)):
+                if starts[name] is not None:
+                    x[:, seat] = starts[name]  # a meta-learned start replaces the entry's N(0, 1) start
+            curve = [game.values(x).mean(0)]
             lr = torch.tensor([[lrs[row]], [lrs[col]]])  # per seat
             for _ in range(tc["steps"]):
                 x, _ = optimise(game, [row_rule, col_rule], x, 1, lr)
