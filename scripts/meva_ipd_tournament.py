@@ -3,13 +3,15 @@
     .venv/bin/python scripts/meva_ipd_tournament.py [--config configs/meva/ipd_tournament.toml]
         [--out results/meva_ipd_tournament]
 
-Every ordered pairing (row rule in seat 0, column rule in seat 1) plays ``trials`` games,
-batched as one tensor, of ``steps`` simultaneous learning steps from N(0, 1) logits (common
-starts across pairings). Every rule learns on the normalised value with its own learning
-rate (``lr`` in its ``[rules.*]`` table); a ``model`` setting names trained MeVa weights,
-loaded with the model shape of the ``model_config`` file. Writes ``summary.json`` (row player's final normalised return, mean
-and standard error over trials, per pairing; mean P(cooperate) per state; budget, seeds,
-machine), ``table.md`` and ``returns.png`` (mean return of both seats per step).
+Every pairing of two rules plays ``trials`` games, batched as one tensor, of ``steps``
+simultaneous learning steps from N(0, 1) logits (common starts across pairings). The game is
+symmetric, so each unordered pairing plays once and gives both table entries ("a vs b" is
+a's return, "b vs a" b's, from the same trials). Every rule learns on the normalised value
+with its own learning rate (``lr`` in its ``[rules.*]`` table); a ``model`` setting names
+trained MeVa weights, loaded with the model shape of the ``model_config`` file; a ``start``
+names a meta-learned start and lr. Writes ``summary.json`` (row player's final normalised
+return, mean and standard error over trials, per pairing; mean P(cooperate) per state;
+budget, seeds, machine), ``table.md`` and ``returns.png`` (mean return of both seats per step).
 """
 
 from __future__ import annotations
@@ -76,8 +78,11 @@ def main() -> None:
     x0 = torch.randn(tc["trials"], 2, 5, generator=gen) * tc["init_std"]
     table, curves = {}, {}
     t_all = time.perf_counter()
-    for row, row_rule in rules.items():
-        for col, col_rule in rules.items():
+    names = list(rules)
+    # The game is symmetric (f_1(x_1, x_2) = f_2(x_2, x_1)) and the starts are i.i.d., so
+    # "a vs b" and "b vs a" are one match read from either seat: each unordered pairing plays once.
+    for i, row in enumerate(names):
+        for col in names[i:]:
             t0 = time.perf_counter()
             x = x0.clone()
             for seat, name in enumerate((row, col)):
@@ -86,24 +91,26 @@ def main() -> None:
             curve = [game.values(x).mean(0)]
             lr = torch.tensor([[lrs[row]], [lrs[col]]])  # per seat
             for _ in range(tc["steps"]):
-                x, _ = optimise(game, [row_rule, col_rule], x, 1, lr)
+                x, _ = optimise(game, [rules[row], rules[col]], x, 1, lr)
                 curve.append(game.values(x).mean(0))
             v = game.values(x)  # [trials, 2]
             p_coop = torch.sigmoid(x).mean(0)  # [2, 5]
-            rs, cs = mean_se(v[:, 0].numpy()), mean_se(v[:, 1].numpy())
-            table[f"{row} vs {col}"] = {
-                "row": row, "col": col, "trials": v.shape[0],
-                "row_return_mean": rs["mean"], "row_return_se": rs["se"],
-                "col_return_mean": cs["mean"], "col_return_se": cs["se"],
-                "row_p_coop": dict(zip(STATES, p_coop[0].tolist())),
-                "col_p_coop": dict(zip(STATES, p_coop[1].tolist())),
-                "seconds": time.perf_counter() - t0,
-            }
-            curves[f"{row} vs {col}"] = torch.stack(curve).numpy()
+            seconds = time.perf_counter() - t0
+            views = ((row, col, 0, 1),) if row == col else ((row, col, 0, 1), (col, row, 1, 0))
+            for a, b, sa, sb in views:  # self-play reports seat 0
+                rs, cs = mean_se(v[:, sa].numpy()), mean_se(v[:, sb].numpy())
+                table[f"{a} vs {b}"] = {
+                    "row": a, "col": b, "trials": v.shape[0], "row_seat": sa,
+                    "row_return_mean": rs["mean"], "row_return_se": rs["se"],
+                    "col_return_mean": cs["mean"], "col_return_se": cs["se"],
+                    "row_p_coop": dict(zip(STATES, p_coop[sa].tolist())),
+                    "col_p_coop": dict(zip(STATES, p_coop[sb].tolist())),
+                    "seconds": seconds,
+                }
+                curves[f"{a} vs {b}"] = torch.stack(curve).numpy()[:, [sa, sb]]
             e = table[f"{row} vs {col}"]
             print(f"{row} vs {col}: row {e['row_return_mean']:.3f} +- {e['row_return_se']:.3f}, col "
-                  f"{e['col_return_mean']:.3f} +- {e['col_return_se']:.3f} ({e['seconds']:.0f} s)", flush=True)
-    names = list(rules)
+                  f"{e['col_return_mean']:.3f} +- {e['col_return_se']:.3f} ({seconds:.0f} s)", flush=True)
     lines = ["| row \\ column | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for r in names:
         cells = [f"{table[f'{r} vs {c}']['row_return_mean']:.3f} ± {table[f'{r} vs {c}']['row_return_se']:.3f}" for c in names]
@@ -113,7 +120,8 @@ def main() -> None:
                f"value: " + ", ".join(f"{n} {lrs[n]:g}" for n in names) + ".")
     (out / "table.md").write_text(caption + "\n\n" + "\n".join(lines) + "\n")
     fig = _new_figure((3.2 * len(names), 3.0 * len(names)))
-    for k, (name, c) in enumerate(curves.items()):
+    for k, name in enumerate(f"{r} vs {c}" for r in names for c in names):
+        c = curves[name]
         ax = fig.add_subplot(len(names), len(names), k + 1)
         ax.plot(np.arange(len(c)), c[:, 0], label="row")
         ax.plot(np.arange(len(c)), c[:, 1], label="column", ls="--")
