@@ -204,7 +204,7 @@ def make_league_credentials(pki: Path, agent_ids: list[str]) -> dict[str, Path]:
 def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False,
        insecure: bool = False, referee_restarts: int = REFEREE_RESTARTS) -> dict[str, Any]:
     """Start referee and agents as local processes, show progress, stop them when the
-    referee's rounds are done (or on Ctrl-C), and return the league's summary.
+    referee's rounds are done (or on Ctrl-C or SIGTERM), and return the league's summary.
 
     The league is secured: a fresh CA under ``out/pki`` issues every process its own
     credentials (see :func:`make_league_credentials`); ``insecure`` runs it in plaintext.
@@ -237,6 +237,11 @@ def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False,
     state = {"run": str(out), "pids": {}, "credentials": str(creds["admin"].resolve()) if creds else ""}
     referee_code, restarts = 0, 0
     sets = sum((["--set", s] for s in overrides), [])
+
+    def terminated(*_: Any) -> None:  # SIGTERM (docker stop, systemd, kill) stops the league like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminated)
 
     def stop_all() -> None:
         for name, p in procs.items():
@@ -306,7 +311,9 @@ def up(config_path: str, overrides: list[str], out: Path, quiet: bool = False,
     except KeyboardInterrupt:
         print("league: stopping", file=sys.stderr)
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
         stop_all()
+        signal.signal(signal.SIGTERM, previous)
     summary = json.loads(results_path.read_text()) if results_path.exists() else {}
     if referee_code != 0:  # the referee died for good: every completed round is in its persisted state
         summary = {**_summary_from_state(state_path), "referee_exit_code": referee_code, "partial": True,

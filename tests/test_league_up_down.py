@@ -3,6 +3,8 @@ stops every one of them (by the PIDs `league up` recorded); `league status` read
 running league."""
 
 import json
+import os
+import signal
 
 import grpc
 import pytest
@@ -61,6 +63,30 @@ def test_up_status_down(tmp_path):
         assert not (tmp_path / "up.json").exists()
     finally:
         end(up)
+
+
+def test_sigterm_stops_the_whole_league(tmp_path):
+    """``kill PID`` (``docker stop``, systemd) on ``league up`` stops it like Ctrl-C: every
+    process it started is ended, the summary is written and it exits 0. Only ``league up``
+    itself is signalled, not its process group."""
+    config = tmp_path / "league.toml"
+    config.write_text(LEAGUE)
+    up = league_up(config, tmp_path / "run", tmp_path / "up.json", "--insecure", cwd=tmp_path, merge_stderr=True)
+    try:
+        wait_until(lambda: (tmp_path / "up.json").exists() and (tmp_path / "run" / "b.ready.json").exists(), 120,
+                   "league up to start every process")
+        state = json.loads((tmp_path / "up.json").read_text())
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0, up.stdout.read()
+        assert "league: stopping" in up.stdout.read()
+        for name, pid in state["pids"].items():
+            assert gone(pid), f"{name} (pid {pid}) still running after league up was sent SIGTERM"
+        assert (tmp_path / "run" / "summary.json").exists() and not (tmp_path / "up.json").exists()
+    finally:
+        end(up)
+        for pid in json.loads((tmp_path / "up.json").read_text())["pids"].values() if (tmp_path / "up.json").exists() else ():
+            if not gone(pid):  # a league up that died without cleaning up leaves its processes: end them
+                os.kill(pid, signal.SIGKILL)
 
 
 DETERMINISTIC = """
