@@ -19,6 +19,7 @@ import grpc
 import torch
 from prometheus_client import Counter, Gauge, Histogram
 
+from agents.matrl import COORDINATED_RULES
 from agents.params import ParameterStore
 from agents.policy_factory import POLICY_CLASSES, game_for, initial_state, make_policy
 from agents.service import AgentService
@@ -129,6 +130,10 @@ class AgentProcess:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.server: grpc.Server | None = None
+        coordinated = COORDINATED_RULES.get(spec.rule)
+        self.coordinated = coordinated(self) if coordinated is not None else None
+        """A rule whose rounds a coordinator drives (``agents.matrl``): it takes the broadcast
+        batches and the coordinator's pushes instead of ``seat_step``."""
 
     # -- state ---------------------------------------------------------------------------
     def _restore_or_init(self) -> None:
@@ -201,6 +206,8 @@ class AgentProcess:
         return chain, batch, seat, source, target, episodes
 
     def _update(self, items: list[tuple]) -> None:
+        if self.coordinated is not None:
+            return self.coordinated.observe(items)
         m = self.metrics
         with self._lock:
             live = []
@@ -253,6 +260,8 @@ class AgentProcess:
             m.lr.labels(*m.values).set(float(self.store.snapshot("lr")[1]["lr"].mean()))
         m.last_update.labels(*m.values).set(time.time())
         with self._lock:
+            if self.coordinated is not None:
+                self.coordinated.on_push(kind)
             self.save()
 
     def advertised_host(self) -> str:

@@ -122,11 +122,18 @@ class Frozen:
         return params[k]
 
 
+def _matrl_trust_region(**hyper: Any) -> UpdateRule:
+    from league.matrl.sampled import MatrlTrustRegion  # league.matrl imports the rollout this module serves
+
+    return MatrlTrustRegion(**hyper)
+
+
 #: Update rules by name; each entry builds a rule from its hyperparameters.
 UPDATE_RULES: dict[str, Callable[..., UpdateRule]] = {
     "pg": PolicyGradient,
     "lola-dice": LolaDice,
     "frozen": Frozen,
+    "matrl": _matrl_trust_region,  # MATRL's trust-region step: the predicted parameters (league.matrl.sampled)
 }
 
 

@@ -219,9 +219,10 @@ def _coordinator(args: argparse.Namespace) -> int:
     method = args.method or MODES[args.mode].methods[0]
 
     srv.configure_logging(args.log_file)
-    experiment = load_config(args.experiment, overrides(args))
-    cfg = CoordinatorConfig(referee=args.join, meta_agent=args.meta, personas=args.personas.split(","),
-                            tolerance=args.tolerance, credentials=_credentials(args))
+    experiment = getattr(MODES[args.mode], "load_experiment", load_config)(args.experiment, overrides(args))
+    cfg = CoordinatorConfig(referee=args.join, meta_agent=args.meta, personas=[p for p in args.personas.split(",") if p],
+                            tolerance=args.tolerance, credentials=_credentials(args), timeout=args.timeout,
+                            agents=[a for a in args.agents.split(",") if a])
     try:
         connect(args.join, args.join_wait, credentials=cfg.credentials).close()
         return run_coordinator(experiment, method, args.seed, cfg, args.iterations, args.host, args.port,
@@ -311,14 +312,19 @@ def add_process_commands(command: Callable[[str, str], argparse.ArgumentParser])
     c = command("coordinator", "run a coordinator mode against a running league (meta-mapg: Algorithm 1; "
                 "opponent-modeling: Algorithms 3 and 4, no reads of the personas' parameters)")
     c.add_argument("--mode", default="meta-mapg",
-                   help="coordinator mode (services.coordinator.MODES): meta-mapg or opponent-modeling")
+                   help="coordinator mode (services.coordinator.MODES): meta-mapg, opponent-modeling or matrl")
     c.add_argument("--join", required=True, metavar="HOST:PORT", help="the referee's address")
-    c.add_argument("--experiment", required=True, help="experiment TOML (chain, agent and train sections)")
+    c.add_argument("--experiment", required=True, help="experiment TOML (chain, agent and train sections; mode matrl: "
+                   "the fields of league.matrl.sampled.SampledMATRLConfig)")
     c.add_argument("--method", help="meta-gradient of the meta-training (default: the mode's first; meta-mapg: "
                    "meta-mapg, meta-pg or no-own-learning; opponent-modeling: meta-mapg-om)")
     c.add_argument("--seed", type=int, default=0, help="training seed (the embedded run's random stream)")
-    c.add_argument("--meta", required=True, help="agent id of the meta-agent")
-    c.add_argument("--personas", required=True, help="comma-separated agent ids of the persona agents: (n-1) x meta_batch for an n-player game, chain b seating the b-th n-1 of them in order")
+    c.add_argument("--meta", default="", help="agent id of the meta-agent (modes meta-mapg, opponent-modeling)")
+    c.add_argument("--agents", default="", help="mode matrl: comma-separated agent ids, consecutive groups of the "
+                   "game's n players each playing its own MATRL rounds")
+    c.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an RPC or an agent's update "
+                   "(mode matrl: a group whose agent is later than this has its round voided)")
+    c.add_argument("--personas", default="", help="comma-separated agent ids of the persona agents: (n-1) x meta_batch for an n-player game, chain b seating the b-th n-1 of them in order")
     c.add_argument("--iterations", type=int, default=1, help="meta-training iterations to run")
     c.add_argument("--tolerance", type=float, default=1e-5,
                    help="largest difference allowed between a peer's published update and the coordinator's replica")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 import grpc
@@ -75,6 +75,9 @@ class CoordinatorConfig:
     """Seconds to wait for an RPC."""
     credentials: Credentials | None = None
     """The coordinator's mutual-TLS credentials (role ``coordinator``); None: plaintext (``--insecure``)."""
+    agents: list[str] = field(default_factory=list)
+    """Agent ids of the modes that train every seat (``matrl``), in seat order: consecutive
+    groups of the game's ``n`` play together (``--agents``)."""
 
 
 class RemoteEvaluator(SampledEvaluator):
@@ -160,6 +163,8 @@ class MetaMapgMode:
             hint = (f"; {method!r} runs in mode {others[method]!r} (--mode {others[method]})" if method in others
                     else "")
             raise ValueError(f"coordinator mode {self.name!r} runs {', '.join(self.methods)}{hint}")
+        if not cfg.meta_agent:
+            raise ValueError(f"coordinator mode {self.name!r} needs --meta (the meta-agent's id)")
         if experiment.train.micro_batch:
             raise ValueError("train.micro_batch is for embedded training; the coordinator plays a meta-batch's "
                              "chains at once (set it to 0)")
@@ -303,6 +308,11 @@ MODES: dict[str, type[CoordinatorMode]] = {
     "meta-mapg": MetaMapgMode,
     "opponent-modeling": OpponentModelingMode,
 }
+
+
+from services.coordinator_matrl import MatrlMode  # noqa: E402 - it builds this module's CoordinatorMetrics
+
+MODES["matrl"] = MatrlMode
 
 
 class CoordinatorMetrics:

@@ -63,8 +63,14 @@ LEARNING_RATE_RANGE = (0.0, 100.0)
 """Inner learning rates a push may set (kind ``lr``): a step size is >= 0, and 100 is far
 above any rate the league's games learn with (personas 0.01-1, learned rates ~0.1-1) while
 far below where a step overflows."""
-PUSHED_RANGES: dict[str, tuple[float, float]] = {"lr": LEARNING_RATE_RANGE}
-"""Parameter kinds that hold hyperparameters -> the closed range every pushed value must lie in."""
+PUSHED_RANGES: dict[str, tuple[float, float] | dict[str, tuple[float, float]]] = {
+    "lr": LEARNING_RATE_RANGE,
+    # the coordinator's MATRL round message (agents/matrl.py); its peer_log_ratio is any finite value
+    "matrl-mixture": {"round": (0, MAX_STEP), "nash_weight": (0.0, 1.0), "br_lr": LEARNING_RATE_RANGE,
+                      "clip": (0.0, 100.0)},
+}
+"""Parameter kinds that hold hyperparameters -> the closed range every pushed value must lie
+in, or per tensor name (names not listed are checked as finite only)."""
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _KIND = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
@@ -128,11 +134,14 @@ def check_at_most(value: int, limit: int, what: str,
 
 def check_pushed_range(kind: str, params) -> None:
     """Every value of a pushed hyperparameter kind (:data:`PUSHED_RANGES`) lies in its range."""
-    bounds = PUSHED_RANGES.get(kind)
-    if bounds is None:
+    ranges = PUSHED_RANGES.get(kind)
+    if ranges is None:
         return
-    low, high = bounds
     for name, t in params.items():
+        bounds = ranges.get(name) if isinstance(ranges, dict) else ranges
+        if bounds is None:
+            continue
+        low, high = bounds
         values = t.detach().double()
         if values.numel() and not bool(((values >= low) & (values <= high)).all()):
             worst = values[(values < low) | (values > high) | values.isnan()].flatten()[0].item()

@@ -24,8 +24,9 @@ How a container becomes a local process here (and nothing else is changed):
   mount point in commands and environment values becomes that directory.
 Grafana cannot run here; its provisioning files are checked statically, and its panels'
 queries are run against the Prometheus above with ``$__rate_interval`` set as Grafana sets it.
-The MATRL Nash-weight panel is the one query not required to return data: nothing exports
-``league_matrl_nash_weight`` until a MATRL coordinator exists.
+The MATRL panels are the queries not required to return data here: the compose league runs
+no coordinator in mode ``matrl``; ``tests/test_matrl_league.py`` runs them against a real
+Prometheus scraping one.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ PROMETHEUS_YML = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "league.json"
 SCALE = {"agent": 2}  # docker compose up --scale agent=2
-NOT_YET_EXPORTED = {"league_matrl_nash_weight": "nothing exports it until a MATRL coordinator mode exists"}
+NOT_YET_EXPORTED = {"league_matrl_": "the compose league runs no matrl coordinator (tests/test_matrl_league.py "
+                                     "checks these panels)"}
 IMAGE_BINARIES = {"/bin/prometheus": "prometheus"}  # the prom/prometheus image's binary -> Debian's
 DEADLINE = 150.0  # seconds for the whole league to come up and every panel to have data
 
@@ -487,7 +489,7 @@ def test_compose_services_run_as_local_processes_and_feed_every_panel(tmp_path):
         skipped = {(t, e) for t, e in pending if any(m in e for m in NOT_YET_EXPORTED)}
         pending -= skipped
         for _, expr in skipped:
-            assert not promql(prom, expr), "a MATRL metric is exported now: drop it from NOT_YET_EXPORTED"
+            assert not promql(prom, expr), "the compose league exports a MATRL metric now: drop it from NOT_YET_EXPORTED"
         late_pending = dict(late_checks)
         while pending or late_pending:
             for title, expr in sorted(pending):

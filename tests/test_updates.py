@@ -72,7 +72,7 @@ def test_registry_names_and_refusals():
         seat_step(LolaDice(), evaluator, policy, steps[0].params[0], Episodes(data.obs, data.actions, data.rewards),
                   0, lrs[0][:, 0])
     spec = AgentSpec(id="a", role="learner", rule="lola-dice")
-    with pytest.raises(ConfigError, match=r"rule must be one an agent process can follow \(pg, frozen\)"):
+    with pytest.raises(ConfigError, match=r"rule must be one an agent process can follow \(pg, frozen(, [a-z-]+)*\), not 'lola-dice'"):
         validate_agent(spec)
 
 

@@ -1,0 +1,264 @@
+"""The coordinator's ``matrl`` mode: sampled MATRL rounds (Algorithm 1) across agent processes.
+
+``league coordinator --mode matrl --agents A,B[,C,D...] --experiment MATRL.toml`` seats the
+agents in groups of the game's ``n`` (consecutive, in the order given); each iteration is one
+round of every group, one group after another:
+
+1. ``PlayMatches``: the referee plays the group's current ``policy`` versions (pinned) with the
+   coordinator's random stream and broadcasts the episodes (match ``matrl.r<round>.g<group>``,
+   no chain, ``step`` = the round);
+2. every agent (rule ``matrl``, ``agents/matrl.py``) takes its trust-region step from the
+   broadcast and publishes kind ``predicted`` at version = the round; the coordinator fetches
+   each agent's current and predicted parameters;
+3. it builds the meta-game from the round's episodes and solves it
+   (``league.matrl.sampled.round_metagame``, ``nash_weights``), and pushes each agent kind
+   ``matrl-mixture``: its Nash weight and its peers' mixture (their per-step log importance
+   weight on the round's episodes, ``peer_log_ratios``), with the best response's step size and
+   clip;
+4. every agent takes its best-response step and publishes ``policy`` version ``v + 1``, which the
+   coordinator waits for.
+
+The numbers are those of the embedded ``league.matrl.sampled.run_sampled_matrl`` of the same
+config and seed (the same functions on the same episodes). A group whose round fails (an agent
+not a member, unreachable, or not publishing within ``--timeout``) has that round **voided**:
+counted in ``league_matrl_rounds_voided_total``, logged in one line, its agents keep their
+current policies; the other groups go on, and the group is tried again next round.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+import grpc
+import torch
+from prometheus_client import Counter, Gauge, Histogram
+
+from agents.matrl import MIXTURE, PREDICTED, mixture_message
+from agents.policy_factory import policy_from_description
+from league.config import ConfigError, build, read_table
+from league.games import make_game
+from league.matrl.sampled import MatrlTrustRegion, SampledMATRLConfig, nash_weights, peer_log_ratios, round_metagame
+from league.nash.metagame import corner_choices
+from league.policies.base import Params, Policy
+from services import server as srv
+from services.batches import episodes_of, read_batches
+from services.client import describe, fetch_parameters, push_parameters
+from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
+
+if TYPE_CHECKING:
+    from services.coordinator import CoordinatorConfig
+
+log = logging.getLogger("league.coordinator")
+
+
+class RoundVoided(RuntimeError):
+    """A group's round could not complete; its agents keep their current policies."""
+
+
+def load_matrl_config(path: str | None, overrides: Sequence[str] = ()) -> SampledMATRLConfig:
+    """A :class:`SampledMATRLConfig` from a TOML file of its fields and ``key=value`` overrides."""
+    cfg = build(SampledMATRLConfig, read_table(path, overrides))
+    for key in ("trajectories", "horizon", "trust_steps"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be >= 1")
+    if not cfg.lr or not cfg.solvers:
+        raise ConfigError("lr and solvers must not be empty")
+    make_game(cfg.env, n_players=cfg.n_players)  # an unknown game or seat count fails here, in one line
+    return cfg
+
+
+class MatrlMetrics:
+    """The ``matrl`` mode's series, on the coordinator's registry (beside its iteration counter
+    and histogram): per agent its Nash weight, per agent and meta-game corner the meta-game
+    entry, the solve time, and voided rounds."""
+
+    def __init__(self, registry) -> None:
+        self.weight = Gauge("league_matrl_nash_weight", "Meta-game Nash probability of the agent's predicted "
+                            "policy in its group's last completed MATRL round", ["agent_id"], registry=registry)
+        self.value = Gauge("league_matrl_metagame_value", "Importance-weighted meta-game entry of the agent's group "
+                           "in its last completed round: the agent's expected advantage gain when the seats marked 1 "
+                           "in corner (seat 0 first) play their predicted policies", ["agent_id", "corner"],
+                           registry=registry)
+        self.solve = Histogram("league_matrl_solve_seconds", "Wall time of one meta-game Nash solve (all solvers "
+                               "tried, each profile verified)", registry=registry,
+                               buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.voided = Counter("league_matrl_rounds_voided", "Group rounds voided (an agent absent, unreachable or "
+                              "late)", registry=registry)
+        self.completed = Counter("league_matrl_rounds", "Group rounds completed", registry=registry)
+
+
+class MatrlMode:
+    """Sampled MATRL through the league; ``iterate()`` is one round of every group."""
+
+    name = "matrl"
+    methods: tuple[str, ...] = ("matrl",)
+    load_experiment = staticmethod(load_matrl_config)
+    """How ``league coordinator --mode matrl`` reads ``--experiment``."""
+
+    def __init__(self, experiment: SampledMATRLConfig, method: str, seed: int, cfg: "CoordinatorConfig") -> None:
+        from services.coordinator import CoordinatorMetrics  # the coordinator registers this mode
+
+        if method not in self.methods:
+            raise ValueError(f"coordinator mode {self.name!r} runs {', '.join(self.methods)}")
+        if not isinstance(experiment, SampledMATRLConfig):
+            raise ValueError("mode matrl reads a MATRL config (league.matrl.sampled.SampledMATRLConfig fields)")
+        agent_rule = MatrlTrustRegion()
+        if (experiment.kl_coef, experiment.trust_steps) != (agent_rule.kl_coef, agent_rule.trust_steps):
+            raise ValueError(f"the agents' trust-region step uses kl_coef {agent_rule.kl_coef:g} and trust_steps "
+                             f"{agent_rule.trust_steps} (the matrl rule's defaults); the config asks for "
+                             f"{experiment.kl_coef:g} and {experiment.trust_steps}")
+        torch.set_num_threads(1)
+        self.matrl, self.cfg, self.seed = experiment, cfg, seed
+        self.game = make_game(experiment.env, n_players=experiment.n_players)
+        n = self.game.n_agents
+        agents = list(cfg.agents)
+        if not agents or len(agents) % n:
+            raise ValueError(f"{experiment.env} for {n} players: --agents must list a multiple of {n} agents, "
+                             f"got {len(agents)}")
+        if len(set(agents)) != len(agents):
+            raise ValueError("--agents must name distinct agents")
+        self.groups = [agents[i:i + n] for i in range(0, len(agents), n)]
+        self.generator = torch.Generator().manual_seed(seed)
+        self.iteration = 0
+        self.round = 0  # the last round number used (unique across restarts: see _first_round)
+        self._numbered = False  # whether this process has looked at the agents' round numbers yet
+        self.history: list[dict[str, Any]] = []
+        self.final: dict[str, dict[str, list]] = {}
+        self.channel = srv.channel(cfg.referee, cfg.credentials)
+        self.referee = referee_pb2_grpc.RefereeStub(self.channel)
+        self.stubs: dict[str, agent_pb2_grpc.AgentStub] = {}
+        self.policies: dict[str, Policy] = {}
+        self.metrics = CoordinatorMetrics(experiment.env, "matrl")
+        self.matrl_metrics = MatrlMetrics(self.metrics.registry)
+
+    # -- agents --------------------------------------------------------------------------
+    def _members(self) -> dict[str, str]:
+        status = self.referee.Status(referee_pb2.StatusRequest(), timeout=self.cfg.timeout)
+        return {m.agent_id: m.address for m in status.members}
+
+    def _stub(self, agent_id: str, members: dict[str, str]) -> agent_pb2_grpc.AgentStub:
+        if agent_id not in self.stubs:
+            self.stubs[agent_id] = agent_pb2_grpc.AgentStub(srv.channel(members[agent_id], self.cfg.credentials))
+        return self.stubs[agent_id]
+
+    def wait_for_members(self, timeout: float = 120.0) -> None:
+        needed = {a for g in self.groups for a in g}
+        deadline = time.monotonic() + timeout
+        while True:
+            missing = needed - set(self._members())
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"agents {sorted(missing)} did not join within {timeout}s")
+            time.sleep(0.1)
+
+    def _fetch(self, stub: agent_pb2_grpc.AgentStub, agent: str, kind: str, version: int) -> Params:
+        """``kind`` at ``version`` or later (long polls until ``--timeout``); RoundVoided if it does
+        not come or comes at another version than ``version``."""
+        deadline = time.monotonic() + self.cfg.timeout
+        while True:
+            wait = max(min(deadline - time.monotonic(), 10.0), 0.0)
+            got = fetch_parameters(stub, kind, min_version=version, timeout=wait + 10.0, wait_seconds=wait)
+            if got.params is not None:
+                if got.version != version:
+                    raise RoundVoided(f"{agent} holds {kind} version {got.version}, the round expects {version}")
+                return got.params
+            if time.monotonic() >= deadline:
+                raise RoundVoided(f"{agent} did not publish {kind} version {version} within {self.cfg.timeout:g}s")
+
+    # -- one round -----------------------------------------------------------------------
+    def _first_round(self, members: dict[str, str]) -> int:
+        """A round number above every agent's ``predicted`` version: a restarted coordinator
+        never reuses one (an agent would answer with its old prediction)."""
+        seen = [describe(self._stub(a, members), timeout=self.cfg.timeout).versions.get(PREDICTED, 0)
+                for g in self.groups for a in g if a in members]
+        return max([self.round, *seen])
+
+    def _group_round(self, g: int, seats: list[str], members: dict[str, str]) -> dict[str, Any]:
+        absent = [a for a in seats if a not in members]
+        if absent:
+            raise RoundVoided(f"{', '.join(absent)} not a member of the league")
+        stubs = [self._stub(a, members) for a in seats]
+        descs = [describe(s, timeout=self.cfg.timeout) for s in stubs]
+        for a, d in zip(seats, descs):
+            if d.learning_rule != "matrl":
+                raise RoundVoided(f"{a} learns with rule {d.learning_rule!r}, not 'matrl'")
+            if a not in self.policies:
+                self.policies[a] = policy_from_description(d.policy_class, d.policy_config_json, self.game)
+        policies = [self.policies[a] for a in seats]
+        versions = [d.versions["policy"] for d in descs]
+        r, m = self.round, self.matrl
+        match = referee_pb2.MatchSpec(match_id=f"matrl.r{r}.g{g}", step=r, seats=[
+            referee_pb2.PinnedSeat(agent_id=a, kind="policy", version=v) for a, v in zip(seats, versions)])
+        replies = list(self.referee.PlayMatches(referee_pb2.PlayMatchesRequest(
+            matches=[match], episodes=m.trajectories, horizon=m.horizon,
+            rng_state=self.generator.get_state().numpy().tobytes()), timeout=self.cfg.timeout))
+        self.generator.set_state(torch.frombuffer(bytearray(replies[-1].rng_state), dtype=torch.uint8))
+        (batch,) = list(read_batches(b for reply in replies for b in reply.batches))
+        episodes = episodes_of(batch)
+        current = [self._fetch(s, a, "policy", v) for s, a, v in zip(stubs, seats, versions)]
+        predicted = [self._fetch(s, a, PREDICTED, r) for s, a in zip(stubs, seats)]
+        meta, se = round_metagame(policies, current, predicted, episodes, m.gamma)
+        t0 = time.perf_counter()
+        w, found, names = nash_weights(meta, m.solvers_for(len(seats)), m.nash_eps)
+        self.matrl_metrics.solve.observe(time.perf_counter() - t0)
+        ratios = peer_log_ratios(policies, current, predicted, w, episodes)
+        for k, (stub, agent) in enumerate(zip(stubs, seats)):
+            message = mixture_message(r, float(w[0, k]), ratios[k], m.br_lr, m.clip)
+            expected = describe(stub, timeout=self.cfg.timeout).versions.get(MIXTURE, 0)
+            push_parameters(stub, MIXTURE, message, expected, timeout=self.cfg.timeout)
+        new = [self._fetch(s, a, "policy", v + 1) for s, a, v in zip(stubs, seats, versions)]
+        corners = ["".join("1" if c else "0" for c in row) for row in corner_choices(len(seats)).tolist()]
+        for k, agent in enumerate(seats):
+            self.matrl_metrics.weight.labels(agent).set(float(w[0, k]))
+            for c, corner in enumerate(corners):
+                self.matrl_metrics.value.labels(agent, corner).set(float(meta[0, k].flatten()[c]))
+            self.final[agent] = {name: t.tolist() for name, t in new[k].items()}
+        return {"round": r, "group": g, "agents": seats, "weights": w[0].tolist(), "found": bool(found[0]),
+                "solver": names[0], "metagame": meta[0].flatten().tolist(), "stderr": se[0].flatten().tolist(),
+                "mean_reward": episodes.rewards.mean(dim=(0, 1, 2)).tolist()}
+
+    def iterate(self) -> dict[str, float]:
+        """One round of every group; a group whose round fails is voided and the others go on."""
+        t0 = time.perf_counter()
+        members = self._members()
+        if not self._numbered:
+            self.round, self._numbered = self._first_round(members), True
+        records, voided = [], 0
+        for g, seats in enumerate(self.groups):
+            self.round += 1
+            try:
+                records.append(self._group_round(g, seats, members))
+                self.matrl_metrics.completed.inc()
+            except (RoundVoided, grpc.RpcError) as err:
+                reason = f"{err.code().name}: {err.details()}" if isinstance(err, grpc.RpcError) else str(err)
+                log.warning("round %d of group %d (%s) voided: %s", self.round, g, ", ".join(seats),
+                            reason.splitlines()[0] if reason else "")
+                voided += 1
+                self.matrl_metrics.voided.inc()
+        self.iteration += 1
+        self.history.extend(records)
+        rewards = [x for rec in records for x in rec["mean_reward"]]
+        stats = {"objective": sum(rewards) / len(rewards) if rewards else float("nan"),
+                 "groups_played": float(len(records)), "groups_voided": float(voided),
+                 "seconds": time.perf_counter() - t0}
+        self.metrics.iterations.inc()
+        self.metrics.seconds.observe(stats["seconds"])
+        self.metrics.objective.set(stats["objective"])
+        return stats
+
+    def result(self) -> dict[str, Any]:
+        return {"rounds": self.history, "params": self.final}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"iteration": self.iteration, "round": self.round, "generator": self.generator.get_state(),
+                "history": self.history, "final": self.final}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.iteration, self.round = state["iteration"], state["round"]
+        self.generator.set_state(state["generator"])
+        self.history, self.final = state["history"], state["final"]
+        if self.iteration:
+            self.metrics.iterations.inc(self.iteration)

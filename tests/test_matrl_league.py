@@ -1,0 +1,213 @@
+"""The coordinator's ``matrl`` mode with real processes on 127.0.0.1: a referee, agent processes
+with rule ``matrl`` and a coordinator. A few rounds through the league give the embedded
+``run_sampled_matrl``'s parameters; the mode exports its MATRL series; an agent killed during
+the rounds voids its group's rounds (counted, one log line each) while the other group goes on."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from agents.policy_factory import game_for, initial_state, make_policy
+from league.matrl.sampled import run_sampled_matrl
+from services.coordinator_matrl import load_matrl_config
+from services.league_config import load_league_config
+from tests.test_compose import (dashboard_queries, dashboard_variables, grafana_expand, has_data, needs_prometheus,
+                                promql, rate_interval)
+from tests.league_procs import (agent_toml, league_credentials, metric_value, metrics, promtool_check_metrics, spawn,
+                                start_league, wait_json, wait_until)
+
+LEAGUE = """
+name = "matrl"
+[referee]
+env = "rps"
+n_players = {n}
+trajectories = 8
+horizon = 3
+rounds = 0
+chains_by = "coordinator"
+fetch_timeout = 20.0
+lease_seconds = 3.0
+"""
+
+EXPERIMENT = """
+env = "rps"
+n_players = {n}
+trajectories = 8
+horizon = 3
+gamma = 0.96
+lr = {lrs}
+br_lr = 0.8
+clip = 0.5
+"""
+
+
+def _league(tmp_path, n: int, ids: list[str], lrs: list[float], iterations: int, *extra: str):
+    """A secured league of ``ids`` (rule matrl, persona seats the coordinator alone schedules) and
+    a coordinator in mode matrl driving them for ``iterations`` rounds."""
+    text = LEAGUE.format(n=n) + "".join(agent_toml(a, role="persona", rule="matrl", init=f"random:{i}",
+                                                     lr=[lrs[i % len(lrs)]]) for i, a in enumerate(ids))
+    (tmp_path / "matrl.toml").write_text(EXPERIMENT.format(n=n, lrs=[lrs[i % len(lrs)] for i in range(n)]))
+    creds = league_credentials(tmp_path, ids, coordinator=True)
+    lg = start_league(tmp_path, text, ids, creds)
+    coord = spawn(["coordinator", "--join", lg.ref["address"], "--mode", "matrl", "--experiment",
+                   str(tmp_path / "matrl.toml"), "--agents", ",".join(ids), "--iterations", str(iterations),
+                   "--results", str(tmp_path / "coord.json"), "--ready-file", str(tmp_path / "coord.ready.json"),
+                   "--credentials", str(creds["coordinator"]), *extra], tmp_path / "coord.log")
+    lg.procs["coordinator"] = coord
+    return lg, coord
+
+
+def _embedded(tmp_path, ids: list[str], n: int, rounds: int):
+    """The embedded run of the same config, seed 0, from the agents' own initial parameters."""
+    league = load_league_config(tmp_path / "league.toml")
+    cfg = load_matrl_config(str(tmp_path / "matrl.toml"))
+    game = game_for("rps", n)
+    specs = {a.id: a for a in league.agents}
+    policy = make_policy(specs[ids[0]], game)
+    inits = [initial_state(specs[a], policy, game, 0, 3, "rps")[0] for a in ids]
+    groups = [inits[i:i + n] for i in range(0, len(ids), n)]
+    final, history = run_sampled_matrl(game, [policy] * n, groups, cfg, torch.Generator().manual_seed(0), rounds)
+    return {a: final[i // n][i % n] for i, a in enumerate(ids)}, history
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_league_rounds_equal_the_embedded_rounds(tmp_path, n):
+    ids = [f"m{i}" for i in range(n)]
+    rounds = 3
+    lg, coord = _league(tmp_path, n, ids, [0.5, 1.0, 0.7], rounds, "--linger", "3")
+    try:
+        ready = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
+        wait_until(lambda: (tmp_path / "coord.json").exists() and json.loads(
+            (tmp_path / "coord.json").read_text())["state"] == "done", 240, "the coordinator's rounds")
+        text = metrics(ready["metrics"])
+        promtool_check_metrics(text, "the matrl coordinator")
+        assert coord.wait(timeout=60) == 0, (tmp_path / "coord.log").read_text()[-3000:]
+        result = json.loads((tmp_path / "coord.json").read_text())
+        embedded, history = _embedded(tmp_path, ids, n, rounds)
+        for a in ids:
+            np.testing.assert_allclose(np.array(result["params"][a]["logits"]), embedded[a]["logits"].numpy(),
+                                       atol=1e-6, rtol=0, err_msg=a)
+            assert not torch.allclose(embedded[a]["logits"], torch.zeros_like(embedded[a]["logits"]))  # it learned
+        np.testing.assert_allclose(np.array([r["weights"] for r in result["rounds"]]),
+                                   np.array([h["weights"] for h in history]), atol=1e-6, rtol=0)
+        np.testing.assert_allclose(np.array([r["metagame"] for r in result["rounds"]]),
+                                   np.array([h["metagame"] for h in history]), atol=1e-6, rtol=0)
+        # the MATRL series: weights and the last meta-game per agent, solve time, no voided round
+        last = result["rounds"][-1]
+        for k, a in enumerate(ids):
+            assert metric_value(text, "league_matrl_nash_weight", agent_id=a) == pytest.approx(last["weights"][k])
+            assert metric_value(text, "league_matrl_metagame_value", agent_id=a, corner="1" * n) == pytest.approx(
+                last["metagame"][k * 2**n + 2**n - 1], abs=1e-6)
+        assert metric_value(text, "league_matrl_solve_seconds_count") == rounds
+        assert metric_value(text, "league_matrl_rounds_total") == rounds
+        assert metric_value(text, "league_matrl_rounds_voided_total") == 0
+        assert metric_value(text, "league_coordinator_iterations_total") == rounds
+    finally:
+        lg.stop()
+
+
+def test_an_agent_killed_during_the_rounds_voids_its_groups_rounds_and_the_other_group_goes_on(tmp_path):
+    ids = ["a0", "a1", "b0", "b1"]  # groups [a0, a1] and [b0, b1]
+    rounds = 4
+    lg, coord = _league(tmp_path, 2, ids, [0.5], rounds, "--timeout", "15", "--linger", "3")
+    try:
+        ready = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
+        wait_until(lambda: (metric_value(metrics(ready["metrics"]), "league_matrl_rounds_total") or 0) >= 2, 240,
+                   "the first round of both groups")
+        pid = json.loads((tmp_path / "b1.json").read_text())["pid"]
+        os.kill(pid, signal.SIGKILL)  # during round 2 (or between rounds: its group's next round is voided)
+        assert coord.wait(timeout=300) == 0, (tmp_path / "coord.log").read_text()[-3000:]
+        result = json.loads((tmp_path / "coord.json").read_text())
+        assert result["state"] == "done"
+        played = [(r["group"], r["agents"]) for r in result["rounds"]]
+        assert played.count((0, ["a0", "a1"])) == rounds  # the other group played every round
+        b_rounds = played.count((1, ["b0", "b1"]))
+        assert 1 <= b_rounds < rounds
+        voided = rounds - b_rounds
+        log = (tmp_path / "coord.log").read_text()
+        assert log.count("of group 1 (b0, b1) voided") == voided, log[-3000:]
+        assert "Traceback" not in log
+        text = metrics(ready["metrics"]) if coord.poll() is None else None
+        if text is not None:
+            assert metric_value(text, "league_matrl_rounds_voided_total") == voided
+        # group 0's agents took every round's best response: policy version 1 + rounds
+        assert [r["iteration"] for r in result["iterations"]] == list(range(1, rounds + 1))
+        assert sum(r["groups_voided"] for r in result["iterations"]) == voided
+    finally:
+        lg.stop()
+
+
+@needs_prometheus
+def test_the_dashboards_matrl_panels_have_data_on_a_real_prometheus(tmp_path):
+    """Debian's Prometheus scrapes a matrl coordinator (labelled ``league`` as the project's
+    scrape config labels its jobs) while it runs rounds; every query of every MATRL panel of the
+    Grafana dashboard, expanded as Grafana sends it (All variables, ``$__rate_interval``),
+    returns data."""
+    lg, coord = _league(tmp_path, 2, ["m0", "m1"], [0.5], 2000)
+    try:
+        ready = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        target = ready["metrics"].split("//", 1)[1].split("/", 1)[0]
+        (tmp_path / "prometheus.yml").write_text(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+            "scrape_configs:\n  - job_name: matrl-coordinator\n    static_configs:\n"
+            f"      - targets: [\"{target}\"]\n        labels:\n          league: matrl\n")
+        lg.procs["prometheus"] = subprocess.Popen(
+            [shutil.which("prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}",
+             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=open(tmp_path / "prometheus.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        every = {"__rate_interval": rate_interval(), **{n: v for n, (_, _, v) in dashboard_variables().items()}}
+        pending = {(title, grafana_expand(expr, every)) for title, expr in dashboard_queries() if "league_matrl_" in expr}
+        assert {t for t, _ in pending} >= {"MATRL Nash weights", "MATRL meta-game values", "MATRL meta-game solve time",
+                                           "MATRL rounds"}
+        deadline = time.monotonic() + 180
+        while pending:
+            assert coord.poll() is None, (tmp_path / "coord.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"MATRL panels without data: {sorted(pending)}"
+            for title, expr in sorted(pending):
+                try:
+                    if has_data(promql(base, expr)):
+                        pending.discard((title, expr))
+                except OSError:  # Prometheus not up yet
+                    break
+            time.sleep(1.0)
+    finally:
+        lg.stop()
+
+
+def test_a_mixture_push_is_checked_before_it_is_applied():
+    """``matrl-mixture`` pushes: the Nash weight in [0, 1], the round, step size and clip in their
+    ranges, the log-ratio finite and shaped like the agent's round; nothing else is accepted."""
+    from agents.matrl import MIXTURE, mixture_message
+    from agents.params import ParameterStore
+    from services.limits import check_pushed_range
+    from services.wire import WireError
+
+    ok = mixture_message(3, 0.25, torch.full((1, 8, 3), 1e6), 0.8, 0.5)
+    check_pushed_range(MIXTURE, ok)
+    for field, value, bad in [("nash_weight", 1.5, "nash_weight holds 1.5"), ("br_lr", -0.1, "br_lr holds -0.1"),
+                              ("clip", 1e9, r"clip holds 1e\+09")]:
+        message = dict(ok, **{field: torch.tensor([value])})
+        with pytest.raises(WireError, match=bad):
+            check_pushed_range(MIXTURE, message)
+    with pytest.raises(WireError, match="round holds -1"):
+        check_pushed_range(MIXTURE, dict(ok, round=torch.tensor([-1])))
+    store = ParameterStore()
+    store.set(MIXTURE, mixture_message(0, 0.0, torch.zeros(1, 8, 3), 0.0, 0.0))
+    with pytest.raises(WireError):
+        store.compare_and_set(MIXTURE, 1, mixture_message(3, 0.5, torch.zeros(1, 8, 4), 0.8, 0.5))  # another round's K, H
+    with pytest.raises(WireError):
+        store.compare_and_set(MIXTURE, 1, mixture_message(3, 0.5, torch.full((1, 8, 3), float("nan")), 0.8, 0.5))
+    assert store.version(MIXTURE) == 1
+    assert store.compare_and_set(MIXTURE, 1, ok) == 2
