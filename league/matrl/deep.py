@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from league.envs import make_env
-from league.envs.base import Environment
+from league.envs.base import Environment, flat_dim
 from league.matrl.ppo import Critic, PPOConfig, alive_mask, masked_mean, ppo_step
 from league.matrl.sampled import nash_weights, peer_log_ratios, round_metagame
 from league.policies import make_policy
@@ -214,8 +214,6 @@ def run_deep_matrl(cfg: DeepMATRLConfig, seed: int, env: Environment | None = No
     policies = [make_policy(cfg.policy, env.observation_spaces[k], env.action_spaces[k], hidden=cfg.ppo.hidden)
                 for k in range(n)]
     params = [p.init_params(g) for p in policies]
-    from league.envs.base import flat_dim
-
     critics = [Critic(flat_dim(env.observation_spaces[k]), cfg.ppo, g) for k in range(n)]
     records = []
     for it in range(cfg.iterations):

@@ -12,10 +12,30 @@ import torch
 from league.policies.base import Params, batched_linear, xavier_normal
 from league.policies.distributions import Categorical
 
-__all__ = ["MLPCategorical", "ACTIVATIONS"]
+__all__ = ["MLPCategorical", "ACTIVATIONS", "init_mlp_body", "mlp_body"]
 
 #: Hidden-layer activations by name.
 ACTIVATIONS = {"relu": torch.relu, "leaky_relu": torch.nn.functional.leaky_relu, "tanh": torch.tanh}
+
+
+def init_mlp_body(generator: torch.Generator, batch: int, obs_dim: int, hidden: int, layers: int,
+                  dtype: torch.dtype) -> tuple[Params, int]:
+    """Xavier-normal weights and zero biases of ``layers`` hidden layers (``h{i}_w``, ``h{i}_b``)
+    and the width that the head reads."""
+    params: Params = {}
+    fan_in = obs_dim
+    for i in range(layers):
+        params[f"h{i}_w"] = xavier_normal(generator, batch, hidden, fan_in, dtype)
+        params[f"h{i}_b"] = torch.zeros(batch, hidden, dtype=dtype)
+        fan_in = hidden
+    return params, fan_in
+
+
+def mlp_body(params: Params, x: torch.Tensor, layers: int, activation=torch.relu) -> torch.Tensor:
+    """The hidden layers of :func:`init_mlp_body` on ``x[B, N, D]``."""
+    for i in range(layers):
+        x = activation(batched_linear(x, params[f"h{i}_w"], params[f"h{i}_b"]))
+    return x
 
 
 @dataclass
@@ -34,12 +54,7 @@ class MLPCategorical:
             raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(sorted(ACTIVATIONS))}")
 
     def init_params(self, generator: torch.Generator, batch: int = 1) -> Params:
-        params: Params = {}
-        fan_in = self.obs_dim
-        for i in range(self.layers):
-            params[f"h{i}_w"] = xavier_normal(generator, batch, self.hidden, fan_in, self.dtype)
-            params[f"h{i}_b"] = torch.zeros(batch, self.hidden, dtype=self.dtype)
-            fan_in = self.hidden
+        params, fan_in = init_mlp_body(generator, batch, self.obs_dim, self.hidden, self.layers, self.dtype)
         # a small output layer: the initial policy is close to uniform (PPO's usual start)
         params["out_w"] = 0.01 * xavier_normal(generator, batch, self.n_actions, fan_in, self.dtype)
         params["out_b"] = torch.zeros(batch, self.n_actions, dtype=self.dtype)
@@ -50,10 +65,7 @@ class MLPCategorical:
 
     def step(self, params: Params, obs: torch.Tensor, state: None) -> tuple[torch.Tensor, None]:
         """``obs[B, K, D]`` -> ``(logits[B, K, n_actions], None)``."""
-        act = ACTIVATIONS[self.activation]
-        x = obs
-        for i in range(self.layers):
-            x = act(batched_linear(x, params[f"h{i}_w"], params[f"h{i}_b"]))
+        x = mlp_body(params, obs, self.layers, ACTIVATIONS[self.activation])
         return batched_linear(x, params["out_w"], params["out_b"]), None
 
     def sequence(self, params: Params, obs: torch.Tensor) -> torch.Tensor:
