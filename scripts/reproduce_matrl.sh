@@ -4,8 +4,15 @@
 #                                 generator seed 0 (a few minutes)
 #   results/matrl_matching_pennies/  Figure 4: 1000 iterations per rule (about a minute)
 #   benchmarks/matrl_metagame.json   meta-game build + solve time for n = 2..8 players
+#   results/matrl_gridworlds/, results/matrl_switch/, benchmarks/matrl_vs_il.json   deep MATRL (PPO) on the grid worlds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/league bench matrix-games --games 1000 --iterations 1000 --seed 0 --out results/matrl_matrix_games
 .venv/bin/python scripts/matrl_matching_pennies.py --iterations 1000 --out results/matrl_matching_pennies
 .venv/bin/python benchmarks/matrl_metagame.py
+# Deep MATRL vs IL (PPO) on the grid worlds, 3 seeds x 25 iterations x 24 episodes (about 11 min of one core)
+.venv/bin/python scripts/matrl_gridworlds.py --config configs/matrl_gridworlds.toml --out results/matrl_gridworlds
+# switch with 2 agents (every variant) and 4 agents (IL vs MATRL)
+.venv/bin/python scripts/matrl_gridworlds.py --config configs/matrl_switch.toml --out results/matrl_switch
+# seconds per iteration of deep MATRL vs IL, interleaved, against the 1.1x goal
+.venv/bin/python benchmarks/matrl_vs_il.py

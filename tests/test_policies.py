@@ -12,7 +12,7 @@ from gymnasium.spaces import Box, Discrete
 
 from league.updates import ascend
 from league.envs import make_env
-from league.policies import POLICIES, Categorical, DiagGaussian, make_policy
+from league.policies import POLICIES, Categorical, DiagGaussian, MLPCategorical, make_policy
 
 F64 = torch.float64
 
@@ -68,6 +68,7 @@ SPACES = {
     "lstm_categorical": (Discrete(10), Discrete(3)),
     "lstm_gaussian": (Box(-math.inf, math.inf, (12,)), Box(-1, 1, (3,))),
     "mlp_gaussian": (Box(-math.inf, math.inf, (12,)), Box(-1, 1, (3,))),
+    "mlp_categorical": (Box(0, 1, (20,)), Discrete(5)),
 }
 
 
@@ -167,3 +168,22 @@ def test_policies_fit_the_registered_environments():
     assert (tab.n_states, tab.n_actions) == (28, 3)
     lstm = make_policy("lstm_categorical", rps3.observation_spaces[0], rps3.action_spaces[0])
     assert (lstm.obs_dim, lstm.n_actions) == (28, 3)
+
+
+def test_mlp_categorical_scores_a_whole_episode_as_step_by_step():
+    """The one-pass ``sequence`` gives the logits that stepping gives (which is what sampled the
+    actions), and the policy sizes itself from a grid world's spaces."""
+    checkers = make_env("checkers")
+    policy = make_policy("mlp_categorical", checkers.observation_spaces[0], checkers.action_spaces[0], dtype=F64,
+                         hidden=16)
+    assert (policy.obs_dim, policy.n_actions, policy.layers) == (20, 5, 2)
+    g = torch.Generator().manual_seed(7)
+    params = {k: v + 0.3 * torch.randn(v.shape, generator=g, dtype=F64) for k, v in policy.init_params(g, 2).items()}
+    obs = torch.rand(2, 3, 4, 20, generator=g, dtype=F64)
+    steps = torch.stack([policy.step(params, obs[:, :, t], None)[0] for t in range(4)], dim=2)
+    assert torch.allclose(policy.sequence(params, obs), steps, atol=1e-12)
+    # the hidden layers are Leaky ReLU (the paper's): a negative pre-activation leaks 0.01 of itself
+    one = MLPCategorical(obs_dim=1, n_actions=1, hidden=1, layers=1)
+    p = {"h0_w": torch.full((1, 1, 1), 1.0), "h0_b": torch.zeros(1, 1), "out_w": torch.ones(1, 1, 1),
+         "out_b": torch.zeros(1, 1)}
+    assert float(one.step(p, torch.full((1, 1, 1), -2.0), None)[0]) == pytest.approx(-0.02)

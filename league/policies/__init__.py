@@ -16,10 +16,11 @@ from league.policies.base import Params, Policy, sample_categorical
 from league.policies.distributions import Categorical, DiagGaussian, Distribution
 from league.policies.gaussian import LSTMGaussian, MLPGaussian
 from league.policies.lstm import LSTMCategorical, LSTMValue
+from league.policies.mlp import MLPCategorical
 from league.policies.tabular import Tabular
 
 __all__ = ["Params", "Policy", "sample_categorical", "LSTMCategorical", "LSTMValue", "Tabular", "LSTMGaussian",
-           "MLPGaussian", "Categorical", "DiagGaussian", "Distribution", "POLICIES", "make_policy"]
+           "MLPGaussian", "MLPCategorical", "Categorical", "DiagGaussian", "Distribution", "POLICIES", "make_policy"]
 
 if TYPE_CHECKING:
     from gymnasium import Space
@@ -70,12 +71,19 @@ def _mlp_gaussian(obs: Space, act: Space, dtype: torch.dtype, hidden: int = 64, 
                        layers=layers, init_log_std=init_log_std, dtype=dtype)
 
 
+def _mlp_categorical(obs: Space, act: Space, dtype: torch.dtype, hidden: int = 128, layers: int = 2,
+                     activation: str = "leaky_relu") -> MLPCategorical:
+    return MLPCategorical(obs_dim=flat_dim(obs), n_actions=_discrete(act, "mlp_categorical", "action"), hidden=hidden,
+                          layers=layers, activation=activation, dtype=dtype)
+
+
 #: Policy classes by name: ``(observation_space, action_space, dtype, **kwargs) -> Policy``.
 POLICIES: dict[str, Callable[..., Policy]] = {
     "tabular": _tabular,
     "lstm_categorical": _lstm_categorical,
     "lstm_gaussian": _lstm_gaussian,
     "mlp_gaussian": _mlp_gaussian,
+    "mlp_categorical": _mlp_categorical,
 }
 
 

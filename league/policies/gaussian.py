@@ -12,6 +12,7 @@ import torch
 from league.policies.base import Params, batched_linear, xavier_normal
 from league.policies.distributions import DiagGaussian
 from league.policies.lstm import _LSTMNet
+from league.policies.mlp import init_mlp_body, mlp_body
 
 __all__ = ["LSTMGaussian", "MLPGaussian"]
 
@@ -52,12 +53,7 @@ class MLPGaussian:
     dtype: torch.dtype = torch.float32
 
     def init_params(self, generator: torch.Generator, batch: int = 1) -> Params:
-        params: Params = {}
-        fan_in = self.obs_dim
-        for i in range(self.layers):
-            params[f"h{i}_w"] = xavier_normal(generator, batch, self.hidden, fan_in, self.dtype)
-            params[f"h{i}_b"] = torch.zeros(batch, self.hidden, dtype=self.dtype)
-            fan_in = self.hidden
+        params, fan_in = init_mlp_body(generator, batch, self.obs_dim, self.hidden, self.layers, self.dtype)
         params["out_w"] = xavier_normal(generator, batch, self.action_dim, fan_in, self.dtype)
         params["out_b"] = torch.zeros(batch, self.action_dim, dtype=self.dtype)
         params["log_std"] = torch.full((batch, self.action_dim), self.init_log_std, dtype=self.dtype)
@@ -68,9 +64,7 @@ class MLPGaussian:
 
     def step(self, params: Params, obs: torch.Tensor, state: None) -> tuple[torch.Tensor, None]:
         """``obs[B, K, D]`` -> ``(mean[B, K, action_dim], None)``."""
-        x = obs
-        for i in range(self.layers):
-            x = torch.relu(batched_linear(x, params[f"h{i}_w"], params[f"h{i}_b"]))
+        x = mlp_body(params, obs, self.layers)
         return batched_linear(x, params["out_w"], params["out_b"]), None
 
     def distribution(self, params: Params, out: torch.Tensor) -> DiagGaussian:

@@ -1,0 +1,232 @@
+"""Deep MATRL (the paper's Algorithm 2) on any :class:`~league.envs.Environment`: PPO trust-region
+steps, the meta-game by importance weighting from the same episodes, verified Nash weights, and
+the best response against the peers' policy mixtures with truncated importance weights.
+
+One iteration from ``K`` episodes of the current policies (nothing else is played):
+
+1. every seat's PPO step (:func:`league.matrl.ppo.ppo_step`): predicted parameters, GAE
+   advantages from its critic (fitted afterwards);
+2. the ``2**n`` meta-game of expected advantage gains and its verified Nash weights ``w``
+   (the probability of each seat's predicted policy): ``round_metagame`` and ``nash_weights``
+   of :mod:`league.matrl.sampled`, generic in ``n``;
+3. the variant's next parameters (:data:`VARIANTS`):
+
+   - ``il``: the predicted parameters (independent PPO learners);
+   - ``il_pp``: the best response against the peers' *predicted* policies (``w = 1``, no
+     meta-game);
+   - ``matrl_no_br``: the parameters interpolated by the Nash weights,
+     ``(1 - w) theta + w theta_hat``;
+   - ``matrl``: the best response against the peers' mixtures ``pi_bar_j = (1 - w_j) pi_j + w_j
+     pi_hat_j``.
+
+**Mixture or parameter interpolation.** The meta-game and the best response use the *policy
+mixture* the paper writes: its per-step likelihood ratio ``pi_bar_j / pi_j`` is computable for
+any network (``peer_log_ratios``), so nothing is approximated. A network cannot *be* a mixture,
+though, so ``matrl_no_br``, whose output is the aggregated policy itself, interpolates the
+parameters as the authors' deep code does (near ``theta`` the two agree to first order).
+
+**Best response** (Algorithm 2, line 15): ``br_steps`` Adam steps from the *predicted*
+parameters on the PPO-clipped surrogate whose advantages are reweighted by the peers'
+truncated importance weight ``c = clip(prod_{j != i} pi_bar_j / pi_j, 1 - br_clip, 1 + br_clip)``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from league.envs import make_env
+from league.envs.base import Environment, flat_dim
+from league.matrl.ppo import Critic, PPOConfig, alive_mask, masked_mean, ppo_step
+from league.matrl.sampled import nash_weights, peer_log_ratios, round_metagame
+from league.policies import make_policy
+from league.policies.base import Params, Policy
+from league.rollout import Episodes, play_episodes, score
+
+__all__ = ["DeepMATRLConfig", "DeepRound", "VARIANTS", "best_response_loss", "deep_round", "run_deep_matrl"]
+
+
+@dataclass(frozen=True)
+class DeepMATRLConfig:
+    """One deep MATRL (or ablation) run on a grid world or any registered environment."""
+
+    env: str = "checkers"
+    """A registered environment (``league.envs.make_env``): ``checkers``, ``switch``, ..."""
+    n_players: int = 2
+    """Seats (switch: 2 or 4; checkers: 2)."""
+    variant: str = "matrl"
+    """``il``, ``il_pp``, ``matrl_no_br`` or ``matrl`` (:data:`VARIANTS`)."""
+    policy: str = "mlp_categorical"
+    """A registered policy class (``league.policies.POLICIES``)."""
+    episodes: int = 24
+    """K: episodes per iteration (the trust-region step's batch, reused by the meta-game and the
+    best response)."""
+    iterations: int = 40
+    """Learning iterations."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """The trust-region step (Table 3's coefficients)."""
+    br_lr: float = 0.002
+    """Adam step size of the best response (Table 3: 0.002)."""
+    br_steps: int = 5
+    """Gradient steps of the best response (Table 3: 5)."""
+    br_clip: float = 0.1
+    """``c_bar``: the peers' importance weight is clipped to ``[1 - c_bar, 1 + c_bar]`` (Table 3: 0.1)."""
+    solvers: list[str] = field(default_factory=lambda: ["pure", "support-enumeration", "lyapunov"])
+    """Meta-game Nash solvers tried in order (2-player-only ones are skipped for more seats)."""
+    nash_eps: float = 1e-6
+    """A meta-game profile is used only if no pure deviation gains more than this."""
+
+    def solvers_for(self, n: int) -> list[str]:
+        two_only = {"closed-form-2x2", "support-enumeration", "nashpy"}
+        return [s for s in self.solvers if n == 2 or s not in two_only]
+
+
+def best_response_loss(logp: torch.Tensor, logp_behaviour: torch.Tensor, peer_log_ratio: torch.Tensor,
+                       advantages: torch.Tensor, mask: torch.Tensor, ratio_clip: float, peer_clip: float
+                       ) -> torch.Tensor:
+    """The best-response loss (to minimise), inputs ``[B, K, H]``: the PPO-clipped surrogate of
+    the seat's own ratio ``pi_theta / pi`` with advantages times the peers' truncated weight
+    ``c = clip(exp(peer_log_ratio), 1 - peer_clip, 1 + peer_clip)`` (the paper's ``c_{-i}``)."""
+    c = torch.exp(peer_log_ratio).clamp(1 - peer_clip, 1 + peer_clip).detach()
+    adv = advantages.detach() * c
+    ratio = torch.exp(logp - logp_behaviour.detach())
+    surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - ratio_clip, 1 + ratio_clip) * adv)
+    return -masked_mean(surrogate, mask)
+
+
+def _best_response(policy: Policy, start: Params, episodes: Episodes, seat: int, logp_behaviour: torch.Tensor,
+                   advantages: torch.Tensor, peer_log_ratio: torch.Tensor, cfg: DeepMATRLConfig) -> Params:
+    mask = alive_mask(episodes)
+    live = {k: v.detach().clone().requires_grad_(True) for k, v in start.items()}
+    optimizer = torch.optim.Adam(list(live.values()), lr=cfg.br_lr)
+    policies: list[Policy | None] = [None] * episodes.n_agents
+    policies[seat] = policy
+    for _ in range(cfg.br_steps):
+        seats: list[Params | None] = [None] * episodes.n_agents
+        seats[seat] = live
+        logp = score(policies, seats, episodes).logp[seat]
+        loss = best_response_loss(logp, logp_behaviour, peer_log_ratio, advantages, mask, cfg.ppo.clip, cfg.br_clip)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return {k: v.detach() for k, v in live.items()}
+
+
+@dataclass
+class DeepRound:
+    """What one iteration computed (one group, ``B = 1``)."""
+
+    params: list[Params]
+    """Each seat's next parameters."""
+    predicted: list[Params]
+    """Each seat's PPO-predicted parameters."""
+    weights: torch.Tensor | None
+    """``[n]`` Nash probability of each seat's predicted policy (None: no meta-game)."""
+    metagame: torch.Tensor | None
+    """``[n, 2, ..., 2]`` the importance-weighted meta-game (None: not built)."""
+    stderr: torch.Tensor | None
+    """Its standard error, same shape."""
+    solver: str = ""
+    """The solver whose profile verified (``""``: none, so ``w = 0``)."""
+    stats: list[dict[str, float]] = field(default_factory=list)
+    """Each seat's PPO statistics."""
+
+
+@dataclass
+class _Context:
+    policies: Sequence[Policy]
+    params: Sequence[Params]
+    predicted: list[Params]
+    advantages: list[torch.Tensor]
+    logp_old: list[torch.Tensor]
+    episodes: Episodes
+    cfg: DeepMATRLConfig
+
+    stderr: torch.Tensor | None = None
+
+    def metagame(self) -> tuple[torch.Tensor, torch.Tensor, str]:
+        meta, se = round_metagame(self.policies, self.params, self.predicted, self.episodes, self.cfg.ppo.gamma)
+        self.stderr = se[0]
+        w, _, names = nash_weights(meta, self.cfg.solvers_for(len(self.policies)), self.cfg.nash_eps)
+        return meta[0], w, names[0]
+
+    def best_responses(self, w: torch.Tensor) -> list[Params]:
+        ratios = peer_log_ratios(self.policies, self.params, self.predicted, w, self.episodes)
+        return [_best_response(self.policies[k], self.predicted[k], self.episodes, k, self.logp_old[k],
+                               self.advantages[k], ratios[k], self.cfg) for k in range(len(self.policies))]
+
+
+def _il(ctx: _Context) -> tuple[list[Params], torch.Tensor | None, torch.Tensor | None, str]:
+    return ctx.predicted, None, None, ""
+
+
+def _il_pp(ctx: _Context) -> tuple[list[Params], torch.Tensor | None, torch.Tensor | None, str]:
+    w = torch.ones(1, len(ctx.policies), dtype=ctx.episodes.rewards.dtype)
+    return ctx.best_responses(w), w[0], None, ""
+
+
+def _matrl_no_br(ctx: _Context) -> tuple[list[Params], torch.Tensor | None, torch.Tensor | None, str]:
+    meta, w, solver = ctx.metagame()
+    out = [{name: (1 - w[0, k]) * ctx.params[k][name] + w[0, k] * ctx.predicted[k][name] for name in ctx.params[k]}
+           for k in range(len(ctx.policies))]
+    return out, w[0], meta, solver
+
+
+def _matrl(ctx: _Context) -> tuple[list[Params], torch.Tensor | None, torch.Tensor | None, str]:
+    meta, w, solver = ctx.metagame()
+    return ctx.best_responses(w), w[0], meta, solver
+
+
+#: The next parameters of each variant, from one iteration's PPO steps (see the module docstring).
+VARIANTS: dict[str, Callable[[_Context], tuple[list[Params], torch.Tensor | None, torch.Tensor | None, str]]] = {
+    "il": _il,
+    "il_pp": _il_pp,
+    "matrl_no_br": _matrl_no_br,
+    "matrl": _matrl,
+}
+
+
+def deep_round(policies: Sequence[Policy], params: Sequence[Params], critics: Sequence[Critic], episodes: Episodes,
+               cfg: DeepMATRLConfig, generator: torch.Generator | None = None) -> DeepRound:
+    """One iteration of ``cfg.variant`` from ``episodes`` (``B = 1``) the current ``params`` played."""
+    if cfg.variant not in VARIANTS:
+        raise ValueError(f"unknown variant {cfg.variant!r}; known: {', '.join(VARIANTS)}")
+    steps = [ppo_step(policies[k], params[k], critics[k], episodes, k, cfg.ppo, generator)
+             for k in range(len(policies))]
+    ctx = _Context(policies, params, [s.params for s in steps], [s.advantages for s in steps],
+                   [s.logp_old for s in steps], episodes, cfg)
+    new, w, meta, solver = VARIANTS[cfg.variant](ctx)
+    return DeepRound(new, ctx.predicted, w, meta, ctx.stderr, solver, [s.stats for s in steps])
+
+
+def run_deep_matrl(cfg: DeepMATRLConfig, seed: int, env: Environment | None = None,
+                   log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """``cfg.iterations`` iterations from seed ``seed``; one record per iteration: the mean
+    undiscounted return per seat of the iteration's episodes (played by the policies before
+    the update), their sum (the team return), the Nash weights, the solver, wall time."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    env = env or make_env(cfg.env, n_players=cfg.n_players)
+    n = env.n_agents
+    policies = [make_policy(cfg.policy, env.observation_spaces[k], env.action_spaces[k], hidden=cfg.ppo.hidden)
+                for k in range(n)]
+    params = [p.init_params(g) for p in policies]
+    critics = [Critic(flat_dim(env.observation_spaces[k]), cfg.ppo, g) for k in range(n)]
+    records = []
+    for it in range(cfg.iterations):
+        t0 = time.perf_counter()
+        episodes = play_episodes(env, policies, params, 1, cfg.episodes, g)
+        out = deep_round(policies, params, critics, episodes, cfg, g)
+        params = out.params
+        returns = episodes.rewards.sum(2).mean(dim=(0, 1))  # [n]
+        rec = {"iteration": it, "seed": seed, "method": cfg.variant, "team_return": float(returns.sum()),
+               **{f"return_{k}": float(returns[k]) for k in range(n)},
+               "steps": int(alive_mask(episodes).sum()), "seconds": time.perf_counter() - t0,
+               "weights": None if out.weights is None else out.weights.tolist(), "solver": out.solver}
+        records.append(rec)
+        if log is not None:
+            log(rec)
+    return records
