@@ -26,7 +26,7 @@ import torch
 
 from league.evaluators import SampledEvaluator
 from league.policies.base import Params, Policy
-from league.rollout import Batch, Episodes, score
+from league.rollout import Batch, Episodes, score, seat_logp
 from league.updates import PolicyGradient, ascend, make_update_rule, seat_step
 
 #: How the real peers of an opponent-modeling chain learn from each step's episodes.
@@ -56,12 +56,6 @@ class FitInfo:
     converged: bool
 
 
-def _seat_logp(policy: Policy, params: Params, episodes: Episodes, seat: int) -> torch.Tensor:
-    n = episodes.n_agents
-    return score([policy if m == seat else None for m in range(n)],
-                 [params if m == seat else None for m in range(n)], episodes).logp[seat]
-
-
 def fit_policy(policy: Policy, init: Params, episodes: Episodes, seat: int,
                cfg: OpponentModelConfig) -> tuple[Params, FitInfo]:
     """Maximum-likelihood parameters of seat ``seat``'s policy (of class ``policy``) from its
@@ -72,7 +66,7 @@ def fit_policy(policy: Policy, init: Params, episodes: Episodes, seat: int,
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in init.items()}
 
     def nll() -> torch.Tensor:
-        return -_seat_logp(policy, leaves, episodes, seat).mean(dim=(1, 2)).sum()  # sum over chains of means
+        return -seat_logp(policy, leaves, episodes, seat).mean(dim=(1, 2)).sum()  # sum over chains of means
 
     opt = torch.optim.LBFGS(list(leaves.values()), lr=1.0, max_iter=cfg.max_iter, tolerance_grad=cfg.tolerance,
                             tolerance_change=0.0, history_size=20, line_search_fn="strong_wolfe")
@@ -121,7 +115,7 @@ class InferredPeerStep(PolicyGradient):
             raise TypeError("an inferred peer's update needs the opponent-modeling evaluator (InferredPeers)")
         fitted = {name: v.detach().requires_grad_(True) for name, v in data.fitted[k].items()}
         logp = list(data.logp)
-        logp[k] = _seat_logp(evaluator.policies[k], fitted, data, k)
+        logp[k] = seat_logp(evaluator.policies[k], fitted, data, k)
         rescored = dataclasses.replace(data, logp=logp)
         objective = evaluator.inner_objective(rescored, k, range(evaluator.n_agents), plain=self.plain)
         return ascend(fitted, objective, lrs[k][:, step], create_graph)

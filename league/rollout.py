@@ -219,6 +219,14 @@ def score(policies: Sequence[Policy | None], params: Sequence[Params | None], ep
                  logp=logp, entropy=entropy, probs=probs)
 
 
+def seat_logp(policy: Policy, params: Params, episodes: Episodes, seat: int) -> torch.Tensor:
+    """Seat ``seat``'s log-probabilities of its own actions ``[B, K, H]`` under ``params``
+    (differentiable; padding masked): what a learner that knows only its own parameters scores."""
+    n = episodes.n_agents
+    return score([policy if m == seat else None for m in range(n)],
+                 [params if m == seat else None for m in range(n)], episodes).logp[seat]
+
+
 def rollout(game: IteratedMatrixGame, policies: Sequence[Policy], params: Sequence[Params],
             n_chains: int, n_episodes: int, horizon: int, generator: torch.Generator,
             dtype: torch.dtype = torch.float32) -> Batch:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import grpc
 
@@ -36,6 +37,12 @@ def league_toml(persona_lrs: list[float], env: str = "ipd", n_players: int = 2, 
     return (f'name = "coordinated"\n[referee]\nenv = "{env}"\n{extra}trajectories = 4\nhorizon = 10\n'
             'chain_length = 2\nrounds = 0\nchains_by = "coordinator"\nfetch_timeout = 20.0\n\n'
             '[[agents]]\nid = "meta"\nrole = "meta"\npolicy = "lstm"\nhidden = 8\n' + personas)
+
+
+def _finished(results: Path) -> bool:
+    """The coordinator's results file says it is done or aborted (it is rewritten, with state
+    ``training``, after every iteration before that)."""
+    return results.exists() and json.loads(results.read_text())["state"] not in ("waiting", "training")
 
 
 def _coordinator_args(tmp_path, ref, creds, overrides, iterations: int = 1, *extra: str,
@@ -72,7 +79,7 @@ def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path, estim
     lg, coord = _league(tmp_path, 1.0, overrides, 1, "--linger", "3")
     try:
         ready = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
-        wait_until(lambda: (tmp_path / "coord.json").exists(), 240, "the coordinator's results")
+        wait_until(lambda: _finished(tmp_path / "coord.json"), 240, "the coordinator's final results")
         text = metrics(ready["metrics"])  # scraped while it lingers
         promtool_check_metrics(text, "the coordinator")
         assert metric_value(text, "league_coordinator_iterations_total") == 1
@@ -177,7 +184,7 @@ def test_opponent_modeling_mode_equals_embedded_and_reads_no_persona(tmp_path):
     infos = {a: json.loads((tmp_path / f"{a}.json").read_text()) for a in ("meta", "p0", "p1")}
     try:
         ready = wait_json(tmp_path / "coord.ready.json", coord)
-        wait_until(lambda: (tmp_path / "coord.json").exists(), 240, "the coordinator's results")
+        wait_until(lambda: _finished(tmp_path / "coord.json"), 240, "the coordinator's final results")
         result = json.loads((tmp_path / "coord.json").read_text())
         assert result["state"] == "done", (tmp_path / "coord.log").read_text()[-3000:]
         assert result["mode"] == "opponent-modeling"

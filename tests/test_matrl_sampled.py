@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from league.games import make_game
-from league.matrl.sampled import (SampledMATRLConfig, best_response_step, episodes_of_play, matrl_round,
+from league.matrl.sampled import (SampledMATRLConfig, best_response_step, matrl_round,
                                   nash_weights, peer_log_ratios, round_metagame, run_sampled_matrl,
                                   trust_region_step)
 from league.nash.metagame import exact_metagame, normal_form_value
 from league.policies.tabular import Tabular
-from league.rollout import Episodes
+from league.rollout import Episodes, sample_episodes
 from league.updates import make_update_rule, seat_step
 from league.evaluators import SampledEvaluator
 
@@ -65,8 +65,8 @@ def test_second_trust_step_is_pulled_back_by_the_kl_term():
     is pulled back toward the current policy, with none it continues."""
     game = make_game("rps", n_players=2)
     policy, params = _tabular(game), _random_params(game, 1)
-    episodes = episodes_of_play(game, [policy, policy], [params, _random_params(game, 2)], 32, 1,
-                                torch.Generator().manual_seed(0))
+    episodes = sample_episodes(game, [policy, policy], [params, _random_params(game, 2)], 1, 32, 1,
+                               torch.Generator().manual_seed(0))
     one = trust_region_step(policy, params, episodes, 0, 0.5, 0.96, kl_coef=0.0, steps=1)
     free = trust_region_step(policy, params, episodes, 0, 0.5, 0.96, kl_coef=0.0, steps=2)
     held = trust_region_step(policy, params, episodes, 0, 0.5, 0.96, kl_coef=1.0, steps=2)
@@ -84,7 +84,7 @@ def test_peer_log_ratios_are_the_mixture_over_behaviour_products(n):
     current = [_random_params(game, 10 + k) for k in range(n)]
     predicted = [_random_params(game, 20 + k) for k in range(n)]
     w = torch.tensor([[0.0, 1.0, 0.3][:n]])
-    episodes = episodes_of_play(game, [policy] * n, current, 5, 3, torch.Generator().manual_seed(1))
+    episodes = sample_episodes(game, [policy] * n, current, 1, 5, 3, torch.Generator().manual_seed(1))
     got = peer_log_ratios([policy] * n, current, predicted, w, episodes)
     assert got.shape == (n, 1, 5, 3)
     for i, k, t in itertools.product(range(n), range(5), range(3)):
@@ -111,7 +111,7 @@ def test_sampled_round_approaches_the_exact_metagame_and_best_response():
     params = [_random_params(game, 3, 0.8), _random_params(game, 4, 0.8)]
     cfg = SampledMATRLConfig(trajectories=300_000, horizon=1, lr=[3.0], br_lr=1.0, clip=1e9,
                              solvers=["support-enumeration", "lyapunov"])
-    episodes = episodes_of_play(game, [policy, policy], params, cfg.trajectories, 1, torch.Generator().manual_seed(5))
+    episodes = sample_episodes(game, [policy, policy], params, 1, cfg.trajectories, 1, torch.Generator().manual_seed(5))
     out = matrl_round([policy, policy], params, episodes, cfg)
     cur = [_initial_probs(p, episodes)[0].double() for p in params]
     pred = [_initial_probs(p, episodes)[0].double() for p in out.predicted]
@@ -153,7 +153,7 @@ def test_embedded_run_draws_groups_in_order_from_one_stream():
     final, history = run_sampled_matrl(game, [policy, policy], groups, cfg, torch.Generator().manual_seed(9))
     gen = torch.Generator().manual_seed(9)
     for g in range(2):
-        ep = episodes_of_play(game, [policy, policy], groups[g], 16, 2, gen)
+        ep = sample_episodes(game, [policy, policy], groups[g], 1, 16, 2, gen)
         out = matrl_round([policy, policy], groups[g], ep, cfg)
         for k in range(2):
             torch.testing.assert_close(final[g][k]["logits"], out.params[k]["logits"], rtol=0, atol=0)

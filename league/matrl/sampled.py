@@ -31,14 +31,13 @@ from typing import Any, Sequence
 
 import torch
 
-from league.envs.matrix import MatrixGameEnv
 from league.games.iterated import IteratedMatrixGame
 from league.matrl.estimators import importance_weighted_metagame, truncated_best_response_objective
 from league.nash.solvers import select_equilibrium
 from league.policies.base import Params, Policy, policy_sequence
-from league.rollout import Episodes, play, score
+from league.rollout import Episodes, sample_episodes, score, seat_logp
 
-__all__ = ["SampledMATRLConfig", "RoundResult", "MatrlTrustRegion", "episodes_of_play", "trust_region_step",
+__all__ = ["SampledMATRLConfig", "RoundResult", "MatrlTrustRegion", "trust_region_step",
            "round_metagame", "nash_weights", "peer_log_ratios", "best_response_step", "matrl_round",
            "run_sampled_matrl"]
 
@@ -90,14 +89,6 @@ class SampledMATRLConfig:
         return [s for s in self.solvers if n == 2 or s not in two_only]
 
 
-def _seat_logp(policy: Policy, params: Params, episodes: Episodes, seat: int) -> torch.Tensor:
-    """Seat ``seat``'s log-probabilities of its own actions ``[B, K, H]`` (differentiable)."""
-    policies: list[Policy | None] = [None] * episodes.actions.shape[-1]
-    seats: list[Params | None] = [None] * episodes.actions.shape[-1]
-    policies[seat], seats[seat] = policy, params
-    return score(policies, seats, episodes).logp[seat]
-
-
 def _surrogate(logp: torch.Tensor, logp_behaviour: torch.Tensor, peer_log_ratio: torch.Tensor,
                rewards: torch.Tensor, gamma: float, clip: float) -> torch.Tensor:
     """``truncated_best_response_objective`` per chain ``[B]`` (its inputs ``[B, K, H]``)."""
@@ -126,13 +117,13 @@ def trust_region_step(policy: Policy, params: Params, episodes: Episodes, seat: 
     rewards = episodes.rewards[..., seat]
     behaviour = {k: v.detach() for k, v in params.items()}
     with torch.no_grad():
-        logp_b = _seat_logp(policy, behaviour, episodes, seat)
+        logp_b = seat_logp(policy, behaviour, episodes, seat)
         log_probs_b = policy.distribution(behaviour, policy_sequence(policy, behaviour, episodes.obs)).log_probs
     no_peers = torch.zeros_like(logp_b)
     current = behaviour
     for _ in range(steps):
         live = _leaf(current)
-        logp = _seat_logp(policy, live, episodes, seat)
+        logp = seat_logp(policy, live, episodes, seat)
         gain = _surrogate(logp, logp_b, no_peers, rewards, gamma, clip=float("inf"))
         log_probs = policy.distribution(live, policy_sequence(policy, live, episodes.obs)).log_probs
         kl = (log_probs_b.exp() * (log_probs_b - log_probs)).sum(-1).mean(dim=(1, 2))  # [B]
@@ -189,7 +180,7 @@ def best_response_step(policy: Policy, params: Params, episodes: Episodes, seat:
     the truncated best-response objective against the peers' mixtures (``peer_log_ratio [B, K, H]``
     from :func:`peer_log_ratios`)."""
     live = _leaf(params)
-    logp = _seat_logp(policy, live, episodes, seat)
+    logp = seat_logp(policy, live, episodes, seat)
     objective = _surrogate(logp, logp.detach(), peer_log_ratio, episodes.rewards[..., seat], gamma, clip)
     return _ascend(live, objective, lr)
 
@@ -228,15 +219,6 @@ def matrl_round(policies: Sequence[Policy], params: Sequence[Params], episodes: 
     return RoundResult(predicted, meta, se, w, found, names, new)
 
 
-def episodes_of_play(game: IteratedMatrixGame, policies: Sequence[Policy], params: Sequence[Params], n_episodes: int,
-                     horizon: int, generator: torch.Generator) -> Episodes:
-    """One group's episodes ``[1, K, H, ...]`` as the referee plays them (``league.rollout.play``
-    on the game's environment, the same random stream) and as an agent reads them from the
-    broadcast (the shared one-hot state)."""
-    traj = play(MatrixGameEnv(game, horizon), policies, params, 1, n_episodes, generator)
-    return Episodes(obs=traj.obs[0], actions=torch.stack(traj.actions, dim=-1), rewards=traj.rewards)
-
-
 def run_sampled_matrl(game: IteratedMatrixGame, policies: Sequence[Policy], groups: Sequence[Sequence[Params]],
                       cfg: SampledMATRLConfig, generator: torch.Generator, rounds: int | None = None
                       ) -> tuple[list[list[Params]], list[dict[str, Any]]]:
@@ -248,7 +230,7 @@ def run_sampled_matrl(game: IteratedMatrixGame, policies: Sequence[Policy], grou
     history = []
     for r in range(cfg.rounds if rounds is None else rounds):
         for g in range(len(params)):
-            episodes = episodes_of_play(game, policies, params[g], cfg.trajectories, cfg.horizon, generator)
+            episodes = sample_episodes(game, policies, params[g], 1, cfg.trajectories, cfg.horizon, generator)
             out = matrl_round(policies, params[g], episodes, cfg)
             params[g] = out.params
             history.append({"round": r + 1, "group": g, "weights": out.weights[0].tolist(),
