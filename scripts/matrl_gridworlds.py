@@ -5,7 +5,7 @@ and wall time, under results/matrl_gridworlds/. Runs one after another on one th
 
 Each ``[[task]]`` of the config runs the top-level ``variants`` (or its own ``variants``).
 
-    .venv/bin/python scripts/matrl_gridworlds.py [--config configs/matrl_gridworlds.toml] [--out DIR]
+    .venv/bin/python scripts/matrl_gridworlds.py [--config configs/matrl/gridworlds.toml] [--out DIR]
         [--set base.iterations=10 ...]
 """
 
@@ -30,7 +30,7 @@ from league.matrl.deep import DeepMATRLConfig, run_deep_matrl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/matrl_gridworlds.toml")
+    parser.add_argument("--config", default="configs/matrl/gridworlds.toml")
     parser.add_argument("--out", default="results/matrl_gridworlds")
     parser.add_argument("--set", action="append", default=[], help="override, e.g. base.iterations=10")
     args = parser.parse_args()

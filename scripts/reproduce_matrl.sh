@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 .venv/bin/python scripts/matrl_matching_pennies.py --iterations 1000 --out results/matrl_matching_pennies
 .venv/bin/python benchmarks/matrl_metagame.py
 # Deep MATRL vs IL (PPO) on the grid worlds, 3 seeds x 25 iterations x 24 episodes (about 11 min of one core)
-.venv/bin/python scripts/matrl_gridworlds.py --config configs/matrl_gridworlds.toml --out results/matrl_gridworlds
+.venv/bin/python scripts/matrl_gridworlds.py --config configs/matrl/gridworlds.toml --out results/matrl_gridworlds
 # switch with 2 agents (every variant) and 4 agents (IL vs MATRL)
-.venv/bin/python scripts/matrl_gridworlds.py --config configs/matrl_switch.toml --out results/matrl_switch
+.venv/bin/python scripts/matrl_gridworlds.py --config configs/matrl/switch.toml --out results/matrl_switch
 # seconds per iteration of deep MATRL vs IL, interleaved, against the 1.1x goal
 .venv/bin/python benchmarks/matrl_vs_il.py

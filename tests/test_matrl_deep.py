@@ -5,6 +5,7 @@ outputs, the best response's truncated weights against a closed form, and a 4-ag
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,3 +112,19 @@ def test_every_variant_runs_a_round_on_four_agent_switch(variant):
             assert torch.equal(out.weights, torch.zeros(4))
     if variant in ("il_pp", "matrl"):
         assert any(not torch.equal(a["out_w"], b["out_w"]) for a, b in zip(out.params, out.predicted))
+
+
+def test_the_shipped_grid_world_configs_build():
+    """configs/matrl/gridworlds.toml and switch.toml (scripts/matrl_gridworlds.py) hold a valid
+    base DeepMATRLConfig, known variants and registered environments."""
+    from league.config import build, read_table
+    from league.envs import ENVIRONMENTS
+    from league.matrl.deep import VARIANTS, DeepMATRLConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "matrl"
+    for name in ("gridworlds.toml", "switch.toml"):
+        table = read_table(root / name, [])
+        build(DeepMATRLConfig, table.get("base", {}), "base")
+        assert set(table["variants"]) <= set(VARIANTS) and table["seeds"]
+        for task in table["task"]:
+            assert task["env"] in ENVIRONMENTS and set(task.get("variants", [])) <= set(VARIANTS)
