@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
-import grpc
 import torch
 
 from league.rollout import Episodes

@@ -39,6 +39,13 @@ def league_toml(persona_lrs: list[float], env: str = "ipd", n_players: int = 2, 
             '[[agents]]\nid = "meta"\nrole = "meta"\npolicy = "lstm"\nhidden = 8\n' + personas)
 
 
+def _assert_same_meta_parameters(result: dict, embedded) -> None:
+    """The coordinator's results hold the embedded run's initial policy and learning rates (1e-5)."""
+    for name, value in embedded.policy.items():
+        np.testing.assert_allclose(np.array(result["policy"][name]), value.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.array(result["lr"]), embedded.lr.numpy(), atol=1e-5, rtol=0)
+
+
 def _finished(results: Path) -> bool:
     """The coordinator's results file says it is done or aborted (it is rewritten, with state
     ``training``, after every iteration before that)."""
@@ -88,9 +95,7 @@ def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path, estim
         assert coord.wait(timeout=60) == 0, (tmp_path / "coord.log").read_text()[-3000:]
         result = json.loads((tmp_path / "coord.json").read_text())
         assert result["state"] == "done"
-        for name, value in embedded.policy.items():
-            np.testing.assert_allclose(np.array(result["policy"][name]), value.numpy(), atol=1e-5, rtol=0)
-        np.testing.assert_allclose(np.array(result["lr"]), embedded.lr.numpy(), atol=1e-5, rtol=0)
+        _assert_same_meta_parameters(result, embedded)
         assert not torch.allclose(embedded.lr, torch.full_like(embedded.lr, cfg.agent.inner_lr))  # it moved
         # the meta-agent process now serves the new initial policy and learning rates
         meta = json.loads((tmp_path / "meta.json").read_text())
@@ -153,9 +158,7 @@ def test_a_coordinator_killed_mid_iteration_resumes_to_the_uninterrupted_numbers
         result = json.loads((tmp_path / "coord.json").read_text())
         assert result["state"] == "done"
         assert [r["iteration"] for r in result["iterations"]] == [1, 2, 3]  # iteration 1's record survived
-        for name, value in embedded.policy.items():
-            np.testing.assert_allclose(np.array(result["policy"][name]), value.numpy(), atol=1e-5, rtol=0)
-        np.testing.assert_allclose(np.array(result["lr"]), embedded.lr.numpy(), atol=1e-5, rtol=0)
+        _assert_same_meta_parameters(result, embedded)
         # the killed iteration's two chains (one per persona), open unless the kill came after their
         # last step (L=2) was played, were voided and counted
         status = referee_status(referee["address"], credentials=load_credentials(creds["admin"]))
@@ -190,9 +193,7 @@ def test_opponent_modeling_mode_equals_embedded_and_reads_no_persona(tmp_path):
         assert result["mode"] == "opponent-modeling"
         coord_text = metrics(ready["metrics"])  # scraped while it lingers
         assert coord.wait(timeout=60) == 0, (tmp_path / "coord.log").read_text()[-3000:]
-        for name, value in embedded.policy.items():
-            np.testing.assert_allclose(np.array(result["policy"][name]), value.numpy(), atol=1e-5, rtol=0)
-        np.testing.assert_allclose(np.array(result["lr"]), embedded.lr.numpy(), atol=1e-5, rtol=0)
+        _assert_same_meta_parameters(result, embedded)
         # the model's error along the chain is a coordinator metric, measured from outside the gradient
         for step in ("0", "1", "2"):
             assert 0 <= metric_value(coord_text, "league_opponent_model_error", step=step, model="fit") <= 1
@@ -247,15 +248,13 @@ def test_a_coordinated_three_player_iteration_equals_the_embedded_iteration(tmp_
                  "agent.hidden=8", "agent.peer_lr=1.0"]
     cfg = load_config(ROOT / "configs" / "rps3.toml", overrides)
     embedded = train_one(cfg, "meta-mapg", 0).final
-    lg, coord = _league(tmp_path, 1.0, overrides, league=league_toml([1.0] * 4, "rps", 3, 0.9), experiment_config="rps3.toml",
-                        personas=("p0", "p1", "p2", "p3"))
+    lg, coord = _league(tmp_path, 1.0, overrides, league=league_toml([1.0] * 4, "rps", 3, 0.9),
+                        experiment_config="rps3.toml", personas=("p0", "p1", "p2", "p3"))
     try:
         assert coord.wait(timeout=240) == 0, (tmp_path / "coord.log").read_text()[-3000:]
         result = json.loads((tmp_path / "coord.json").read_text())
         assert result["state"] == "done"
-        for name, value in embedded.policy.items():
-            np.testing.assert_allclose(np.array(result["policy"][name]), value.numpy(), atol=1e-5, rtol=0)
-        np.testing.assert_allclose(np.array(result["lr"]), embedded.lr.numpy(), atol=1e-5, rtol=0)
+        _assert_same_meta_parameters(result, embedded)
         assert not torch.allclose(embedded.lr, torch.full_like(embedded.lr, cfg.agent.inner_lr))  # it moved
     finally:
         lg.stop()

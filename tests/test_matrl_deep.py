@@ -4,7 +4,6 @@ outputs, the best response's truncated weights against a closed form, and a 4-ag
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from league.games import make_game
-from league.matrl.sampled import (SampledMATRLConfig, best_response_step, matrl_round,
-                                  nash_weights, peer_log_ratios, round_metagame, run_sampled_matrl,
-                                  trust_region_step)
+from league.matrl.sampled import (SampledMATRLConfig, matrl_round, nash_weights, peer_log_ratios,
+                                  run_sampled_matrl, trust_region_step)
 from league.nash.metagame import exact_metagame, normal_form_value
 from league.policies.tabular import Tabular
 from league.rollout import Episodes, sample_episodes

@@ -118,14 +118,14 @@ def trust_region_step(policy: Policy, params: Params, episodes: Episodes, seat: 
     behaviour = {k: v.detach() for k, v in params.items()}
     with torch.no_grad():
         logp_b = seat_logp(policy, behaviour, episodes, seat)
-        log_probs_b = policy.distribution(behaviour, policy_sequence(policy, behaviour, episodes.obs)).log_probs
+        log_probs_b = policy.distribution(behaviour, policy_sequence(policy, behaviour, episodes.obs_of(seat))).log_probs
     no_peers = torch.zeros_like(logp_b)
     current = behaviour
     for _ in range(steps):
         live = _leaf(current)
         logp = seat_logp(policy, live, episodes, seat)
         gain = _surrogate(logp, logp_b, no_peers, rewards, gamma, clip=float("inf"))
-        log_probs = policy.distribution(live, policy_sequence(policy, live, episodes.obs)).log_probs
+        log_probs = policy.distribution(live, policy_sequence(policy, live, episodes.obs_of(seat))).log_probs
         kl = (log_probs_b.exp() * (log_probs_b - log_probs)).sum(-1).mean(dim=(1, 2))  # [B]
         current = _ascend(live, gain - kl_coef * kl, lr)
     return current
@@ -266,6 +266,5 @@ class MatrlTrustRegion:
         lr = lrs[k]
         if lr is None:
             raise ValueError(f"seat {k} learns but has no learning rate")
-        episodes = Episodes(data.obs, data.actions, data.rewards)
-        return trust_region_step(self.policy, params[k], episodes, k, float(lr.flatten()[0]), self.gamma,
+        return trust_region_step(self.policy, params[k], data, k, float(lr.flatten()[0]), self.gamma,
                                  self.kl_coef, self.trust_steps)
