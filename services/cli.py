@@ -242,7 +242,7 @@ def _coordinator(args: argparse.Namespace) -> int:
             connect(args.join, args.join_wait, credentials=cfg.credentials).close()
         return run_coordinator(experiment, method, args.seed, cfg, args.iterations, args.host, args.port,
                                args.metrics_port, args.results, args.ready_file, args.linger, args.mode,
-                               args.state)
+                               args.state, args.pace)
     except (Unreachable, ReplicaMismatch, TimeoutError, OSError, ValueError) as err:
         return fail(err)
     except grpc.RpcError as err:
@@ -354,6 +354,8 @@ def add_process_commands(command: Callable[[str, str], argparse.ArgumentParser])
     c.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0: any free port)")
     c.add_argument("--ready-file", help="write {address, metrics, pid} here once serving")
     c.add_argument("--linger", type=float, default=0.0, help="seconds to keep serving /metrics after the last iteration")
+    c.add_argument("--pace", type=float, default=0.0, help="least seconds from one iteration's start to the next's "
+                   "(0: back to back; a long-running demonstration league need not keep every core busy)")
     c.add_argument("--join-wait", type=float, default=60.0, help=a_join_wait)
     c.set_defaults(func=_coordinator)
     da = command("diff-agent", "run an agent of a differentiable-game league (naive, LOLA, MeVa...; driven by "

@@ -358,9 +358,10 @@ class CoordinatorMetrics:
 
 def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: CoordinatorConfig, iterations: int,
                     host: str, port: int, metrics_port: int, results: str | None, ready_file: str | None,
-                    linger: float = 0.0, mode: str = "meta-mapg", state_file: str | None = None) -> int:
+                    linger: float = 0.0, mode: str = "meta-mapg", state_file: str | None = None,
+                    pace: float = 0.0) -> int:
     """The coordinator process: serve Status, health and /metrics; drive ``mode`` until
-    ``iterations`` iterations are done.
+    ``iterations`` iterations are done, each started at least ``pace`` seconds after the last.
 
     With ``state_file`` the run is resumable: after every completed iteration the mode's
     state (:meth:`CoordinatorMode.state_dict`) and the per-iteration history are saved there
@@ -415,15 +416,20 @@ def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: C
     try:
         coordinator.wait_for_members()
         state["state"] = "training"
+        training_since = time.monotonic()
         while coordinator.iteration < iterations:
+            started = time.monotonic()
             stats = coordinator.iterate()
             state["objective"] = stats["objective"]
-            history.append({"iteration": coordinator.iteration, **stats})
+            # started_s: when the iteration began, in seconds since this process began training
+            history.append({"iteration": coordinator.iteration, "started_s": started - training_since, **stats})
             if state_file:
                 coordinator_state.save(Path(state_file), {"mode": mode, "method": method, "seed": seed,
                                                           "history": history, "mode_state": coordinator.state_dict()})
             write_results()
             log.info("iteration %d: %s", coordinator.iteration, stats)
+            if coordinator.iteration < iterations:
+                time.sleep(max(0.0, pace - (time.monotonic() - started)))
         state["state"] = "done"
         write_results()
         time.sleep(linger)  # keep /metrics up for a last scrape

@@ -84,7 +84,7 @@ def _embedded(tmp_path, ids: list[str], n: int, rounds: int):
 def test_league_rounds_equal_the_embedded_rounds(tmp_path, n):
     ids = [f"m{i}" for i in range(n)]
     rounds = 3
-    lg, coord = _league(tmp_path, n, ids, [0.5, 1.0, 0.7], rounds, "--linger", "3")
+    lg, coord = _league(tmp_path, n, ids, [0.5, 1.0, 0.7], rounds, "--linger", "3", "--pace", "1.5")
     try:
         ready = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
         wait_until(lambda: (tmp_path / "coord.json").exists() and json.loads(
@@ -112,6 +112,9 @@ def test_league_rounds_equal_the_embedded_rounds(tmp_path, n):
         assert metric_value(text, "league_matrl_rounds_total") == rounds
         assert metric_value(text, "league_matrl_rounds_voided_total") == 0
         assert metric_value(text, "league_coordinator_iterations_total") == rounds
+        # --pace: each round started at least 1.5 s after the one before
+        starts = [it["started_s"] for it in result["iterations"]]
+        assert len(starts) == rounds and min(np.diff(starts)) >= 1.5, starts
     finally:
         lg.stop()
 
@@ -225,13 +228,15 @@ def test_a_mixture_push_is_checked_before_it_is_applied():
     assert store.compare_and_set(MIXTURE, 1, ok) == 2
 
 
-def test_the_committed_matrl_league_and_its_matrl_config_agree():
-    """configs/league_matrl_rps3.toml and configs/matrl/rps3.toml describe one run: the same game,
-    K, H and discount, every agent with rule matrl and the config's trust-region step size."""
+@pytest.mark.parametrize("league_file", ["league_matrl_rps3.toml", "league_matrl_compose.toml"])
+def test_the_committed_matrl_league_and_its_matrl_config_agree(league_file):
+    """configs/league_matrl_rps3.toml (and the compose file's matrl profile's
+    configs/league_matrl_compose.toml) and configs/matrl/rps3.toml describe one run: the same
+    game, K, H and discount, every agent with rule matrl and the config's trust-region step size."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    league = load_league_config(root / "configs" / "league_matrl_rps3.toml")
+    league = load_league_config(root / "configs" / league_file)
     cfg = load_matrl_config(str(root / "configs" / "matrl" / "rps3.toml"))
     r = league.referee
     assert (r.env, r.n_players, r.trajectories, r.horizon, r.gamma) == (cfg.env, cfg.n_players, cfg.trajectories,
