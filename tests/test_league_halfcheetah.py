@@ -1,0 +1,138 @@
+"""The live league on MaMuJoCo (issue 8): the referee steps HalfCheetah 2x3 (real MuJoCo,
+both legs seeing the full state), a meta-agent process (Gaussian LSTM, policy-gradient rule,
+its own per-step learning rates) adapts to a teammate process (Gaussian LSTM, learning too);
+the league's per-step team returns and both agents' final parameters equal the embedded
+Markov chain of the same config and seed (``league.chain.unroll`` with
+``SampledEvaluator(env=...)``).
+
+The referee is the real ``Referee`` behind its gRPC server in this process (so the test can
+play the rounds one at a time and read the agents' adapted parameters between them, over
+gRPC, before the chain's last step discards them); the agents are real ``league agent``
+processes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("gymnasium_robotics")
+
+from agents.policy_factory import initial_state, make_policy  # noqa: E402
+from league.chain import unroll  # noqa: E402
+from league.evaluators import SampledEvaluator  # noqa: E402
+from league.updates import make_update_rule  # noqa: E402
+from services import server as srv  # noqa: E402
+from services.client import fetch_parameters  # noqa: E402
+from services.gen.league.v1 import agent_pb2_grpc  # noqa: E402
+from services.league_config import LeagueConfig, league_env, load_league_config, seats_of  # noqa: E402
+from tests.inprocess_league import InProcessLeague  # noqa: E402
+from tests.league_procs import ROOT, spawn, stop, wait_json, wait_until  # noqa: E402
+
+CONFIG = ROOT / "configs" / "league_halfcheetah.toml"
+TOL = 1e-6
+
+
+def embedded_chain(cfg: LeagueConfig) -> tuple[list[float], list[dict[str, torch.Tensor]]]:
+    """The embedded meta-test chain of a league config with one meta-agent (seat 0) and one
+    persona (seat 1): the meta-agent's mean per-step reward at every chain step and both
+    seats' parameters after the last inner step (``phi_L``)."""
+    r = cfg.referee
+    env = league_env(r.env, r.env_kwargs, r.n_players, r.horizon)
+    specs = sorted(cfg.agents, key=lambda a: a.role != "meta")  # seat 0 the meta-agent
+    policies = [make_policy(spec, env, seat) for seat, spec in enumerate(specs)]
+    inits = [initial_state(spec, policy, env, cfg.population_seed, r.chain_length, r.env)
+             for spec, policy in zip(specs, policies)]
+    evaluator = SampledEvaluator(None, policies, r.trajectories, r.horizon, r.gamma,
+                                 torch.Generator().manual_seed(r.seed), env=env)
+    steps = unroll(evaluator, [p for p, _ in inits], [make_update_rule(s.rule) for s in specs],
+                   [lr for _, lr in inits], r.chain_length, differentiable=False)
+    curve = [float(evaluator.mean_rewards(step.data)[0, 0]) for step in steps]
+    return curve, [{k: v.detach() for k, v in p.items()} for p in steps[-1].params]
+
+
+def league_chain(cfg: LeagueConfig, config: Path, tmp: Path) -> tuple[list[float], list[dict[str, torch.Tensor]]]:
+    """The same chain played by the league: referee rounds one by one, the agents' adapted
+    ``policy@<chain>`` at version L fetched over gRPC before the last step."""
+    r = cfg.referee
+    L = r.chain_length
+    league = InProcessLeague(r)
+    procs = []
+    try:
+        specs = sorted(cfg.agents, key=lambda a: a.role != "meta")
+        for spec in specs:
+            procs.append(spawn(["agent", "--join", league.address, "--config", str(config), "--id", spec.id,
+                                "--insecure", "--checkpoint-dir", str(tmp / "ckpt"),
+                                "--ready-file", str(tmp / f"{spec.id}.json")], tmp / f"{spec.id}.log"))
+        ready = {spec.id: wait_json(tmp / f"{spec.id}.json", proc, timeout=180) for spec, proc in zip(specs, procs)}
+        wait_until(lambda: len(league.referee.members) == len(specs), 60, "both agents to join")
+        final = []
+        for step in range(L + 1):
+            if step == L:  # phi_L, which the last step plays and then discards
+                chain_id = next(iter(league.referee.chains.values())).chain_id
+                for spec in specs:
+                    with srv.channel(ready[spec.id]["address"]) as channel:
+                        stub = agent_pb2_grpc.AgentStub(channel)
+                        deadline = time.monotonic() + 120
+                        while True:
+                            got = fetch_parameters(stub, f"policy@{chain_id}", min_version=L, timeout=30,
+                                                   wait_seconds=5)
+                            if got.params is not None or time.monotonic() > deadline:
+                                break
+                        assert got.params is not None and got.version == L, f"{spec.id} did not publish phi_{L}"
+                        final.append(got.params)
+            assert league.referee.play_round() == 1, f"round {step}: the chain's match was not played"
+        assert league.referee.aborted == 0
+        (record,) = league.referee.chain_curves
+        return record["rewards"], final
+    finally:
+        stop(procs)
+        league.close()
+
+
+def _compare(cfg: LeagueConfig, config: Path, tmp: Path) -> None:
+    embedded_curve, embedded_final = embedded_chain(cfg)
+    league_curve, league_final = league_chain(cfg, config, tmp)
+    print("embedded per-step team reward:", embedded_curve)
+    print("league   per-step team reward:", league_curve)
+    assert len(league_curve) == cfg.referee.chain_length + 1
+    torch.testing.assert_close(torch.tensor(league_curve), torch.tensor(embedded_curve), atol=TOL, rtol=0)
+    for seat, (mine, theirs) in enumerate(zip(league_final, embedded_final)):
+        assert set(mine) == set(theirs)
+        for name in theirs:
+            gap = float((mine[name] - theirs[name]).abs().max())
+            print(f"seat {seat} {name}: max |league - embedded| = {gap:.2e}")
+            torch.testing.assert_close(mine[name], theirs[name], atol=TOL, rtol=0, msg=f"seat {seat} {name}")
+    # both really learned: phi_L moved away from phi_0
+    for spec, final in zip(sorted(cfg.agents, key=lambda a: a.role != "meta"), embedded_final):
+        env = league_env(cfg.referee.env, cfg.referee.env_kwargs, cfg.referee.n_players, cfg.referee.horizon)
+        seat = seats_of(spec.role, env.n_agents)[0]
+        start, _ = initial_state(spec, make_policy(spec, env, seat), env, 0, cfg.referee.chain_length, cfg.referee.env)
+        moved = max(float((final[k] - start[k]).abs().max()) for k in start)
+        print(f"{spec.id}: max |phi_L - phi_0| = {moved:.2e}")
+        assert moved > 100 * TOL, spec.id
+
+
+@pytest.mark.slow
+def test_a_small_halfcheetah_league_equals_the_embedded_chain(tmp_path):
+    """The shipped config at smaller shapes (K 2, H 10, L 1; ~40 s, mostly starting two
+    agent processes that import torch and MuJoCo)."""
+    overrides = ["referee.trajectories=2", "referee.horizon=10", "referee.chain_length=1", "referee.rounds=2"]
+    cfg = load_league_config(CONFIG, overrides)
+    config = tmp_path / "league.toml"
+    text = CONFIG.read_text()
+    for key, value in (("trajectories", 2), ("horizon", 10), ("chain_length", 1), ("rounds", 2)):
+        text = "\n".join(f"{key} = {value}" if line.startswith(f"{key} = ") else line for line in text.splitlines())
+    config.write_text(text + "\n")
+    assert json.dumps(load_league_config(config).referee.__dict__, sort_keys=True, default=str) == \
+        json.dumps(cfg.referee.__dict__, sort_keys=True, default=str)
+    _compare(cfg, config, tmp_path)
+
+
+@pytest.mark.slow
+def test_the_halfcheetah_league_equals_the_embedded_chain(tmp_path):
+    """configs/league_halfcheetah.toml as shipped (K 4, H 50, L 2)."""
+    _compare(load_league_config(CONFIG), CONFIG, tmp_path)
