@@ -24,10 +24,13 @@ pytest.importorskip("gymnasium_robotics")
 from agents.policy_factory import initial_state, make_policy  # noqa: E402
 from league.chain import unroll  # noqa: E402
 from league.evaluators import SampledEvaluator  # noqa: E402
+from league.rollout import play  # noqa: E402
 from league.updates import make_update_rule  # noqa: E402
 from services import server as srv  # noqa: E402
+from agents.runtime import AgentProcess, AgentRuntimeConfig  # noqa: E402
+from services.batches import batch_tensors, encode_batch, read_batches  # noqa: E402
 from services.client import fetch_parameters  # noqa: E402
-from services.gen.league.v1 import agent_pb2_grpc  # noqa: E402
+from services.gen.league.v1 import agent_pb2_grpc, referee_pb2  # noqa: E402
 from services.league_config import LeagueConfig, league_env, load_league_config, seats_of  # noqa: E402
 from tests.inprocess_league import InProcessLeague  # noqa: E402
 from tests.league_procs import ROOT, spawn, stop, wait_json, wait_until  # noqa: E402
@@ -116,12 +119,48 @@ def _compare(cfg: LeagueConfig, config: Path, tmp: Path) -> None:
         assert moved > 100 * TOL, spec.id
 
 
+SMALL = ["referee.trajectories=2", "referee.horizon=10", "referee.chain_length=1", "referee.rounds=2"]
+
+
+def test_agents_learn_from_a_broadcast_halfcheetah_batch_as_the_embedded_chain_does(tmp_path):
+    """Item 3 without processes: the meta-agent's and the teammate's ``AgentProcess`` (pg rule,
+    Gaussian LSTM) learn from one chunk-encoded MaMuJoCo trajectory batch (per-seat 17-d
+    state observations, 3-d float actions, dones) played as the referee plays it, and
+    publish ``policy@c0`` equal to the embedded chain's ``phi_1`` of their seat."""
+    cfg = load_league_config(CONFIG, SMALL)
+    r = cfg.referee
+    _, embedded_final = embedded_chain(cfg)
+    env = league_env(r.env, r.env_kwargs, r.n_players, r.horizon)
+    specs = sorted(cfg.agents, key=lambda a: a.role != "meta")
+    policies = [make_policy(spec, env, seat) for seat, spec in enumerate(specs)]
+    params = [initial_state(spec, policy, env, 0, r.chain_length, r.env)[0] for spec, policy in zip(specs, policies)]
+    traj = play(env, policies, params, 1, r.trajectories, torch.Generator().manual_seed(r.seed))
+    header = referee_pb2.TrajectoryBatch(match_id="m0", env=r.env, chain_id="c0", step=0,
+                                         seats=[referee_pb2.Seat(agent_id=s.id, behaviour_version=1) for s in specs])
+    tensors = batch_tensors([o[0] for o in traj.obs], [a[0] for a in traj.actions], traj.rewards[0], traj.dones[0])
+    (batch,) = read_batches(encode_batch(header, tensors, limit=0, chunk_bytes=4096))  # as parts, reassembled
+    assert batch.actions.dtype and len(traj.actions[0].shape) == 4  # Box actions [B, K, H, 3]
+    for seat, spec in enumerate(specs):
+        agent = AgentProcess(spec, AgentRuntimeConfig(
+            referee="127.0.0.1:1", env=r.env, n_players=r.n_players, env_kwargs=r.env_kwargs, horizon=r.horizon,
+            gamma=r.gamma, chain_length=r.chain_length, checkpoint_dir=str(tmp_path / "ckpt")))
+        description = agent.description()
+        assert description["observation_space_json"].startswith('{"dtype": "float64", "high": "inf"')
+        assert description["policy_class"] == "lstm_gaussian" and description["n_actions"] == 0
+        agent.learn_many([batch])
+        version, learned = agent.store.snapshot("policy@c0")
+        assert version == 1  # phi_1 of chain c0
+        for name, value in embedded_final[seat].items():
+            gap = float((learned[name] - value).abs().max())
+            assert gap <= TOL, f"{spec.id} {name}: |agent - embedded| = {gap:.2e}"
+        assert max(float((learned[k] - params[seat][k]).abs().max()) for k in learned) > 100 * TOL, spec.id
+
+
 @pytest.mark.slow
 def test_a_small_halfcheetah_league_equals_the_embedded_chain(tmp_path):
     """The shipped config at smaller shapes (K 2, H 10, L 1; ~40 s, mostly starting two
     agent processes that import torch and MuJoCo)."""
-    overrides = ["referee.trajectories=2", "referee.horizon=10", "referee.chain_length=1", "referee.rounds=2"]
-    cfg = load_league_config(CONFIG, overrides)
+    cfg = load_league_config(CONFIG, SMALL)
     config = tmp_path / "league.toml"
     text = CONFIG.read_text()
     for key, value in (("trajectories", 2), ("horizon", 10), ("chain_length", 1), ("rounds", 2)):
