@@ -12,7 +12,6 @@ processes."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -119,7 +118,20 @@ def _compare(cfg: LeagueConfig, config: Path, tmp: Path) -> None:
         assert moved > 100 * TOL, spec.id
 
 
-SMALL = ["referee.trajectories=2", "referee.horizon=10", "referee.chain_length=1", "referee.rounds=2"]
+SMALL = {"trajectories": 2, "horizon": 10, "chain_length": 1, "rounds": 2, "lr": [1.0]}
+"""Smaller shapes than the shipped config, and a larger step so that ten steps of two
+episodes move the parameters far beyond the tolerance."""
+
+
+def small_config(tmp: Path) -> Path:
+    """The shipped config with the ``SMALL`` values, written to ``tmp/league.toml``."""
+    lines = []
+    for line in CONFIG.read_text().splitlines():
+        key = line.split(" = ", 1)[0]
+        lines.append(f"{key} = {SMALL[key]}" if key in SMALL and " = " in line else line)
+    path = tmp / "league.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def test_agents_learn_from_a_broadcast_halfcheetah_batch_as_the_embedded_chain_does(tmp_path):
@@ -127,7 +139,7 @@ def test_agents_learn_from_a_broadcast_halfcheetah_batch_as_the_embedded_chain_d
     Gaussian LSTM) learn from one chunk-encoded MaMuJoCo trajectory batch (per-seat 17-d
     state observations, 3-d float actions, dones) played as the referee plays it, and
     publish ``policy@c0`` equal to the embedded chain's ``phi_1`` of their seat."""
-    cfg = load_league_config(CONFIG, SMALL)
+    cfg = load_league_config(small_config(tmp_path))
     r = cfg.referee
     _, embedded_final = embedded_chain(cfg)
     env = league_env(r.env, r.env_kwargs, r.n_players, r.horizon)
@@ -158,16 +170,11 @@ def test_agents_learn_from_a_broadcast_halfcheetah_batch_as_the_embedded_chain_d
 
 @pytest.mark.slow
 def test_a_small_halfcheetah_league_equals_the_embedded_chain(tmp_path):
-    """The shipped config at smaller shapes (K 2, H 10, L 1; ~40 s, mostly starting two
-    agent processes that import torch and MuJoCo)."""
-    cfg = load_league_config(CONFIG, SMALL)
-    config = tmp_path / "league.toml"
-    text = CONFIG.read_text()
-    for key, value in (("trajectories", 2), ("horizon", 10), ("chain_length", 1), ("rounds", 2)):
-        text = "\n".join(f"{key} = {value}" if line.startswith(f"{key} = ") else line for line in text.splitlines())
-    config.write_text(text + "\n")
-    assert json.dumps(load_league_config(config).referee.__dict__, sort_keys=True, default=str) == \
-        json.dumps(cfg.referee.__dict__, sort_keys=True, default=str)
+    """The shipped config at smaller shapes (``SMALL``: K 2, H 10, L 1; ~40 s, mostly
+    starting two agent processes that import torch and MuJoCo)."""
+    config = small_config(tmp_path)
+    cfg = load_league_config(config)
+    assert (cfg.referee.horizon, cfg.agents[0].lr) == (SMALL["horizon"], SMALL["lr"])
     _compare(cfg, config, tmp_path)
 
 
