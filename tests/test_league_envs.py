@@ -1,9 +1,10 @@
-"""The live league on MaMuJoCo (issue 8): the referee steps HalfCheetah 2x3 (real MuJoCo,
-both legs seeing the full state), a meta-agent process (Gaussian LSTM, policy-gradient rule,
-its own per-step learning rates) adapts to a teammate process (Gaussian LSTM, learning too);
-the league's per-step team returns and both agents' final parameters equal the embedded
-Markov chain of the same config and seed (``league.chain.unroll`` with
-``SampledEvaluator(env=...)``).
+"""The live league on environments other than matrix games (issue 8): the referee steps
+MaMuJoCo HalfCheetah 2x3 (real MuJoCo, both legs seeing the full state), where a meta-agent
+process (Gaussian LSTM, policy-gradient rule, its own per-step learning rates) adapts to a
+teammate process (Gaussian LSTM, learning too), and MATRL's checkers grid world (MLP
+categorical policies, episodes that end on their own); the league's per-step team returns
+and both agents' final parameters equal the embedded Markov chain of the same config and
+seed (``league.chain.unroll`` with ``SampledEvaluator(env=...)``).
 
 The referee is the real ``Referee`` behind its gRPC server in this process (so the test can
 play the rounds one at a time and read the agents' adapted parameters between them, over
@@ -13,12 +14,13 @@ processes."""
 from __future__ import annotations
 
 import time
+import json
 from pathlib import Path
+
+import importlib.util
 
 import pytest
 import torch
-
-pytest.importorskip("gymnasium_robotics")
 
 from agents.policy_factory import initial_state, make_policy  # noqa: E402
 from league.chain import unroll  # noqa: E402
@@ -35,7 +37,11 @@ from tests.inprocess_league import InProcessLeague  # noqa: E402
 from tests.league_procs import ROOT, spawn, stop, wait_json, wait_until  # noqa: E402
 
 CONFIG = ROOT / "configs" / "league_halfcheetah.toml"
+CHECKERS = ROOT / "configs" / "league_checkers.toml"
 TOL = 1e-6
+needs_mujoco = pytest.mark.skipif(importlib.util.find_spec("gymnasium_robotics") is None,
+                                  reason="gymnasium-robotics (the mujoco extra) is not installed")
+CONFIGS = [pytest.param(CONFIG, id="halfcheetah", marks=needs_mujoco), pytest.param(CHECKERS, id="checkers")]
 
 
 def embedded_chain(cfg: LeagueConfig) -> tuple[list[float], list[dict[str, torch.Tensor]]]:
@@ -98,8 +104,8 @@ def league_chain(cfg: LeagueConfig, config: Path, tmp: Path) -> tuple[list[float
 def _compare(cfg: LeagueConfig, config: Path, tmp: Path) -> None:
     embedded_curve, embedded_final = embedded_chain(cfg)
     league_curve, league_final = league_chain(cfg, config, tmp)
-    print("embedded per-step team reward:", embedded_curve)
-    print("league   per-step team reward:", league_curve)
+    print("embedded meta-agent mean step reward per chain step:", embedded_curve)
+    print("league   meta-agent mean step reward per chain step:", league_curve)
     assert len(league_curve) == cfg.referee.chain_length + 1
     torch.testing.assert_close(torch.tensor(league_curve), torch.tensor(embedded_curve), atol=TOL, rtol=0)
     for seat, (mine, theirs) in enumerate(zip(league_final, embedded_final)):
@@ -123,10 +129,10 @@ SMALL = {"trajectories": 2, "horizon": 10, "chain_length": 1, "rounds": 2, "lr":
 episodes move the parameters far beyond the tolerance."""
 
 
-def small_config(tmp: Path) -> Path:
-    """The shipped config with the ``SMALL`` values, written to ``tmp/league.toml``."""
+def small_config(tmp: Path, config: Path = CONFIG) -> Path:
+    """A shipped config with the ``SMALL`` values, written to ``tmp/league.toml``."""
     lines = []
-    for line in CONFIG.read_text().splitlines():
+    for line in config.read_text().splitlines():
         key = line.split(" = ", 1)[0]
         lines.append(f"{key} = {SMALL[key]}" if key in SMALL and " = " in line else line)
     path = tmp / "league.toml"
@@ -134,12 +140,14 @@ def small_config(tmp: Path) -> Path:
     return path
 
 
-def test_agents_learn_from_a_broadcast_halfcheetah_batch_as_the_embedded_chain_does(tmp_path):
-    """Item 3 without processes: the meta-agent's and the teammate's ``AgentProcess`` (pg rule,
-    Gaussian LSTM) learn from one chunk-encoded MaMuJoCo trajectory batch (per-seat 17-d
-    state observations, 3-d float actions, dones) played as the referee plays it, and
-    publish ``policy@c0`` equal to the embedded chain's ``phi_1`` of their seat."""
-    cfg = load_league_config(small_config(tmp_path))
+@pytest.mark.parametrize("shipped", CONFIGS)
+def test_agents_learn_from_a_broadcast_batch_as_the_embedded_chain_does(tmp_path, shipped):
+    """Without processes: the meta-agent's and the teammate's ``AgentProcess`` (pg rule)
+    learn from one chunk-encoded trajectory batch played as the referee plays it, and publish
+    ``policy@c0`` equal to the embedded chain's ``phi_1`` of their seat. HalfCheetah: Gaussian
+    LSTMs, per-seat 17-d state observations, 3-d float actions; checkers: MLP categorical
+    policies, Box observations, Discrete moves and episodes that end on their own (dones)."""
+    cfg = load_league_config(small_config(tmp_path, shipped))
     r = cfg.referee
     _, embedded_final = embedded_chain(cfg)
     env = league_env(r.env, r.env_kwargs, r.n_players, r.horizon)
@@ -151,14 +159,12 @@ def test_agents_learn_from_a_broadcast_halfcheetah_batch_as_the_embedded_chain_d
                                          seats=[referee_pb2.Seat(agent_id=s.id, behaviour_version=1) for s in specs])
     tensors = batch_tensors([o[0] for o in traj.obs], [a[0] for a in traj.actions], traj.rewards[0], traj.dones[0])
     (batch,) = read_batches(encode_batch(header, tensors, limit=0, chunk_bytes=4096))  # as parts, reassembled
-    assert batch.actions.dtype and len(traj.actions[0].shape) == 4  # Box actions [B, K, H, 3]
     for seat, spec in enumerate(specs):
         agent = AgentProcess(spec, AgentRuntimeConfig(
             referee="127.0.0.1:1", env=r.env, n_players=r.n_players, env_kwargs=r.env_kwargs, horizon=r.horizon,
             gamma=r.gamma, chain_length=r.chain_length, checkpoint_dir=str(tmp_path / "ckpt")))
         description = agent.description()
-        assert description["observation_space_json"].startswith('{"dtype": "float64", "high": "inf"')
-        assert description["policy_class"] == "lstm_gaussian" and description["n_actions"] == 0
+        assert description["policy_class"] == spec.policy and json.loads(description["observation_space_json"])
         agent.learn_many([batch])
         version, learned = agent.store.snapshot("policy@c0")
         assert version == 1  # phi_1 of chain c0
@@ -169,16 +175,18 @@ def test_agents_learn_from_a_broadcast_halfcheetah_batch_as_the_embedded_chain_d
 
 
 @pytest.mark.slow
-def test_a_small_halfcheetah_league_equals_the_embedded_chain(tmp_path):
+@pytest.mark.parametrize("shipped", CONFIGS)
+def test_a_small_league_equals_the_embedded_chain(tmp_path, shipped):
     """The shipped config at smaller shapes (``SMALL``: K 2, H 10, L 1; ~40 s, mostly
     starting two agent processes that import torch and MuJoCo)."""
-    config = small_config(tmp_path)
+    config = small_config(tmp_path, shipped)
     cfg = load_league_config(config)
     assert (cfg.referee.horizon, cfg.agents[0].lr) == (SMALL["horizon"], SMALL["lr"])
     _compare(cfg, config, tmp_path)
 
 
 @pytest.mark.slow
-def test_the_halfcheetah_league_equals_the_embedded_chain(tmp_path):
-    """configs/league_halfcheetah.toml as shipped (K 4, H 50, L 2)."""
-    _compare(load_league_config(CONFIG), CONFIG, tmp_path)
+@pytest.mark.parametrize("shipped", CONFIGS)
+def test_the_shipped_league_equals_the_embedded_chain(tmp_path, shipped):
+    """configs/league_halfcheetah.toml (K 4, H 50, L 2) and league_checkers.toml as shipped."""
+    _compare(load_league_config(shipped), shipped, tmp_path)
