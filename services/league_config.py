@@ -252,10 +252,18 @@ def seats_of(role: str, n_seats: int) -> range:
 
 def validate_policy(a: AgentSpec, env: "Environment") -> None:
     """The agent's policy class can be built for every seat its role may take (spaces fit,
-    its ``policy_kwargs`` are arguments of the class)."""
+    its ``policy_kwargs`` are arguments of the class), and those seats have the same spaces
+    (one policy plays any of them; the referee checks the same at join)."""
     from league.policies import make_policy
 
-    for seat in seats_of(a.role, env.n_agents):
+    seats = seats_of(a.role, env.n_agents)
+    for seat in seats[1:]:
+        if (env.observation_spaces[seat], env.action_spaces[seat]) != (env.observation_spaces[seats[0]],
+                                                                        env.action_spaces[seats[0]]):
+            raise ConfigError(f"agent {a.id}: a {a.role} may sit at seats {list(seats)} of {env.name}, but seat "
+                              f"{seat} ({env.agents[seat]}) has other spaces than seat {seats[0]} "
+                              f"({env.agents[seats[0]]}): one policy cannot play both")
+    for seat in seats:
         try:
             make_policy(policy_class(a), env.observation_spaces[seat], env.action_spaces[seat], **policy_config(a))
         except (ValueError, TypeError) as err:

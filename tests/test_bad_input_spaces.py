@@ -17,6 +17,7 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
+from pettingzoo import ParallelEnv
 
 from league.config import ConfigError
 from league.policies import make_policy
@@ -129,6 +130,68 @@ def test_a_fitting_gaussian_agent_joins_at_every_role(league):
     status = league.ref.Status(referee_pb2.StatusRequest(), timeout=10)
     assert {"fits-meta", "fits-persona", "fits-learner"} <= {m.agent_id for m in status.members}
     assert json.loads(status.env_kwargs_json) == {"observe": "state"} and status.env == "halfcheetah-2x3"
+
+
+class _Asymmetric(ParallelEnv):
+    """Three seats whose observation spaces differ: a lead (seat 0) reads 3 numbers, two
+    wings (seats 1, 2) read 5. Only its spaces are needed here (nothing is played)."""
+
+    metadata = {"name": "asymmetric"}
+    possible_agents = ["lead", "wing1", "wing2"]
+
+    def observation_space(self, agent):
+        return gymnasium.spaces.Box(-1.0, 1.0, (3 if agent == "lead" else 5,), np.float32)
+
+    def action_space(self, agent):
+        return gymnasium.spaces.Discrete(2)
+
+
+def asymmetric_env():
+    return _Asymmetric()
+
+
+ASYMMETRIC = "tests.test_bad_input_spaces:asymmetric_env"
+LEAD, WING = (gymnasium.spaces.Box(-1.0, 1.0, (d,), np.float32) for d in (3, 5))
+FLIP = gymnasium.spaces.Discrete(2)
+
+
+@pytest.mark.parametrize("role, obs, message", [
+    ("meta", LEAD, None),
+    ("persona", WING, None),
+    ("meta", WING, "its observation space Box(float32, (5,), [-1, 1]) does not fit seat 0 (lead)"),
+    ("persona", LEAD, "its observation space Box(float32, (3,), [-1, 1]) does not fit seat 1 (wing1)"),
+    ("learner", LEAD, "does not fit seat 1 (wing1)"),
+    ("learner", WING, "does not fit seat 0 (lead)"),
+])
+def test_spaces_are_checked_against_every_seat_the_role_may_take(role, obs, message):
+    """A meta-agent sits at seat 0, a persona at any of seats 1..n-1, a learner anywhere: its
+    declared spaces must fit each of them."""
+    lg = InProcessLeague(RefereeConfig(env=ASYMMETRIC, n_players=3, rounds=0, lease_seconds=600.0, fetch_timeout=5.0))
+    try:
+        params = make_policy("mlp_categorical", obs, FLIP, hidden=4).init_params(torch.Generator().manual_seed(0))
+        desc = description("a", obs, FLIP, env=ASYMMETRIC, n_players=3, env_kwargs={}, policy_class="mlp_categorical",
+                           policy_config={"hidden": 4}, obs_dim=obs.shape[0], n_actions=2)
+        address = lg.serve(params, desc)
+        if message is None:
+            lg.join("a", address, role=role)
+            return
+        with pytest.raises(grpc.RpcError) as err:
+            lg.join("a", address, role=role)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and message in err.value.details(), \
+            err.value.details()
+    finally:
+        lg.close()
+
+
+def test_a_learner_in_an_environment_whose_seats_differ_is_refused_at_load():
+    from services.league_config import AgentSpec
+
+    cfg = LeagueConfig(referee=RefereeConfig(env=ASYMMETRIC, n_players=3),
+                       agents=[AgentSpec(id="l0", role="learner", policy="mlp_categorical")])
+    with pytest.raises(ConfigError) as err:
+        validate_league(cfg)
+    assert "agent l0: a learner may sit at seats [0, 1, 2] of " in str(err.value), str(err.value)
+    assert "seat 1 (wing1) has other spaces than seat 0 (lead)" in str(err.value)
 
 
 @pytest.mark.parametrize("env_name, kwargs, message", [
