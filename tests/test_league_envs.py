@@ -190,3 +190,29 @@ def test_a_small_league_equals_the_embedded_chain(tmp_path, shipped):
 def test_the_shipped_league_equals_the_embedded_chain(tmp_path, shipped):
     """configs/league_halfcheetah.toml (K 4, H 50, L 2) and league_checkers.toml as shipped."""
     _compare(load_league_config(shipped), shipped, tmp_path)
+
+
+@needs_mujoco
+def test_a_meta_agent_starts_from_a_checkpoint_file_that_fits_its_seat(tmp_path):
+    """``init = "checkpoint:PATH"``: a file holding ``{"policy": ...}`` (learning rates from the
+    spec) or ``{"best": {"policy": ..., "lr": ...}}`` (``league train``'s); a policy of another
+    size is a one-line error naming the tensor."""
+    cfg = load_league_config(CONFIG)
+    r = cfg.referee
+    env = league_env(r.env, r.env_kwargs, r.n_players, r.horizon)
+    (meta,) = [a for a in cfg.agents if a.role == "meta"]
+    policy = make_policy(meta, env, 0)
+    saved = policy.init_params(torch.Generator().manual_seed(11))
+    torch.save({"policy": saved}, tmp_path / "bare.pt")
+    meta.init = f"checkpoint:{tmp_path / 'bare.pt'}"
+    params, lr = initial_state(meta, policy, env, 0, r.chain_length, r.env)
+    assert all(torch.equal(params[k], saved[k]) for k in saved)
+    torch.testing.assert_close(lr, torch.tensor([meta.lr[:r.chain_length]]))
+    torch.save({"best": {"policy": saved, "lr": torch.tensor([[0.3, 0.2, 0.1]])}}, tmp_path / "trained.pt")
+    meta.init = f"checkpoint:{tmp_path / 'trained.pt'}"
+    _, lr = initial_state(meta, policy, env, 0, r.chain_length, r.env)
+    torch.testing.assert_close(lr, torch.tensor([[0.3, 0.2]]))
+    torch.save({"policy": {**saved, "in_w": saved["in_w"][:, :4]}}, tmp_path / "small.pt")
+    meta.init = f"checkpoint:{tmp_path / 'small.pt'}"
+    with pytest.raises(ValueError, match=r"tensor 'in_w' is \(1, 4, 17\), expected \(1, 32, 17\)"):
+        initial_state(meta, policy, env, 0, r.chain_length, r.env)
