@@ -382,9 +382,10 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         the environment that ``role`` may take (``seats_of``); WireError naming the misfit.
         Also the flat sizes ``obs_dim``/``n_actions`` the description carries."""
         env = self.env
-        try:
-            env_kwargs = json.loads(desc.env_kwargs_json or "{}")
-        except ValueError:
+        try:  # bounded: a hostile description must not cost more than a config
+            env_kwargs = (json.loads(desc.env_kwargs_json or "{}")
+                          if len(desc.env_kwargs_json) <= limits.MAX_CONFIG_JSON_CHARS else None)
+        except (ValueError, RecursionError):
             env_kwargs = None
         if env_kwargs != self.cfg.env_kwargs:
             raise WireError(f"agent builds {self.cfg.env} with env_kwargs {limits._shown(desc.env_kwargs_json or '{}')}, "

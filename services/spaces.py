@@ -79,6 +79,8 @@ def space_from_json(text: str) -> gymnasium.Space:
         spec = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"space encoding is not JSON ({err.msg})") from None
+    except RecursionError:
+        raise ValueError("space encoding nests too deeply") from None
     if not isinstance(spec, dict):
         raise ValueError("space encoding is not a JSON object")
     kind = spec.get("type")

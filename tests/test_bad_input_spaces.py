@@ -79,6 +79,7 @@ def test_spaces_survive_their_json_encoding_exactly(space):
     ('{"type": "Box", "shape": [2], "dtype": "object", "low": 0, "high": 1}', "dtype 'object'"),
     ('{"type": "Box", "shape": [100000000], "dtype": "float32", "low": 0, "high": 1}', "more than"),
     ('{"type": "Box", "shape": [1], "dtype": "float32", "low": "nan", "high": 1}', "expected a finite number"),
+    ("[" * 20000 + "]" * 20000, "nests too deeply"),
 ])
 def test_malformed_spaces_are_one_line_errors(text, message):
     with pytest.raises(ValueError) as err:
@@ -107,6 +108,8 @@ def test_malformed_spaces_are_one_line_errors(text, message):
      "bad policy description: policy argument hidden = 100000 is not an integer in 1..512"),
     ("bad", gaussian_params(STATE, LEG), {"observation_space_json": '{"type": "Box"'},
      "bad observation space: space encoding is not JSON"),
+    ("deep", gaussian_params(STATE, LEG), {"env_kwargs_json": "[" * 1500 + "]" * 1500},
+     "agent builds halfcheetah-2x3 with env_kwargs"),
     ("dims", gaussian_params(STATE, LEG), {"obs_dim": 12},
      "agent declares obs_dim 12 and 0 actions, its spaces have obs_dim 17 and 0 actions"),
     ("size", gaussian_params(STATE, LEG, hidden=4), {},
