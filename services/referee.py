@@ -452,7 +452,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             if not isinstance(parsed, dict):
                 raise ValueError("the policy config is not a JSON object")
             policy = policy_from_description(desc.policy_class, config, obs_space, act_space)
-        except (ValueError, TypeError) as err:  # json.JSONDecodeError is a ValueError
+        except (ValueError, TypeError, RecursionError) as err:  # json.JSONDecodeError is a ValueError
             raise WireError(f"bad policy description: {str(err).splitlines()[0]}") from None
         return policy, policy.init_params(torch.Generator().manual_seed(0))
 

@@ -110,6 +110,8 @@ def test_malformed_spaces_are_one_line_errors(text, message):
      "bad observation space: space encoding is not JSON"),
     ("deep", gaussian_params(STATE, LEG), {"env_kwargs_json": "[" * 1500 + "]" * 1500},
      "agent builds halfcheetah-2x3 with env_kwargs"),
+    ("deepcfg", gaussian_params(STATE, LEG), {"policy_config_json": "[" * 1500 + "]" * 1500},
+     "bad policy description: maximum recursion depth exceeded"),
     ("dims", gaussian_params(STATE, LEG), {"obs_dim": 12},
      "agent declares obs_dim 12 and 0 actions, its spaces have obs_dim 17 and 0 actions"),
     ("size", gaussian_params(STATE, LEG, hidden=4), {},
