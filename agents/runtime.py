@@ -7,13 +7,15 @@ parameters adapted within that chain; version ``l`` holds ``phi_l``)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import torch
@@ -21,9 +23,10 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from agents.matrl import COORDINATED_RULES
 from agents.params import ParameterStore
-from agents.policy_factory import POLICY_CLASSES, game_for, initial_state, make_policy
+from agents.policy_factory import initial_state, make_policy
 from agents.service import AgentService
 from league.evaluators import SampledEvaluator
+from league.envs.base import flat_dim
 from league.policies import LSTMValue
 from league.rollout import Episodes
 from league.updates import make_update_rule, seat_step
@@ -31,9 +34,10 @@ from services import server as srv
 from services.batches import episodes_of, read_batches
 from services.client import Unreachable, connect
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
-from services.league_config import AgentSpec
+from services.league_config import AgentSpec, league_env, policy_class, policy_config, seats_of
 from services.metrics import RpcMetrics, process_registry
 from services.pki import Credentials
+from services.spaces import space_to_json
 from services.wire import WireError
 
 
@@ -44,9 +48,13 @@ class AgentRuntimeConfig:
     referee: str
     """host:port of the referee to join."""
     env: str = "ipd"
-    """Game (must match the referee's)."""
+    """Environment (must match the referee's): a registered name or ``module:factory``."""
     n_players: int = 2
     """Seats of the game (must match the referee's ``n_players``)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """The environment's factory arguments (must match the referee's ``env_kwargs``)."""
+    horizon: int = 50
+    """Steps per episode (the referee's ``horizon``; it does not change a seat's spaces)."""
     gamma: float = 0.96
     """Discount of the agent's learning objective."""
     chain_length: int = 3
@@ -119,10 +127,16 @@ class AgentProcess:
     def __init__(self, spec: AgentSpec, cfg: AgentRuntimeConfig) -> None:
         torch.set_num_threads(1)
         self.spec, self.cfg = spec, cfg
-        self.game = game_for(cfg.env, cfg.n_players)
-        self.policy = make_policy(spec, self.game)
+        self.env = league_env(cfg.env, cfg.env_kwargs, cfg.n_players, cfg.horizon)
+        """The league's environment, as the referee builds it: the agent reads its seat's spaces."""
+        self.seat = seats_of(spec.role, self.env.n_agents)[0]
+        """The seat whose spaces the agent's policy is sized for (a meta-agent 0, a persona 1,
+        a learner 0); the referee admits it only if they fit every seat its role may take."""
+        self.observation_space = self.env.observation_spaces[self.seat]
+        self.action_space = self.env.action_spaces[self.seat]
+        self.policy = make_policy(spec, self.env, self.seat)
         self.rule = make_update_rule(spec.rule)
-        self.evaluator = SampledEvaluator(self.game, [], 0, 0, cfg.gamma, torch.Generator())
+        self.evaluator = SampledEvaluator(None, [], 0, 0, cfg.gamma, torch.Generator(), env=self.env)
         self.metrics = AgentMetrics(spec, cfg.env)
         self.checkpoint = Path(cfg.checkpoint_dir) / f"{spec.id}.pt"
         self.store = ParameterStore()
@@ -146,12 +160,12 @@ class AgentProcess:
                 self.store.restore(kind, version, params)
             self.resumed = True
         else:
-            policy, lr = initial_state(self.spec, self.policy, self.game, self.cfg.population_seed,
+            policy, lr = initial_state(self.spec, self.policy, self.env, self.cfg.population_seed,
                                        self.cfg.chain_length, self.cfg.env)
             self.store.set("policy", policy)
             self.store.set("lr", {"lr": lr})
             if self.spec.role == "meta":  # the coordinator's critic, served for inspection
-                value_net = LSTMValue(obs_dim=self.game.obs_dim, hidden=self.spec.hidden)
+                value_net = LSTMValue(obs_dim=flat_dim(self.observation_space), hidden=self.spec.hidden)
                 self.store.set("value", value_net.init_params(torch.Generator().manual_seed(0)))
             self.resumed = False
         self.metrics.version.labels(*self.metrics.values).set(self.store.version("policy"))
@@ -167,10 +181,13 @@ class AgentProcess:
         os.replace(tmp, self.checkpoint)
 
     def description(self) -> dict:
-        return {"agent_id": self.spec.id, "env": self.cfg.env, "n_players": self.game.n_agents,
-                "obs_dim": self.game.obs_dim,
-                "n_actions": self.game.n_actions, "policy_class": POLICY_CLASSES[self.spec.policy],
-                "policy_config": {"hidden": self.spec.hidden}, "learning_rule": self.spec.rule,
+        return {"agent_id": self.spec.id, "env": self.cfg.env, "n_players": self.env.n_agents,
+                "env_kwargs_json": json.dumps(self.cfg.env_kwargs, sort_keys=True),
+                "observation_space_json": space_to_json(self.observation_space),
+                "action_space_json": space_to_json(self.action_space),
+                "obs_dim": flat_dim(self.observation_space), "n_actions": int(getattr(self.action_space, "n", 0)),
+                "policy_class": policy_class(self.spec), "policy_config": policy_config(self.spec),
+                "learning_rule": self.spec.rule,
                 "rule_config": {"gamma": self.cfg.gamma, "lr": self.store.snapshot("lr")[1]["lr"].flatten().tolist(),
                                 "baseline": "linear_feature", "objective": "dice"},
                 "capabilities": ["chains", "policy_gradient"]}
@@ -225,7 +242,7 @@ class AgentProcess:
             lr_all = self.store.snapshot("lr")[1]["lr"]
             lr = lr_all[:, min(step, lr_all.shape[1] - 1)].expand(len(live))
             params = {k: torch.cat([item[5][k] for item in live]) for k in live[0][5]}
-            episodes = Episodes(*(torch.cat([getattr(item[4], f) for item in live]) for f in ("obs", "actions", "rewards")))
+            episodes = Episodes.cat([item[4] for item in live])  # every field: per-seat data and dones too
             new = seat_step(self.rule, self.evaluator, self.policy, params, episodes, seat, lr)
             for b, (chain, batch, _, target, _, _) in enumerate(live):
                 if chain and batch.last_step:

@@ -35,8 +35,10 @@ from services.wire import (
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
 DEFAULT_MAX_PUSH_BYTES = 256 * 1024 * 1024
 
-_PLAIN_FIELDS = ("agent_id", "env", "n_players", "obs_dim", "n_actions", "policy_class", "learning_rule", "capabilities")
-_JSON_FIELDS = {"policy_config": "policy_config_json", "rule_config": "rule_config_json"}
+_PLAIN_FIELDS = ("agent_id", "env", "n_players", "obs_dim", "n_actions", "policy_class", "learning_rule", "capabilities",
+                 "observation_space_json", "action_space_json")
+_JSON_FIELDS = {"policy_config": "policy_config_json", "rule_config": "rule_config_json",
+                "env_kwargs": "env_kwargs_json"}
 
 
 class FetchMetrics(Protocol):

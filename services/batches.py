@@ -12,6 +12,7 @@ handed out. No sockets here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 
 import torch
@@ -59,6 +60,22 @@ def batch_step_bytes(game) -> int:
     (the shared observation, int64 actions and float rewards per seat, a done flag)."""
     item = torch.finfo(game.dtype).bits // 8
     return item * game.obs_dim + (8 + item) * game.n_agents + 1
+
+
+def env_step_bytes(env, dtype: torch.dtype = torch.float32) -> int:
+    """Wire bytes one step of one episode adds, at most, to a trajectory batch of any
+    environment: every seat's flat observation (counted per seat, though seats that share
+    one state send it once), its action (int64 for ``Discrete``, ``dtype`` for ``Box``), a
+    reward per seat and a done flag."""
+    import gymnasium
+
+    from league.envs.base import flat_dim
+
+    item = torch.finfo(dtype).bits // 8
+    obs = sum(flat_dim(space) for space in env.observation_spaces) * item
+    actions = sum(8 if isinstance(space, gymnasium.spaces.Discrete) else item * math.prod(space.shape)
+                  for space in env.action_spaces)
+    return obs + actions + item * env.n_agents + 1
 
 
 def tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:

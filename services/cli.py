@@ -186,20 +186,21 @@ def _agent(args: argparse.Namespace) -> int:
             raise ConfigError(f"agent {args.id!r} is not in {args.config}; agents: {sorted(specs)}")
         spec = specs[args.id]
         env, gamma, L, pop = cfg.referee.env, cfg.referee.gamma, cfg.referee.chain_length, cfg.population_seed
-        n_players = cfg.referee.n_players
+        n_players, env_kwargs, horizon = cfg.referee.n_players, cfg.referee.env_kwargs, cfg.referee.horizon
     else:
         spec = AgentSpec(id=args.id, role=args.role, policy=args.policy, hidden=args.hidden, init=args.init,
                          lr=[float(x) for x in args.lr.split(",")], rule=args.rule)
         gamma, L, pop = args.gamma, args.chain_length, args.population_seed
-        env, n_players = args.env, 2
+        env, n_players, env_kwargs, horizon = args.env, 2, {}, 50
     try:
-        if not env:  # the referee's game and seat count
+        if not env:  # the referee's environment (with its factory arguments) and seat count
             connect(args.join, args.join_wait, credentials=credentials).close()
             status = referee_status(args.join, credentials=credentials)
             env, n_players = status.env, status.n_players or 2
+            env_kwargs = json.loads(status.env_kwargs_json or "{}")
         return run_agent(spec, args.join, env, gamma, L, pop, args.checkpoint_dir, args.host, args.port,
                          args.metrics_port, Path(args.ready_file) if args.ready_file else None, args.advertise,
-                         args.join_wait, credentials, args.peer_access, n_players)
+                         args.join_wait, credentials, args.peer_access, n_players, env_kwargs, horizon)
     except (Unreachable, JoinRefused, OSError) as err:
         return fail(err)
     except grpc.RpcError as err:
@@ -306,7 +307,7 @@ def add_process_commands(command: Callable[[str, str], argparse.ArgumentParser])
                    "a league TOML; the spec flags below are then errors")
     spec = a.add_argument_group("agent spec (without --config)")
     spec.add_argument("--role", choices=["meta", "persona", "learner"], help="the agent's part in the league (default: learner)")
-    spec.add_argument("--policy", choices=["tabular", "lstm"], help="policy class (default: tabular)")
+    spec.add_argument("--policy", help="policy class, a name in league.policies.POLICIES or lstm (default: tabular)")
     spec.add_argument("--hidden", type=int, help="LSTM units (default: 64)")
     spec.add_argument("--init", help="uniform | random:SEED | persona:SPLIT:INDEX | checkpoint:PATH (default: uniform)")
     spec.add_argument("--lr", help="inner learning rate(s), comma-separated per chain step (default: 1.0)")

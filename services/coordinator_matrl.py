@@ -37,7 +37,7 @@ import torch
 from prometheus_client import Counter, Gauge, Histogram
 
 from agents.matrl import MIXTURE, PREDICTED, TRUST, mixture_message, trust_message
-from agents.policy_factory import policy_from_description
+from agents.policy_factory import policy_from_description, seat_spaces
 from league.config import ConfigError, build, read_table
 from league.games import make_game
 from league.matrl.sampled import SampledMATRLConfig, nash_weights, peer_log_ratios, round_metagame
@@ -182,7 +182,7 @@ class MatrlMode:
             if d.learning_rule != "matrl":
                 raise RoundVoided(f"{a} learns with rule {d.learning_rule!r}, not 'matrl'")
             if a not in self.policies:
-                self.policies[a] = policy_from_description(d.policy_class, d.policy_config_json, self.game)
+                self.policies[a] = policy_from_description(d.policy_class, d.policy_config_json, *seat_spaces(self.game))
         policies = [self.policies[a] for a in seats]
         versions = [d.versions["policy"] for d in descs]
         r, m = self.round, self.matrl

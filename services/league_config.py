@@ -3,12 +3,15 @@ spec. Loaded from TOML like the experiment configs (``league.config``)."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from league.config import ConfigError, build, read_table
+
+if TYPE_CHECKING:
+    from league.envs import Environment
 
 
 @dataclass
@@ -16,14 +19,22 @@ class RefereeConfig:
     """Matchmaking and rollouts."""
 
     env: str = "ipd"
-    """Game played by every match: a name in ``league.games.GAMES`` (``ipd`` or ``rps``)."""
+    """Environment of every match: a name in ``league.envs.ENVIRONMENTS`` (``ipd``, ``rps``,
+    ``halfcheetah-2x3``, ``checkers``, ``switch``) or ``"module:factory"``, any PettingZoo
+    ``ParallelEnv`` factory with ``Discrete``/``Box`` spaces (see ``league_env``)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the environment's factory, the ``[referee.env_kwargs]`` table
+    (e.g. ``observe = "state"`` for MaMuJoCo, a PettingZoo factory's own arguments). The seat
+    count and the episode length are not set here: ``n_players`` and ``horizon`` are given to
+    the factory where it takes them (``n_players``; ``horizon`` or ``max_steps``)."""
     n_players: int = 2
     """Seats per match (the game's ``n_agents``): ``rps`` takes 2..4, ``ipd`` 2. A meta-agent's
     chain seats it with ``n_players - 1`` personas; learners play in random groups of this size."""
     trajectories: int = 16
     """K: episodes per match (one trajectory batch)."""
     horizon: int = 50
-    """H: steps per episode."""
+    """H: steps per episode (the environment's ``horizon``/``max_steps``; an environment with
+    neither, e.g. a grid world, ends its episodes itself within its own ``max_steps``)."""
     gamma: float = 0.96
     """Discount of returns (reported with the trajectories; agents learn with it)."""
     chain_length: int = 3
@@ -53,9 +64,14 @@ class AgentSpec:
     """``meta`` (plays chains against every persona), ``persona`` (a chain peer) or
     ``learner`` (paired across the population every round)."""
     policy: str = "tabular"
-    """``tabular`` (logits per game state) or ``lstm`` (the Meta-MAPG LSTM)."""
+    """Policy class, a name in ``league.policies.POLICIES`` (``tabular``, ``lstm_categorical``,
+    ``lstm_gaussian``, ``mlp_gaussian``, ``mlp_categorical``), sized from the seat's spaces;
+    ``lstm`` is kept as another name for ``lstm_categorical`` (the Meta-MAPG LSTM)."""
     hidden: int = 64
-    """LSTM units."""
+    """Hidden units of a policy class that has them (every class but ``tabular``)."""
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Further keyword arguments of the policy class (its ``[agents.policy_kwargs]`` table),
+    e.g. ``init_log_std = -0.5`` for a Gaussian policy or ``layers = 2`` for an MLP."""
     init: str = "uniform"
     """Initial policy: ``uniform``, ``random:SEED``, ``persona:SPLIT:INDEX`` (the config's
     persona population, e.g. ``persona:test:3``), or ``checkpoint:PATH`` (a meta-agent
@@ -92,38 +108,104 @@ class LeagueConfig:
     in no team are grouped at random every round. See docs/league.md."""
 
 
+POLICY_ALIASES = {"lstm": "lstm_categorical"}
+"""Older names of policy classes that league configs may still use."""
+
+
+def _pop_table(table: dict, key: str, where: str) -> dict:
+    """A free-form sub-table (kwargs of a factory), taken out before the typed build."""
+    value = table.pop(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}.{key} must be a table, got {value!r}")
+    return value
+
+
 def load_league_config(path: str | Path, overrides: Sequence[str] = ()) -> LeagueConfig:
     """Read a league TOML file and apply ``key.path=value`` overrides."""
     table = read_table(path, overrides)
     agents = table.pop("agents", [])
     if not isinstance(agents, list):
         raise ConfigError("agents must be an array of tables ([[agents]])")
+    referee = table.get("referee", {})
+    env_kwargs = _pop_table(referee, "env_kwargs", "referee") if isinstance(referee, dict) else {}
     cfg = build(LeagueConfig, table)
-    cfg.agents = [build(AgentSpec, a, f"agents[{i}]") for i, a in enumerate(agents)]
+    cfg.referee.env_kwargs = env_kwargs
+    cfg.agents = []
+    for i, a in enumerate(agents):
+        kwargs = _pop_table(a, "policy_kwargs", f"agents[{i}]") if isinstance(a, dict) else {}
+        cfg.agents.append(build(AgentSpec, a, f"agents[{i}]"))
+        cfg.agents[-1].policy_kwargs = kwargs
     validate_league(cfg)
     return cfg
 
 
-def game_of(r: RefereeConfig):
-    """The game a referee config plays (``league.games.make_game``); ConfigError naming what
-    does not fit: an unknown name or seat count, or a ``module:factory`` environment (its
-    module or factory missing, or, when it resolves, not a game the referee's rollout plays:
-    the referee steps the registered iterated matrix games)."""
-    from league.games import GAMES, make_game
+def _factory_parameters(env: str) -> set[str]:
+    """Named parameters of the factory ``make_env`` calls for ``env`` (a ``module:factory``'s
+    adapter takes ``max_steps``; the factory's own arguments are its business)."""
+    from league.envs import ENVIRONMENTS
 
-    if ":" in r.env:
-        from league.envs import resolve_factory
+    if ":" in env:
+        return {"max_steps"}
+    factory = ENVIRONMENTS.get(env)
+    if factory is None:
+        return set()
+    return {name for name, p in inspect.signature(factory).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
-        try:
-            resolve_factory(r.env)
-        except ValueError as err:
-            raise ConfigError(f"referee.env: {err}") from None
-        raise ConfigError(f"referee.env {r.env!r} is a PettingZoo factory; the referee plays the registered "
-                          f"iterated matrix games only ({', '.join(sorted(GAMES))})")
+
+def env_arguments(env: str, env_kwargs: dict[str, Any], n_players: int, horizon: int) -> dict[str, Any]:
+    """The keyword arguments ``make_env(env, ...)`` gets in a league: ``env_kwargs`` plus the
+    seat count and episode length under the names the factory takes (``n_players``;
+    ``horizon`` or ``max_steps``; a ``module:factory`` only ``max_steps``, of its adapter: its
+    other arguments, ``n_players`` too, are the factory's own and come from ``env_kwargs``).
+    ValueError when ``env_kwargs`` sets one of the names the league sets."""
+    takes = _factory_parameters(env)
+    given = {k: v for k, v in {"n_players": n_players, "horizon": horizon, "max_steps": horizon}.items() if k in takes}
+    clash = sorted(set(env_kwargs) & set(given))
+    if clash:
+        raise ValueError(f"env_kwargs must not set {clash}: the league sets them from referee.n_players and "
+                         "referee.horizon")
+    return {**given, **env_kwargs}
+
+
+def league_env(env: str, env_kwargs: dict[str, Any] | None = None, n_players: int = 2,
+               horizon: int = 50) -> "Environment":
+    """The one environment object of a league: ``league.envs.make_env`` of the referee's
+    ``env`` and ``env_kwargs`` (see ``env_arguments``), with ``n_players`` seats. The referee
+    plays it, every agent sizes its policy from its seat's spaces, and config validation
+    builds it once. ValueError naming what does not fit (an unknown name, module or factory,
+    a factory that is not a PettingZoo ``ParallelEnv``, unsupported spaces, the seat count)."""
+    from league.envs import make_env
+
     try:
-        return make_game(r.env, n_players=r.n_players)
-    except ValueError as err:
-        raise ConfigError(f"referee: {err}") from None
+        built = make_env(env, **env_arguments(env, dict(env_kwargs or {}), n_players, horizon))
+    except TypeError as err:  # a kwarg the factory does not take
+        raise ValueError(f"env {env!r}: {str(err).splitlines()[0]}") from None
+    if built.n_agents != n_players:
+        raise ValueError(f"env {env!r} has {built.n_agents} seats, referee.n_players is {n_players}")
+    return built
+
+
+def env_of(r: RefereeConfig) -> "Environment":
+    """The environment a referee config plays; ConfigError (one line) naming what does not fit."""
+    try:
+        return league_env(r.env, r.env_kwargs, r.n_players, r.horizon)
+    except (ValueError, ImportError) as err:
+        raise ConfigError(f"referee.env: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+
+
+def policy_class(spec: AgentSpec) -> str:
+    """The ``league.policies.POLICIES`` name of an agent's policy (aliases resolved)."""
+    return POLICY_ALIASES.get(spec.policy, spec.policy)
+
+
+def policy_config(spec: AgentSpec) -> dict[str, Any]:
+    """The keyword arguments of an agent's policy class: ``hidden`` where the class takes it,
+    then ``policy_kwargs``. This dict is the ``policy_config`` of the agent's description."""
+    from league.policies import POLICIES
+
+    takes = inspect.signature(POLICIES[policy_class(spec)]).parameters
+    return {**({"hidden": spec.hidden} if "hidden" in takes else {}), **spec.policy_kwargs}
 
 
 def validate_league(cfg: LeagueConfig) -> None:
@@ -146,19 +228,47 @@ def validate_league(cfg: LeagueConfig) -> None:
 
     if r.trajectories > MAX_EPISODES or r.horizon > MAX_HORIZON:
         raise ConfigError(f"referee.trajectories must be <= {MAX_EPISODES} and referee.horizon <= {MAX_HORIZON}")
-    game = game_of(r)
-    from services.batches import MAX_BATCH_BYTES, batch_step_bytes
+    env = env_of(r)
+    from services.batches import MAX_BATCH_BYTES, env_step_bytes
 
     # a batch over one message travels in checksummed parts; this bounds what a receiver buffers
-    batch = r.trajectories * r.horizon * batch_step_bytes(game)
+    batch = r.trajectories * env.max_steps * env_step_bytes(env)
     if batch > MAX_BATCH_BYTES:
-        raise ConfigError(f"a match of {r.trajectories} x {r.horizon} steps is a {batch}-byte trajectory batch, over "
-                          f"the {MAX_BATCH_BYTES}-byte limit: lower referee.trajectories or referee.horizon")
+        raise ConfigError(f"a match of {r.trajectories} x {env.max_steps} steps is a {batch}-byte trajectory batch, "
+                          f"over the {MAX_BATCH_BYTES}-byte limit: lower referee.trajectories or referee.horizon")
     if not r.lease_seconds > 0 or not r.fetch_timeout > 0:
         raise ConfigError("referee.lease_seconds and referee.fetch_timeout must be > 0")
-    validate_teams(cfg, game.n_agents)
+    validate_teams(cfg, env.n_agents)
     for a in cfg.agents:
-        validate_init(a, r.env, game.n_agents, cfg.population_seed)
+        validate_policy(a, env)
+        validate_init(a, r.env, env.n_agents, cfg.population_seed)
+
+
+def seats_of(role: str, n_seats: int) -> range:
+    """The seats an agent of ``role`` may be given: a meta-agent seat 0, a persona seats
+    1..n-1 (its place in a chain's group), a learner any seat."""
+    return {"meta": range(0, 1), "persona": range(1, n_seats)}.get(role, range(n_seats))
+
+
+def validate_policy(a: AgentSpec, env: "Environment") -> None:
+    """The agent's policy class can be built for every seat its role may take (spaces fit,
+    its ``policy_kwargs`` are arguments of the class), and those seats have the same spaces
+    (one policy plays any of them; the referee checks the same at join)."""
+    from league.policies import make_policy
+
+    seats = seats_of(a.role, env.n_agents)
+    for seat in seats[1:]:
+        if (env.observation_spaces[seat], env.action_spaces[seat]) != (env.observation_spaces[seats[0]],
+                                                                        env.action_spaces[seats[0]]):
+            raise ConfigError(f"agent {a.id}: a {a.role} may sit at seats {list(seats)} of {env.name}, but seat "
+                              f"{seat} ({env.agents[seat]}) has other spaces than seat {seats[0]} "
+                              f"({env.agents[seats[0]]}): one policy cannot play both")
+    for seat in seats:
+        try:
+            make_policy(policy_class(a), env.observation_spaces[seat], env.action_spaces[seat], **policy_config(a))
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"agent {a.id}: policy {a.policy!r} does not fit seat {seat} of {env.name}: "
+                              f"{str(err).splitlines()[0]}") from None
 
 
 def validate_teams(cfg: LeagueConfig, n_seats: int) -> None:
@@ -215,8 +325,11 @@ def validate_init(a: AgentSpec, env: str, n_players: int, population_seed: int) 
 def validate_agent(a: AgentSpec) -> None:
     if a.role not in ("meta", "persona", "learner"):
         raise ConfigError(f"agent {a.id}: role must be meta, persona or learner, not {a.role!r}")
-    if a.policy not in ("tabular", "lstm"):
-        raise ConfigError(f"agent {a.id}: policy must be tabular or lstm, not {a.policy!r}")
+    from league.policies import POLICIES
+
+    if policy_class(a) not in POLICIES:
+        raise ConfigError(f"agent {a.id}: policy must be one of {', '.join(sorted(POLICIES))} (or lstm), "
+                          f"not {a.policy!r}")
     from league.updates import UPDATE_RULES
 
     def followable(rule) -> bool:  # from broadcast episodes alone (not exact-game rules, not look-ahead)

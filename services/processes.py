@@ -91,13 +91,15 @@ def run_referee(cfg: LeagueConfig, host: str, port: int, metrics_port: int, read
 def run_agent(spec: AgentSpec, referee: str, env: str, gamma: float, chain_length: int, population_seed: int,
               checkpoint_dir: str, host: str, port: int, metrics_port: int, ready_file: Path | None,
               advertise: str = "", join_wait: float = 60.0, credentials: Credentials | None = None,
-              peer_access: str = "direct", n_players: int = 2) -> int:
+              peer_access: str = "direct", n_players: int = 2, env_kwargs: dict | None = None,
+              horizon: int = 50) -> int:
     """The agent process: serve, join, learn. Raises client.Unreachable, runtime.JoinRefused or
     OSError (a port in use) with one-line messages."""
     from agents.runtime import AgentProcess, AgentRuntimeConfig
 
     validate_agent(spec)
-    cfg = AgentRuntimeConfig(referee=referee, env=env, n_players=n_players, gamma=gamma, chain_length=chain_length,
+    cfg = AgentRuntimeConfig(referee=referee, env=env, n_players=n_players, env_kwargs=dict(env_kwargs or {}),
+                             horizon=horizon, gamma=gamma, chain_length=chain_length,
                              population_seed=population_seed, checkpoint_dir=checkpoint_dir, host=host, port=port,
                              metrics_port=metrics_port, advertise=advertise, join_wait=join_wait,
                              credentials=credentials, peer_access=peer_access)

@@ -39,16 +39,17 @@ import grpc
 import torch
 from prometheus_client import Counter, Gauge, Histogram
 
-from agents.policy_factory import game_for, policy_from_description
+from agents.policy_factory import policy_from_description
+from league.envs.base import Environment
 from league.policies.base import Params, Policy
-from league.envs.matrix import MatrixGameEnv
 from league.rollout import play
 from services import batches as wire_batches
 from services import limits, referee_state
 from services import server as srv
 from services.client import DEFAULT_MAX_FETCH_BYTES, describe, fetch_parameters
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
-from services.league_config import RefereeConfig
+from services.league_config import RefereeConfig, league_env, seats_of
+from services.spaces import describe_space, same_space, space_from_json
 from services.auth import peer_identity
 from services.metrics import RpcMetrics, process_registry
 from services.pki import Credentials
@@ -95,6 +96,14 @@ class Member:
 def _first_line(text: str | None, limit: int = 200) -> str:
     """The first line of a (possibly hostile, multi-line or huge) message, bounded."""
     return (text or "").split("\n", 1)[0][:limit]
+
+
+def _flat_sizes(obs_space, act_space) -> tuple[int, int]:
+    """A seat's ``(obs_dim, n_actions)`` as a description states them: the flat observation
+    size and the number of discrete actions (0 for a ``Box`` action space)."""
+    from league.envs.base import flat_dim
+
+    return flat_dim(obs_space), int(getattr(act_space, "n", 0))
 
 
 def _set_bytes(params: Params) -> int:
@@ -178,7 +187,11 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         torch.set_num_threads(1)
         self.cfg = cfg
         self.credentials = credentials
-        self.game = game_for(cfg.env, cfg.n_players)
+        self.env = league_env(cfg.env, cfg.env_kwargs, cfg.n_players, cfg.horizon)
+        """The league's environment (``league_env``), built once; every match is played on it
+        (or on ``_env_for(H)`` for a PlayMatches horizon of its own)."""
+        self._envs: dict[int, Environment] = {cfg.horizon: self.env}
+        self._play_lock = threading.Lock()  # an environment steps one batch at a time
         self.teams = [tuple(t) for t in teams]
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.metrics = RefereeMetrics(cfg.env)
@@ -209,6 +222,11 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             if state is not None:
                 self._restore(state)
         threading.Thread(target=self._lease_timer, name="lease-timer", daemon=True).start()
+
+    @property
+    def game(self) -> Environment:
+        """The league's environment (the name from before environments other than matrix games)."""
+        return self.env
 
     # -- durable state -------------------------------------------------------------------
     def _member_record(self, m: Member) -> dict:
@@ -282,7 +300,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         stub = agent_pb2_grpc.AgentStub(channel)
         try:
             desc = describe(stub, timeout=min(10.0, lease))
-            policy, expected = self._admit(request.agent_id, desc)
+            policy, expected = self._admit(request.agent_id, desc, request.role)
             got = fetch_parameters(stub, "policy", timeout=min(10.0, lease), max_bytes=_set_bytes(expected))
             if got.params is None:
                 raise WireError("the agent answered 'not modified' for its base policy")
@@ -359,20 +377,69 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 raise WireError(f"the league is full ({limits.MAX_MEMBERS} members)",
                                 grpc.StatusCode.RESOURCE_EXHAUSTED)
 
-    def _admit(self, agent_id: str, desc) -> tuple[Policy, Params]:
+    def _check_spaces(self, desc, role: str):
+        """The described seat's observation and action spaces, checked against every seat of
+        the environment that ``role`` may take (``seats_of``); WireError naming the misfit.
+        Also the flat sizes ``obs_dim``/``n_actions`` the description carries."""
+        env = self.env
+        try:  # bounded: a hostile description must not cost more than a config
+            env_kwargs = (json.loads(desc.env_kwargs_json or "{}")
+                          if len(desc.env_kwargs_json) <= limits.MAX_CONFIG_JSON_CHARS else None)
+        except (ValueError, RecursionError):
+            env_kwargs = None
+        if env_kwargs != self.cfg.env_kwargs:
+            raise WireError(f"agent builds {self.cfg.env} with env_kwargs {limits._shown(desc.env_kwargs_json or '{}')}, "
+                            f"this league with {json.dumps(self.cfg.env_kwargs, sort_keys=True)}")
+        seats = seats_of(role, env.n_agents)
+        if not desc.observation_space_json and not desc.action_space_json:
+            # a description from before spaces were described: its flat sizes must be the seat's
+            obs_space, act_space = env.observation_spaces[seats[0]], env.action_spaces[seats[0]]
+            sizes = _flat_sizes(obs_space, act_space)
+            if (desc.obs_dim, desc.n_actions) != sizes:
+                raise WireError(f"agent declares obs_dim {desc.obs_dim} and {desc.n_actions} actions; {self.cfg.env} "
+                                f"has obs_dim {sizes[0]} and {sizes[1]} actions")
+        else:
+            spaces = []
+            for what, text in (("observation", desc.observation_space_json), ("action", desc.action_space_json)):
+                try:
+                    spaces.append(space_from_json(text))
+                except ValueError as err:
+                    raise WireError(f"bad {what} space: {str(err).splitlines()[0]}") from None
+            obs_space, act_space = spaces
+            sizes = _flat_sizes(obs_space, act_space)
+            if (desc.obs_dim, desc.n_actions) != sizes:
+                raise WireError(f"agent declares obs_dim {desc.obs_dim} and {desc.n_actions} actions, its spaces have "
+                                f"obs_dim {sizes[0]} and {sizes[1]} actions")
+        for seat in seats:
+            for what, mine, theirs in (("observation", env.observation_spaces[seat], obs_space),
+                                       ("action", env.action_spaces[seat], act_space)):
+                if not same_space(mine, theirs):
+                    raise WireError(f"its {what} space {describe_space(theirs)} does not fit seat {seat} "
+                                    f"({env.agents[seat]}) of {self.cfg.env}, whose {what} space is "
+                                    f"{describe_space(mine)}")
+        return obs_space, act_space
+
+    def _env_for(self, horizon: int) -> Environment:
+        """The league's environment for episodes of ``horizon`` steps (a PlayMatches may ask
+        for another horizon than the config's); built once per horizon."""
+        if horizon not in self._envs:
+            self._envs[horizon] = league_env(self.cfg.env, self.cfg.env_kwargs, self.cfg.n_players, horizon)
+        return self._envs[horizon]
+
+    def _admit(self, agent_id: str, desc, role: str = "learner") -> tuple[Policy, Params]:
         """The policy a described agent plays and the structure of its parameters; WireError
-        when the description does not fit this league (another game, spaces or class)."""
-        game = self.game
+        when the description does not fit this league (another environment or env_kwargs,
+        spaces that do not fit a seat its ``role`` may take, an unknown policy class or a
+        config the class does not take)."""
+        env = self.env
         if desc.agent_id != agent_id:
             raise WireError(f"the agent at that address says it is {limits._shown(desc.agent_id)}")
         if desc.env != self.cfg.env:
             raise WireError(f"agent plays {limits._shown(desc.env)}, this league {self.cfg.env!r}")
-        if (desc.n_players or 2) != game.n_agents:
+        if (desc.n_players or 2) != env.n_agents:
             raise WireError(f"agent plays {self.cfg.env} for {desc.n_players or 2} players, this league for "
-                            f"{game.n_agents}")
-        if (desc.obs_dim, desc.n_actions) != (game.obs_dim, game.n_actions):
-            raise WireError(f"agent declares obs_dim {desc.obs_dim} and {desc.n_actions} actions; {self.cfg.env} "
-                            f"has obs_dim {game.obs_dim} and {game.n_actions} actions")
+                            f"{env.n_agents}")
+        obs_space, act_space = self._check_spaces(desc, role)
         if desc.learning_rule not in LEARNING_RULES:
             raise WireError(f"unknown learning rule {limits._shown(desc.learning_rule)}: {', '.join(LEARNING_RULES)}")
         if "policy" not in desc.versions:
@@ -384,13 +451,8 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             parsed = json.loads(config or "{}")
             if not isinstance(parsed, dict):
                 raise ValueError("the policy config is not a JSON object")
-            hidden = parsed.get("hidden", 64)
-            if desc.policy_class == "lstm_categorical" and (
-                    not isinstance(hidden, int) or isinstance(hidden, bool) or not 1 <= hidden <= limits.MAX_HIDDEN):
-                raise ValueError(f"LSTM hidden size {limits._shown(str(hidden))} is not an integer in "
-                                 f"1..{limits.MAX_HIDDEN}")
-            policy = policy_from_description(desc.policy_class, config, game)
-        except ValueError as err:  # json.JSONDecodeError is a ValueError
+            policy = policy_from_description(desc.policy_class, config, obs_space, act_space)
+        except (ValueError, TypeError, RecursionError) as err:  # json.JSONDecodeError is a ValueError
             raise WireError(f"bad policy description: {str(err).splitlines()[0]}") from None
         return policy, policy.init_params(torch.Generator().manual_seed(0))
 
@@ -554,7 +616,8 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 for m in sorted(self.members.values(), key=lambda m: m.order)]
         return referee_pb2.LeagueStatus(round=self.round, members=members, aborted_matches=self.aborted,
                                         protocol_version=srv.PROTOCOL_VERSION, env=self.cfg.env,
-                                        n_players=self.game.n_agents)
+                                        n_players=self.env.n_agents,
+                                        env_kwargs_json=json.dumps(self.cfg.env_kwargs, sort_keys=True))
 
     # -- matchmaking ---------------------------------------------------------------------
     def persona_groups(self, meta: str, personas: list[str]) -> list[tuple[str, ...]]:
@@ -565,7 +628,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         led = [team[1:] for team in self.teams if team[0] == meta]
         if led:
             return [group for group in led if live.issuperset(group)]
-        size = self.game.n_agents - 1
+        size = self.env.n_agents - 1
         return [tuple(personas[i:i + size]) for i in range(0, len(personas) - size + 1, size)]
 
     def learner_groups(self, learners: list[str]) -> list[tuple[str, ...]]:
@@ -576,7 +639,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         fixed = [team for team in self.teams if live.issuperset(team)]
         teamed = {a for team in self.teams for a in team}
         free = [a for a in learners if a not in teamed]
-        n = self.game.n_agents
+        n = self.env.n_agents
         if len(free) < n:
             return fixed
         perm = torch.randperm(len(free), generator=self.generator).tolist()
@@ -762,8 +825,8 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         limits.check_at_most(n, limits.MAX_MATCHES, "number of matches")
         K = limits.check_at_most(request.episodes, limits.MAX_EPISODES, "episodes") or self.cfg.trajectories
         H = limits.check_at_most(request.horizon, limits.MAX_HORIZON, "horizon") or self.cfg.horizon
-        game = self.game
-        size = K * H * wire_batches.batch_step_bytes(game)
+        env = self._env_for(H)
+        size = K * env.max_steps * wire_batches.env_step_bytes(env)
         if size > wire_batches.MAX_BATCH_BYTES or n * size > wire_batches.MAX_PLAY_BYTES:
             raise WireError(f"{n} matches x {K} episodes x {H} steps make {size}-byte trajectory batches, over the "
                             f"{wire_batches.MAX_BATCH_BYTES}-byte limit of a batch or the "
@@ -780,8 +843,8 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             if spec.chain_id:
                 limits.check_id(spec.chain_id, "chain_id")
             limits.check_at_most(spec.step, limits.MAX_STEP, "step")
-            if len(spec.seats) != game.n_agents:
-                raise WireError(f"match {spec.match_id} has {len(spec.seats)} seats, {self.cfg.env} has {game.n_agents}")
+            if len(spec.seats) != env.n_agents:
+                raise WireError(f"match {spec.match_id} has {len(spec.seats)} seats, {self.cfg.env} has {env.n_agents}")
             for seat in spec.seats:
                 limits.check_id(seat.agent_id, "seat agent_id")
                 limits.check_kind(seat.kind)
@@ -835,8 +898,9 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                   for s in range(n_seats)]
         K, H = K or self.cfg.trajectories, H or self.cfg.horizon
         # the environment's own per-seat observations, actions and dones (the same random
-        # stream as league.rollout.sample_episodes, which the embedded chain plays)
-        traj = play(MatrixGameEnv(self.game, H), policies, params, len(group), K, generator)
+        # stream as league.rollout.sample_episodes / play_episodes, which the embedded chain plays)
+        with self._play_lock:
+            traj = play(self._env_for(H), policies, params, len(group), K, generator)
         self.metrics.steps.inc(len(group) * K * traj.rewards.shape[2])
         messages = []
         for b, match in enumerate(group):

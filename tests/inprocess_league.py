@@ -27,7 +27,8 @@ class InProcessLeague:
         port = srv.bind(server, "127.0.0.1", 0)
         server.start()
         self.servers.append(server)
-        channel = srv.channel(f"127.0.0.1:{port}")
+        self.address = f"127.0.0.1:{port}"
+        channel = srv.channel(self.address)
         self.channels.append(channel)
         self.ref = referee_pb2_grpc.RefereeStub(channel)
 

@@ -1,7 +1,7 @@
 """Bad input at join and at start, for n seats: an agent whose game, seat count, spaces,
 policy class or served parameter sizes do not fit the league is refused at Join with one
 line naming what does not fit (the referee stays up, nothing is applied); a league config
-naming an unknown ``module:factory`` environment, or one the referee cannot play, fails at
+naming an unknown ``module:factory`` environment, or one that cannot be built, fails at
 ``league referee`` start with one line."""
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def test_a_fitting_agent_still_joins(league):
 @pytest.mark.parametrize("env_name, message", [
     ("no_such_module_xyz:make", "unknown module 'no_such_module_xyz'"),
     ("league.envs:no_such_factory", "module 'league.envs' has no factory 'no_such_factory'"),
-    ("league.envs:rps_env", "is a PettingZoo factory; the referee plays the registered iterated matrix games only"),
-    ("chess", "unknown game 'chess'"),
+    ("league.envs:rps_env", "not a PettingZoo ParallelEnv"),
+    ("chess", "unknown env 'chess'"),
 ])
 def test_a_league_config_with_an_environment_the_referee_cannot_play_is_refused(env_name, message):
     with pytest.raises(ConfigError, match=message) as err:

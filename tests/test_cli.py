@@ -214,13 +214,14 @@ def test_shipped_league_configs_fit_their_agents_checkpoints():
     """Every agent of every shipped league config (the README's main job among them) builds its
     initial state the way its process will: a committed checkpoint that no longer fits the
     league's chains (too few learning rates, another shape) fails here, not at `league up`."""
-    from agents.policy_factory import game_for, initial_state, make_policy
-    from services.league_config import load_league_config
+    from agents.policy_factory import initial_state, make_policy
+    from services.league_config import league_env, load_league_config, seats_of
 
     for config in sorted((Path(__file__).parents[1] / "configs").glob("league_*.toml")):
         cfg = load_league_config(str(config), [])
-        game = game_for(cfg.referee.env, cfg.referee.n_players)
+        r = cfg.referee
+        env = league_env(r.env, r.env_kwargs, r.n_players, r.horizon)
         for spec in cfg.agents:
-            params, lr = initial_state(spec, make_policy(spec, game), game, cfg.population_seed,
-                                       cfg.referee.chain_length, cfg.referee.env)
+            policy = make_policy(spec, env, seats_of(spec.role, env.n_agents)[0])
+            params, lr = initial_state(spec, policy, env, cfg.population_seed, r.chain_length, r.env)
             assert lr.shape == (1, cfg.referee.chain_length), (config.name, spec.id)

@@ -79,7 +79,10 @@ class ParallelView(ParallelEnv):
 class PettingZooEnv:
     """A batched Environment over independent copies of a PettingZoo ``ParallelEnv``.
 
-    Batch element at flat index ``j`` is reset with ``seed + j``. Every seat acts every step;
+    Batch element at flat index ``j`` is reset with ``seed + j``; with ``seed=None`` a copy
+    that was never reset is seeded ``j`` and later ones continue its own random stream, so
+    two environments built alike and reset alike play the same episodes (a league's referee
+    and the embedded chain of the same config). Every seat acts every step;
     an element's episode ends when any of its agents terminates or truncates (a seat that
     leaves ends the match), or after ``max_steps`` steps, whichever comes first.
 
@@ -95,6 +98,7 @@ class PettingZooEnv:
         if observe not in ("own", "state"):
             raise ValueError(f"observe must be 'own' or 'state', got {observe!r}")
         self.observe = observe
+        self._seeded: set[int] = set()  # copies reset with a seed at least once
         self._factory = factory
         self.max_steps = max_steps
         self.dtype = dtype
@@ -107,6 +111,7 @@ class PettingZooEnv:
             state_space = getattr(probe, "state_space", None)
             if state_space is None:  # e.g. MaMuJoCo: state() without a declared space
                 probe.reset(seed=0)
+                self._seeded.add(0)
                 state = np.asarray(probe.state())
                 state_space = gymnasium.spaces.Box(-np.inf, np.inf, state.shape, state.dtype)
             self.observation_spaces = (check_space(state_space, f"{self.name} state"),) * len(self.agents)
@@ -154,7 +159,11 @@ class PettingZooEnv:
             self._envs.append(self._make())
         self._last = []
         for j in range(size):
-            obs, _ = self._envs[j].reset(seed=None if seed is None else seed + j)
+            if seed is None and j not in self._seeded:
+                obs, _ = self._envs[j].reset(seed=j)  # deterministic: a copy's first episode is seeded
+            else:
+                obs, _ = self._envs[j].reset(seed=None if seed is None else seed + j)
+            self._seeded.add(j)
             if set(obs) != set(self.agents):
                 raise ValueError(f"{self.name}: reset must return an observation for every agent "
                                  f"{list(self.agents)}, got {sorted(obs)}")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from services.gen.league.v1 import tensor_pb2 as league_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15league/v1/agent.proto\x12\tleague.v1\x1a\x16league/v1/tensor.proto\"+\n\x0f\x44\x65scribeRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\"\xe9\x02\n\x10\x41gentDescription\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\r\x12\x0b\n\x03\x65nv\x18\x03 \x01(\t\x12\x0f\n\x07obs_dim\x18\x04 \x01(\x05\x12\x11\n\tn_actions\x18\x05 \x01(\x05\x12\x14\n\x0cpolicy_class\x18\x06 \x01(\t\x12\x1a\n\x12policy_config_json\x18\x07 \x01(\t\x12\x15\n\rlearning_rule\x18\x08 \x01(\t\x12\x18\n\x10rule_config_json\x18\t \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\n \x03(\t\x12;\n\x08versions\x18\x0b \x03(\x0b\x32).league.v1.AgentDescription.VersionsEntry\x12\x11\n\tn_players\x18\x0c \x01(\r\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"O\n\x14GetParametersRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0bmin_version\x18\x02 \x01(\x04\x12\x14\n\x0cwait_seconds\x18\x03 \x01(\x01\"+\n\nPushResult\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x32\xe1\x01\n\x05\x41gent\x12\x43\n\x08\x44\x65scribe\x12\x1a.league.v1.DescribeRequest\x1a\x1b.league.v1.AgentDescription\x12M\n\rGetParameters\x12\x1f.league.v1.GetParametersRequest\x1a\x19.league.v1.ParameterChunk0\x01\x12\x44\n\x0ePushParameters\x12\x19.league.v1.ParameterChunk\x1a\x15.league.v1.PushResult(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15league/v1/agent.proto\x12\tleague.v1\x1a\x16league/v1/tensor.proto\"+\n\x0f\x44\x65scribeRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\"\xbd\x03\n\x10\x41gentDescription\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\r\x12\x0b\n\x03\x65nv\x18\x03 \x01(\t\x12\x0f\n\x07obs_dim\x18\x04 \x01(\x05\x12\x11\n\tn_actions\x18\x05 \x01(\x05\x12\x14\n\x0cpolicy_class\x18\x06 \x01(\t\x12\x1a\n\x12policy_config_json\x18\x07 \x01(\t\x12\x15\n\rlearning_rule\x18\x08 \x01(\t\x12\x18\n\x10rule_config_json\x18\t \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\n \x03(\t\x12;\n\x08versions\x18\x0b \x03(\x0b\x32).league.v1.AgentDescription.VersionsEntry\x12\x11\n\tn_players\x18\x0c \x01(\r\x12\x17\n\x0f\x65nv_kwargs_json\x18\r \x01(\t\x12\x1e\n\x16observation_space_json\x18\x0e \x01(\t\x12\x19\n\x11\x61\x63tion_space_json\x18\x0f \x01(\t\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"O\n\x14GetParametersRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0bmin_version\x18\x02 \x01(\x04\x12\x14\n\x0cwait_seconds\x18\x03 \x01(\x01\"+\n\nPushResult\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x32\xe1\x01\n\x05\x41gent\x12\x43\n\x08\x44\x65scribe\x12\x1a.league.v1.DescribeRequest\x1a\x1b.league.v1.AgentDescription\x12M\n\rGetParameters\x12\x1f.league.v1.GetParametersRequest\x1a\x19.league.v1.ParameterChunk0\x01\x12\x44\n\x0ePushParameters\x12\x19.league.v1.ParameterChunk\x1a\x15.league.v1.PushResult(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,13 +37,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBEREQUEST']._serialized_start=60
   _globals['_DESCRIBEREQUEST']._serialized_end=103
   _globals['_AGENTDESCRIPTION']._serialized_start=106
-  _globals['_AGENTDESCRIPTION']._serialized_end=467
-  _globals['_AGENTDESCRIPTION_VERSIONSENTRY']._serialized_start=420
-  _globals['_AGENTDESCRIPTION_VERSIONSENTRY']._serialized_end=467
-  _globals['_GETPARAMETERSREQUEST']._serialized_start=469
-  _globals['_GETPARAMETERSREQUEST']._serialized_end=548
-  _globals['_PUSHRESULT']._serialized_start=550
-  _globals['_PUSHRESULT']._serialized_end=593
-  _globals['_AGENT']._serialized_start=596
-  _globals['_AGENT']._serialized_end=821
+  _globals['_AGENTDESCRIPTION']._serialized_end=551
+  _globals['_AGENTDESCRIPTION_VERSIONSENTRY']._serialized_start=504
+  _globals['_AGENTDESCRIPTION_VERSIONSENTRY']._serialized_end=551
+  _globals['_GETPARAMETERSREQUEST']._serialized_start=553
+  _globals['_GETPARAMETERSREQUEST']._serialized_end=632
+  _globals['_PUSHRESULT']._serialized_start=634
+  _globals['_PUSHRESULT']._serialized_end=677
+  _globals['_AGENT']._serialized_start=680
+  _globals['_AGENT']._serialized_end=905
 # @@protoc_insertion_point(module_scope)

@@ -14,7 +14,7 @@ class DescribeRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ...) -> None: ...
 
 class AgentDescription(_message.Message):
-    __slots__ = ("agent_id", "protocol_version", "env", "obs_dim", "n_actions", "policy_class", "policy_config_json", "learning_rule", "rule_config_json", "capabilities", "versions", "n_players")
+    __slots__ = ("agent_id", "protocol_version", "env", "obs_dim", "n_actions", "policy_class", "policy_config_json", "learning_rule", "rule_config_json", "capabilities", "versions", "n_players", "env_kwargs_json", "observation_space_json", "action_space_json")
     class VersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,9 @@ class AgentDescription(_message.Message):
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     N_PLAYERS_FIELD_NUMBER: _ClassVar[int]
+    ENV_KWARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATION_SPACE_JSON_FIELD_NUMBER: _ClassVar[int]
+    ACTION_SPACE_JSON_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     protocol_version: int
     env: str
@@ -46,7 +49,10 @@ class AgentDescription(_message.Message):
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     versions: _containers.ScalarMap[str, int]
     n_players: int
-    def __init__(self, agent_id: _Optional[str] = ..., protocol_version: _Optional[int] = ..., env: _Optional[str] = ..., obs_dim: _Optional[int] = ..., n_actions: _Optional[int] = ..., policy_class: _Optional[str] = ..., policy_config_json: _Optional[str] = ..., learning_rule: _Optional[str] = ..., rule_config_json: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., versions: _Optional[_Mapping[str, int]] = ..., n_players: _Optional[int] = ...) -> None: ...
+    env_kwargs_json: str
+    observation_space_json: str
+    action_space_json: str
+    def __init__(self, agent_id: _Optional[str] = ..., protocol_version: _Optional[int] = ..., env: _Optional[str] = ..., obs_dim: _Optional[int] = ..., n_actions: _Optional[int] = ..., policy_class: _Optional[str] = ..., policy_config_json: _Optional[str] = ..., learning_rule: _Optional[str] = ..., rule_config_json: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., versions: _Optional[_Mapping[str, int]] = ..., n_players: _Optional[int] = ..., env_kwargs_json: _Optional[str] = ..., observation_space_json: _Optional[str] = ..., action_space_json: _Optional[str] = ...) -> None: ...
 
 class GetParametersRequest(_message.Message):
     __slots__ = ("kind", "min_version", "wait_seconds")

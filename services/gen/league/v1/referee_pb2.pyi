@@ -122,20 +122,22 @@ class MemberStatus(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., policy_version: _Optional[int] = ..., lease_remaining_seconds: _Optional[float] = ..., episodes: _Optional[int] = ..., mean_return: _Optional[float] = ..., matches: _Optional[int] = ...) -> None: ...
 
 class LeagueStatus(_message.Message):
-    __slots__ = ("round", "members", "aborted_matches", "protocol_version", "env", "n_players")
+    __slots__ = ("round", "members", "aborted_matches", "protocol_version", "env", "n_players", "env_kwargs_json")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     ABORTED_MATCHES_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     N_PLAYERS_FIELD_NUMBER: _ClassVar[int]
+    ENV_KWARGS_JSON_FIELD_NUMBER: _ClassVar[int]
     round: int
     members: _containers.RepeatedCompositeFieldContainer[MemberStatus]
     aborted_matches: int
     protocol_version: int
     env: str
     n_players: int
-    def __init__(self, round: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., aborted_matches: _Optional[int] = ..., protocol_version: _Optional[int] = ..., env: _Optional[str] = ..., n_players: _Optional[int] = ...) -> None: ...
+    env_kwargs_json: str
+    def __init__(self, round: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., aborted_matches: _Optional[int] = ..., protocol_version: _Optional[int] = ..., env: _Optional[str] = ..., n_players: _Optional[int] = ..., env_kwargs_json: _Optional[str] = ...) -> None: ...
 
 class PinnedSeat(_message.Message):
     __slots__ = ("agent_id", "kind", "version")
