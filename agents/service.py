@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import grpc
@@ -28,6 +28,7 @@ from services.wire import (
     WireError,
     assemble_parameters,
     chunk_parameters,
+    encode_chunks,
     get_checksum,
     not_modified,
 )
@@ -65,23 +66,25 @@ CHAIN_KIND_PREFIX = "policy@"
 
 
 class EncodedSets:
-    """The chunk messages of the last ``capacity`` parameter sets served, so that repeated
-    fetches of one version are encoded and checksummed once, not once per fetch.
+    """The wire bytes of the chunks of the last ``capacity`` parameter sets served, so that
+    repeated fetches of one version are encoded, checksummed and serialised once, not once
+    per fetch.
 
     An entry is reused only while the store hands out the very same tensor objects at the
     same version (stored tensors are never mutated in place, see ``agents.params``); the
     entry keeps those tensors referenced, so their identities cannot be reused meanwhile.
-    The least recently served set is dropped first. The messages are never modified after
-    encoding, so concurrent streams may serialise the same ones."""
+    The least recently served set is dropped first. The bytes are immutable, so concurrent
+    streams may send the same ones."""
 
     def __init__(self, capacity: int = 8) -> None:
         self.capacity = capacity
         self._lock = threading.Lock()
-        self._sets: OrderedDict[str, tuple[int, list[Any], list[tensor_pb2.ParameterChunk]]] = OrderedDict()
+        self._sets: OrderedDict[str, tuple[int, list[Any], list[bytes]]] = OrderedDict()
 
     def chunks(self, kind: str, version: int, params: Mapping[str, Any],
-               encode: Callable[[], Iterator[tensor_pb2.ParameterChunk]]) -> list[tensor_pb2.ParameterChunk]:
-        """The chunks of ``params`` (``kind`` at ``version``): cached, or ``encode()``d and cached."""
+               encode: Callable[[], Iterable[tensor_pb2.ParameterChunk]]) -> list[bytes]:
+        """The chunks of ``params`` (``kind`` at ``version``) as wire bytes: cached, or
+        ``encode()``d, serialised and cached."""
         tensors = list(params.values())
         with self._lock:
             hit = self._sets.get(kind)
@@ -89,7 +92,7 @@ class EncodedSets:
                     a is b for a, b in zip(hit[1], tensors)):
                 self._sets.move_to_end(kind)
                 return hit[2]
-        chunks = list(encode())
+        chunks = encode_chunks(encode())
         if self.capacity > 0:
             with self._lock:
                 self._sets[kind] = (version, tensors, chunks)
@@ -145,7 +148,15 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def GetParameters(
         self, request: agent_pb2.GetParametersRequest, context: grpc.ServicerContext
     ) -> Iterator[tensor_pb2.ParameterChunk]:
-        """Stream one kind in chunks, or one "not modified" chunk when its version < min_version."""
+        """Stream one kind in chunks, or one "not modified" chunk when its version < min_version
+        (as messages: the generated registration; ``add_agent_service`` serves the bytes)."""
+        for data in self.GetParametersWire(request, context):
+            yield tensor_pb2.ParameterChunk.FromString(data)
+
+    def GetParametersWire(self, request: agent_pb2.GetParametersRequest, context: grpc.ServicerContext
+                          ) -> Iterator[bytes]:
+        """``GetParameters`` as the chunks' wire bytes, sent as they are: a version is
+        encoded, checksummed and serialised once (``EncodedSets``), not per fetch."""
         start = time.perf_counter()
         try:
             check_kind(request.kind)
@@ -162,11 +173,11 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         except UnknownKind as err:
             if request.kind.startswith(CHAIN_KIND_PREFIX) and request.min_version > 0:
                 # a chain's parameters that this agent has not published yet: "not yet"
-                yield not_modified(request.kind, 0)
+                yield not_modified(request.kind, 0).SerializeToString()
                 return
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         if version < request.min_version:
-            yield not_modified(request.kind, version)
+            yield not_modified(request.kind, version).SerializeToString()
         else:
             yield from self.encoded.chunks(request.kind, version, params, lambda: chunk_parameters(
                 request.kind, version, params, chunk_bytes=self.chunk_bytes, checksum=self.checksum))
@@ -198,3 +209,31 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         if self.on_push is not None:
             self.on_push(assembled.kind, version)
         return agent_pb2.PushResult(kind=assembled.kind, version=version)
+
+
+class _Registration:
+    """Stands in for a server to capture the method handlers a generated
+    ``add_*Servicer_to_server`` registers."""
+
+    def __init__(self) -> None:
+        self.service, self.handlers = "", {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+        self.service, self.handlers = service, dict(handlers)
+
+
+def add_agent_service(service: AgentService, server: grpc.Server) -> None:
+    """Register ``service`` on ``server`` as the generated ``add_AgentServicer_to_server``
+    does, except that GetParameters sends the chunks' cached wire bytes as they are
+    (``AgentService.GetParametersWire``, no serialiser) instead of a message per chunk. The
+    bytes on the wire are the same, so every client reads them as ParameterChunk messages."""
+    captured = _Registration()
+    agent_pb2_grpc.add_AgentServicer_to_server(service, captured)
+    handlers = captured.handlers
+    handlers["GetParameters"] = grpc.unary_stream_rpc_method_handler(
+        service.GetParametersWire, request_deserializer=agent_pb2.GetParametersRequest.FromString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(captured.service, handlers),))
+    server.add_registered_method_handlers(captured.service, handlers)

@@ -13,7 +13,7 @@ import torch
 from services.gen.league.v1 import agent_pb2, agent_pb2_grpc
 from services.pki import Credentials
 from services.server import PROTOCOL_VERSION, channel
-from services.wire import CHUNK_BYTES, Assembled, assemble_parameters, chunk_parameters
+from services.wire import CHUNK_BYTES, Assembled, assemble_parameters, assemble_wire, chunk_parameters
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_FETCH_BYTES = 256 * 1024 * 1024
@@ -50,6 +50,21 @@ def connect(address: str, total_wait: float, what: str = "the referee",
                 said = waited
 
 
+class AgentClient(agent_pb2_grpc.AgentStub):
+    """The generated Agent stub plus ``GetParametersWire``: the same GetParameters RPC with
+    the chunks handed over as the bytes that arrived (no protobuf parse per chunk), so that
+    ``fetch_parameters`` reads each payload in place and copies it once, into its tensor."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        super().__init__(channel)
+        self.GetParametersWire = channel.unary_stream(
+            "/league.v1.Agent/GetParameters",
+            request_serializer=agent_pb2.GetParametersRequest.SerializeToString,
+            response_deserializer=None,
+            _registered_method=True,
+        )
+
+
 def describe(stub: agent_pb2_grpc.AgentStub, timeout: float = DEFAULT_TIMEOUT) -> agent_pb2.AgentDescription:
     """The agent's description, announcing this side's protocol version."""
     return stub.Describe(agent_pb2.DescribeRequest(protocol_version=PROTOCOL_VERSION), timeout=timeout)
@@ -65,13 +80,16 @@ def fetch_parameters(
 ) -> Assembled:
     """Fetch one parameter kind; `.params` is None when the agent's version is below min_version.
 
+    With an ``AgentClient`` the chunks are assembled from their wire bytes (``assemble_wire``),
+    with a plain generated stub from parsed messages; both check the same contract.
     Raises grpc.RpcError for a status from the agent and WireError for a malformed stream
     (the call is then cancelled).
     """
     request = agent_pb2.GetParametersRequest(kind=kind, min_version=min_version, wait_seconds=wait_seconds)
-    call = stub.GetParameters(request, timeout=timeout)
+    wire = isinstance(stub, AgentClient)
+    call = (stub.GetParametersWire if wire else stub.GetParameters)(request, timeout=timeout)
     try:
-        return assemble_parameters(call, max_bytes)
+        return (assemble_wire if wire else assemble_parameters)(call, max_bytes)
     except BaseException:
         call.cancel()
         raise

@@ -17,16 +17,18 @@ import math
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import google_crc32c
 import grpc
 import numpy as np
 import torch
+from google.protobuf.message import DecodeError
 
 from services.gen.league.v1 import tensor_pb2
 
 CHUNK_BYTES = 1 << 20
+Buffer = Union[bytes, memoryview, np.ndarray]  # a payload: bytes, or a view of received bytes
 
 DType = tensor_pb2.DType
 _BY_TORCH: dict[torch.dtype, int] = {
@@ -257,6 +259,80 @@ def chunk_parameters(
         yield chunk
 
 
+def encode_chunks(chunks: Iterable[tensor_pb2.ParameterChunk]) -> list[bytes]:
+    """The wire bytes of each chunk (what gRPC sends): a server can keep these and send
+    them again without serialising a message per fetch."""
+    return [chunk.SerializeToString() for chunk in chunks]
+
+
+# ParameterChunk.payload as it appears on the wire: field number and length-delimited type.
+_PAYLOAD_FIELD = tensor_pb2.ParameterChunk.DESCRIPTOR.fields_by_name["payload"].number
+_VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
+
+
+def _read_varint(data: bytes, pos: int) -> int:
+    """Position just past the base-128 varint starting at ``pos``; IndexError if it runs
+    past the end, ValueError if it is longer than 10 bytes."""
+    for end in range(pos, pos + 10):
+        if data[end] < 0x80:
+            return end + 1
+    raise ValueError("varint longer than 10 bytes")
+
+
+def _varint_value(data: bytes, pos: int, end: int) -> int:
+    return sum((data[i] & 0x7F) << (7 * (i - pos)) for i in range(pos, end))
+
+
+def _payload_span(data: bytes) -> tuple[int, int, int] | None:
+    """(start of the payload field's tag, start of its bytes, end) if ``data`` is a
+    well-formed message of plain fields with exactly one payload field; None otherwise
+    (the caller then leaves the message to the protobuf parser)."""
+    pos, span = 0, None
+    try:
+        while pos < len(data):
+            tag_end = _read_varint(data, pos)
+            tag = _varint_value(data, pos, tag_end)
+            field, wire_type = tag >> 3, tag & 7
+            if wire_type == _VARINT:
+                end = _read_varint(data, tag_end)
+            elif wire_type == _LEN:
+                len_end = _read_varint(data, tag_end)
+                end = len_end + _varint_value(data, tag_end, len_end)
+                if field == _PAYLOAD_FIELD:
+                    if span is not None:
+                        return None  # a repeated singular field: the parser's rules apply
+                    span = (pos, len_end, end)
+            elif wire_type == _FIXED64:
+                end = tag_end + 8
+            elif wire_type == _FIXED32:
+                end = tag_end + 4
+            else:
+                return None  # groups: not ours to walk
+            if end > len(data):
+                return None
+            pos = end
+    except (IndexError, ValueError):
+        return None
+    return span
+
+
+def split_chunk(data: bytes) -> tuple[tensor_pb2.ParameterChunk, np.ndarray]:
+    """A serialised ParameterChunk as (the message without its payload, the payload as a
+    read-only uint8 view of ``data``): the payload is not copied. Everything but the payload
+    field is parsed by protobuf; a message this walk does not recognise as plain fields
+    with one payload is parsed whole (WireError if protobuf refuses it)."""
+    span = _payload_span(data)
+    try:
+        if span is None:
+            chunk = tensor_pb2.ParameterChunk.FromString(data)
+            return chunk, np.frombuffer(chunk.payload, dtype=np.uint8)
+        tag, start, end = span
+        chunk = tensor_pb2.ParameterChunk.FromString(data[:tag] + data[end:])
+    except DecodeError as err:
+        raise WireError(f"malformed parameter chunk: {err}") from None
+    return chunk, np.frombuffer(data, dtype=np.uint8, count=end - start, offset=start)
+
+
 def _check_header(header: tensor_pb2.ParameterHeader, max_bytes: int) -> list[tuple[str, int, list[int], int]]:
     """Validate a header before any payload is buffered; return (name, dtype, shape, nbytes) per tensor."""
     if header.total_bytes > max_bytes:
@@ -297,7 +373,7 @@ class _TensorSink:
                 self._views.append(memoryview(t.numpy().reshape(-1).view(np.uint8)))
         self._tensor, self._pos = 0, 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview | np.ndarray) -> None:
         """Copy the next ``len(data)`` bytes of the payload into place (the caller checks sizes)."""
         src, done = memoryview(data), 0
         while done < len(src):
@@ -322,15 +398,29 @@ def assemble_parameters(chunks: Iterable[tensor_pb2.ParameterChunk], max_bytes: 
     """Validate and reassemble a chunk stream into a parameter set; WireError on any breach.
 
     Every checksum the header carries is checked before the tensors are handed out."""
-    stream = iter(chunks)
-    first = next(stream, None)
+    # every read of a bytes field makes a new copy: each payload is read once
+    return _assemble(((chunk, chunk.payload) for chunk in chunks), max_bytes)
+
+
+def assemble_wire(chunks: Iterable[bytes], max_bytes: int) -> Assembled:
+    """``assemble_parameters`` for chunks as they arrive on the wire (serialised
+    ParameterChunk messages, e.g. from ``AgentClient.GetParametersWire``): each payload is
+    read in place from the received bytes (checksummed there, then copied once into its
+    tensor) instead of being copied twice by a protobuf parse and the field read."""
+    return _assemble(map(split_chunk, chunks), max_bytes)
+
+
+def _assemble(pieces: Iterable[tuple[tensor_pb2.ParameterChunk, Buffer]], max_bytes: int) -> Assembled:
+    """The checks of ``assemble_parameters`` over (chunk, its payload) pairs."""
+    stream = iter(pieces)
+    first, first_payload = next(stream, (None, b""))
     if first is None:
         raise WireError("empty parameter stream: expected at least one chunk")
     if first.index != 0:
         raise WireError(f"first chunk has index {first.index}, expected 0")
     kind, version, count, expected_version = first.kind, first.version, first.count, first.expected_version
     if count == 0:
-        if first.HasField("header") or first.payload:
+        if first.HasField("header") or len(first_payload):
             raise WireError("a 'not modified' chunk (count 0) must carry no header and no payload")
         if next(stream, None) is not None:
             raise WireError("a 'not modified' chunk must be the only chunk of its stream")
@@ -346,6 +436,7 @@ def assemble_parameters(chunks: Iterable[tensor_pb2.ParameterChunk], max_bytes: 
     size = 0
     received = 0
     chunk: tensor_pb2.ParameterChunk | None = first
+    payload = first_payload
     while chunk is not None:
         if chunk.index != received:
             raise WireError(f"chunk index {chunk.index} out of order: expected {received}")
@@ -364,8 +455,7 @@ def assemble_parameters(chunks: Iterable[tensor_pb2.ParameterChunk], max_bytes: 
             )
         if received > 0 and chunk.HasField("header"):
             raise WireError(f"chunk {chunk.index} carries a header; only chunk 0 may")
-        payload = chunk.payload  # read once: every read of a bytes field makes a new copy
-        if count > 1 and not payload:
+        if count > 1 and not len(payload):
             raise WireError(f"chunk {chunk.index} of {count} is empty; only a single-chunk empty set may be")
         size += len(payload)
         if size > max_bytes:
@@ -377,9 +467,8 @@ def assemble_parameters(chunks: Iterable[tensor_pb2.ParameterChunk], max_bytes: 
         sink.write(payload)
         for _, state in checks:
             state.update(payload)
-        del payload
         received += 1
-        chunk = next(stream, None)
+        chunk, payload = next(stream, (None, b""))
     if received != count:
         raise WireError(f"stream ended after {received} of {count} chunks")
     if size != total:
