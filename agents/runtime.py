@@ -22,7 +22,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from agents.matrl import COORDINATED_RULES
 from agents.params import ParameterStore
 from agents.policy_factory import POLICY_CLASSES, game_for, initial_state, make_policy
-from agents.service import AgentService
+from agents.service import AgentService, add_agent_service
 from league.evaluators import SampledEvaluator
 from league.policies import LSTMValue
 from league.rollout import Episodes
@@ -30,7 +30,7 @@ from league.updates import make_update_rule, seat_step
 from services import server as srv
 from services.batches import episodes_of, read_batches
 from services.client import Unreachable, connect
-from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
+from services.gen.league.v1 import referee_pb2, referee_pb2_grpc
 from services.league_config import AgentSpec
 from services.metrics import RpcMetrics, process_registry
 from services.pki import Credentials
@@ -245,7 +245,7 @@ class AgentProcess:
             self.metrics.rpc, *srv.access_control(self.cfg.credentials, self.metrics.registry, self.cfg.peer_access)])
         service = AgentService(self.store, self.description(), metrics=self.metrics, on_push=self._on_push,
                                peer_access=self.cfg.peer_access)
-        agent_pb2_grpc.add_AgentServicer_to_server(service, self.server)
+        add_agent_service(service, self.server)
         self.health = srv.add_health_and_reflection(self.server, ["league.v1.Agent"])
         self.port = srv.bind(self.server, self.cfg.host, self.cfg.port, self.cfg.credentials)
         self.server.start()

@@ -25,6 +25,7 @@ from services.server import PROTOCOL_VERSION, abort
 from services.wire import (
     CHUNK_BYTES,
     FETCH_CHECKSUM,
+    ONE_MESSAGE_METADATA,
     WireError,
     assemble_parameters,
     chunk_parameters,
@@ -63,6 +64,10 @@ def _description_fields(description: Mapping[str, Any]) -> dict[str, Any]:
 
 CHAIN_KIND_PREFIX = "policy@"
 """Kinds ``policy@<chain>`` are created by the agent as it learns within a chain."""
+
+
+def _wants_one_message(context: grpc.ServicerContext) -> bool:
+    return ONE_MESSAGE_METADATA in (context.invocation_metadata() or ())
 
 
 class EncodedSets:
@@ -153,6 +158,12 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         for data in self.GetParametersWire(request, context):
             yield tensor_pb2.ParameterChunk.FromString(data)
 
+    def GetParametersOne(self, request: agent_pb2.GetParametersRequest, context: grpc.ServicerContext) -> bytes:
+        """``GetParametersWire`` for a call that asks for one message: the single chunk (OUT_OF_RANGE,
+        before anything is sent, for a set of several)."""
+        (chunk,) = self.GetParametersWire(request, context)
+        return chunk
+
     def GetParametersWire(self, request: agent_pb2.GetParametersRequest, context: grpc.ServicerContext
                           ) -> Iterator[bytes]:
         """``GetParameters`` as the chunks' wire bytes, sent as they are: a version is
@@ -179,8 +190,12 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         if version < request.min_version:
             yield not_modified(request.kind, version).SerializeToString()
         else:
-            yield from self.encoded.chunks(request.kind, version, params, lambda: chunk_parameters(
+            chunks = self.encoded.chunks(request.kind, version, params, lambda: chunk_parameters(
                 request.kind, version, params, chunk_bytes=self.chunk_bytes, checksum=self.checksum))
+            if len(chunks) > 1 and _wants_one_message(context):
+                context.abort(grpc.StatusCode.OUT_OF_RANGE, f"{request.kind!r} version {version} travels in "
+                              f"{len(chunks)} chunks: fetch it as a stream")
+            yield from chunks
         if self.metrics is not None:
             self.metrics.observe_fetch(time.perf_counter() - start)
 
@@ -225,15 +240,34 @@ class _Registration:
         self.service, self.handlers = service, dict(handlers)
 
 
+class _AgentHandlers(grpc.GenericRpcHandler):
+    """The Agent service's handlers by method, GetParameters picked per call: a unary
+    handler (the one chunk and the status in one batch) for a call that asks for one message
+    (``ONE_MESSAGE_METADATA``), a streaming one otherwise. Both send the same bytes."""
+
+    def __init__(self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler],
+                 one_message: grpc.RpcMethodHandler) -> None:
+        self._handlers = {f"/{service}/{name}": h for name, h in handlers.items()}
+        self._fetch, self._one_message = f"/{service}/GetParameters", one_message
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        if details.method == self._fetch and ONE_MESSAGE_METADATA in (details.invocation_metadata or ()):
+            return self._one_message
+        return self._handlers.get(details.method)
+
+
 def add_agent_service(service: AgentService, server: grpc.Server) -> None:
     """Register ``service`` on ``server`` as the generated ``add_AgentServicer_to_server``
     does, except that GetParameters sends the chunks' cached wire bytes as they are
-    (``AgentService.GetParametersWire``, no serialiser) instead of a message per chunk. The
-    bytes on the wire are the same, so every client reads them as ParameterChunk messages."""
+    (``AgentService.GetParametersWire``, no serialiser) instead of a message per chunk, and
+    answers a call that asks for one message (``services.client.AgentClient``) with a unary
+    handler. The bytes on the wire are the same, so every client reads them as
+    ParameterChunk messages."""
     captured = _Registration()
     agent_pb2_grpc.add_AgentServicer_to_server(service, captured)
     handlers = captured.handlers
-    handlers["GetParameters"] = grpc.unary_stream_rpc_method_handler(
-        service.GetParametersWire, request_deserializer=agent_pb2.GetParametersRequest.FromString)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(captured.service, handlers),))
-    server.add_registered_method_handlers(captured.service, handlers)
+    parse = agent_pb2.GetParametersRequest.FromString
+    handlers["GetParameters"] = grpc.unary_stream_rpc_method_handler(service.GetParametersWire,
+                                                                     request_deserializer=parse)
+    one = grpc.unary_unary_rpc_method_handler(service.GetParametersOne, request_deserializer=parse)
+    server.add_generic_rpc_handlers((_AgentHandlers(captured.service, handlers, one),))

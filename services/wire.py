@@ -28,6 +28,10 @@ from google.protobuf.message import DecodeError
 from services.gen.league.v1 import tensor_pb2
 
 CHUNK_BYTES = 1 << 20
+ONE_MESSAGE_METADATA = ("league-fetch-one-message", "1")
+"""Request metadata of a GetParameters call read as a unary call: the answer must be a single
+chunk, so the agent refuses a set of several chunks with OUT_OF_RANGE before it sends
+anything (a unary reader of several messages would wait for its deadline)."""
 Buffer = Union[bytes, memoryview, np.ndarray]  # a payload: bytes, or a view of received bytes
 
 DType = tensor_pb2.DType

@@ -18,7 +18,14 @@ from agents.service import AgentService, EncodedSets, add_agent_service
 from services.client import AgentClient, fetch_parameters, push_parameters
 from services.gen.league.v1 import agent_pb2, agent_pb2_grpc, tensor_pb2
 from services.server import bind, channel, make_server
-from services.wire import CHUNK_BYTES, WireError, assemble_parameters, assemble_wire, chunk_parameters
+from services.wire import (
+    CHUNK_BYTES,
+    ONE_MESSAGE_METADATA,
+    WireError,
+    assemble_parameters,
+    assemble_wire,
+    chunk_parameters,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -193,3 +200,28 @@ def test_a_flipped_or_truncated_wire_chunk_in_transit_is_refused(served: Served)
             assemble_wire(chunks, max_bytes=64 << 20)
         call.cancel()
     assert _same(fetch_parameters(served.stub, "policy", timeout=RPC_TIMEOUT).params, _policy(0))
+
+
+def test_a_one_chunk_set_is_read_as_one_message_and_a_larger_one_as_a_stream() -> None:
+    """AgentClient asks for one message first; the agent refuses a set of several chunks with
+    OUT_OF_RANGE at once (a unary reader of several messages would wait for its deadline), the
+    client streams it and remembers; a kind that shrinks to one chunk goes back to one message."""
+    s = Served(ParameterStore({"policy": _policy(0), "small": _policy(1, n=100)}))
+    try:
+        request = agent_pb2.GetParametersRequest(kind="policy")
+        with pytest.raises(grpc.RpcError) as e:
+            s.stub.GetParametersOne(request, timeout=3.0, metadata=(ONE_MESSAGE_METADATA,))
+        assert e.value.code() == grpc.StatusCode.OUT_OF_RANGE and "4 chunks" in e.value.details()
+        one = s.stub.GetParametersOne(agent_pb2.GetParametersRequest(kind="small"), timeout=3.0,
+                                      metadata=(ONE_MESSAGE_METADATA,))
+        assert tensor_pb2.ParameterChunk.FromString(one).count == 1
+        for _ in range(2):
+            assert _same(fetch_parameters(s.stub, "policy", timeout=3.0).params, _policy(0))
+            assert _same(fetch_parameters(s.stub, "small", timeout=3.0).params, _policy(1, n=100))
+            assert s.stub.streamed_kinds == {"policy"}
+        s.service.store.set("policy", _policy(2, n=10))  # now one chunk: read as one message again
+        assert _same(fetch_parameters(s.stub, "policy", timeout=3.0).params, _policy(2, n=10))
+        assert s.stub.streamed_kinds == set()
+        assert fetch_parameters(s.stub, "policy", min_version=5, timeout=3.0).not_modified
+    finally:
+        s.close()
