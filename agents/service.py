@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import grpc
@@ -28,8 +28,7 @@ from services.wire import (
     ONE_MESSAGE_METADATA,
     WireError,
     assemble_parameters,
-    chunk_parameters,
-    encode_chunks,
+    encode_parameter_set,
     get_checksum,
     not_modified,
 )
@@ -87,9 +86,9 @@ class EncodedSets:
         self._sets: OrderedDict[str, tuple[int, list[Any], list[bytes]]] = OrderedDict()
 
     def chunks(self, kind: str, version: int, params: Mapping[str, Any],
-               encode: Callable[[], Iterable[tensor_pb2.ParameterChunk]]) -> list[bytes]:
+               encode: Callable[[], list[bytes]]) -> list[bytes]:
         """The chunks of ``params`` (``kind`` at ``version``) as wire bytes: cached, or
-        ``encode()``d, serialised and cached."""
+        ``encode()``d and cached."""
         tensors = list(params.values())
         with self._lock:
             hit = self._sets.get(kind)
@@ -97,7 +96,7 @@ class EncodedSets:
                     a is b for a, b in zip(hit[1], tensors)):
                 self._sets.move_to_end(kind)
                 return hit[2]
-        chunks = encode_chunks(encode())
+        chunks = encode()
         if self.capacity > 0:
             with self._lock:
                 self._sets[kind] = (version, tensors, chunks)
@@ -190,7 +189,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         if version < request.min_version:
             yield not_modified(request.kind, version).SerializeToString()
         else:
-            chunks = self.encoded.chunks(request.kind, version, params, lambda: chunk_parameters(
+            chunks = self.encoded.chunks(request.kind, version, params, lambda: encode_parameter_set(
                 request.kind, version, params, chunk_bytes=self.chunk_bytes, checksum=self.checksum))
             if len(chunks) > 1 and _wants_one_message(context):
                 context.abort(grpc.StatusCode.OUT_OF_RANGE, f"{request.kind!r} version {version} travels in "

@@ -2,14 +2,17 @@
 127.0.0.1, against a raw loopback TCP baseline moving the same bytes.
 
 * **gRPC fetch**: an ``AgentService`` over a ``ParameterStore`` (the agent process's
-  server: ``services.server.make_server``, the league's message limits, 1 MiB chunks)
-  runs in a separately spawned process; the benchmark process fetches with
-  ``services.client.fetch_parameters`` (chunk stream, CRC32C check, copy into fresh
-  tensors) over one persistent channel. Policies of 1 MiB and 40 MiB (one float32 tensor
-  each). Three servers: the current one (a version encoded once, then served from
-  ``EncodedSets``), the current one with that cache off (every fetch encoded afresh), and
-  one with the codec before the rewrite (the baseline commit's ``services/wire.py``,
-  exported with git archive: SHA-256, five copies), each in its own process.
+  server: ``services.server.make_server``, the league's message limits, 1 MiB chunks,
+  registered with ``add_agent_service``) runs in a separately spawned process; the
+  benchmark process fetches with ``services.client.fetch_parameters`` and an
+  ``AgentClient`` (a one-chunk set as a unary call, a larger one as a stream; CRC32C
+  checked over the received bytes, one copy into fresh tensors) over one persistent
+  channel. Policies of 1 MiB and 40 MiB (one float32 tensor each). Four servers, each in
+  its own process: today's (a version encoded once, then sent from ``EncodedSets`` as
+  cached wire bytes), today's with that cache off (every fetch encoded afresh), and the
+  whole fetch path of the PREVIOUS and of the BASELINE commit (their trees exported with
+  git archive; their clients: that commit's ``assemble_parameters`` over the generated
+  stub).
 * **raw TCP**: a plain socket server in another spawned process. Per fetch the client
   sends an 8-byte length on a persistent connection and the server answers with that many
   bytes in 1 MiB ``sendall`` writes; the client ``recv_into``s them into one buffer. No
@@ -18,10 +21,10 @@
   by one empty chunk; compared with a raw 8-byte request / 1-byte answer round trip and a
   unary gRPC ``Describe`` call.
 
-Transfers alternate gRPC / raw within every repetition so both see the same load. The
-script also times, in-process and without sockets, the codec work a gRPC fetch does
-(``chunk_parameters`` on the server side, protobuf serialise and parse, and
-``assemble_parameters`` on the client side) to show where the time goes.
+The five methods alternate within every repetition so all see the same load. Besides wall
+time per fetch it records CPU time per fetch (client process plus serving process), which
+the machine's load distorts less. The script also times, in-process and without sockets,
+the codec work of each version to show where the time goes.
 
     python benchmarks/parameter_fetch.py                 # full run, writes benchmarks/parameter_fetch.json
     python benchmarks/parameter_fetch.py --quick --out /tmp/q.json
@@ -34,6 +37,7 @@ import functools
 import importlib.util
 import json
 import multiprocessing as mp
+import os
 import socket
 import sys
 import time
@@ -65,6 +69,12 @@ def wire_before():
     return module
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used so far (10 ms ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def make_params(nbytes: int, seed: int):
     import torch
 
@@ -73,35 +83,30 @@ def make_params(nbytes: int, seed: int):
 
 # ----------------------------------------------------------------------------- servers (child processes)
 
-def serve_agent(sizes: dict, ready, stop, before: bool = False, encoded_cache: int = 8,
-                previous: bool = False) -> None:
+def serve_agent(sizes: dict, ready, stop, commit: str | None = None, encoded_cache: int = 8) -> None:
     """An agent's parameter server: today's (``add_agent_service``, chunks sent as cached
-    wire bytes); ``encoded_cache=0`` encodes every fetch afresh (a version's first fetch);
-    ``previous`` serves with the PREVIOUS commit's tree (its own agents/ and services/,
-    imported from the exported tree); ``before`` serves with the BASELINE commit's codec."""
-    if previous:
-        sys.path.insert(0, str(export_commit(PREVIOUS)))
+    wire bytes; ``encoded_cache=0`` encodes every fetch afresh, a version's first fetch), or
+    with ``commit`` that commit's tree (its own agents/ and services/, imported from the
+    exported tree, registered as it was: the generated ``add_AgentServicer_to_server``)."""
+    if commit is not None:
+        sys.path.insert(0, str(export_commit(commit)))
     import torch
 
     from agents import service as agent_service
     from agents.params import ParameterStore
-    from agents.service import AgentService
     from services import server as srv
     from services.gen.league.v1 import agent_pb2_grpc
 
-    if before:
-        old = wire_before()
-        agent_service.chunk_parameters = lambda kind, version, params, chunk_bytes, checksum: (
-            old.chunk_parameters(kind, version, params, chunk_bytes=chunk_bytes))
     torch.set_num_threads(1)
     store = ParameterStore()
     for i, (kind, nbytes) in enumerate(sizes.items()):
         store.set(kind, make_params(nbytes, i))
     server = srv.make_server()
-    service = AgentService(store, {"agent_id": "bench", "env": "ipd"}, encoded_cache=encoded_cache)
-    if before or previous:
-        agent_pb2_grpc.add_AgentServicer_to_server(service, server)
+    description = {"agent_id": "bench", "env": "ipd"}
+    if commit is not None:
+        agent_pb2_grpc.add_AgentServicer_to_server(agent_service.AgentService(store, description), server)
     else:
+        service = agent_service.AgentService(store, description, encoded_cache=encoded_cache)
         agent_service.add_agent_service(service, server)
     port = srv.bind(server, "127.0.0.1", 0)
     server.start()
@@ -192,8 +197,8 @@ def fetch_before(stub, kind: str, max_bytes: int = 256 * MiB, wire=wire_before):
 def codec_costs(nbytes: int, reps: int, codec: str = "now") -> dict:
     """The codec work of one fetch, in this process, no sockets: medians in seconds.
 
-    ``now``: what today's server does once per version (``chunk_parameters`` with CRC32C and
-    ``encode_chunks``; a fetch only sends the cached bytes) and what the client does per fetch
+    ``now``: what today's server does once per version (``encode_parameter_set`` with CRC32C:
+    the chunks' wire bytes; a fetch only sends the cached bytes) and what the client does per fetch
     (``assemble_wire``: payloads read in place from the received bytes). ``previous`` /
     ``before``: the PREVIOUS / BASELINE commit's codec as its fetch ran it, every step per
     fetch (chunk, serialise, parse, assemble)."""
@@ -211,11 +216,10 @@ def codec_costs(nbytes: int, reps: int, codec: str = "now") -> dict:
 
     for _ in range(reps):
         if codec == "now":
-            from services.wire import FETCH_CHECKSUM, assemble_wire, chunk_parameters, encode_chunks
+            from services.wire import FETCH_CHECKSUM, assemble_wire, encode_parameter_set
 
-            chunks = timed("chunk_parameters_once_per_version",
-                           lambda: list(chunk_parameters("policy", 1, params, checksum=FETCH_CHECKSUM)))
-            wire = timed("serialize_once_per_version", lambda: encode_chunks(chunks))
+            chunks = wire = timed("encode_parameter_set_once_per_version",
+                                  lambda: encode_parameter_set("policy", 1, params, checksum=FETCH_CHECKSUM))
             got = timed("assemble_wire", lambda: assemble_wire(wire, 1 << 30))
         else:
             module = wire_previous() if codec == "previous" else wire_before()
@@ -264,13 +268,13 @@ def main() -> None:
     stop = ctx.Event()
     # variant -> serve_agent's keyword arguments; every variant gets its own server process
     servers = {"grpc_fetch": {}, "grpc_fetch_uncached": {"encoded_cache": 0},
-               "grpc_fetch_previous": {"previous": True}, "grpc_fetch_before": {"before": True}}
+               "grpc_fetch_previous": {"commit": PREVIOUS}, "grpc_fetch_before": {"commit": BASELINE}}
     queues = {name: ctx.Queue() for name in servers}
     q_raw = ctx.Queue()
-    procs = [ctx.Process(target=serve_agent, args=(SIZES, queues[name], stop), kwargs=kw, daemon=True)
-             for name, kw in servers.items()]
-    procs.append(ctx.Process(target=serve_raw, args=(max(SIZES.values()), q_raw, stop), daemon=True))
-    for pr in procs:
+    procs = {name: ctx.Process(target=serve_agent, args=(SIZES, queues[name], stop), kwargs=kw, daemon=True)
+             for name, kw in servers.items()}
+    procs["raw_tcp"] = ctx.Process(target=serve_raw, args=(max(SIZES.values()), q_raw, stop), daemon=True)
+    for pr in procs.values():
         pr.start()
     channels, sock = [], None
     try:
@@ -302,13 +306,22 @@ def main() -> None:
                     else:
                         assert torch.equal(got["weight"], expected) and got["weight"].is_contiguous(), name
             times: dict[str, list[float]] = {name: [] for name in fetches}
+            client_cpu = dict.fromkeys(fetches, 0.0)
+            server_cpu = {name: process_cpu_seconds(procs[name].pid) for name in fetches}
             for _ in range(reps[kind]):  # the variants alternate within every repetition
                 for name, fetch in fetches.items():
-                    t0 = time.perf_counter()
+                    c0, t0 = time.process_time(), time.perf_counter()
                     got = fetch()
-                    times[name].append(time.perf_counter() - t0)
+                    t1, c1 = time.perf_counter(), time.process_time()
+                    times[name].append(t1 - t0)
+                    client_cpu[name] += c1 - c0
                     assert got is not None
                     del got
+            cpu = {}
+            for name in fetches:  # a server is idle while the others are fetched from
+                server = (process_cpu_seconds(procs[name].pid) - server_cpu[name]) / reps[kind]
+                cpu[name] = {"client": client_cpu[name] / reps[kind], "server": server,
+                             "total": client_cpu[name] / reps[kind] + server}
             rm = med(times["raw_tcp"])
             res = {"bytes": nbytes}
             for name, xs in times.items():
@@ -316,6 +329,9 @@ def main() -> None:
                 res[f"{name}_MB_per_s"] = nbytes / med(xs) / 1e6
                 if name != "raw_tcp":
                     res[f"{name}_over_raw_time"] = med(xs) / rm
+            res["cpu_per_fetch_s"] = cpu
+            res["cpu_over_raw"] = {name: cpu[name]["total"] / cpu["raw_tcp"]["total"] for name in fetches
+                                   if name != "raw_tcp"}
             res["grpc_fetch_MB_per_s_best"] = nbytes / min(times["grpc_fetch"]) / 1e6
             res["raw_tcp_MB_per_s_best"] = nbytes / min(times["raw_tcp"]) / 1e6
             codec_reps = max(3, min(reps[kind], 10))
@@ -325,6 +341,8 @@ def main() -> None:
             print(f"  {kind}: raw TCP {rm * 1e3:.2f} ms; " + ", ".join(
                 f"{name} {med(times[name]) * 1e3:.2f} ms ({med(times[name]) / rm:.2f}x raw)"
                 for name in fetches if name != "raw_tcp"), flush=True)
+            print("    CPU per fetch (client + server): " + ", ".join(
+                f"{name} {cpu[name]['total'] * 1e3:.2f} ms" for name in fetches), flush=True)
         # the not-modified fast path
         stub = stubs["grpc_fetch"]
         version = describe(stub).versions["policy_40MiB"]
@@ -355,7 +373,7 @@ def main() -> None:
             sock.close()
         for ch in channels:
             ch.close()
-        for pr in procs:
+        for pr in procs.values():
             pr.join(timeout=10)
             if pr.is_alive():
                 pr.terminate()
@@ -381,10 +399,14 @@ def main() -> None:
             f"grpc_fetch_previous: the fetch path of commit {PREVIOUS} (its agents/ and services/ on the server, "
             "from the exported tree: chunk messages cached, serialised by gRPC per fetch; its services/wire.py "
             "assemble_parameters on the client over the generated stub: protobuf parse, payload read, copy).",
-            f"grpc_fetch_before: the codec of commit {BASELINE} (that commit's services/wire.py: SHA-256 on both "
-            "ends, about five copies) on its own server process.",
+            f"grpc_fetch_before: the fetch path of commit {BASELINE} (its agents/ and services/ on the server, from "
+            "the exported tree; its services/wire.py on the client: SHA-256 on both ends, about five copies).",
             "raw TCP: persistent connection, 8-byte request, the server sendall()s the bytes in 1 MiB writes, the "
             "client recv_into()s one preallocated bytearray. Same number of bytes, nothing else.",
+            "cpu_per_fetch_s: CPU seconds per fetch, client process (time.process_time around each fetch, all "
+            "its threads) plus the serving process (/proc/<pid>/stat over the whole block divided by the "
+            "repetitions; 10 ms ticks; each server is idle while the others are fetched from). Less sensitive to "
+            "the machine's load than wall time; cpu_over_raw divides by the raw TCP pair's CPU.",
             "codec_*_in_process_s: the codec steps of each version in this process without sockets, and one plain "
             "copy of the payload (bytes_copy) for scale; codec_per_fetch sums the steps a fetch pays (today only "
             "assemble_wire: encoding and serialising happen once per version).",

@@ -197,10 +197,10 @@ def _byte_view(t: torch.Tensor) -> tuple[int, memoryview]:
     return wire, memoryview(array.reshape(-1).view(np.uint8))
 
 
-def _split(views: list[memoryview], chunk_bytes: int) -> list[bytes]:
+def _pieces(views: list[memoryview], chunk_bytes: int) -> list[list[memoryview]]:
     """The concatenation of ``views`` cut into pieces of ``chunk_bytes`` (the last may be
-    shorter; one empty piece for an empty payload), each copied exactly once."""
-    pieces: list[bytes] = []
+    shorter; one empty piece for an empty payload), each as the views it spans: no copy."""
+    pieces: list[list[memoryview]] = []
     pending: list[memoryview] = []
     size = 0
     for view in views:
@@ -210,11 +210,36 @@ def _split(views: list[memoryview], chunk_bytes: int) -> list[bytes]:
             pending.append(view[pos : pos + take])
             size, pos = size + take, pos + take
             if size == chunk_bytes:
-                pieces.append(bytes(pending[0]) if len(pending) == 1 else b"".join(pending))
+                pieces.append(pending)
                 pending, size = [], 0
     if size or not pieces:
-        pieces.append(b"".join(pending))
+        pieces.append(pending)
     return pieces
+
+
+def _prepare(params: Mapping[str, torch.Tensor], chunk_bytes: int, checksum: str
+             ) -> tuple[tensor_pb2.ParameterHeader, list[list[memoryview]]]:
+    """The header (specs, size, ``checksum`` of the whole payload) and the payload pieces of
+    one chunk each, read in place from the tensors' memory."""
+    if chunk_bytes <= 0:
+        raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
+    check = get_checksum(checksum)
+    specs, views = [], []
+    for name, t in params.items():
+        if not name:
+            raise WireError("a parameter tensor needs a non-empty name")
+        wire, view = _byte_view(t)
+        specs.append(tensor_pb2.TensorSpec(name=name, dtype=wire, shape=list(t.shape)))
+        views.append(view)
+    pieces = _pieces(views, chunk_bytes)
+    state, total = check.new(), 0
+    for piece in pieces:
+        for view in piece:
+            state.update(np.frombuffer(view, dtype=np.uint8))  # CRC32C takes arrays, not memoryviews
+            total += len(view)
+    header = tensor_pb2.ParameterHeader(tensors=specs, total_bytes=total)
+    setattr(header, check.field, check.value(state))
+    return header, pieces
 
 
 def chunk_parameters(
@@ -228,25 +253,11 @@ def chunk_parameters(
     """Split a parameter set into chunks of at most chunk_bytes of payload; chunk 0 has the
     header with the ``checksum`` (a name in CHECKSUMS) of the whole payload.
 
-    The tensors' memory is read in place and each payload byte is copied once (into its
-    chunk's bytes) and checksummed once, before the first chunk goes out."""
-    if chunk_bytes <= 0:
-        raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
-    check = get_checksum(checksum)
-    specs, views = [], []
-    for name, t in params.items():
-        if not name:
-            raise WireError("a parameter tensor needs a non-empty name")
-        wire, view = _byte_view(t)
-        specs.append(tensor_pb2.TensorSpec(name=name, dtype=wire, shape=list(t.shape)))
-        views.append(view)
-    payloads = _split(views, chunk_bytes)
-    del views
-    state = check.new()
-    for payload in payloads:
-        state.update(payload)
-    header = tensor_pb2.ParameterHeader(tensors=specs, total_bytes=sum(map(len, payloads)))
-    setattr(header, check.field, check.value(state))
+    The tensors' memory is read in place, checksummed once, and each payload byte is copied
+    once (into its chunk's bytes), before the first chunk goes out."""
+    header, pieces = _prepare(params, chunk_bytes, checksum)
+    payloads = [bytes(piece[0]) if len(piece) == 1 else b"".join(piece) for piece in pieces]
+    del pieces
     count = len(payloads)
     for index in range(count):
         chunk = tensor_pb2.ParameterChunk(
@@ -263,6 +274,32 @@ def chunk_parameters(
         yield chunk
 
 
+def encode_parameter_set(
+    kind: str,
+    version: int,
+    params: Mapping[str, torch.Tensor],
+    expected_version: int = 0,
+    chunk_bytes: int = CHUNK_BYTES,
+    checksum: str = "sha256",
+) -> list[bytes]:
+    """The wire bytes of the chunks ``chunk_parameters`` yields, byte for byte what protobuf
+    serialises for them, built without a message per chunk: each chunk is its small fields
+    (serialised by protobuf), the payload's tag and length, the payload copied once straight
+    from the tensors' memory, and ``expected_version`` (the one field numbered after it)."""
+    header, pieces = _prepare(params, chunk_bytes, checksum)
+    count = len(pieces)
+    tail = tensor_pb2.ParameterChunk(expected_version=expected_version).SerializeToString()
+    encoded = []
+    for index, piece in enumerate(pieces):
+        head = tensor_pb2.ParameterChunk(kind=kind, version=version, index=index, count=count)
+        if index == 0:
+            head.header.CopyFrom(header)
+        size = sum(map(len, piece))
+        tag = _varint(_PAYLOAD_FIELD << 3 | _LEN) + _varint(size) if size else b""  # proto3 omits empty bytes
+        encoded.append(b"".join([head.SerializeToString(), tag, *piece, tail]))
+    return encoded
+
+
 def encode_chunks(chunks: Iterable[tensor_pb2.ParameterChunk]) -> list[bytes]:
     """The wire bytes of each chunk (what gRPC sends): a server can keep these and send
     them again without serialising a message per fetch."""
@@ -272,6 +309,16 @@ def encode_chunks(chunks: Iterable[tensor_pb2.ParameterChunk]) -> list[bytes]:
 # ParameterChunk.payload as it appears on the wire: field number and length-delimited type.
 _PAYLOAD_FIELD = tensor_pb2.ParameterChunk.DESCRIPTOR.fields_by_name["payload"].number
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
+
+
+def _varint(value: int) -> bytes:
+    """``value`` (>= 0) as a protobuf base-128 varint."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _read_varint(data: bytes, pos: int) -> int:

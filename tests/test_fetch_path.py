@@ -25,6 +25,7 @@ from services.wire import (
     assemble_parameters,
     assemble_wire,
     chunk_parameters,
+    encode_parameter_set,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -129,7 +130,7 @@ def test_cache_keeps_the_most_recently_served_sets() -> None:
     def get(kind: str) -> list:
         def encode():
             calls.append(kind)
-            return chunk_parameters(kind, 1, sets[kind], checksum="crc32c")
+            return encode_parameter_set(kind, 1, sets[kind], checksum="crc32c")
 
         return cache.chunks(kind, 1, sets[kind], encode)
 
@@ -139,7 +140,7 @@ def test_cache_keeps_the_most_recently_served_sets() -> None:
     assert calls == ["a", "b", "c", "a", "b"]  # c pushed a out; then a pushed b out
     nothing = EncodedSets(capacity=0)
     for _ in range(2):
-        nothing.chunks("a", 1, sets["a"], lambda: (calls.append("a0"), *chunk_parameters("a", 1, sets["a"]))[1:])
+        nothing.chunks("a", 1, sets["a"], lambda: (calls.append("a0"), encode_parameter_set("a", 1, sets["a"]))[1])
     assert calls[-2:] == ["a0", "a0"]  # capacity 0 keeps nothing: every fetch encodes
 
 

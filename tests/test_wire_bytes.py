@@ -18,6 +18,7 @@ from services.wire import (
     assemble_wire,
     chunk_parameters,
     encode_chunks,
+    encode_parameter_set,
     not_modified,
     split_chunk,
 )
@@ -137,3 +138,19 @@ def test_a_bit_flipped_truncated_or_missing_wire_chunk_is_refused() -> None:
             assemble_wire(truncated, max_bytes=MIB)
     with pytest.raises(WireError, match="stream ended after 3 of 4 chunks"):
         assemble_wire(base[:3], max_bytes=MIB)
+
+
+@pytest.mark.parametrize("checksum", ["sha256", "crc32c"])
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 64, 300, MIB])
+def test_encode_parameter_set_is_protobufs_serialisation_byte_for_byte(checksum: str, chunk_bytes: int) -> None:
+    params = {**_params(), "scalar": torch.tensor(2.5, dtype=torch.float64), "empty": torch.zeros(3, 0),
+              "transposed": torch.arange(12, dtype=torch.float32).reshape(3, 4).t()}
+    for expected_version in (0, 3, 1 << 40):
+        want = encode_chunks(chunk_parameters("lr", 300, params, expected_version=expected_version,
+                                              chunk_bytes=chunk_bytes, checksum=checksum))
+        got = encode_parameter_set("lr", 300, params, expected_version=expected_version, chunk_bytes=chunk_bytes,
+                                   checksum=checksum)
+        assert got == want
+    for empty in ({}, {"e": torch.zeros(0)}):  # one chunk without a payload field
+        assert encode_parameter_set("p", 1, empty, checksum=checksum) == encode_chunks(
+            chunk_parameters("p", 1, empty, checksum=checksum))
