@@ -211,18 +211,18 @@ def test_a_one_chunk_set_is_read_as_one_message_and_a_larger_one_as_a_stream() -
     try:
         request = agent_pb2.GetParametersRequest(kind="policy")
         with pytest.raises(grpc.RpcError) as e:
-            s.stub.GetParametersOne(request, timeout=3.0, metadata=(ONE_MESSAGE_METADATA,))
+            s.stub.GetParametersOne(request, timeout=RPC_TIMEOUT, metadata=(ONE_MESSAGE_METADATA,))
         assert e.value.code() == grpc.StatusCode.OUT_OF_RANGE and "4 chunks" in e.value.details()
-        one = s.stub.GetParametersOne(agent_pb2.GetParametersRequest(kind="small"), timeout=3.0,
+        one = s.stub.GetParametersOne(agent_pb2.GetParametersRequest(kind="small"), timeout=RPC_TIMEOUT,
                                       metadata=(ONE_MESSAGE_METADATA,))
         assert tensor_pb2.ParameterChunk.FromString(one).count == 1
         for _ in range(2):
-            assert _same(fetch_parameters(s.stub, "policy", timeout=3.0).params, _policy(0))
-            assert _same(fetch_parameters(s.stub, "small", timeout=3.0).params, _policy(1, n=100))
+            assert _same(fetch_parameters(s.stub, "policy", timeout=RPC_TIMEOUT).params, _policy(0))
+            assert _same(fetch_parameters(s.stub, "small", timeout=RPC_TIMEOUT).params, _policy(1, n=100))
             assert s.stub.streamed_kinds == {"policy"}
         s.service.store.set("policy", _policy(2, n=10))  # now one chunk: read as one message again
-        assert _same(fetch_parameters(s.stub, "policy", timeout=3.0).params, _policy(2, n=10))
+        assert _same(fetch_parameters(s.stub, "policy", timeout=RPC_TIMEOUT).params, _policy(2, n=10))
         assert s.stub.streamed_kinds == set()
-        assert fetch_parameters(s.stub, "policy", min_version=5, timeout=3.0).not_modified
+        assert fetch_parameters(s.stub, "policy", min_version=5, timeout=RPC_TIMEOUT).not_modified
     finally:
         s.close()
