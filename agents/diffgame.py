@@ -36,7 +36,7 @@ import torch
 from prometheus_client import Counter, Gauge
 
 from agents.params import ParameterStore
-from agents.service import AgentService
+from agents.service import AgentService, add_agent_service
 from league.meva.league import (DiffLeagueConfig, initial_x, load_diff_league, load_model_params, model_params,
                                 seat_update)
 from league.meva.train import make_meta_value_model
@@ -191,9 +191,7 @@ class DiffGameAgent:
         """Serve gRPC and /metrics; return (grpc port, metrics port)."""
         self.server = srv.make_server(interceptors=[self.metrics.rpc, *srv.access_control(
             self.cfg.credentials, self.metrics.registry)])
-        from services.gen.league.v1 import agent_pb2_grpc
-
-        agent_pb2_grpc.add_AgentServicer_to_server(
+        add_agent_service(
             AgentService(self.store, self.description(), metrics=self.metrics, on_push=self._on_push,
                          check_push=self.check_push), self.server)
         self.health = srv.add_health_and_reflection(self.server, ["league.v1.Agent"])

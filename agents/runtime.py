@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from agents.matrl import COORDINATED_RULES
 from agents.params import ParameterStore
 from agents.policy_factory import initial_state, make_policy
-from agents.service import AgentService
+from agents.service import AgentService, add_agent_service
 from league.evaluators import SampledEvaluator
 from league.envs.base import flat_dim
 from league.policies import LSTMValue
@@ -33,7 +33,7 @@ from league.updates import make_update_rule, seat_step
 from services import server as srv
 from services.batches import episodes_of, read_batches
 from services.client import Unreachable, connect
-from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
+from services.gen.league.v1 import referee_pb2, referee_pb2_grpc
 from services.league_config import AgentSpec, league_env, policy_class, policy_config, seats_of
 from services.metrics import RpcMetrics, process_registry
 from services.pki import Credentials
@@ -262,7 +262,7 @@ class AgentProcess:
             self.metrics.rpc, *srv.access_control(self.cfg.credentials, self.metrics.registry, self.cfg.peer_access)])
         service = AgentService(self.store, self.description(), metrics=self.metrics, on_push=self._on_push,
                                peer_access=self.cfg.peer_access)
-        agent_pb2_grpc.add_AgentServicer_to_server(service, self.server)
+        add_agent_service(service, self.server)
         self.health = srv.add_health_and_reflection(self.server, ["league.v1.Agent"])
         self.port = srv.bind(self.server, self.cfg.host, self.cfg.port, self.cfg.credentials)
         self.server.start()

@@ -25,9 +25,10 @@ from services.server import PROTOCOL_VERSION, abort
 from services.wire import (
     CHUNK_BYTES,
     FETCH_CHECKSUM,
+    ONE_MESSAGE_METADATA,
     WireError,
     assemble_parameters,
-    chunk_parameters,
+    encode_parameter_set,
     get_checksum,
     not_modified,
 )
@@ -66,24 +67,30 @@ CHAIN_KIND_PREFIX = "policy@"
 """Kinds ``policy@<chain>`` are created by the agent as it learns within a chain."""
 
 
+def _wants_one_message(context: grpc.ServicerContext) -> bool:
+    return ONE_MESSAGE_METADATA in (context.invocation_metadata() or ())
+
+
 class EncodedSets:
-    """The chunk messages of the last ``capacity`` parameter sets served, so that repeated
-    fetches of one version are encoded and checksummed once, not once per fetch.
+    """The wire bytes of the chunks of the last ``capacity`` parameter sets served, so that
+    repeated fetches of one version are encoded, checksummed and serialised once, not once
+    per fetch.
 
     An entry is reused only while the store hands out the very same tensor objects at the
     same version (stored tensors are never mutated in place, see ``agents.params``); the
     entry keeps those tensors referenced, so their identities cannot be reused meanwhile.
-    The least recently served set is dropped first. The messages are never modified after
-    encoding, so concurrent streams may serialise the same ones."""
+    The least recently served set is dropped first. The bytes are immutable, so concurrent
+    streams may send the same ones."""
 
     def __init__(self, capacity: int = 8) -> None:
         self.capacity = capacity
         self._lock = threading.Lock()
-        self._sets: OrderedDict[str, tuple[int, list[Any], list[tensor_pb2.ParameterChunk]]] = OrderedDict()
+        self._sets: OrderedDict[str, tuple[int, list[Any], list[bytes]]] = OrderedDict()
 
     def chunks(self, kind: str, version: int, params: Mapping[str, Any],
-               encode: Callable[[], Iterator[tensor_pb2.ParameterChunk]]) -> list[tensor_pb2.ParameterChunk]:
-        """The chunks of ``params`` (``kind`` at ``version``): cached, or ``encode()``d and cached."""
+               encode: Callable[[], list[bytes]]) -> list[bytes]:
+        """The chunks of ``params`` (``kind`` at ``version``) as wire bytes: cached, or
+        ``encode()``d and cached."""
         tensors = list(params.values())
         with self._lock:
             hit = self._sets.get(kind)
@@ -91,7 +98,7 @@ class EncodedSets:
                     a is b for a, b in zip(hit[1], tensors)):
                 self._sets.move_to_end(kind)
                 return hit[2]
-        chunks = list(encode())
+        chunks = encode()
         if self.capacity > 0:
             with self._lock:
                 self._sets[kind] = (version, tensors, chunks)
@@ -147,7 +154,21 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def GetParameters(
         self, request: agent_pb2.GetParametersRequest, context: grpc.ServicerContext
     ) -> Iterator[tensor_pb2.ParameterChunk]:
-        """Stream one kind in chunks, or one "not modified" chunk when its version < min_version."""
+        """Stream one kind in chunks, or one "not modified" chunk when its version < min_version
+        (as messages: the generated registration; ``add_agent_service`` serves the bytes)."""
+        for data in self.GetParametersWire(request, context):
+            yield tensor_pb2.ParameterChunk.FromString(data)
+
+    def GetParametersOne(self, request: agent_pb2.GetParametersRequest, context: grpc.ServicerContext) -> bytes:
+        """``GetParametersWire`` for a call that asks for one message: the single chunk (OUT_OF_RANGE,
+        before anything is sent, for a set of several)."""
+        (chunk,) = self.GetParametersWire(request, context)
+        return chunk
+
+    def GetParametersWire(self, request: agent_pb2.GetParametersRequest, context: grpc.ServicerContext
+                          ) -> Iterator[bytes]:
+        """``GetParameters`` as the chunks' wire bytes, sent as they are: a version is
+        encoded, checksummed and serialised once (``EncodedSets``), not per fetch."""
         start = time.perf_counter()
         try:
             check_kind(request.kind)
@@ -164,14 +185,18 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         except UnknownKind as err:
             if request.kind.startswith(CHAIN_KIND_PREFIX) and request.min_version > 0:
                 # a chain's parameters that this agent has not published yet: "not yet"
-                yield not_modified(request.kind, 0)
+                yield not_modified(request.kind, 0).SerializeToString()
                 return
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         if version < request.min_version:
-            yield not_modified(request.kind, version)
+            yield not_modified(request.kind, version).SerializeToString()
         else:
-            yield from self.encoded.chunks(request.kind, version, params, lambda: chunk_parameters(
+            chunks = self.encoded.chunks(request.kind, version, params, lambda: encode_parameter_set(
                 request.kind, version, params, chunk_bytes=self.chunk_bytes, checksum=self.checksum))
+            if len(chunks) > 1 and _wants_one_message(context):
+                context.abort(grpc.StatusCode.OUT_OF_RANGE, f"{request.kind!r} version {version} travels in "
+                              f"{len(chunks)} chunks: fetch it as a stream")
+            yield from chunks
         if self.metrics is not None:
             self.metrics.observe_fetch(time.perf_counter() - start)
 
@@ -200,3 +225,50 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         if self.on_push is not None:
             self.on_push(assembled.kind, version)
         return agent_pb2.PushResult(kind=assembled.kind, version=version)
+
+
+class _Registration:
+    """Stands in for a server to capture the method handlers a generated
+    ``add_*Servicer_to_server`` registers."""
+
+    def __init__(self) -> None:
+        self.service, self.handlers = "", {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+        self.service, self.handlers = service, dict(handlers)
+
+
+class _AgentHandlers(grpc.GenericRpcHandler):
+    """The Agent service's handlers by method, GetParameters picked per call: a unary
+    handler (the one chunk and the status in one batch) for a call that asks for one message
+    (``ONE_MESSAGE_METADATA``), a streaming one otherwise. Both send the same bytes."""
+
+    def __init__(self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler],
+                 one_message: grpc.RpcMethodHandler) -> None:
+        self._handlers = {f"/{service}/{name}": h for name, h in handlers.items()}
+        self._fetch, self._one_message = f"/{service}/GetParameters", one_message
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        if details.method == self._fetch and ONE_MESSAGE_METADATA in (details.invocation_metadata or ()):
+            return self._one_message
+        return self._handlers.get(details.method)
+
+
+def add_agent_service(service: AgentService, server: grpc.Server) -> None:
+    """Register ``service`` on ``server`` as the generated ``add_AgentServicer_to_server``
+    does, except that GetParameters sends the chunks' cached wire bytes as they are
+    (``AgentService.GetParametersWire``, no serialiser) instead of a message per chunk, and
+    answers a call that asks for one message (``services.client.AgentClient``) with a unary
+    handler. The bytes on the wire are the same, so every client reads them as
+    ParameterChunk messages."""
+    captured = _Registration()
+    agent_pb2_grpc.add_AgentServicer_to_server(service, captured)
+    handlers = captured.handlers
+    parse = agent_pb2.GetParametersRequest.FromString
+    handlers["GetParameters"] = grpc.unary_stream_rpc_method_handler(service.GetParametersWire,
+                                                                     request_deserializer=parse)
+    one = grpc.unary_unary_rpc_method_handler(service.GetParametersOne, request_deserializer=parse)
+    server.add_generic_rpc_handlers((_AgentHandlers(captured.service, handlers, one),))

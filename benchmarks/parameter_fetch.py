@@ -2,14 +2,17 @@
 127.0.0.1, against a raw loopback TCP baseline moving the same bytes.
 
 * **gRPC fetch**: an ``AgentService`` over a ``ParameterStore`` (the agent process's
-  server: ``services.server.make_server``, the league's message limits, 1 MiB chunks)
-  runs in a separately spawned process; the benchmark process fetches with
-  ``services.client.fetch_parameters`` (chunk stream, CRC32C check, copy into fresh
-  tensors) over one persistent channel. Policies of 1 MiB and 40 MiB (one float32 tensor
-  each). Three servers: the current one (a version encoded once, then served from
-  ``EncodedSets``), the current one with that cache off (every fetch encoded afresh), and
-  one with the codec before the rewrite (the baseline commit's ``services/wire.py``,
-  exported with git archive: SHA-256, five copies), each in its own process.
+  server: ``services.server.make_server``, the league's message limits, 1 MiB chunks,
+  registered with ``add_agent_service``) runs in a separately spawned process; the
+  benchmark process fetches with ``services.client.fetch_parameters`` and an
+  ``AgentClient`` (a one-chunk set as a unary call, a larger one as a stream; CRC32C
+  checked over the received bytes, one copy into fresh tensors) over one persistent
+  channel. Policies of 1 MiB and 40 MiB (one float32 tensor each). Four servers, each in
+  its own process: today's (a version encoded once, then sent from ``EncodedSets`` as
+  cached wire bytes), today's with that cache off (every fetch encoded afresh), and the
+  whole fetch path of the PREVIOUS and of the BASELINE commit (their trees exported with
+  git archive; their clients: that commit's ``assemble_parameters`` over the generated
+  stub).
 * **raw TCP**: a plain socket server in another spawned process. Per fetch the client
   sends an 8-byte length on a persistent connection and the server answers with that many
   bytes in 1 MiB ``sendall`` writes; the client ``recv_into``s them into one buffer. No
@@ -18,10 +21,10 @@
   by one empty chunk; compared with a raw 8-byte request / 1-byte answer round trip and a
   unary gRPC ``Describe`` call.
 
-Transfers alternate gRPC / raw within every repetition so both see the same load. The
-script also times, in-process and without sockets, the codec work a gRPC fetch does
-(``chunk_parameters`` on the server side, protobuf serialise and parse, and
-``assemble_parameters`` on the client side) to show where the time goes.
+The five methods alternate within every repetition so all see the same load. Besides wall
+time per fetch it records CPU time per fetch (client process plus serving process), which
+the machine's load distorts less. The script also times, in-process and without sockets,
+the codec work of each version to show where the time goes.
 
     python benchmarks/parameter_fetch.py                 # full run, writes benchmarks/parameter_fetch.json
     python benchmarks/parameter_fetch.py --quick --out /tmp/q.json
@@ -34,6 +37,7 @@ import functools
 import importlib.util
 import json
 import multiprocessing as mp
+import os
 import socket
 import sys
 import time
@@ -51,6 +55,7 @@ SIZES = {"policy_1MiB": 1 * MiB, "policy_40MiB": 40 * MiB}
 
 
 BASELINE = "59b7407"  # the codec before the copy-once / CRC32C rewrite
+PREVIOUS = "af8e700"  # the fetch path before the wire-bytes rewrite (messages serialised per fetch)
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,6 +69,12 @@ def wire_before():
     return module
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used so far (10 ms ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def make_params(nbytes: int, seed: int):
     import torch
 
@@ -72,28 +83,31 @@ def make_params(nbytes: int, seed: int):
 
 # ----------------------------------------------------------------------------- servers (child processes)
 
-def serve_agent(sizes: dict, ready, stop, before: bool = False, encoded_cache: int = 8) -> None:
-    """An agent's parameter server; ``before`` serves with the baseline commit's codec,
-    ``encoded_cache=0`` encodes every fetch afresh (a version's first fetch)."""
+def serve_agent(sizes: dict, ready, stop, commit: str | None = None, encoded_cache: int = 8) -> None:
+    """An agent's parameter server: today's (``add_agent_service``, chunks sent as cached
+    wire bytes; ``encoded_cache=0`` encodes every fetch afresh, a version's first fetch), or
+    with ``commit`` that commit's tree (its own agents/ and services/, imported from the
+    exported tree, registered as it was: the generated ``add_AgentServicer_to_server``)."""
+    if commit is not None:
+        sys.path.insert(0, str(export_commit(commit)))
     import torch
 
     from agents import service as agent_service
     from agents.params import ParameterStore
-    from agents.service import AgentService
     from services import server as srv
     from services.gen.league.v1 import agent_pb2_grpc
 
-    if before:
-        old = wire_before()
-        agent_service.chunk_parameters = lambda kind, version, params, chunk_bytes, checksum: (
-            old.chunk_parameters(kind, version, params, chunk_bytes=chunk_bytes))
     torch.set_num_threads(1)
     store = ParameterStore()
     for i, (kind, nbytes) in enumerate(sizes.items()):
         store.set(kind, make_params(nbytes, i))
     server = srv.make_server()
-    agent_pb2_grpc.add_AgentServicer_to_server(AgentService(store, {"agent_id": "bench", "env": "ipd"},
-                                                                    encoded_cache=encoded_cache), server)
+    description = {"agent_id": "bench", "env": "ipd"}
+    if commit is not None:
+        agent_pb2_grpc.add_AgentServicer_to_server(agent_service.AgentService(store, description), server)
+    else:
+        service = agent_service.AgentService(store, description, encoded_cache=encoded_cache)
+        agent_service.add_agent_service(service, server)
     port = srv.bind(server, "127.0.0.1", 0)
     server.start()
     ready.put(port)
@@ -155,11 +169,22 @@ def raw_ping(sock: socket.socket) -> None:
         raise ConnectionError("raw server closed")
 
 
-def fetch_before(stub, kind: str, max_bytes: int = 256 * MiB):
-    """``services.client.fetch_parameters`` with the codec of the baseline commit."""
+@functools.lru_cache(maxsize=1)
+def wire_previous():
+    """``services/wire.py`` of the PREVIOUS commit, loaded as its own module."""
+    spec = importlib.util.spec_from_file_location("wire_previous", export_commit(PREVIOUS) / "services" / "wire.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["wire_previous"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def fetch_before(stub, kind: str, max_bytes: int = 256 * MiB, wire=wire_before):
+    """``services.client.fetch_parameters`` with the codec of the baseline commit (``wire``:
+    of another commit), over the generated stub (chunks parsed as messages)."""
     from services.gen.league.v1 import agent_pb2
 
-    assemble_parameters = wire_before().assemble_parameters
+    assemble_parameters = wire().assemble_parameters
 
     call = stub.GetParameters(agent_pb2.GetParametersRequest(kind=kind), timeout=30)
     try:
@@ -169,70 +194,67 @@ def fetch_before(stub, kind: str, max_bytes: int = 256 * MiB):
         raise
 
 
-def codec_costs(nbytes: int, reps: int, before: bool = False) -> dict:
-    """The codec work of one fetch, in this process, no sockets: medians in seconds. The
-    current codec encodes with the fetch path's checksum (CRC32C); ``before`` times the codec
-    of the baseline commit's services/wire.py (SHA-256, five copies)."""
-    import functools
+def codec_costs(nbytes: int, reps: int, codec: str = "now") -> dict:
+    """The codec work of one fetch, in this process, no sockets: medians in seconds.
 
+    ``now``: what today's server does once per version (``encode_parameter_set`` with CRC32C:
+    the chunks' wire bytes; a fetch only sends the cached bytes) and what the client does per fetch
+    (``assemble_wire``: payloads read in place from the received bytes). ``previous`` /
+    ``before``: the PREVIOUS / BASELINE commit's codec as its fetch ran it, every step per
+    fetch (chunk, serialise, parse, assemble)."""
     from services.gen.league.v1 import tensor_pb2
-
-    if before:
-        assemble_parameters, chunk_parameters = wire_before().assemble_parameters, wire_before().chunk_parameters
-    else:
-        from services.wire import FETCH_CHECKSUM, assemble_parameters
-        from services.wire import chunk_parameters as _chunk
-
-        chunk_parameters = functools.partial(_chunk, checksum=FETCH_CHECKSUM)
 
     params = make_params(nbytes, 0)
     raw = params["weight"].numpy().tobytes()
-    out = {"chunk_parameters": [], "serialize": [], "parse": [], "assemble_parameters": [], "bytes_copy": []}
-    for _ in range(reps):
+    out: dict[str, list[float]] = {}
+
+    def timed(name: str, fn):
         t0 = time.perf_counter()
-        chunks = list(chunk_parameters("policy", 1, params))
-        t1 = time.perf_counter()
-        wire = [c.SerializeToString() for c in chunks]
-        t2 = time.perf_counter()
-        parsed = []
-        for w in wire:
-            m = tensor_pb2.ParameterChunk()
-            m.ParseFromString(w)
-            parsed.append(m)
-        t3 = time.perf_counter()
-        got = assemble_parameters(iter(parsed), 1 << 30)
-        t4 = time.perf_counter()
+        value = fn()
+        out.setdefault(name, []).append(time.perf_counter() - t0)
+        return value
+
+    for _ in range(reps):
+        if codec == "now":
+            from services.wire import FETCH_CHECKSUM, assemble_wire, encode_parameter_set
+
+            chunks = wire = timed("encode_parameter_set_once_per_version",
+                                  lambda: encode_parameter_set("policy", 1, params, checksum=FETCH_CHECKSUM))
+            got = timed("assemble_wire", lambda: assemble_wire(wire, 1 << 30))
+        else:
+            module = wire_previous() if codec == "previous" else wire_before()
+            kwargs = {"checksum": "crc32c"} if codec == "previous" else {}
+            chunks = timed("chunk_parameters", lambda: list(module.chunk_parameters("policy", 1, params, **kwargs)))
+            wire = timed("serialize", lambda: [c.SerializeToString() for c in chunks])
+            parsed = timed("parse", lambda: [tensor_pb2.ParameterChunk.FromString(w) for w in wire])
+            got = timed("assemble_parameters", lambda: module.assemble_parameters(iter(parsed), 1 << 30))
         assert got.params["weight"].numel() == nbytes // 4
-        t5 = time.perf_counter()
-        copy = bytearray(raw)  # one plain copy of the whole payload, for scale
-        t6 = time.perf_counter()
-        del copy
-        for k, v in zip(out, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t6 - t5)):
-            out[k].append(v)
-        del chunks, wire, parsed, got
+        timed("bytes_copy", lambda: bytearray(raw))  # one plain copy of the whole payload, for scale
+        del chunks, wire, got
     res = {k: med(v) for k, v in out.items()}
-    res["codec_total_excluding_copy"] = sum(res[k] for k in ("chunk_parameters", "serialize", "parse",
-                                                              "assemble_parameters"))
+    per_fetch = ("assemble_wire",) if codec == "now" else ("chunk_parameters", "serialize", "parse",
+                                                           "assemble_parameters")
+    res["codec_per_fetch"] = sum(res[k] for k in per_fetch)
     return res
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repetitions (a ~20 s smoke run)")
-    p.add_argument("--reps-small", type=int, default=None, help="1 MiB transfers per method (default 60; 10 quick)")
-    p.add_argument("--reps-large", type=int, default=None, help="40 MiB transfers per method (default 15; 3 quick)")
+    p.add_argument("--reps-small", type=int, default=None, help="1 MiB transfers per method (default 200; 10 quick)")
+    p.add_argument("--reps-large", type=int, default=None, help="40 MiB transfers per method (default 20; 3 quick)")
     p.add_argument("--reps-fast", type=int, default=None, help="fast-path calls per method (default 400; 50 quick)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "parameter_fetch.json"))
     args = p.parse_args()
-    reps = {"policy_1MiB": args.reps_small or (10 if args.quick else 60),
-            "policy_40MiB": args.reps_large or (3 if args.quick else 15)}
+    reps = {"policy_1MiB": args.reps_small or (10 if args.quick else 200),
+            "policy_40MiB": args.reps_large or (3 if args.quick else 20)}
     reps_fast = args.reps_fast or (50 if args.quick else 400)
 
     import grpc
     import torch
 
     from services import server as srv
-    from services.client import describe, fetch_parameters
+    from services.client import AgentClient, describe, fetch_parameters
     from services.gen.league.v1 import agent_pb2_grpc
     from services.wire import CHUNK_BYTES, FETCH_CHECKSUM
 
@@ -244,72 +266,85 @@ def main() -> None:
           flush=True)
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
-    q_agent, q_cold, q_before, q_raw = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=serve_agent, args=(SIZES, q_agent, stop), daemon=True),
-             ctx.Process(target=serve_agent, args=(SIZES, q_cold, stop, False, 0), daemon=True),
-             ctx.Process(target=serve_agent, args=(SIZES, q_before, stop, True), daemon=True),
-             ctx.Process(target=serve_raw, args=(max(SIZES.values()), q_raw, stop), daemon=True)]
-    for pr in procs:
+    # variant -> serve_agent's keyword arguments; every variant gets its own server process
+    servers = {"grpc_fetch": {}, "grpc_fetch_uncached": {"encoded_cache": 0},
+               "grpc_fetch_previous": {"commit": PREVIOUS}, "grpc_fetch_before": {"commit": BASELINE}}
+    queues = {name: ctx.Queue() for name in servers}
+    q_raw = ctx.Queue()
+    procs = {name: ctx.Process(target=serve_agent, args=(SIZES, queues[name], stop), kwargs=kw, daemon=True)
+             for name, kw in servers.items()}
+    procs["raw_tcp"] = ctx.Process(target=serve_raw, args=(max(SIZES.values()), q_raw, stop), daemon=True)
+    for pr in procs.values():
         pr.start()
-    channel = channel_cold = channel_before = sock = None
+    channels, sock = [], None
     try:
-        agent_port, cold_port, before_port = q_agent.get(timeout=120), q_cold.get(timeout=120), q_before.get(timeout=120)
-        raw_port = q_raw.get(timeout=120)
-        channel = srv.channel(f"127.0.0.1:{agent_port}")
-        channel_cold = srv.channel(f"127.0.0.1:{cold_port}")
-        channel_before = srv.channel(f"127.0.0.1:{before_port}")
-        for ch in (channel, channel_cold, channel_before):
+        stubs = {}
+        for name in servers:
+            ch = srv.channel(f"127.0.0.1:{queues[name].get(timeout=120)}")
+            channels.append(ch)
             grpc.channel_ready_future(ch).result(timeout=30)
-        stub = agent_pb2_grpc.AgentStub(channel)
-        stub_cold = agent_pb2_grpc.AgentStub(channel_cold)
-        stub_before = agent_pb2_grpc.AgentStub(channel_before)
-        sock = socket.create_connection(("127.0.0.1", raw_port), timeout=60)
+            stubs[name] = AgentClient(ch) if name in ("grpc_fetch", "grpc_fetch_uncached") else (
+                agent_pb2_grpc.AgentStub(ch))
+        sock = socket.create_connection(("127.0.0.1", q_raw.get(timeout=120)), timeout=60)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         results = {}
         for kind, nbytes in SIZES.items():
+            fetches = {
+                "grpc_fetch": lambda: fetch_parameters(stubs["grpc_fetch"], kind).params,
+                "raw_tcp": lambda: raw_fetch(sock, nbytes),
+                "grpc_fetch_previous": lambda: fetch_before(stubs["grpc_fetch_previous"], kind,
+                                                            wire=wire_previous).params,
+                "grpc_fetch_before": lambda: fetch_before(stubs["grpc_fetch_before"], kind).params,
+                "grpc_fetch_uncached": lambda: fetch_parameters(stubs["grpc_fetch_uncached"], kind).params,
+            }
             expected = make_params(nbytes, list(SIZES).index(kind))["weight"]
             for _ in range(2):  # warm-up (and check the bytes that arrive)
-                got = fetch_parameters(stub, kind)
-                assert torch.equal(got.params["weight"], expected) and got.params["weight"].is_contiguous()
-                assert torch.equal(fetch_parameters(stub_cold, kind).params["weight"], expected)
-                assert torch.equal(fetch_before(stub_before, kind).params["weight"], expected)
-                assert len(raw_fetch(sock, nbytes)) == nbytes
-            g_s, c_s, b_s, r_s = [], [], [], []
-            for i in range(reps[kind]):
-                t0 = time.perf_counter()
-                got = fetch_parameters(stub, kind)
-                t1 = time.perf_counter()
-                buf = raw_fetch(sock, nbytes)
-                t2 = time.perf_counter()
-                old = fetch_before(stub_before, kind)
-                t3 = time.perf_counter()
-                cold = fetch_parameters(stub_cold, kind)
-                t4 = time.perf_counter()
-                assert got.params is not None and old.params is not None and cold.params is not None
-                assert len(buf) == nbytes
-                del got, buf, old, cold
-                c_s.append(t4 - t3)
-                g_s.append(t1 - t0)
-                r_s.append(t2 - t1)
-                b_s.append(t3 - t2)
-            gm, rm, bm, cm = med(g_s), med(r_s), med(b_s), med(c_s)
+                for name, fetch in fetches.items():
+                    got = fetch()
+                    if name == "raw_tcp":
+                        assert len(got) == nbytes
+                    else:
+                        assert torch.equal(got["weight"], expected) and got["weight"].is_contiguous(), name
+            times: dict[str, list[float]] = {name: [] for name in fetches}
+            client_cpu = dict.fromkeys(fetches, 0.0)
+            server_cpu = {name: process_cpu_seconds(procs[name].pid) for name in fetches}
+            for _ in range(reps[kind]):  # the variants alternate within every repetition
+                for name, fetch in fetches.items():
+                    c0, t0 = time.process_time(), time.perf_counter()
+                    got = fetch()
+                    t1, c1 = time.perf_counter(), time.process_time()
+                    times[name].append(t1 - t0)
+                    client_cpu[name] += c1 - c0
+                    assert got is not None
+                    del got
+            cpu = {}
+            for name in fetches:  # a server is idle while the others are fetched from
+                server = (process_cpu_seconds(procs[name].pid) - server_cpu[name]) / reps[kind]
+                cpu[name] = {"client": client_cpu[name] / reps[kind], "server": server,
+                             "total": client_cpu[name] / reps[kind] + server}
+            rm = med(times["raw_tcp"])
+            res = {"bytes": nbytes}
+            for name, xs in times.items():
+                res[f"{name}_s"] = summary(xs)
+                res[f"{name}_MB_per_s"] = nbytes / med(xs) / 1e6
+                if name != "raw_tcp":
+                    res[f"{name}_over_raw_time"] = med(xs) / rm
+            res["cpu_per_fetch_s"] = cpu
+            res["cpu_over_raw"] = {name: cpu[name]["total"] / cpu["raw_tcp"]["total"] for name in fetches
+                                   if name != "raw_tcp"}
+            res["grpc_fetch_MB_per_s_best"] = nbytes / min(times["grpc_fetch"]) / 1e6
+            res["raw_tcp_MB_per_s_best"] = nbytes / min(times["raw_tcp"]) / 1e6
             codec_reps = max(3, min(reps[kind], 10))
-            results[kind] = {
-                "bytes": nbytes,
-                "grpc_fetch_s": summary(g_s), "raw_tcp_s": summary(r_s), "grpc_fetch_before_s": summary(b_s),
-                "grpc_fetch_uncached_s": summary(c_s),
-                "grpc_fetch_MB_per_s": nbytes / gm / 1e6, "raw_tcp_MB_per_s": nbytes / rm / 1e6,
-                "grpc_fetch_before_MB_per_s": nbytes / bm / 1e6,
-                "grpc_over_raw_time": gm / rm, "grpc_before_over_raw_time": bm / rm,
-                "grpc_uncached_over_raw_time": cm / rm, "grpc_fetch_uncached_MB_per_s": nbytes / cm / 1e6,
-                "grpc_fetch_MB_per_s_best": nbytes / min(g_s) / 1e6, "raw_tcp_MB_per_s_best": nbytes / min(r_s) / 1e6,
-                "codec_in_process_s": codec_costs(nbytes, codec_reps),
-                "codec_before_in_process_s": codec_costs(nbytes, codec_reps, before=True),
-            }
-            print(f"  {kind}: gRPC {gm * 1e3:.2f} ms ({nbytes / gm / 1e6:.0f} MB/s), uncached {cm * 1e3:.2f} ms, "
-                  f"before {bm * 1e3:.2f} ms, raw TCP {rm * 1e3:.2f} ms ({nbytes / rm / 1e6:.0f} MB/s); / raw: "
-                  f"{gm / rm:.2f}x, uncached {cm / rm:.2f}x, before {bm / rm:.2f}x", flush=True)
+            for codec in ("now", "previous", "before"):
+                res[f"codec_{codec}_in_process_s"] = codec_costs(nbytes, codec_reps, codec)
+            results[kind] = res
+            print(f"  {kind}: raw TCP {rm * 1e3:.2f} ms; " + ", ".join(
+                f"{name} {med(times[name]) * 1e3:.2f} ms ({med(times[name]) / rm:.2f}x raw)"
+                for name in fetches if name != "raw_tcp"), flush=True)
+            print("    CPU per fetch (client + server): " + ", ".join(
+                f"{name} {cpu[name]['total'] * 1e3:.2f} ms" for name in fetches), flush=True)
         # the not-modified fast path
+        stub = stubs["grpc_fetch"]
         version = describe(stub).versions["policy_40MiB"]
         for _ in range(10):
             assert fetch_parameters(stub, "policy_40MiB", min_version=version + 1).not_modified
@@ -336,10 +371,9 @@ def main() -> None:
         stop.set()
         if sock is not None:
             sock.close()
-        for ch in (channel, channel_cold, channel_before):
-            if ch is not None:
-                ch.close()
-        for pr in procs:
+        for ch in channels:
+            ch.close()
+        for pr in procs.values():
             pr.join(timeout=10)
             if pr.is_alive():
                 pr.terminate()
@@ -349,23 +383,33 @@ def main() -> None:
         "benchmark": "parameter_fetch", "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "setting": {"sizes_bytes": SIZES, "dtype": "float32", "chunk_bytes": CHUNK_BYTES,
                     "fetch_checksum": FETCH_CHECKSUM, "raw_write_bytes": WRITE,
-                    "reps": reps, "reps_fast_path": reps_fast, "host": "127.0.0.1"},
+                    "reps": reps, "reps_fast_path": reps_fast, "host": "127.0.0.1",
+                    "previous_commit": PREVIOUS, "before_commit": BASELINE},
         "machine": info, "loadavg_start": load_start, "loadavg_end": loadavg(), "results": results,
         "notes": [
-            "MB = 1e6 bytes. Seconds are per whole fetch, client side, medians over repetitions after 2 warm-ups.",
-            "grpc_fetch: services.client.fetch_parameters over one persistent channel to an AgentService in a "
-            "spawned process: the current codec (CRC32C; each byte copied once into its chunk on the server and "
-            "once into a fresh tensor on the client), the set encoded once per version (EncodedSets cache).",
-            "grpc_fetch_uncached: the same, from a server with encoded_cache=0, so every fetch is encoded afresh "
-            "(the cost of a version's first fetch, which is what a referee pays for a freshly published policy).",
-            "grpc_fetch_before: the codec of commit 59b7407 (the baseline commit's services/wire.py: SHA-256 on both ends, "
-            "about five copies) on its own server process; the four variants alternate in every repetition.",
+            "MB = 1e6 bytes. Seconds are per whole fetch, client side, medians over repetitions after 2 warm-ups; "
+            "the five methods alternate within every repetition, so all see the same load.",
+            "grpc_fetch: services.client.fetch_parameters with an AgentClient over one persistent channel to an "
+            "AgentService registered with add_agent_service in a spawned process: each version's chunks are "
+            "encoded (CRC32C) and serialised once and sent as cached wire bytes; the client reads each payload in "
+            "place from the received bytes (assemble_wire), checks the CRC32C there and copies it once into a "
+            "fresh tensor.",
+            "grpc_fetch_uncached: the same, from a server with encoded_cache=0, so every fetch is encoded and "
+            "serialised afresh (the cost of a version's first fetch).",
+            f"grpc_fetch_previous: the fetch path of commit {PREVIOUS} (its agents/ and services/ on the server, "
+            "from the exported tree: chunk messages cached, serialised by gRPC per fetch; its services/wire.py "
+            "assemble_parameters on the client over the generated stub: protobuf parse, payload read, copy).",
+            f"grpc_fetch_before: the fetch path of commit {BASELINE} (its agents/ and services/ on the server, from "
+            "the exported tree; its services/wire.py on the client: SHA-256 on both ends, about five copies).",
             "raw TCP: persistent connection, 8-byte request, the server sendall()s the bytes in 1 MiB writes, the "
             "client recv_into()s one preallocated bytearray. Same number of bytes, nothing else.",
-            "codec_in_process_s / codec_before_in_process_s: the current / before codec steps in this process "
-            "without sockets (chunk_parameters, protobuf "
-            "SerializeToString and ParseFromString of every chunk, assemble_parameters) and one plain copy of the "
-            "payload (bytes_copy) for scale.",
+            "cpu_per_fetch_s: CPU seconds per fetch, client process (time.process_time around each fetch, all "
+            "its threads) plus the serving process (/proc/<pid>/stat over the whole block divided by the "
+            "repetitions; 10 ms ticks; each server is idle while the others are fetched from). Less sensitive to "
+            "the machine's load than wall time; cpu_over_raw divides by the raw TCP pair's CPU.",
+            "codec_*_in_process_s: the codec steps of each version in this process without sockets, and one plain "
+            "copy of the payload (bytes_copy) for scale; codec_per_fetch sums the steps a fetch pays (today only "
+            "assemble_wire: encoding and serialising happen once per version).",
         ],
         "total_wall_s": time.perf_counter() - t_start,
     }

@@ -13,7 +13,14 @@ import torch
 from services.gen.league.v1 import agent_pb2, agent_pb2_grpc
 from services.pki import Credentials
 from services.server import PROTOCOL_VERSION, channel
-from services.wire import CHUNK_BYTES, Assembled, assemble_parameters, chunk_parameters
+from services.wire import (
+    CHUNK_BYTES,
+    ONE_MESSAGE_METADATA,
+    Assembled,
+    assemble_parameters,
+    assemble_wire,
+    chunk_parameters,
+)
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_FETCH_BYTES = 256 * 1024 * 1024
@@ -50,6 +57,57 @@ def connect(address: str, total_wait: float, what: str = "the referee",
                 said = waited
 
 
+class AgentClient(agent_pb2_grpc.AgentStub):
+    """The generated Agent stub plus two readings of the same GetParameters RPC that hand
+    over the chunks as the bytes that arrived (no protobuf parse per chunk), so that
+    ``fetch_parameters`` reads each payload in place and copies it once, into its tensor:
+
+    * ``GetParametersOne``, a unary call sent with ``ONE_MESSAGE_METADATA``: for a set that
+      fits one chunk (and "not modified"), it saves the stream's per-call thread and
+      handoffs; the agent refuses a larger set with OUT_OF_RANGE before sending anything;
+    * ``GetParametersWire``, the stream, for sets of several chunks.
+
+    ``streamed_kinds`` remembers the kinds last refused as one message, so that they go
+    straight to the stream until a fetch finds them small again."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        super().__init__(channel)
+        method = "/league.v1.Agent/GetParameters"
+        serialize = agent_pb2.GetParametersRequest.SerializeToString
+        self.GetParametersOne = channel.unary_unary(method, request_serializer=serialize,
+                                                    response_deserializer=None, _registered_method=True)
+        self.GetParametersWire = channel.unary_stream(method, request_serializer=serialize,
+                                                      response_deserializer=None, _registered_method=True)
+        self.streamed_kinds: set[str] = set()
+
+    def fetch(self, request: agent_pb2.GetParametersRequest, timeout: float, max_bytes: int) -> Assembled:
+        """One fetch: as one message unless the kind is known to need a stream."""
+        if request.kind not in self.streamed_kinds:
+            try:
+                data = self.GetParametersOne(request, timeout=timeout, metadata=(ONE_MESSAGE_METADATA,))
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.OUT_OF_RANGE:
+                    raise
+                self.streamed_kinds.add(request.kind)
+            else:
+                return assemble_wire((data,), max_bytes)
+        call = self.GetParametersWire(request, timeout=timeout)
+        try:
+            got = assemble_wire(_counted(call, counter := [0]), max_bytes)
+        except BaseException:
+            call.cancel()
+            raise
+        if counter[0] <= 1:
+            self.streamed_kinds.discard(request.kind)
+        return got
+
+
+def _counted(chunks, counter: list[int]):
+    for chunk in chunks:
+        counter[0] += 1
+        yield chunk
+
+
 def describe(stub: agent_pb2_grpc.AgentStub, timeout: float = DEFAULT_TIMEOUT) -> agent_pb2.AgentDescription:
     """The agent's description, announcing this side's protocol version."""
     return stub.Describe(agent_pb2.DescribeRequest(protocol_version=PROTOCOL_VERSION), timeout=timeout)
@@ -65,10 +123,15 @@ def fetch_parameters(
 ) -> Assembled:
     """Fetch one parameter kind; `.params` is None when the agent's version is below min_version.
 
+    With an ``AgentClient`` the chunks are assembled from their wire bytes (``assemble_wire``;
+    a set of one chunk read as a unary call, see ``AgentClient``), with a plain generated stub
+    from parsed messages; both check the same contract.
     Raises grpc.RpcError for a status from the agent and WireError for a malformed stream
     (the call is then cancelled).
     """
     request = agent_pb2.GetParametersRequest(kind=kind, min_version=min_version, wait_seconds=wait_seconds)
+    if isinstance(stub, AgentClient):
+        return stub.fetch(request, timeout, max_bytes)
     call = stub.GetParameters(request, timeout=timeout)
     try:
         return assemble_parameters(call, max_bytes)

@@ -42,7 +42,7 @@ from league.meta_training import MetaTraining
 from league.policies.base import Params
 from league.rollout import Episodes
 from services import server as srv
-from services.client import describe, fetch_parameters, push_parameters
+from services.client import AgentClient, describe, fetch_parameters, push_parameters
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.metrics import RpcMetrics, process_registry
 from services.durable import write_json_atomic
@@ -199,7 +199,7 @@ class MetaMapgMode:
             members = {m.agent_id: m.address for m in status.members}
             if agent_id not in members:
                 raise RuntimeError(f"{agent_id} is not a member of the league at {self.cfg.referee}")
-            self.stubs[agent_id] = agent_pb2_grpc.AgentStub(srv.channel(members[agent_id], self.cfg.credentials))
+            self.stubs[agent_id] = AgentClient(srv.channel(members[agent_id], self.cfg.credentials))
         return self.stubs[agent_id]
 
     def _version(self, agent_id: str, kind: str) -> int:

@@ -45,7 +45,7 @@ from league.nash.metagame import corner_choices
 from league.policies.base import Params, Policy
 from services import server as srv
 from services.batches import episodes_of, read_batches
-from services.client import describe, fetch_parameters, push_parameters
+from services.client import AgentClient, describe, fetch_parameters, push_parameters
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ class MatrlMode:
 
     def _stub(self, agent_id: str, members: dict[str, str]) -> agent_pb2_grpc.AgentStub:
         if agent_id not in self.stubs:
-            self.stubs[agent_id] = agent_pb2_grpc.AgentStub(srv.channel(members[agent_id], self.cfg.credentials))
+            self.stubs[agent_id] = AgentClient(srv.channel(members[agent_id], self.cfg.credentials))
         return self.stubs[agent_id]
 
     def wait_for_members(self, timeout: float = 120.0) -> None:

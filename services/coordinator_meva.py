@@ -32,8 +32,7 @@ from prometheus_client import Gauge
 
 from league.meva.league import DiffLeagueConfig, MetaValueLearner, load_diff_league, model_params, pairings
 from services import server as srv
-from services.client import describe, fetch_parameters, push_parameters
-from services.gen.league.v1 import agent_pb2_grpc
+from services.client import AgentClient, describe, fetch_parameters, push_parameters
 
 log = logging.getLogger("league.coordinator")
 
@@ -66,7 +65,7 @@ class _DiffLeagueMode:
         missing = [a for a in self.ids if a not in cfg.agents]
         if missing:
             raise ValueError(f"--agents gives no address for {missing}: name every agent as ID=HOST:PORT")
-        self.stubs = {a: agent_pb2_grpc.AgentStub(srv.channel(cfg.agents[a], cfg.credentials)) for a in self.ids}
+        self.stubs = {a: AgentClient(srv.channel(cfg.agents[a], cfg.credentials)) for a in self.ids}
         self.iteration = 0
         self.metrics = CoordinatorMetrics(experiment.game, method)
 

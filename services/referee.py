@@ -46,7 +46,7 @@ from league.rollout import play
 from services import batches as wire_batches
 from services import limits, referee_state
 from services import server as srv
-from services.client import DEFAULT_MAX_FETCH_BYTES, describe, fetch_parameters
+from services.client import DEFAULT_MAX_FETCH_BYTES, AgentClient, describe, fetch_parameters
 from services.gen.league.v1 import agent_pb2_grpc, referee_pb2, referee_pb2_grpc
 from services.league_config import RefereeConfig, league_env, seats_of
 from services.spaces import describe_space, same_space, space_from_json
@@ -297,7 +297,7 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             srv.abort(context, err)
         lease = self.cfg.lease_seconds
         channel = srv.channel(request.address, self.credentials)
-        stub = agent_pb2_grpc.AgentStub(channel)
+        stub = AgentClient(channel)
         try:
             desc = describe(stub, timeout=min(10.0, lease))
             policy, expected = self._admit(request.agent_id, desc, request.role)

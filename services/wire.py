@@ -17,16 +17,22 @@ import math
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import google_crc32c
 import grpc
 import numpy as np
 import torch
+from google.protobuf.message import DecodeError
 
 from services.gen.league.v1 import tensor_pb2
 
 CHUNK_BYTES = 1 << 20
+ONE_MESSAGE_METADATA = ("league-fetch-one-message", "1")
+"""Request metadata of a GetParameters call read as a unary call: the answer must be a single
+chunk, so the agent refuses a set of several chunks with OUT_OF_RANGE before it sends
+anything (a unary reader of several messages would wait for its deadline)."""
+Buffer = Union[bytes, memoryview, np.ndarray]  # a payload: bytes, or a view of received bytes
 
 DType = tensor_pb2.DType
 _BY_TORCH: dict[torch.dtype, int] = {
@@ -191,10 +197,10 @@ def _byte_view(t: torch.Tensor) -> tuple[int, memoryview]:
     return wire, memoryview(array.reshape(-1).view(np.uint8))
 
 
-def _split(views: list[memoryview], chunk_bytes: int) -> list[bytes]:
+def _pieces(views: list[memoryview], chunk_bytes: int) -> list[list[memoryview]]:
     """The concatenation of ``views`` cut into pieces of ``chunk_bytes`` (the last may be
-    shorter; one empty piece for an empty payload), each copied exactly once."""
-    pieces: list[bytes] = []
+    shorter; one empty piece for an empty payload), each as the views it spans: no copy."""
+    pieces: list[list[memoryview]] = []
     pending: list[memoryview] = []
     size = 0
     for view in views:
@@ -204,11 +210,36 @@ def _split(views: list[memoryview], chunk_bytes: int) -> list[bytes]:
             pending.append(view[pos : pos + take])
             size, pos = size + take, pos + take
             if size == chunk_bytes:
-                pieces.append(bytes(pending[0]) if len(pending) == 1 else b"".join(pending))
+                pieces.append(pending)
                 pending, size = [], 0
     if size or not pieces:
-        pieces.append(b"".join(pending))
+        pieces.append(pending)
     return pieces
+
+
+def _prepare(params: Mapping[str, torch.Tensor], chunk_bytes: int, checksum: str
+             ) -> tuple[tensor_pb2.ParameterHeader, list[list[memoryview]]]:
+    """The header (specs, size, ``checksum`` of the whole payload) and the payload pieces of
+    one chunk each, read in place from the tensors' memory."""
+    if chunk_bytes <= 0:
+        raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
+    check = get_checksum(checksum)
+    specs, views = [], []
+    for name, t in params.items():
+        if not name:
+            raise WireError("a parameter tensor needs a non-empty name")
+        wire, view = _byte_view(t)
+        specs.append(tensor_pb2.TensorSpec(name=name, dtype=wire, shape=list(t.shape)))
+        views.append(view)
+    pieces = _pieces(views, chunk_bytes)
+    state, total = check.new(), 0
+    for piece in pieces:
+        for view in piece:
+            state.update(np.frombuffer(view, dtype=np.uint8))  # CRC32C takes arrays, not memoryviews
+            total += len(view)
+    header = tensor_pb2.ParameterHeader(tensors=specs, total_bytes=total)
+    setattr(header, check.field, check.value(state))
+    return header, pieces
 
 
 def chunk_parameters(
@@ -222,25 +253,11 @@ def chunk_parameters(
     """Split a parameter set into chunks of at most chunk_bytes of payload; chunk 0 has the
     header with the ``checksum`` (a name in CHECKSUMS) of the whole payload.
 
-    The tensors' memory is read in place and each payload byte is copied once (into its
-    chunk's bytes) and checksummed once, before the first chunk goes out."""
-    if chunk_bytes <= 0:
-        raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
-    check = get_checksum(checksum)
-    specs, views = [], []
-    for name, t in params.items():
-        if not name:
-            raise WireError("a parameter tensor needs a non-empty name")
-        wire, view = _byte_view(t)
-        specs.append(tensor_pb2.TensorSpec(name=name, dtype=wire, shape=list(t.shape)))
-        views.append(view)
-    payloads = _split(views, chunk_bytes)
-    del views
-    state = check.new()
-    for payload in payloads:
-        state.update(payload)
-    header = tensor_pb2.ParameterHeader(tensors=specs, total_bytes=sum(map(len, payloads)))
-    setattr(header, check.field, check.value(state))
+    The tensors' memory is read in place, checksummed once, and each payload byte is copied
+    once (into its chunk's bytes), before the first chunk goes out."""
+    header, pieces = _prepare(params, chunk_bytes, checksum)
+    payloads = [bytes(piece[0]) if len(piece) == 1 else b"".join(piece) for piece in pieces]
+    del pieces
     count = len(payloads)
     for index in range(count):
         chunk = tensor_pb2.ParameterChunk(
@@ -255,6 +272,116 @@ def chunk_parameters(
         if index == 0:
             chunk.header.CopyFrom(header)
         yield chunk
+
+
+def encode_parameter_set(
+    kind: str,
+    version: int,
+    params: Mapping[str, torch.Tensor],
+    expected_version: int = 0,
+    chunk_bytes: int = CHUNK_BYTES,
+    checksum: str = "sha256",
+) -> list[bytes]:
+    """The wire bytes of the chunks ``chunk_parameters`` yields, byte for byte what protobuf
+    serialises for them, built without a message per chunk: each chunk is its small fields
+    (serialised by protobuf), the payload's tag and length, the payload copied once straight
+    from the tensors' memory, and ``expected_version`` (the one field numbered after it)."""
+    header, pieces = _prepare(params, chunk_bytes, checksum)
+    count = len(pieces)
+    tail = tensor_pb2.ParameterChunk(expected_version=expected_version).SerializeToString()
+    encoded = []
+    for index, piece in enumerate(pieces):
+        head = tensor_pb2.ParameterChunk(kind=kind, version=version, index=index, count=count)
+        if index == 0:
+            head.header.CopyFrom(header)
+        size = sum(map(len, piece))
+        tag = _varint(_PAYLOAD_FIELD << 3 | _LEN) + _varint(size) if size else b""  # proto3 omits empty bytes
+        encoded.append(b"".join([head.SerializeToString(), tag, *piece, tail]))
+    return encoded
+
+
+def encode_chunks(chunks: Iterable[tensor_pb2.ParameterChunk]) -> list[bytes]:
+    """The wire bytes of each chunk (what gRPC sends): a server can keep these and send
+    them again without serialising a message per fetch."""
+    return [chunk.SerializeToString() for chunk in chunks]
+
+
+# ParameterChunk.payload as it appears on the wire: field number and length-delimited type.
+_PAYLOAD_FIELD = tensor_pb2.ParameterChunk.DESCRIPTOR.fields_by_name["payload"].number
+_VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
+
+
+def _varint(value: int) -> bytes:
+    """``value`` (>= 0) as a protobuf base-128 varint."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> int:
+    """Position just past the base-128 varint starting at ``pos``; IndexError if it runs
+    past the end, ValueError if it is longer than 10 bytes."""
+    for end in range(pos, pos + 10):
+        if data[end] < 0x80:
+            return end + 1
+    raise ValueError("varint longer than 10 bytes")
+
+
+def _varint_value(data: bytes, pos: int, end: int) -> int:
+    return sum((data[i] & 0x7F) << (7 * (i - pos)) for i in range(pos, end))
+
+
+def _payload_span(data: bytes) -> tuple[int, int, int] | None:
+    """(start of the payload field's tag, start of its bytes, end) if ``data`` is a
+    well-formed message of plain fields with exactly one payload field; None otherwise
+    (the caller then leaves the message to the protobuf parser)."""
+    pos, span = 0, None
+    try:
+        while pos < len(data):
+            tag_end = _read_varint(data, pos)
+            tag = _varint_value(data, pos, tag_end)
+            field, wire_type = tag >> 3, tag & 7
+            if wire_type == _VARINT:
+                end = _read_varint(data, tag_end)
+            elif wire_type == _LEN:
+                len_end = _read_varint(data, tag_end)
+                end = len_end + _varint_value(data, tag_end, len_end)
+                if field == _PAYLOAD_FIELD:
+                    if span is not None:
+                        return None  # a repeated singular field: the parser's rules apply
+                    span = (pos, len_end, end)
+            elif wire_type == _FIXED64:
+                end = tag_end + 8
+            elif wire_type == _FIXED32:
+                end = tag_end + 4
+            else:
+                return None  # groups: not ours to walk
+            if end > len(data):
+                return None
+            pos = end
+    except (IndexError, ValueError):
+        return None
+    return span
+
+
+def split_chunk(data: bytes) -> tuple[tensor_pb2.ParameterChunk, np.ndarray]:
+    """A serialised ParameterChunk as (the message without its payload, the payload as a
+    read-only uint8 view of ``data``): the payload is not copied. Everything but the payload
+    field is parsed by protobuf; a message this walk does not recognise as plain fields
+    with one payload is parsed whole (WireError if protobuf refuses it)."""
+    span = _payload_span(data)
+    try:
+        if span is None:
+            chunk = tensor_pb2.ParameterChunk.FromString(data)
+            return chunk, np.frombuffer(chunk.payload, dtype=np.uint8)
+        tag, start, end = span
+        chunk = tensor_pb2.ParameterChunk.FromString(data[:tag] + data[end:])
+    except DecodeError as err:
+        raise WireError(f"malformed parameter chunk: {err}") from None
+    return chunk, np.frombuffer(data, dtype=np.uint8, count=end - start, offset=start)
 
 
 def _check_header(header: tensor_pb2.ParameterHeader, max_bytes: int) -> list[tuple[str, int, list[int], int]]:
@@ -297,7 +424,7 @@ class _TensorSink:
                 self._views.append(memoryview(t.numpy().reshape(-1).view(np.uint8)))
         self._tensor, self._pos = 0, 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview | np.ndarray) -> None:
         """Copy the next ``len(data)`` bytes of the payload into place (the caller checks sizes)."""
         src, done = memoryview(data), 0
         while done < len(src):
@@ -322,15 +449,29 @@ def assemble_parameters(chunks: Iterable[tensor_pb2.ParameterChunk], max_bytes: 
     """Validate and reassemble a chunk stream into a parameter set; WireError on any breach.
 
     Every checksum the header carries is checked before the tensors are handed out."""
-    stream = iter(chunks)
-    first = next(stream, None)
+    # every read of a bytes field makes a new copy: each payload is read once
+    return _assemble(((chunk, chunk.payload) for chunk in chunks), max_bytes)
+
+
+def assemble_wire(chunks: Iterable[bytes], max_bytes: int) -> Assembled:
+    """``assemble_parameters`` for chunks as they arrive on the wire (serialised
+    ParameterChunk messages, e.g. from ``AgentClient.GetParametersWire``): each payload is
+    read in place from the received bytes (checksummed there, then copied once into its
+    tensor) instead of being copied twice by a protobuf parse and the field read."""
+    return _assemble(map(split_chunk, chunks), max_bytes)
+
+
+def _assemble(pieces: Iterable[tuple[tensor_pb2.ParameterChunk, Buffer]], max_bytes: int) -> Assembled:
+    """The checks of ``assemble_parameters`` over (chunk, its payload) pairs."""
+    stream = iter(pieces)
+    first, first_payload = next(stream, (None, b""))
     if first is None:
         raise WireError("empty parameter stream: expected at least one chunk")
     if first.index != 0:
         raise WireError(f"first chunk has index {first.index}, expected 0")
     kind, version, count, expected_version = first.kind, first.version, first.count, first.expected_version
     if count == 0:
-        if first.HasField("header") or first.payload:
+        if first.HasField("header") or len(first_payload):
             raise WireError("a 'not modified' chunk (count 0) must carry no header and no payload")
         if next(stream, None) is not None:
             raise WireError("a 'not modified' chunk must be the only chunk of its stream")
@@ -346,6 +487,7 @@ def assemble_parameters(chunks: Iterable[tensor_pb2.ParameterChunk], max_bytes: 
     size = 0
     received = 0
     chunk: tensor_pb2.ParameterChunk | None = first
+    payload = first_payload
     while chunk is not None:
         if chunk.index != received:
             raise WireError(f"chunk index {chunk.index} out of order: expected {received}")
@@ -364,8 +506,7 @@ def assemble_parameters(chunks: Iterable[tensor_pb2.ParameterChunk], max_bytes: 
             )
         if received > 0 and chunk.HasField("header"):
             raise WireError(f"chunk {chunk.index} carries a header; only chunk 0 may")
-        payload = chunk.payload  # read once: every read of a bytes field makes a new copy
-        if count > 1 and not payload:
+        if count > 1 and not len(payload):
             raise WireError(f"chunk {chunk.index} of {count} is empty; only a single-chunk empty set may be")
         size += len(payload)
         if size > max_bytes:
@@ -377,9 +518,8 @@ def assemble_parameters(chunks: Iterable[tensor_pb2.ParameterChunk], max_bytes: 
         sink.write(payload)
         for _, state in checks:
             state.update(payload)
-        del payload
         received += 1
-        chunk = next(stream, None)
+        chunk, payload = next(stream, (None, b""))
     if received != count:
         raise WireError(f"stream ended after {received} of {count} chunks")
     if size != total:
