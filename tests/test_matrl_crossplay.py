@@ -11,7 +11,7 @@ import torch
 
 from league.envs import make_env
 from league.games.exact import exact_value
-from league.matrl.crossplay import cross_play
+from league.matrl.crossplay import cross_play, transitivity
 from league.policies import Tabular, make_policy
 
 H = 3  # rounds per episode
@@ -84,3 +84,29 @@ def test_cross_play_refuses_other_than_two_seats():
     policies = [make_policy("tabular", env.observation_spaces[k], env.action_spaces[k]) for k in range(3)]
     with pytest.raises(ValueError, match="two-seat"):
         cross_play(env, policies, [], [], 1, torch.Generator())
+
+
+def test_transitivity_counts_pairs_won_by_the_later_checkpoint():
+    ordered = np.array([[0, -1, -2], [1, 0, -1], [2, 1, 0]], dtype=float)  # later always wins
+    assert transitivity(ordered) == 1.0 and transitivity(-ordered) == 0.0
+    cyclic = np.array([[0, 1, -1], [-1, 0, 1], [1, -1, 0]], dtype=float)  # 0 beats 1 beats 2 beats 0
+    assert transitivity(cyclic) == pytest.approx(2 / 6)  # only checkpoint 2 over 0 counts, seen from both seats
+    by_hand = [(i, j) for i in range(3) for j in range(3) if i != j and (cyclic[i, j] > 0) == (i > j)]
+    assert by_hand == [(0, 2), (2, 0)]
+    assert transitivity(np.zeros((4, 4))) == 0.5  # ties count one half
+
+
+def test_the_shipped_pong_config_builds():
+    """configs/matrl/pong.toml (scripts/matrl_pong.py): a valid DeepMATRLConfig on pong-2p, known
+    variants, pairs among them."""
+    from pathlib import Path
+
+    from league.config import build, read_table
+    from league.envs import ENVIRONMENTS
+    from league.matrl.deep import VARIANTS, DeepMATRLConfig
+
+    table = read_table(Path(__file__).resolve().parents[1] / "configs" / "matrl" / "pong.toml", [])
+    cfg = build(DeepMATRLConfig, table["base"], "base")
+    assert cfg.env == "pong-2p" and cfg.env in ENVIRONMENTS and set(table["variants"]) <= set(VARIANTS)
+    assert all(set(p) <= set(table["variants"]) for p in table["pairs"])
+    assert table["checkpoint_every"] <= cfg.iterations and table["eval_episodes"] >= 2

@@ -26,7 +26,7 @@ from league.eval.stats import mean_ci
 from league.policies.base import Params, Policy
 from league.rollout import play_episodes
 
-__all__ = ["CrossPlay", "cross_play", "stack_params"]
+__all__ = ["CrossPlay", "cross_play", "stack_params", "transitivity"]
 
 
 def stack_params(checkpoints: Sequence[Params]) -> Params:
@@ -80,3 +80,17 @@ def cross_play(env: Environment, policies: Sequence[Policy], rows: Sequence[Sequ
         played = play_episodes(env, policies, seats, n_cols, episodes, generator, dtype=dtype)
         out.append(played.rewards.sum(2))  # [C, N, n]
     return CrossPlay(torch.stack(out), row_seat)
+
+
+def transitivity(mean: np.ndarray) -> float:
+    """For a run's checkpoints against themselves (``mean[i, j]``: checkpoint ``i`` in the row
+    seat against checkpoint ``j``, in training order): the fraction of off-diagonal pairs in
+    which the later checkpoint outscores the earlier one (``sign(mean[i, j]) = sign(i - j)``), a
+    tie counting one half. 1: every checkpoint beats every earlier one (transitive progress,
+    what Figure 6 credits MATRL with); 0.5: no order (or cycles, or all ties); 0: every
+    checkpoint loses to the earlier ones."""
+    n = mean.shape[0]
+    pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
+    if not pairs:
+        return float("nan")
+    return float(np.mean([0.5 if mean[i, j] == 0 else float((mean[i, j] > 0) == (i > j)) for i, j in pairs]))
