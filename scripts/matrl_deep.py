@@ -116,6 +116,7 @@ def main(default_config: str = "configs/matrl/gridworlds.toml", default_out: str
                                                                  if r["method"] == variant) / len(table["seeds"]))}
         summary["tasks"][name] = {"metric": metric, "config": dataclasses.asdict(task_cfg), "variants": per_variant}
         summary["wall_seconds"] = time.time() - t_start
+        summary["cpu_seconds"] = time.process_time()  # this process's CPU time: the wall time follows the machine's load
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary["tasks"], indent=2))
 
