@@ -133,7 +133,9 @@ def main() -> None:
                            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                            "load_avg_at_start": os.getloadavg()},
                "train_seconds": train_seconds, "eval_seconds": eval_seconds,
-               "wall_seconds": time.time() - t_start, "matrices": matrices}
+               "wall_seconds": time.time() - t_start,
+               "cpu_seconds": time.process_time(),  # this process's CPU time: the wall time follows the machine's load
+               "matrices": matrices}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
