@@ -109,13 +109,14 @@ def main() -> None:
                             torch.Generator().manual_seed(seed + 1000), row_seat=0)
         mean, half = result.summary(margin=True)
         own, own_half = result.summary(margin=False)
+        grand, grand_half = result.overall(margin=True)
         entry = {"row": row, "column": col, "mean": mean.tolist(), "ci95": half.tolist(),
                  "row_return_mean": own.tolist(), "row_return_ci95": own_half.tolist(),
-                 "overall_mean": float(mean.mean())}
+                 "overall_mean": grand, "overall_ci95": grand_half}
         if row == col:
             entry["transitivity"] = transitivity(mean)
         matrices[f"{row}_vs_{col}"] = entry
-        print(f"{row} vs {col}: mean margin {entry['overall_mean']:.3f}"
+        print(f"{row} vs {col}: mean margin {grand:.3f} ± {grand_half:.3f}"
               + (f", transitivity {entry['transitivity']:.2f}" if row == col else ""), flush=True)
     eval_seconds = time.time() - t_eval
     plot_crossplay(matrices, labels, out / "crossplay.png",

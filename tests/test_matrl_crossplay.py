@@ -49,6 +49,15 @@ def test_cross_play_matrix_matches_the_exact_values(row_seat):
                 exact = float(v[row_seat] - (v[1 - row_seat] if margin else 0.0))
                 z = (mean[i, j] - exact) / se[i, j]
                 assert abs(z) < 4.5, (margin, i, j, float(mean[i, j]), exact, float(z))
+        # the grand mean over the 6 cells against the mean of the exact values
+        exact_all = []
+        for pr in row_probs:
+            for pc in col_probs:
+                v = exact_value(env.game, [pr, pc] if row_seat == 0 else [pc, pr], 1.0, horizon=H)
+                exact_all.append(float(v[row_seat] - (v[1 - row_seat] if margin else 0.0)))
+        grand, half_all = out.overall(margin)
+        assert grand == pytest.approx(float(mean.mean()))
+        assert abs(grand - np.mean(exact_all)) < 4.5 * half_all / 1.96, (grand, np.mean(exact_all), half_all)
 
 
 def test_a_deterministic_pair_scores_what_the_rules_say():

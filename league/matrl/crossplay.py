@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from league.envs.base import Environment
-from league.eval.stats import mean_ci
+from league.eval.stats import mean_ci, t_critical_975
 from league.policies.base import Params, Policy
 from league.rollout import play_episodes
 
@@ -54,6 +54,17 @@ class CrossPlay:
         scores = self.score(margin).permute(2, 0, 1).double().numpy()  # episodes first
         mean, half = mean_ci(scores)
         return np.asarray(mean), np.asarray(half)
+
+    def overall(self, margin: bool = False) -> tuple[float, float]:
+        """The mean over all ``R x C`` cells of their means and the half-width of its 95%
+        t-interval: the cells are independent, so its variance is ``sum_cells s^2 / N`` over
+        ``(R C)^2``, with ``R C (N - 1)`` degrees of freedom (``s^2``: a cell's sample variance)."""
+        scores = self.score(margin).double()  # [R, C, N]
+        cells, n = scores.shape[0] * scores.shape[1], scores.shape[2]
+        if n < 2:
+            return float(scores.mean()), float("nan")
+        se = float((scores.var(dim=2, unbiased=True) / n).sum().sqrt()) / cells
+        return float(scores.mean()), t_critical_975(cells * (n - 1)) * se
 
 
 @torch.no_grad()
