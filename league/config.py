@@ -131,6 +131,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
         return build(tp, value, where)
+    if origin is dict:  # free-form keyword arguments (e.g. an environment factory's)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return dict(value)
     if origin is list:
         (item,) = typing.get_args(tp)
         if isinstance(value, str):

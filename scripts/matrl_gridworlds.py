@@ -1,93 +1,11 @@
-"""Deep MATRL vs independent PPO learners (and ablations, if listed) on MATRL's grid worlds:
-learning curves (team and each agent's return per iteration, mean and 95% t-interval over
-seeds) as PNG, every iteration's record as JSONL and a summary JSON with budget, seeds, machine
-and wall time, under results/matrl_gridworlds/. Runs one after another on one thread.
+"""Deep MATRL vs independent PPO learners on MATRL's grid worlds (checkers, switch):
+``scripts/matrl_deep.py`` with configs/matrl/gridworlds.toml and results/matrl_gridworlds/ as
+defaults (same flags: --config, --out, --set).
 
-Each ``[[task]]`` of the config runs the top-level ``variants`` (or its own ``variants``).
-
-    .venv/bin/python scripts/matrl_gridworlds.py [--config configs/matrl/gridworlds.toml] [--out DIR]
-        [--set base.iterations=10 ...]
+    .venv/bin/python scripts/matrl_gridworlds.py [--config configs/matrl/switch.toml --out results/matrl_switch]
 """
 
-from __future__ import annotations
-
-import argparse
-import dataclasses
-import json
-import os
-import platform
-import time
-from pathlib import Path
-
-import numpy as np
-import torch
-
-from league.config import build, read_table
-from league.eval.plots import plot_training_curves
-from league.eval.stats import ci_label, mean_ci
-from league.matrl.deep import DeepMATRLConfig, run_deep_matrl
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/matrl/gridworlds.toml")
-    parser.add_argument("--out", default="results/matrl_gridworlds")
-    parser.add_argument("--set", action="append", default=[], help="override, e.g. base.iterations=10")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    table = read_table(args.config, args.set)
-    base = build(DeepMATRLConfig, table.get("base", {}), "base")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    records_path = out / "records.jsonl"
-    records_path.write_text("")
-    t_start = time.time()
-    summary: dict = {"config": args.config, "overrides": args.set, "seeds": table["seeds"],
-                     "variants": table["variants"], "budget": {"iterations": base.iterations,
-                                                                "episodes_per_iteration": base.episodes},
-                     "base": dataclasses.asdict(base), "tasks": {},
-                     "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                                 "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                                 "load_avg_at_start": os.getloadavg()},
-                     "interval": ci_label(len(table["seeds"]))}
-    for task in table["task"]:
-        name = f"{task['env']}{task['n_players']}"
-        task_records = []
-        variants = task.get("variants", table["variants"])  # a task may run fewer variants
-        for variant in variants:
-            for seed in table["seeds"]:
-                cfg = dataclasses.replace(base, env=task["env"], n_players=task["n_players"], variant=variant,
-                                          ppo=dataclasses.replace(base.ppo, value_coef=task["value_coef"]))
-                t0 = time.time()
-                recs = run_deep_matrl(cfg, seed)
-                print(f"{name} {variant} seed {seed}: {time.time() - t0:.0f} s, last team return "
-                      f"{recs[-1]['team_return']:.3f}", flush=True)
-                with records_path.open("a") as f:
-                    for r in recs:
-                        f.write(json.dumps({"task": name, **r}) + "\n")
-                task_records += recs
-        n = task["n_players"]
-        panels = [("team_return", "Team return")] + [(f"return_{k}", f"Agent {k} return") for k in range(n)]
-        plot_training_curves(task_records, out / f"{name}.png", f"{name}: MATRL vs IL (PPO), Table 3 coefficients",
-                             panels=panels)
-        per_variant = {}
-        for variant in variants:
-            curves = np.array([[r["team_return"] for r in task_records if r["method"] == variant and r["seed"] == s]
-                               for s in table["seeds"]])
-            last = curves[:, -5:].mean(1)
-            m, h = mean_ci(last)
-            ma, ha = mean_ci(curves.mean(1))
-            secs = [r["seconds"] for r in task_records if r["method"] == variant]
-            per_variant[variant] = {"team_return_last5": {"mean": float(m), "ci95": float(h), "per_seed": last.tolist()},
-                                    "team_return_mean_over_run": {"mean": float(ma), "ci95": float(ha)},
-                                    "seconds_per_iteration_median": float(np.median(secs)),
-                                    "env_steps_per_run": int(sum(r["steps"] for r in task_records
-                                                                 if r["method"] == variant) / len(table["seeds"]))}
-        summary["tasks"][name] = {"value_coef": task["value_coef"], "variants": per_variant}
-        summary["wall_seconds"] = time.time() - t_start
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary["tasks"], indent=2))
-
+from matrl_deep import main
 
 if __name__ == "__main__":
-    main()
+    main("configs/matrl/gridworlds.toml", "results/matrl_gridworlds")

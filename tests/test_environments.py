@@ -24,14 +24,22 @@ CASES = {
     "rps4": dict(n_players=4, horizon=4),
     "halfcheetah-2x3": dict(max_steps=12),
     "halfcheetah-2x3-state": dict(max_steps=12, observe="state"),
+    "hopper-3x1": dict(max_steps=8),
+    "hopper-3x1-state": dict(max_steps=8, observe="state"),
+    "ant-4x2": dict(max_steps=8),
+    "pong-2p": dict(max_steps=6),  # skipped where the atari extra is not installed
     "checkers": dict(),
     "switch": dict(n_players=2),
     "switch4": dict(n_players=4),
     # any PettingZoo ParallelEnv by "module:factory": here one with Discrete observations
     "league.envs:parallel_env": dict(env="rps", n_players=3, horizon=4, max_steps=4),
 }
-REGISTRY_NAME = {"rps3": "rps", "rps4": "rps", "switch4": "switch", "halfcheetah-2x3-state": "halfcheetah-2x3"}
-BATCH = {"halfcheetah-2x3": (3,), "halfcheetah-2x3-state": (3,)}  # one MuJoCo model per element; the adapter's 2-d batches are tested above
+REGISTRY_NAME = {"rps3": "rps", "rps4": "rps", "switch4": "switch", "halfcheetah-2x3-state": "halfcheetah-2x3",
+                 "hopper-3x1-state": "hopper-3x1"}
+# one MuJoCo model (or Atari emulator) per element; the adapter's 2-d batches are tested above
+BATCH = {"halfcheetah-2x3": (3,), "halfcheetah-2x3-state": (3,), "hopper-3x1": (3,), "hopper-3x1-state": (3,),
+         "ant-4x2": (2,), "pong-2p": (2,)}
+NEEDS = {"pong-2p": "multi_agent_ale_py"}  # the optional extra's module: the case is skipped without it
 
 
 def test_every_registered_environment_has_a_case():
@@ -40,6 +48,8 @@ def test_every_registered_environment_has_a_case():
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_environment_contract(case):
+    if case in NEEDS:
+        pytest.importorskip(NEEDS[case])
     name, kwargs = REGISTRY_NAME.get(case, case), CASES[case]
     t0 = time.perf_counter()
     with warnings.catch_warnings():

@@ -187,3 +187,50 @@ def test_mlp_categorical_scores_a_whole_episode_as_step_by_step():
     p = {"h0_w": torch.full((1, 1, 1), 1.0), "h0_b": torch.zeros(1, 1), "out_w": torch.ones(1, 1, 1),
          "out_b": torch.zeros(1, 1)}
     assert float(one.step(p, torch.full((1, 1, 1), -2.0), None)[0]) == pytest.approx(-0.02)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh"])
+def test_mlp_gaussian_log_prob_and_entropy_are_the_normal_closed_forms(activation):
+    """``mlp_gaussian`` (deep MATRL's policy for Box actions): the log-density of actions scored
+    over whole episodes (``league.rollout.score``, through :meth:`MLPGaussian.sequence`) and the
+    entropy equal ``torch.distributions.Normal`` around the mean of an independent forward pass
+    (``torch.nn.functional.linear`` per chain and layer), with the per-dimension ``exp(log_std)``;
+    step-by-step outputs equal the one-pass sequence; gradients agree."""
+    from league.rollout import Episodes, score
+
+    obs_space, act_space = Box(-math.inf, math.inf, (7,)), Box(-1, 1, (3,))
+    policy = make_policy("mlp_gaussian", obs_space, act_space, dtype=F64, hidden=6, layers=2, activation=activation)
+    g = torch.Generator().manual_seed(11)
+    params = {k: (v + 0.4 * torch.randn(v.shape, generator=g, dtype=F64)).requires_grad_(True)
+              for k, v in policy.init_params(g, 2).items()}
+    obs, actions = _obs(obs_space, (2, 4, 5), g), _actions(act_space, (2, 4, 5), g)
+    act = {"relu": torch.relu, "leaky_relu": torch.nn.functional.leaky_relu, "tanh": torch.tanh}[activation]
+    ref_logp, ref_ent = [], []
+    for b in range(2):
+        x = obs[b]
+        for i in range(2):
+            x = act(torch.nn.functional.linear(x, params[f"h{i}_w"][b], params[f"h{i}_b"][b]))
+        mean = torch.nn.functional.linear(x, params["out_w"][b], params["out_b"][b])
+        normal = torch.distributions.Normal(mean, params["log_std"][b].exp().expand_as(mean))
+        ref_logp.append(normal.log_prob(actions[b]).sum(-1))
+        ref_ent.append(normal.entropy().sum(-1))
+    ref_logp, ref_ent = torch.stack(ref_logp), torch.stack(ref_ent)
+    ep = Episodes(obs=obs, actions=None, rewards=torch.zeros(2, 4, 5, 1, dtype=F64), seat_obs=[obs], seat_actions=[actions])
+    batch = score([policy], [params], ep)
+    assert torch.allclose(batch.logp[0], ref_logp, atol=1e-12) and torch.allclose(batch.entropy[0], ref_ent, atol=1e-12)
+    stepwise = torch.stack([policy.step(params, obs[:, :, t], None)[0] for t in range(5)], dim=2)
+    assert torch.allclose(policy.sequence(params, obs), stepwise, atol=1e-12)
+    for name in ("h0_w", "log_std"):
+        ga = torch.autograd.grad(batch.logp[0].sum() + batch.entropy[0].sum(), params[name], retain_graph=True)[0]
+        gb = torch.autograd.grad(ref_logp.sum() + ref_ent.sum(), params[name], retain_graph=True)[0]
+        assert torch.allclose(ga, gb, atol=1e-10)
+
+
+def test_mlp_gaussian_mean_scale_and_unknown_activation():
+    obs_space, act_space = Box(-math.inf, math.inf, (7,)), Box(-1, 1, (3,))
+    small = make_policy("mlp_gaussian", obs_space, act_space, hidden=6, mean_scale=0.01).init_params(
+        torch.Generator().manual_seed(0))
+    full = make_policy("mlp_gaussian", obs_space, act_space, hidden=6).init_params(torch.Generator().manual_seed(0))
+    assert torch.allclose(small["out_w"], 0.01 * full["out_w"]) and torch.equal(small["h0_w"], full["h0_w"])
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        make_policy("mlp_gaussian", obs_space, act_space, activation="gelu")

@@ -14,6 +14,7 @@ import torch
 
 from league.envs.base import Environment, TimeStep, flat_dim, flat_obs, random_actions
 from league.envs.gridworld import checkers_env, switch_env
+from league.envs.mamujoco import ant_4x2, hopper_3x1
 from league.envs.matrix import MatrixGameEnv
 from league.games import make_game
 
@@ -59,11 +60,22 @@ def halfcheetah_2x3(max_steps: int = 1000, dtype: torch.dtype = torch.float32, o
                      scenario="HalfCheetah", agent_conf="2x3", max_episode_steps=max_steps, **kwargs)
 
 
+def pong_2p(**kwargs: Any) -> Environment:
+    """Two-player Atari Pong, RAM observations (:func:`league.envs.atari.pong_2p`; needs the
+    ``atari`` extra: multi-agent-ale-py, ale-py for the ROM, pygame)."""
+    from league.envs.atari import pong_2p as make
+
+    return make(**kwargs)
+
+
 #: Environments by name. Each entry is a plain factory taking keyword arguments.
 ENVIRONMENTS: dict[str, Callable[..., Environment]] = {
     "ipd": ipd_env,
     "rps": rps_env,
     "halfcheetah-2x3": halfcheetah_2x3,
+    "hopper-3x1": hopper_3x1,
+    "ant-4x2": ant_4x2,
+    "pong-2p": pong_2p,
     "checkers": checkers_env,
     "switch": switch_env,
 }

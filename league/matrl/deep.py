@@ -56,11 +56,17 @@ class DeepMATRLConfig:
     env: str = "checkers"
     """A registered environment (``league.envs.make_env``): ``checkers``, ``switch``, ..."""
     n_players: int = 2
-    """Seats (switch: 2 or 4; checkers: 2)."""
+    """Seats (switch: 2 or 4; checkers: 2; hopper-3x1: 3; ant-4x2: 4)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """More keyword arguments of the environment's factory (e.g. ``max_steps``, ``observe``)."""
     variant: str = "matrl"
     """``il``, ``il_pp``, ``matrl_no_br`` or ``matrl`` (:data:`VARIANTS`)."""
     policy: str = "mlp_categorical"
-    """A registered policy class (``league.policies.POLICIES``)."""
+    """A registered policy class (``league.policies.POLICIES``): ``mlp_categorical`` for
+    Discrete actions, ``mlp_gaussian`` for Box actions."""
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    """More keyword arguments of the policy class (``hidden`` is ``ppo.hidden``), e.g.
+    ``activation``, ``init_log_std``."""
     episodes: int = 24
     """K: episodes per iteration (the trust-region step's batch, reused by the meta-game and the
     best response)."""
@@ -203,16 +209,19 @@ def deep_round(policies: Sequence[Policy], params: Sequence[Params], critics: Se
 
 
 def run_deep_matrl(cfg: DeepMATRLConfig, seed: int, env: Environment | None = None,
-                   log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+                   log: Callable[[dict[str, Any]], None] | None = None,
+                   checkpoint: Callable[[int, list[Params]], None] | None = None) -> list[dict[str, Any]]:
     """``cfg.iterations`` iterations from seed ``seed``; one record per iteration: the mean
     undiscounted return per seat of the iteration's episodes (played by the policies before
-    the update), their sum (the team return), the Nash weights, the solver, wall time."""
+    the update), their sum (the team return), the Nash weights, the solver, wall time.
+    ``checkpoint(iteration, params)``, if given, receives every seat's parameters after each
+    iteration's update (to keep the ones a cross-play evaluation needs)."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    env = env or make_env(cfg.env, n_players=cfg.n_players)
+    env = env or make_env(cfg.env, n_players=cfg.n_players, **cfg.env_kwargs)
     n = env.n_agents
-    policies = [make_policy(cfg.policy, env.observation_spaces[k], env.action_spaces[k], hidden=cfg.ppo.hidden)
-                for k in range(n)]
+    policies = [make_policy(cfg.policy, env.observation_spaces[k], env.action_spaces[k],
+                            **{"hidden": cfg.ppo.hidden, **cfg.policy_kwargs}) for k in range(n)]
     params = [p.init_params(g) for p in policies]
     critics = [Critic(flat_dim(env.observation_spaces[k]), cfg.ppo, g) for k in range(n)]
     records = []
@@ -229,4 +238,6 @@ def run_deep_matrl(cfg: DeepMATRLConfig, seed: int, env: Environment | None = No
         records.append(rec)
         if log is not None:
             log(rec)
+        if checkpoint is not None:
+            checkpoint(it, params)
     return records

@@ -66,9 +66,10 @@ def _lstm_gaussian(obs: Space, act: Space, dtype: torch.dtype, hidden: int = 64,
 
 
 def _mlp_gaussian(obs: Space, act: Space, dtype: torch.dtype, hidden: int = 64, layers: int = 2,
-                  init_log_std: float = 0.0) -> MLPGaussian:
+                  init_log_std: float = 0.0, activation: str = "relu", mean_scale: float = 1.0) -> MLPGaussian:
     return MLPGaussian(obs_dim=flat_dim(obs), action_dim=_box_vector(act, "mlp_gaussian", "action"), hidden=hidden,
-                       layers=layers, init_log_std=init_log_std, dtype=dtype)
+                       layers=layers, init_log_std=init_log_std, dtype=dtype, activation=activation,
+                       mean_scale=mean_scale)
 
 
 def _mlp_categorical(obs: Space, act: Space, dtype: torch.dtype, hidden: int = 128, layers: int = 2,

@@ -12,7 +12,7 @@ import torch
 from league.policies.base import Params, batched_linear, xavier_normal
 from league.policies.distributions import DiagGaussian
 from league.policies.lstm import _LSTMNet
-from league.policies.mlp import init_mlp_body, mlp_body
+from league.policies.mlp import ACTIVATIONS, init_mlp_body, mlp_body
 
 __all__ = ["LSTMGaussian", "MLPGaussian"]
 
@@ -43,7 +43,8 @@ class LSTMGaussian(_LSTMNet):
 
 @dataclass
 class MLPGaussian:
-    """``layers`` hidden ReLU layers of ``hidden`` units, mean head, learned ``log_std``. Stateless."""
+    """``layers`` hidden layers of ``hidden`` units (``activation``), mean head, learned
+    ``log_std``. Stateless, so whole episodes are scored in one pass (:meth:`sequence`)."""
 
     obs_dim: int
     action_dim: int
@@ -51,10 +52,19 @@ class MLPGaussian:
     layers: int = 2
     init_log_std: float = 0.0
     dtype: torch.dtype = torch.float32
+    activation: str = "relu"
+    """Hidden activation (``league.policies.mlp.ACTIVATIONS``; MATRL's networks: ``leaky_relu``)."""
+    mean_scale: float = 1.0
+    """Scale of the mean head's initial weights (0.01: the initial mean is near 0 in every state,
+    PPO's usual start for continuous control)."""
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(sorted(ACTIVATIONS))}")
 
     def init_params(self, generator: torch.Generator, batch: int = 1) -> Params:
         params, fan_in = init_mlp_body(generator, batch, self.obs_dim, self.hidden, self.layers, self.dtype)
-        params["out_w"] = xavier_normal(generator, batch, self.action_dim, fan_in, self.dtype)
+        params["out_w"] = self.mean_scale * xavier_normal(generator, batch, self.action_dim, fan_in, self.dtype)
         params["out_b"] = torch.zeros(batch, self.action_dim, dtype=self.dtype)
         params["log_std"] = torch.full((batch, self.action_dim), self.init_log_std, dtype=self.dtype)
         return params
@@ -64,8 +74,15 @@ class MLPGaussian:
 
     def step(self, params: Params, obs: torch.Tensor, state: None) -> tuple[torch.Tensor, None]:
         """``obs[B, K, D]`` -> ``(mean[B, K, action_dim], None)``."""
-        x = mlp_body(params, obs, self.layers)
+        x = mlp_body(params, obs, self.layers, ACTIVATIONS[self.activation])
         return batched_linear(x, params["out_w"], params["out_b"]), None
+
+    def sequence(self, params: Params, obs: torch.Tensor) -> torch.Tensor:
+        """A whole episode ``obs[B, K, H, D]`` -> means ``[B, K, H, action_dim]`` in one pass
+        (the network has no state: every step is the same map)."""
+        B, K, H, D = obs.shape
+        out, _ = self.step(params, obs.reshape(B, K * H, D), None)
+        return out.reshape(out.shape[0], K, H, -1)
 
     def distribution(self, params: Params, out: torch.Tensor) -> DiagGaussian:
         return _gaussian(params, out)
