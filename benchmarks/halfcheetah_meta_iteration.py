@@ -6,7 +6,7 @@ categorical LSTM meta-agent; the same code path).
 
 Shapes: ``experiment`` is ``configs/halfcheetah.toml`` (K=8, H=50, L=2, meta-batch 2);
 ``paper`` the paper's HalfCheetah table (K=64, H=200, L=2) at meta-batch 1, HalfCheetah only
-and only with ``--paper`` (a couple of minutes per iteration here). The teammates are random
+and only with ``--paper`` (minutes per iteration here: one iteration, no warm-up). The teammates are random
 ``lstm_gaussian`` checkpoints written to a temporary directory (timing does not depend on
 their values). One torch thread; repetitions of the variants interleave so they see the same
 machine load, recorded before and after.
@@ -55,10 +55,12 @@ def overrides(shape: dict, directory: Path | None) -> list[str]:
     return out
 
 
-def time_iterations(config: Path, extra: list[str], method: str, n: int) -> list[float]:
-    """Wall seconds of ``n`` meta-iterations after one warm-up iteration."""
+def time_iterations(config: Path, extra: list[str], method: str, n: int, warmup: bool = True) -> list[float]:
+    """Wall seconds of ``n`` meta-iterations, after one warm-up iteration unless ``warmup`` is off
+    (the paper's shapes: an iteration takes minutes, and building the models is a small part)."""
     mt = MetaTraining.build(load_config(config, extra), method, seed=0)
-    mt.iterate(mt.evaluator, mt.sample_peers())  # warm-up: builds the MuJoCo models, allocations
+    if warmup:
+        mt.iterate(mt.evaluator, mt.sample_peers())  # builds the MuJoCo models, allocations
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -88,7 +90,8 @@ def main() -> None:
             shape = SHAPES[shape_name]
             config = ROOT / "configs" / ("halfcheetah.toml" if game == "halfcheetah" else "ipd_quick.toml")
             seconds = time_iterations(config, overrides(shape, Path(tmp) if game == "halfcheetah" else None),
-                                      method, args.reps)
+                                      method, args.reps if shape_name == "experiment" else 1,
+                                      warmup=shape_name == "experiment")
             rows.append({"game": game, "shapes": shape_name, **shape, "method": method, "seconds": seconds,
                          "median_seconds": med(seconds)})
             print(f"{game:12s} {shape_name:10s} {method:10s} {med(seconds):8.2f} s/iteration", flush=True)
