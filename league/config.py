@@ -19,9 +19,15 @@ class GameConfig:
     """The stochastic game."""
 
     name: str = "ipd"
-    """A registered game (``league.games.GAMES``): ``ipd`` or ``rps``."""
+    """A registered game (``league.games.GAMES``: ``ipd`` or ``rps``, built with ``n_players``
+    and ``horizon``) or any other registered environment (``league.envs.ENVIRONMENTS``, e.g.
+    ``halfcheetah-2x3``, built with ``max_steps = chain.horizon`` and ``env_kwargs``)."""
     n_players: int = 2
-    """Seats: ``ipd`` 2; ``rps`` 2..4 (Figure 4b: 3 and 4). Seat 0 is the meta-agent."""
+    """Seats: ``ipd`` 2; ``rps`` 2..4 (Figure 4b: 3 and 4); an environment's own count. Seat 0
+    is the meta-agent."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Further keyword arguments of a (non-matrix) environment's factory, e.g. HalfCheetah's
+    ``observe = "state"`` (both seats read the full state, as in the paper's Figure 2d)."""
 
 
 @dataclass
@@ -34,6 +40,22 @@ class PopulationConfig:
     """IPD only: the Figure 3c split (test personas are the most extreme of each type)."""
     eval_groups: list[str] = field(default_factory=list)
     """Persona types reported separately at meta-test (e.g. ``cooperating``); always also ``all``."""
+    source: str = "tabular"
+    """Where the personas come from (``league.setting.PERSONA_SOURCES``): ``tabular``, the
+    game's generated probability tables (IPD, RPS); ``checkpoints``, the saved parameters of a
+    pretrained peer in ``directory`` (HalfCheetah teammates, ``league.teammates``)."""
+    peer_policy: str = "tabular"
+    """The peers' policy class (``league.policies.POLICIES``); ``tabular`` for ``tabular``."""
+    peer_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the peer policy class, e.g. ``{hidden = 64}`` for ``lstm_gaussian``."""
+    directory: str = ""
+    """``checkpoints``: the directory of ``iteration_NNNN.pt`` files (relative to the working directory)."""
+    train_val: list[int] = field(default_factory=list)
+    """``checkpoints``: iterations ``[start, stop)`` split at random into train and validation."""
+    test: list[int] = field(default_factory=list)
+    """``checkpoints``: iterations ``[start, stop)`` of the test personas; after a gap past ``train_val``."""
+    n_val: int = 0
+    """``checkpoints``: validation personas drawn from ``train_val``."""
 
 
 @dataclass
@@ -56,10 +78,13 @@ class AgentConfig:
 
     hidden: int = 64
     """Units of the meta-agent's input layer and LSTM (policy and value networks)."""
+    policy: str = "lstm_categorical"
+    """The meta-agent's policy class (``league.policies.POLICIES``): ``lstm_categorical`` for
+    the matrix games, ``lstm_gaussian`` for continuous actions (HalfCheetah)."""
     inner_lr: float = 0.1
     """The meta-agent's inner learning rate (the initial value where it is meta-learned)."""
     peer_lr: float = 1.0
-    """The tabular personas' fixed inner learning rate."""
+    """The personas' fixed inner learning rate."""
     lookahead: int = 1
     """LOLA-DiCE look-ahead steps."""
 
@@ -233,12 +258,27 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"unknown train.estimator {cfg.train.estimator!r}; known: {', '.join(ESTIMATORS)}")
     if not cfg.methods or not cfg.seeds:
         raise ConfigError("methods and seeds must not be empty")
-    from league.games import check_players
+    from league.envs import ENVIRONMENTS
+    from league.games import GAMES, check_players
+    from league.policies import POLICIES
 
-    try:
-        check_players(cfg.game.name, cfg.game.n_players)
-    except ValueError as e:
-        raise ConfigError(f"game: {e}") from None
+    if cfg.game.name in GAMES:
+        try:
+            check_players(cfg.game.name, cfg.game.n_players)
+        except ValueError as e:
+            raise ConfigError(f"game: {e}") from None
+        if cfg.game.env_kwargs:
+            raise ConfigError(f"game.env_kwargs: the matrix game {cfg.game.name!r} takes none")
+    elif cfg.game.name not in ENVIRONMENTS:
+        raise ConfigError(f"unknown game {cfg.game.name!r}; known games: {', '.join(sorted(GAMES))}; "
+                          f"environments: {', '.join(sorted(ENVIRONMENTS))}")
+    for key, name in (("agent.policy", cfg.agent.policy), ("population.peer_policy", cfg.population.peer_policy)):
+        if name not in POLICIES:
+            raise ConfigError(f"unknown {key} {name!r}; known: {', '.join(sorted(POLICIES))}")
+    from league.setting import PERSONA_SOURCES
+
+    if cfg.population.source not in PERSONA_SOURCES:
+        raise ConfigError(f"unknown population.source {cfg.population.source!r}; known: {', '.join(PERSONA_SOURCES)}")
     if cfg.population.out_of_distribution and cfg.game.name != "ipd":
         raise ConfigError("population.out_of_distribution is the IPD split of Figure 3c; "
                           f"game {cfg.game.name!r} has none")
@@ -277,6 +317,8 @@ def _toml_value(v: Any) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
     if v is None:
         return '"none"'
     return repr(v)

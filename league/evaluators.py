@@ -103,8 +103,10 @@ class SampledEvaluator:
         The one place a sampled chain step meets the environment: the league's coordinator
         overrides it to have the referee play the step with the agents' published parameters."""
         n_chains = max(p[next(iter(p))].shape[0] for p in params)
-        if self.env is not None:
-            return play_episodes(self.env, self.policies, params, n_chains, self.n_episodes, self.generator, self.dtype)
+        if self.env is not None:  # the reset seed comes from the generator too: the same stream, the same episodes
+            seed = int(torch.randint(2**31 - 1, (), generator=self.generator))
+            return play_episodes(self.env, self.policies, params, n_chains, self.n_episodes, self.generator, self.dtype,
+                                 seed=seed)
         return sample_episodes(self.game, self.policies, params, n_chains, self.n_episodes, self.horizon,  # type: ignore[arg-type]
                                self.generator, self.dtype)
 

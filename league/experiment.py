@@ -13,6 +13,7 @@ from league.chain import unroll
 from league.config import ExperimentConfig
 from league.meta_training import MetaTraining
 from league.methods import Method, make_method
+from league.personas import Pool, pool_size, take
 from league.setting import Setting, build_setting
 
 # Offsets that keep each phase's random stream apart for a given training seed.
@@ -42,11 +43,12 @@ class Checkpoint:
 
 @dataclass
 class Adaptation:
-    """Meta-test results over ``N`` personas: rewards ``[L+1, N, n]`` per chain step and
-    per-state action probabilities ``[L+1, N, n, S, A]`` (NaN where a state was unseen)."""
+    """Meta-test results over ``N`` personas: rewards ``[L+1, N, n]`` per chain step and, in a
+    matrix game, per-state action probabilities ``[L+1, N, n, S, A]`` (NaN where a state was
+    unseen; None in an environment without discrete states, e.g. HalfCheetah)."""
 
     rewards: np.ndarray
-    action_probs: np.ndarray
+    action_probs: np.ndarray | None
 
 
 def _state_action_probs(data) -> torch.Tensor:
@@ -61,25 +63,29 @@ def _state_action_probs(data) -> torch.Tensor:
 
 
 def adapt(setting: Setting, method: Method, policy: dict[str, torch.Tensor], lr: torch.Tensor,
-          persona_probs: torch.Tensor, generator: torch.Generator) -> Adaptation:
-    """Algorithm 2: the meta-agent starts from ``policy`` against each persona and every seat
-    learns along the chain (first-order inner steps, no meta-gradient)."""
+          personas: Pool, generator: torch.Generator) -> Adaptation:
+    """Algorithm 2: the meta-agent starts from ``policy`` against each persona of ``personas``
+    (a pool of ``setting.population``, or tabular probabilities) and every seat learns along
+    the chain (first-order inner steps, no meta-gradient)."""
     L = setting.cfg.chain.length
     rewards, probs = [], []
     evaluator = setting.evaluator(generator)
-    groups = setting.peer_groups(persona_probs)
-    for start in range(0, groups.shape[0], EVAL_CHUNK):
-        chunk = groups[start:start + EVAL_CHUNK]
-        n = chunk.shape[0]
+    groups = setting.peer_groups(personas)
+    n_groups = pool_size(groups)
+    for start in range(0, n_groups, EVAL_CHUNK):
+        chunk = take(groups, torch.arange(start, min(start + EVAL_CHUNK, n_groups)))
+        n = pool_size(chunk)
         peers = setting.peer_params(chunk)
         meta = {k: v.detach().expand(n, *v.shape[1:]) for k, v in policy.items()}
         rules = [method.meta_rule] + [method.real_peer_rule] * setting.n_peers
         lrs = [lr.detach().expand(n, -1), *setting.peer_lrs(n)]
         steps = unroll(evaluator, [meta, *peers], rules, lrs, L, differentiable=False)
         rewards.append(torch.stack([evaluator.mean_rewards(s.data) for s in steps]).detach())
-        probs.append(torch.stack([_state_action_probs(s.data) for s in steps]))
+        if setting.game is not None:  # per-state action probabilities exist where states are discrete
+            probs.append(torch.stack([_state_action_probs(s.data) for s in steps]))
         del steps
-    return Adaptation(torch.cat(rewards, dim=1).double().numpy(), torch.cat(probs, dim=1).double().numpy())
+    return Adaptation(torch.cat(rewards, dim=1).double().numpy(),
+                      torch.cat(probs, dim=1).double().numpy() if probs else None)
 
 
 def adaptation_score(adaptation: Adaptation) -> float:
@@ -111,7 +117,7 @@ def train_one(cfg: ExperimentConfig, method_name: str, seed: int,
 
     def validate(iteration: int) -> Checkpoint:
         vg = torch.Generator().manual_seed(VALIDATION_STREAM + seed)  # same episodes each pass
-        score = adaptation_score(adapt(setting, method, learner.policy, learner.lr, setting.personas.val, vg))
+        score = adaptation_score(adapt(setting, method, learner.policy, learner.lr, setting.population.val, vg))
         metrics.append({"method": method_name, "seed": seed, "iteration": iteration, "val_score": score})
         if on_record is not None:
             on_record(metrics[-1])
@@ -138,4 +144,4 @@ def meta_test(cfg: ExperimentConfig, checkpoint: Checkpoint) -> Adaptation:
     setting = build_setting(cfg)
     method = make_method(checkpoint.method, cfg.agent.lookahead)
     g = torch.Generator().manual_seed(TEST_STREAM + checkpoint.seed)
-    return adapt(setting, method, checkpoint.policy, checkpoint.lr, setting.personas.test, g)
+    return adapt(setting, method, checkpoint.policy, checkpoint.lr, setting.population.test, g)

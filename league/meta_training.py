@@ -32,8 +32,8 @@ from league.setting import Setting, build_setting
 
 @dataclass
 class PeerDraw:
-    """The peers of one meta-batch: per peer seat, tabular parameters ``[B, S, A]``, and
-    per peer seat its learning rates ``[B, L]``."""
+    """The peers of one meta-batch: per peer seat, its policy's parameters ``{name: [B, ...]}``
+    (tabular logits ``[B, S, A]`` in the matrix games), and per peer seat its learning rates ``[B, L]``."""
 
     params: list[Params]
     lrs: list[torch.Tensor]
@@ -105,8 +105,8 @@ class MetaTraining:
     def sample_peers(self) -> PeerDraw:
         """A meta-batch of training personas, every peer seat drawn from the whole population."""
         B = self.cfg.train.meta_batch
-        probs = self.setting.sample_peers(self.setting.personas.train, B, self.generator)
-        return PeerDraw(self.setting.peer_params(probs), self.setting.peer_lrs(B))
+        peers = self.setting.sample_peers(self.setting.population.train, B, self.generator)
+        return PeerDraw(self.setting.peer_params(peers), self.setting.peer_lrs(B))
 
     def iterate(self, evaluator: Evaluator, peers: PeerDraw) -> dict[str, Any]:
         """One meta-update (Algorithm 1's inner body) on chains that ``evaluator`` plays, all

@@ -1,31 +1,60 @@
-"""Seeded generators of opponent personas (fixed tabular policies) split into train/val/test.
+"""Persona populations: the peers' initial policies, split into train/val/test.
 
 Personas are the opponent populations of the Meta-MAPG experiments: IPD (cooperating vs.
-defecting) and RPS (rock, paper or scissors dominant). Each persona is a probability
-tensor ``[S, A]``; turn it into logits with ``log(p)``.
+defecting) and RPS (rock, paper or scissors dominant), seeded generators of probability
+tensors ``[S, A]`` (turn them into logits with ``log(p)``). A split's *pool* is either such a
+probability tensor ``[N, S, A]`` (the tabular personas as generated) or a batched parameter
+dict ``{name: [N, ...]}`` of any registered peer policy class (e.g. HalfCheetah teammates
+loaded from checkpoints, :mod:`league.teammates`); :func:`take` and :func:`pool_size` read
+both. Where a population comes from is a *source* (:data:`PERSONA_SOURCES`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Union
 
 import torch
 
-__all__ = ["PersonaSplit", "POPULATIONS", "make_personas", "ipd_personas", "rps_personas"]
+__all__ = ["PersonaSplit", "Pool", "POPULATIONS", "make_personas", "ipd_personas", "rps_personas", "take",
+           "pool_size", "map_pools"]
+
+Pool = Union[torch.Tensor, dict[str, torch.Tensor]]
+"""Personas stacked on the first dimension: probabilities ``[N, S, A]`` or parameters ``{name: [N, ...]}``."""
 
 
 @dataclass
 class PersonaSplit:
-    """Personas ``[N, S, A]`` per split and the type name of every persona."""
+    """A pool of personas per split (probabilities ``[N, S, A]`` or parameters
+    ``{name: [N, ...]}``, see :data:`Pool`) and the type name of every persona."""
 
-    train: torch.Tensor
-    val: torch.Tensor
-    test: torch.Tensor
+    train: Pool
+    val: Pool
+    test: Pool
     train_types: list[str]
     val_types: list[str]
     test_types: list[str]
     type_names: tuple[str, ...]
+
+
+def take(pool: Pool, index: torch.Tensor) -> Pool:
+    """The personas at ``index`` (any shape; it becomes the leading dimensions of every tensor)."""
+    if isinstance(pool, dict):
+        return {name: value[index] for name, value in pool.items()}
+    return pool[index]
+
+
+def pool_size(pool: Pool) -> int:
+    """How many personas a pool holds (its first dimension)."""
+    first = next(iter(pool.values())) if isinstance(pool, dict) else pool
+    return int(first.shape[0])
+
+
+def map_pools(split: PersonaSplit, fn: Callable[[Pool], Pool]) -> PersonaSplit:
+    """The same split with ``fn`` applied to each of its three pools (types unchanged)."""
+    return replace(split, train=fn(split.train), val=fn(split.val), test=fn(split.test))
 
 
 def _check_sizes(sizes: Sequence[int], n_types: int, n_per_type: int) -> tuple[int, int, int]:
@@ -159,3 +188,73 @@ def make_personas(game: str, seed: int, n_players: int = 2, out_of_distribution:
     except KeyError:
         raise ValueError(f"no persona population for game {game!r}; known: {', '.join(sorted(POPULATIONS))}") from None
     return factory(seed, n_players, out_of_distribution)
+
+
+# -- checkpoint personas: parameters of a peer policy saved while it was trained ----------------
+CHECKPOINT_PATTERN = "iteration_{:04d}.pt"
+#: Type names of a checkpoint split: the train/val personas and the (later, after a gap) test ones.
+CHECKPOINT_TYPES = ("early", "late")
+
+
+def save_checkpoint(directory: str | Path, iteration: int, policy_name: str, params: dict[str, torch.Tensor],
+                    expertise: float, policy_kwargs: dict[str, Any] | None = None) -> Path:
+    """Save one persona: the parameters ``{name: [1, ...]}`` of a ``policy_name`` policy at a
+    training ``iteration``, with its ``expertise`` (the return it earned, for plots)."""
+    path = Path(directory) / CHECKPOINT_PATTERN.format(iteration)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"policy": policy_name, "policy_kwargs": dict(policy_kwargs or {}), "iteration": iteration,
+                "expertise": float(expertise), "params": {k: v.detach().clone() for k, v in params.items()}}, path)
+    return path
+
+
+def load_checkpoints(directory: str | Path, iterations: Sequence[int]) -> list[dict[str, Any]]:
+    """The saved checkpoints of ``iterations``, in that order; a missing one is a clear error."""
+    out = []
+    for i in iterations:
+        path = Path(directory) / CHECKPOINT_PATTERN.format(i)
+        if not path.exists():
+            raise FileNotFoundError(f"persona checkpoint {path} does not exist (was the population pretrained?)")
+        out.append(torch.load(path, weights_only=True))
+    return out
+
+
+def check_fits(checkpoint: dict[str, Any], policy_name: str, template: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse a checkpoint that is not a ``policy_name`` policy shaped like ``template``
+    (``{name: [1, ...]}``), naming the class or the parameter that does not fit."""
+    if checkpoint["policy"] != policy_name:
+        raise ValueError(f"{where} holds a {checkpoint['policy']!r} policy, but the peer policy class is {policy_name!r}")
+    params = checkpoint["params"]
+    if set(params) != set(template):
+        raise ValueError(f"{where}: parameters {sorted(params)} do not match the {policy_name!r} policy's {sorted(template)}")
+    for name, value in template.items():
+        if tuple(params[name].shape[1:]) != tuple(value.shape[1:]):
+            raise ValueError(f"{where}: parameter {name!r} has shape {tuple(params[name].shape[1:])}, the "
+                             f"{policy_name!r} peer policy needs {tuple(value.shape[1:])} (hidden size or spaces differ)")
+
+
+def checkpoint_personas(directory: str | Path, policy_name: str, template: dict[str, torch.Tensor],
+                        train_val: Sequence[int], test: Sequence[int], n_val: int, seed: int,
+                        dtype: torch.dtype = torch.float32) -> PersonaSplit:
+    """Personas from the checkpoints of a pretrained peer, split with a gap (Meta-MAPG's
+    HalfCheetah population, appendix G.3): iterations ``[train_val[0], train_val[1])`` shuffled
+    by ``seed`` into ``n_val`` validation personas and the rest for training, and iterations
+    ``[test[0], test[1])`` for testing. The test range must start after the train/val range
+    ends, so meta-test teammates are more expert than any met in meta-training."""
+    (a, b), (c, d) = tuple(train_val), tuple(test)
+    if not (0 <= a < b <= c < d):
+        raise ValueError(f"checkpoint split needs 0 <= train_val start < end <= test start < end, got "
+                         f"train_val={[a, b]}, test={[c, d]}")
+    if not 0 < n_val < b - a:
+        raise ValueError(f"n_val must leave train and validation personas: 0 < {n_val} < {b - a}")
+    pools = {}
+    for key, its in (("train_val", range(a, b)), ("test", range(c, d))):
+        loaded = load_checkpoints(directory, its)
+        for i, ckpt in zip(its, loaded):
+            check_fits(ckpt, policy_name, template, f"{Path(directory) / CHECKPOINT_PATTERN.format(i)}")
+        pools[key] = {name: torch.cat([ck["params"][name] for ck in loaded]).to(dtype) for name in template}
+    order = torch.randperm(b - a, generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    return PersonaSplit(train=take(pools["train_val"], train_idx), val=take(pools["train_val"], val_idx),
+                        test=pools["test"], train_types=[CHECKPOINT_TYPES[0]] * len(train_idx),
+                        val_types=[CHECKPOINT_TYPES[0]] * n_val, test_types=[CHECKPOINT_TYPES[1]] * (d - c),
+                        type_names=CHECKPOINT_TYPES)

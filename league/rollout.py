@@ -186,9 +186,11 @@ def sample_episodes(game: IteratedMatrixGame, policies: Sequence[Policy], params
 
 
 def play_episodes(env: Environment, policies: Sequence[Policy], params: Sequence[Params], n_chains: int,
-                  n_episodes: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Episodes:
-    """:func:`play` any environment and return its :class:`Episodes` (with ``dones``)."""
-    return Episodes.of(play(env, policies, params, n_chains, n_episodes, generator, dtype=dtype))
+                  n_episodes: int, generator: torch.Generator, dtype: torch.dtype = torch.float32,
+                  seed: int | None = None) -> Episodes:
+    """:func:`play` any environment and return its :class:`Episodes` (with ``dones``); ``seed``
+    seeds the environment's reset (its initial states), None leaves them to the environment."""
+    return Episodes.of(play(env, policies, params, n_chains, n_episodes, generator, seed=seed, dtype=dtype))
 
 
 def score(policies: Sequence[Policy | None], params: Sequence[Params | None], episodes: Episodes) -> Batch:

@@ -22,6 +22,7 @@ from league.config import ConfigError, ExperimentConfig, load_config, to_toml
 from league.eval import plots, stats
 from league.experiment import Adaptation, Checkpoint, meta_test, train_one
 from league.progress import JobWork, Progress, job_work
+from league.personas import pool_size
 from league.setting import build_setting
 from league.tracking import RunSinks
 
@@ -183,8 +184,9 @@ def summarize_adaptations(cfg: ExperimentConfig, by_job: dict[tuple[str, int], A
             if not seeds:
                 continue
             curves[m] = np.stack([by_job[(m, s)].rewards[:, sel, 0].mean(axis=1) for s in seeds])
-            probs = np.stack([by_job[(m, s)].action_probs[:, sel] for s in seeds])  # [seeds,L+1,N,n,S,A]
-            dynamics[m] = np.nanmean(probs, axis=(0, 2)).tolist()  # [L+1, n, S, A]
+            if by_job[(m, seeds[0])].action_probs is not None:  # matrix games: per-state action probabilities
+                probs = np.stack([by_job[(m, s)].action_probs[:, sel] for s in seeds])  # [seeds,L+1,N,n,S,A]
+                dynamics[m] = np.nanmean(probs, axis=(0, 2)).tolist()  # [L+1, n, S, A]
         out[group] = {"methods": stats.summarize(curves), "action_dynamics": dynamics}
     return out
 
@@ -239,7 +241,7 @@ def run_experiment(cfg: ExperimentConfig, out: Path, track: bool = False, log_ev
     setting = build_setting(cfg)
     t0 = time.perf_counter()
     jobs = [(m, s) for m in cfg.methods for s in cfg.seeds]
-    n_val, n_test = setting.personas.val.shape[0], setting.personas.test.shape[0]
+    n_val, n_test = pool_size(setting.population.val), pool_size(setting.population.test)
     work = {m: job_work(m, cfg.train.iterations, cfg.train.meta_batch, cfg.chain.length, cfg.train.validate_every,
                         n_val, n_test) for m in cfg.methods}
     progress = Progress(sum(work[m].total for m, _ in jobs), cfg.name, stream)
@@ -310,7 +312,7 @@ def evaluate_run(run: Path, overrides: list[str], out: Path | None = None, strea
         raise FileNotFoundError(f"{run / 'checkpoints'} holds none of {', '.join(p.name for p in paths.values())}: "
                                 f"was {run} written by `league train`?")
     out.mkdir(parents=True, exist_ok=True)
-    test_work = job_work(cfg.methods[0], 0, 1, cfg.chain.length, 1, 0, setting.personas.test.shape[0]).meta_test
+    test_work = job_work(cfg.methods[0], 0, 1, cfg.chain.length, 1, 0, pool_size(setting.population.test)).meta_test
     progress = Progress(len(found) * test_work, f"evaluate {run.name}", stream)
     by_job = {}
     try:

@@ -55,4 +55,11 @@ if [ ! -f results/ipd_om/comparison.json ]; then
     --set 'methods=["meta-mapg-om"]' --set 'name="ipd_om"' --set workers=1 --out results/ipd_om/run
   .venv/bin/python scripts/om_table.py --om results/ipd_om/run --reference results/ipd --out results/ipd_om
 fi
+# 2-agent HalfCheetah (Figure 2d, Figure 7): the teammate population (regenerated from its seed
+# when missing, ~5 min) and the four methods at K=8, H=50, L=2, meta-batch 2, 30 iterations, 3 seeds
+# (~40 min on one core); see docs/halfcheetah.md.
+if [ ! -f results/halfcheetah/adaptation/summary.json ]; then
+  echo "== halfcheetah ($(date -u +%H:%M:%S))"
+  .venv/bin/python scripts/halfcheetah.py
+fi
 echo "== done ($(date -u +%H:%M:%S))"
