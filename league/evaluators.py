@@ -21,7 +21,7 @@ from league.envs.base import Environment
 from league.games.iterated import IteratedMatrixGame
 from league.learn import dice_objective, discount_weights, discounted_returns, linear_feature_baseline
 from league.policies.base import Params, Policy
-from league.rollout import Batch, Episodes, play_episodes, sample_episodes, score
+from league.rollout import Batch, Episodes, play_episodes, reset_seed, sample_episodes, score
 
 
 class Evaluator(Protocol):
@@ -104,9 +104,8 @@ class SampledEvaluator:
         overrides it to have the referee play the step with the agents' published parameters."""
         n_chains = max(p[next(iter(p))].shape[0] for p in params)
         if self.env is not None:  # the reset seed comes from the generator too: the same stream, the same episodes
-            seed = int(torch.randint(2**31 - 1, (), generator=self.generator))
             return play_episodes(self.env, self.policies, params, n_chains, self.n_episodes, self.generator, self.dtype,
-                                 seed=seed)
+                                 seed=reset_seed(self.env, self.generator))
         return sample_episodes(self.game, self.policies, params, n_chains, self.n_episodes, self.horizon,  # type: ignore[arg-type]
                                self.generator, self.dtype)
 

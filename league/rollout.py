@@ -185,6 +185,17 @@ def sample_episodes(game: IteratedMatrixGame, policies: Sequence[Policy], params
     return Episodes(obs=traj.obs[0], actions=torch.stack(traj.actions, dim=-1), rewards=traj.rewards)
 
 
+def reset_seed(env: Environment, generator: torch.Generator) -> int | None:
+    """The reset seed of one batch of ``env``'s episodes, drawn from ``generator``: every process
+    that plays a step from the same random stream (the embedded chain's evaluator, the referee)
+    starts its episodes in the same states. ``None``, and no draw, for an environment whose
+    episodes all start alike (``random_reset = False``: the matrix games, the grid worlds), so
+    their streams are what they were before seeds were drawn."""
+    if not getattr(env, "random_reset", True):
+        return None
+    return int(torch.randint(2**31 - 1, (), generator=generator))
+
+
 def play_episodes(env: Environment, policies: Sequence[Policy], params: Sequence[Params], n_chains: int,
                   n_episodes: int, generator: torch.Generator, dtype: torch.dtype = torch.float32,
                   seed: int | None = None) -> Episodes:

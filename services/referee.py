@@ -42,7 +42,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from agents.policy_factory import policy_from_description
 from league.envs.base import Environment
 from league.policies.base import Params, Policy
-from league.rollout import play
+from league.rollout import play, reset_seed
 from services import batches as wire_batches
 from services import limits, referee_state
 from services import server as srv
@@ -900,7 +900,8 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         # the environment's own per-seat observations, actions and dones (the same random
         # stream as league.rollout.sample_episodes / play_episodes, which the embedded chain plays)
         with self._play_lock:
-            traj = play(self._env_for(H), policies, params, len(group), K, generator)
+            env = self._env_for(H)
+            traj = play(env, policies, params, len(group), K, generator, seed=reset_seed(env, generator))
         self.metrics.steps.inc(len(group) * K * traj.rewards.shape[2])
         messages = []
         for b, match in enumerate(group):

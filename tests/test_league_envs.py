@@ -25,7 +25,7 @@ import torch
 from agents.policy_factory import initial_state, make_policy  # noqa: E402
 from league.chain import unroll  # noqa: E402
 from league.evaluators import SampledEvaluator  # noqa: E402
-from league.rollout import play  # noqa: E402
+from league.rollout import play, reset_seed  # noqa: E402
 from league.updates import make_update_rule  # noqa: E402
 from services import server as srv  # noqa: E402
 from agents.runtime import AgentProcess, AgentRuntimeConfig  # noqa: E402
@@ -154,7 +154,8 @@ def test_agents_learn_from_a_broadcast_batch_as_the_embedded_chain_does(tmp_path
     specs = sorted(cfg.agents, key=lambda a: a.role != "meta")
     policies = [make_policy(spec, env, seat) for seat, spec in enumerate(specs)]
     params = [initial_state(spec, policy, env, 0, r.chain_length, r.env)[0] for spec, policy in zip(specs, policies)]
-    traj = play(env, policies, params, 1, r.trajectories, torch.Generator().manual_seed(r.seed))
+    generator = torch.Generator().manual_seed(r.seed)  # as the referee plays a round: reset seed, then episodes
+    traj = play(env, policies, params, 1, r.trajectories, generator, seed=reset_seed(env, generator))
     header = referee_pb2.TrajectoryBatch(match_id="m0", env=r.env, chain_id="c0", step=0,
                                          seats=[referee_pb2.Seat(agent_id=s.id, behaviour_version=1) for s in specs])
     tensors = batch_tensors([o[0] for o in traj.obs], [a[0] for a in traj.actions], traj.rewards[0], traj.dones[0])

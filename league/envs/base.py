@@ -65,6 +65,8 @@ class Environment(Protocol):
     action_spaces: tuple[gymnasium.Space, ...]
     max_steps: int
     """Every episode is over after at most this many steps."""
+    # random_reset: bool (optional, default True): False where every episode starts in the same
+    # state, so ``league.rollout.reset_seed`` draws no seed for it.
 
     @property
     def n_agents(self) -> int: ...

@@ -82,6 +82,9 @@ def checkers_layout() -> GridLayout:
 class GridWorld:
     """An :class:`~league.envs.base.Environment` running a :class:`GridLayout`, batched."""
 
+    random_reset = False
+    """Every episode starts on the layout's start cells: no reset seed is drawn for it."""
+
     def __init__(self, layout: GridLayout, dtype: torch.dtype = torch.float32) -> None:
         self.layout = layout
         self.name = layout.name

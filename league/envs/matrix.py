@@ -22,6 +22,9 @@ __all__ = ["MatrixGameEnv"]
 class MatrixGameEnv:
     """An :class:`~league.envs.base.Environment` over an iterated matrix game."""
 
+    random_reset = False
+    """Every episode starts at ``s0``: no reset seed is drawn for it (``league.rollout.reset_seed``)."""
+
     def __init__(self, game: IteratedMatrixGame, horizon: int, dtype: torch.dtype = torch.float32) -> None:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
