@@ -17,7 +17,6 @@ pytest.importorskip("gymnasium_robotics")
 from league.config import load_config  # noqa: E402
 from league.experiment import adapt  # noqa: E402
 from league.meta_training import MetaTraining  # noqa: E402
-from league.methods import make_method  # noqa: E402
 from league.personas import load_checkpoints  # noqa: E402
 from league.teammates import TeammateConfig, population_exists, pretrain_teammates  # noqa: E402
 
