@@ -45,6 +45,21 @@ class InProcessLeague:
         return self.ref.Join(referee_pb2.JoinRequest(agent_id=agent_id, address=address, protocol_version=1,
                                                      role=role), timeout=20)
 
+    def assert_join_refused(self, agent_id: str, address: str, message: str, role: str = "learner") -> None:
+        """The join is refused with FAILED_PRECONDITION in one line that names ``message``, and
+        the agent is not a member afterwards (nothing applied)."""
+        import grpc
+        import pytest
+
+        with pytest.raises(grpc.RpcError) as err:
+            self.join(agent_id, address, role=role)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        details = err.value.details()
+        assert details.startswith(f"join of {agent_id} refused: ") and message in details, details
+        assert "\n" not in details
+        status = self.ref.Status(referee_pb2.StatusRequest(), timeout=10)
+        assert agent_id not in {m.agent_id for m in status.members}
+
     def close(self) -> None:
         self.referee.stop()
         for channel in self.channels:

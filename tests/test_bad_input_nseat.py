@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import grpc
 import pytest
 import torch
 
@@ -43,15 +42,7 @@ def league():
     ("names", {"weights": torch.zeros(1, 28, 3)}, {}, "has the wrong tensors: missing ['logits']"),
 ])
 def test_a_join_that_does_not_fit_the_game_is_refused_in_one_line(league, agent, params, changes, message):
-    address = league.serve(params, description(agent, GAME3, **changes))
-    with pytest.raises(grpc.RpcError) as err:
-        league.join(agent, address)
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    details = err.value.details()
-    assert details.startswith(f"join of {agent} refused: ") and message in details, details
-    assert "\n" not in details
-    status = league.ref.Status(referee_pb2.StatusRequest(), timeout=10)
-    assert agent not in {m.agent_id for m in status.members}  # nothing applied
+    league.assert_join_refused(agent, league.serve(params, description(agent, GAME3, **changes)), message)
 
 
 def test_a_fitting_agent_still_joins(league):

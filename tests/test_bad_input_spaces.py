@@ -118,15 +118,7 @@ def test_malformed_spaces_are_one_line_errors(text, message):
      "tensor 'in_w' has shape [1, 4, 17], expected [1, 8, 17]"),
 ])
 def test_a_join_whose_spaces_or_policy_do_not_fit_is_refused_in_one_line(league, agent, params, changes, message):
-    address = league.serve(params, description(agent, **changes))
-    with pytest.raises(grpc.RpcError) as err:
-        league.join(agent, address, role="meta")
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    details = err.value.details()
-    assert details.startswith(f"join of {agent} refused: ") and message in details, details
-    assert "\n" not in details
-    status = league.ref.Status(referee_pb2.StatusRequest(), timeout=10)
-    assert agent not in {m.agent_id for m in status.members}  # nothing applied
+    league.assert_join_refused(agent, league.serve(params, description(agent, **changes)), message, role="meta")
 
 
 def test_a_fitting_gaussian_agent_joins_at_every_role(league):
