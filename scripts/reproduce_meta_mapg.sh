@@ -34,7 +34,9 @@ run rps_ablation configs/rps_ablation.toml --set chain.trajectories=8 --set chai
   --set train.iterations=40 --set train.validate_every=5 --set 'seeds=[0,1,2,3,4]'
 # 3-player RPS (Figure 4b): Meta-MAPG vs Meta-PG, 3 seeds, one worker
 run rps3 configs/rps3.toml --set chain.trajectories=8 --set chain.horizon=30 --set chain.length=3 \
-  --set train.iterations=40 --set train.validate_every=5 --set 'seeds=[0,1,2]' --set workers=1
+  --set train.iterations=40 --set train.validate_every=5 --set 'seeds=[0,1,2,3,4]'
+run rps4 configs/rps4.toml --set chain.trajectories=8 --set chain.horizon=30 --set chain.length=3 \
+  --set train.iterations=40 --set train.validate_every=5 --set 'seeds=[0,1,2,3,4]'
 run ipd_ood configs/ipd_ood.toml --set chain.trajectories=8 --set chain.horizon=30 --set chain.length=3 \
   --set train.iterations=40 --set train.validate_every=5 --set 'seeds=[0,1,2,3,4]' --set workers=1
 # K sweep (Figure 3a) at the IPD run's budget, 3 seeds; each K may run in its own process
