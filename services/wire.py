@@ -300,12 +300,6 @@ def encode_parameter_set(
     return encoded
 
 
-def encode_chunks(chunks: Iterable[tensor_pb2.ParameterChunk]) -> list[bytes]:
-    """The wire bytes of each chunk (what gRPC sends): a server can keep these and send
-    them again without serialising a message per fetch."""
-    return [chunk.SerializeToString() for chunk in chunks]
-
-
 # ParameterChunk.payload as it appears on the wire: field number and length-delimited type.
 _PAYLOAD_FIELD = tensor_pb2.ParameterChunk.DESCRIPTOR.fields_by_name["payload"].number
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5

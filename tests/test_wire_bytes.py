@@ -17,13 +17,17 @@ from services.wire import (
     assemble_parameters,
     assemble_wire,
     chunk_parameters,
-    encode_chunks,
     encode_parameter_set,
     not_modified,
     split_chunk,
 )
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def encode_chunks(chunks) -> list[bytes]:
+    """Protobuf's own serialisation of each chunk: what the hand-built wire bytes must equal."""
+    return [chunk.SerializeToString() for chunk in chunks]
 
 MIB = 1 << 20
 
