@@ -223,11 +223,6 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 self._restore(state)
         threading.Thread(target=self._lease_timer, name="lease-timer", daemon=True).start()
 
-    @property
-    def game(self) -> Environment:
-        """The league's environment (the name from before environments other than matrix games)."""
-        return self.env
-
     # -- durable state -------------------------------------------------------------------
     def _member_record(self, m: Member) -> dict:
         return {"role": m.role, "address": m.address, "policy_version": m.policy_version, "episodes": m.episodes,

@@ -23,9 +23,8 @@ from services.referee import Member, Referee
 def _referee(n_players: int, roles: dict[str, str], teams=(), state_file=None, **cfg) -> Referee:
     ref = Referee(RefereeConfig(env="rps", n_players=n_players, lease_seconds=600.0, **cfg), list(roles),
                   state_file=state_file, teams=teams)
-    game = ref.game
     for order, (agent, role) in enumerate(roles.items()):
-        policy = make_policy(AgentSpec(id=agent, role=role), game)
+        policy = make_policy(AgentSpec(id=agent, role=role), ref.env)
         ref.members[agent] = Member(agent, "127.0.0.1:1", role, policy, "tabular", None, None, order,
                                     time.monotonic() + 600)
     return ref
