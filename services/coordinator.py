@@ -92,7 +92,7 @@ class RemoteEvaluator(SampledEvaluator):
     def __init__(self, base: SampledEvaluator, coordinator: "MetaMapgMode", chain_ids: list[str],
                  base_versions: dict[str, int]) -> None:
         super().__init__(base.game, base.policies, base.n_episodes, base.horizon, base.gamma, base.generator,
-                         base.dtype, base.use_baseline)
+                         base.dtype, base.use_baseline, base.env)
         self.coordinator = coordinator
         self.chain_ids = chain_ids
         self.base_versions = base_versions  # agent id -> its version of kind "policy" this iteration
@@ -260,7 +260,8 @@ class MetaMapgMode:
         self._push(self.cfg.meta_agent, "lr", {"lr": self.learner.lr})
         for b in range(B):
             for seat, agent in enumerate(self.seats(b)[1:]):  # peer seat m of chain b: peers.params[m] row b
-                versions[agent] = self._push(agent, "policy", {"logits": peers.params[seat]["logits"][b:b + 1]})
+                row = {name: value[b:b + 1] for name, value in peers.params[seat].items()}  # any policy class
+                versions[agent] = self._push(agent, "policy", row)
         self.iteration += 1
         # a resumed run names its chains afresh: the agents may still hold policy@<chain> of
         # the killed attempt, and the referee voids that attempt's unfinished chains
