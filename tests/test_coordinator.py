@@ -250,11 +250,17 @@ def test_a_coordinated_three_player_iteration_equals_the_embedded_iteration(tmp_
     embedded = train_one(cfg, "meta-mapg", 0).final
     lg, coord = _league(tmp_path, 1.0, overrides, league=league_toml([1.0] * 4, "rps", 3, 0.9),
                         experiment_config="rps3.toml", personas=("p0", "p1", "p2", "p3"))
+    assert_coordinated_run_equals_embedded(tmp_path, lg, coord, embedded, cfg.agent.inner_lr)
+
+
+def assert_coordinated_run_equals_embedded(tmp_path, lg, coord, embedded, inner_lr: float, timeout: float = 240) -> None:
+    """The coordinator exits 0, says ``done``, and holds the embedded run's meta-parameters,
+    whose learning rates moved from ``inner_lr``; the league is stopped either way."""
     try:
-        assert coord.wait(timeout=240) == 0, (tmp_path / "coord.log").read_text()[-3000:]
+        assert coord.wait(timeout=timeout) == 0, (tmp_path / "coord.log").read_text()[-3000:]
         result = json.loads((tmp_path / "coord.json").read_text())
         assert result["state"] == "done"
         _assert_same_meta_parameters(result, embedded)
-        assert not torch.allclose(embedded.lr, torch.full_like(embedded.lr, cfg.agent.inner_lr))  # it moved
+        assert not torch.allclose(embedded.lr, torch.full_like(embedded.lr, inner_lr))  # it moved
     finally:
         lg.stop()

@@ -5,8 +5,6 @@ its replica; one coordinated iteration gives the embedded iteration's meta-param
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -19,7 +17,7 @@ from league.meta_training import MetaTraining  # noqa: E402
 from league.teammates import TeammateConfig, pretrain_teammates  # noqa: E402
 from services.league_config import load_league_config  # noqa: E402
 from tests.league_procs import ROOT  # noqa: E402
-from tests.test_coordinator import _assert_same_meta_parameters, _league  # noqa: E402
+from tests.test_coordinator import _league, assert_coordinated_run_equals_embedded  # noqa: E402
 
 TINY_POPULATION = dict(iterations=6, episodes=2, horizon=4, hidden=8, lr=0.05)
 
@@ -52,14 +50,7 @@ def test_a_coordinated_halfcheetah_iteration_equals_the_embedded_iteration(tmp_p
     embedded = train_one(cfg, "meta-mapg", 0).final
     lg, coord = _league(tmp_path, 0.01, overrides, league=_league_toml(), experiment_config="halfcheetah.toml",
                         personas=("p0", "p1"))
-    try:
-        assert coord.wait(timeout=300) == 0, (tmp_path / "coord.log").read_text()[-3000:]
-        result = json.loads((tmp_path / "coord.json").read_text())
-        assert result["state"] == "done"
-        _assert_same_meta_parameters(result, embedded)
-        assert not torch.allclose(embedded.lr, torch.full_like(embedded.lr, cfg.agent.inner_lr))  # it moved
-    finally:
-        lg.stop()
+    assert_coordinated_run_equals_embedded(tmp_path, lg, coord, embedded, cfg.agent.inner_lr, timeout=300)
 
 
 def test_the_committed_coordinated_halfcheetah_league_and_its_experiment_agree():
