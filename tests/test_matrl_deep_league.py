@@ -149,9 +149,9 @@ def _league(tmp_path: Path, ids: list[str], seed: int, iterations: int, *extra: 
 
 
 def test_league_deep_rounds_equal_the_embedded_run(tmp_path):
-    """Three deep MATRL rounds on checkers through real processes (about 30 s, mostly starting
-    them) equal ``run_deep_matrl`` from the same seed to 1e-6: every parameter tensor of both
-    agents, every round's Nash weights and meta-game."""
+    """Three deep MATRL rounds on checkers through real processes (40 s of CPU, 110 s wall on
+    the loaded 2 shared cores, mostly starting them) equal ``run_deep_matrl`` from the same seed
+    to 1e-6: every parameter tensor of both agents, every round's Nash weights and meta-game."""
     ids, seed, rounds = ["p0", "p1"], 3, 3
     lg, coord = _league(tmp_path, ids, seed, rounds, "--linger", "1")
     try:
@@ -186,7 +186,7 @@ def test_league_deep_rounds_equal_the_embedded_run(tmp_path):
         lg.stop()
 
 
-@pytest.mark.slow  # about 60 s
+@pytest.mark.slow  # about 60 s of CPU (110 s on the loaded 2 shared cores)
 def test_a_killed_deep_agent_voids_its_groups_rounds_and_the_other_group_goes_on(tmp_path):
     ids = ["a0", "a1", "b0", "b1"]  # groups [a0, a1] and [b0, b1]
     rounds = 4
