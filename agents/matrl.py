@@ -1,4 +1,4 @@
-"""The agent side of a MATRL round (rules ``matrl`` and ``ppo_matrl``; the coordinator's ``matrl``
+"""The agent side of a MATRL round (rules ``matrl`` and ``ppo-matrl``; the coordinator's ``matrl``
 mode drives it).
 
 1. The referee broadcasts the round's episodes (a coordinator match: no chain, ``step`` = the
@@ -20,7 +20,7 @@ Two rules share that protocol (:data:`COORDINATED_RULES`), each a :class:`Coordi
 - ``matrl`` (:class:`MatrlSeat`, tabular policies on the matrix games): the trust-region step is
   ``league.matrl.sampled.trust_region_step`` (through ``seat_step``), the best response
   ``best_response_step``; ``matrl-trust`` holds ``kl_coef`` and ``trust_steps``.
-- ``ppo_matrl`` (:class:`PPOMatrlSeat`, deep MATRL on any environment the referee steps): the
+- ``ppo-matrl`` (:class:`PPOMatrlSeat`, deep MATRL on any environment the referee steps): the
   trust-region step is ``league.matrl.deep.PPOTrustRegion`` (PPO with a critic the agent keeps,
   and the seat's generator ``seat_generator(seed, seat)``), the best response
   ``league.matrl.deep.best_response`` from the PPO step's own advantages and behaviour
@@ -56,7 +56,7 @@ PREDICTED = "predicted"
 """Kind of the trust-region step's predicted parameters (version = the coordinator's round)."""
 TRUST = "matrl-trust"
 """Kind the coordinator pushes before each round: the trust-region step's settings (rule
-``matrl``: ``kl_coef [1]`` and ``trust_steps`` int64 ``[1]``; rule ``ppo_matrl``:
+``matrl``: ``kl_coef [1]`` and ``trust_steps`` int64 ``[1]``; rule ``ppo-matrl``:
 :func:`ppo_trust_message`); the agent starts with the rule's defaults."""
 MIXTURE = "matrl-mixture"
 """Kind the coordinator pushes: ``round`` int64 ``[1]``, ``nash_weight [1]``, ``peer_log_ratio
@@ -73,7 +73,7 @@ class PendingRound:
     params: Params
     episodes: Episodes
     step: Any = None
-    """What the rule's trust-region step computed that its best response reuses (``ppo_matrl``:
+    """What the rule's trust-region step computed that its best response reuses (``ppo-matrl``:
     the ``PPOStep``, its predicted parameters, GAE advantages and behaviour log-probabilities)."""
 
 
@@ -88,7 +88,7 @@ CHOICES = {"activation": tuple(ACTIVATIONS)}
 
 
 def ppo_trust_message(ppo: PPOConfig, seed: int, br_steps: int) -> dict[str, torch.Tensor]:
-    """The ``matrl-trust`` parameter set of rule ``ppo_matrl``: every ``PPOConfig`` field as a
+    """The ``matrl-trust`` parameter set of rule ``ppo-matrl``: every ``PPOConfig`` field as a
     ``[1]`` tensor (integers and flags int64, numbers float64 so they arrive exact, a name as
     its index in :data:`CHOICES`, ``target_kl`` None as -1), the run's ``seed`` (the seat
     generators') and the best response's ``br_steps``."""
@@ -219,7 +219,7 @@ class MatrlSeat(CoordinatedSeat):
 
 
 class PPOMatrlSeat(CoordinatedSeat):
-    """Rule ``ppo_matrl``: deep MATRL (``league.matrl.deep``). The seat's critic and generator
+    """Rule ``ppo-matrl``: deep MATRL (``league.matrl.deep``). The seat's critic and generator
     are learner-local state, built at its first round from the pushed settings (seed, seat) and
     kept across rounds, as the embedded run keeps them; the PPO step's learning rate, discount
     and every other coefficient come from the pushed ``matrl-trust``."""
@@ -254,4 +254,4 @@ class PPOMatrlSeat(CoordinatedSeat):
 
 
 #: Rules whose rounds a coordinator drives in two messages (broadcast, then a push), by rule name.
-COORDINATED_RULES = {"matrl": MatrlSeat, "ppo_matrl": PPOMatrlSeat}
+COORDINATED_RULES = {"matrl": MatrlSeat, "ppo-matrl": PPOMatrlSeat}

@@ -141,7 +141,7 @@ UPDATE_RULES: dict[str, Callable[..., UpdateRule]] = {
     "lola-dice": LolaDice,
     "frozen": Frozen,
     "matrl": _matrl_trust_region,  # MATRL's trust-region step: the predicted parameters (league.matrl.sampled)
-    "ppo_matrl": _ppo_trust_region,  # deep MATRL's PPO trust-region step, critic and seat generator (league.matrl.deep)
+    "ppo-matrl": _ppo_trust_region,  # deep MATRL's PPO trust-region step, critic and seat generator (league.matrl.deep)
 }
 # The differentiable-game rules (exact joint points, no episodes) through one bridge, so an
 # embedded differentiable league and an agent process call the same entry (docs/meva.md).

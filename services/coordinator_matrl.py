@@ -1,6 +1,6 @@
 """The coordinator's ``matrl`` mode: MATRL rounds across agent processes, sampled (Algorithm 1,
 tabular policies, rule ``matrl``) or deep (Algorithm 2, PPO trust-region steps, rule
-``ppo_matrl``); the ``--experiment`` TOML's ``kind`` picks one of :data:`EXPERIMENT_KINDS`.
+``ppo-matrl``); the ``--experiment`` TOML's ``kind`` picks one of :data:`EXPERIMENT_KINDS`.
 
 ``league coordinator --mode matrl --agents A,B[,C,D...] --experiment MATRL.toml`` seats the
 agents in groups of the game's ``n`` (consecutive, in the order given); each iteration is one
@@ -10,7 +10,7 @@ round of every group, one group after another:
    ``trust_steps``); ``PlayMatches``: the referee plays the group's current ``policy`` versions (pinned) with the
    coordinator's random stream and broadcasts the episodes (match ``matrl.r<round>.g<group>``,
    no chain, ``step`` = the round);
-2. every agent (rule ``matrl`` or ``ppo_matrl``, ``agents/matrl.py``) takes its trust-region step from the
+2. every agent (rule ``matrl`` or ``ppo-matrl``, ``agents/matrl.py``) takes its trust-region step from the
    broadcast and publishes kind ``predicted`` at version = the round; the coordinator fetches
    each agent's current and predicted parameters;
 3. it builds the meta-game from the round's episodes and solves it
@@ -104,7 +104,7 @@ def _sampled_settings(cfg: SampledMATRLConfig) -> RoundSettings:
 
 def _deep_settings(cfg: DeepMATRLConfig) -> RoundSettings:
     env = make_env(cfg.env, n_players=cfg.n_players, **cfg.env_kwargs)
-    return RoundSettings("ppo_matrl", env, cfg.episodes, env.max_steps, cfg.ppo.gamma, cfg.solvers_for(env.n_agents),
+    return RoundSettings("ppo-matrl", env, cfg.episodes, env.max_steps, cfg.ppo.gamma, cfg.solvers_for(env.n_agents),
                          cfg.nash_eps, cfg.br_lr, cfg.br_clip, lambda seed: ppo_trust_message(cfg.ppo, seed, cfg.br_steps),
                          (cfg.policy, {"hidden": cfg.ppo.hidden, **cfg.policy_kwargs}))
 

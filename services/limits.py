@@ -68,7 +68,7 @@ PUSHED_RANGES: dict[str, tuple[float, float] | dict[str, tuple[float, float]]] =
     # the coordinator's MATRL round message (agents/matrl.py); its peer_log_ratio is any finite value
     "matrl-mixture": {"round": (0, MAX_STEP), "nash_weight": (0.0, 1.0), "br_lr": LEARNING_RATE_RANGE,
                       "clip": (0.0, 100.0)},
-    # the trust-region step's settings: rule matrl (kl_coef, trust_steps) or ppo_matrl (every
+    # the trust-region step's settings: rule matrl (kl_coef, trust_steps) or ppo-matrl (every
     # league.matrl.ppo.PPOConfig field, the seat generators' seed and the best response's steps)
     "matrl-trust": {"kl_coef": (0.0, 1e4), "trust_steps": (1, 100), "lr": LEARNING_RATE_RANGE,
                     "epochs": (1, 1000), "minibatches": (1, MAX_EPISODES), "clip": (0.0, 100.0),

@@ -1,4 +1,4 @@
-"""Deep MATRL in the coordinator's ``matrl`` mode (kind ``deep``; agents with rule ``ppo_matrl``).
+"""Deep MATRL in the coordinator's ``matrl`` mode (kind ``deep``; agents with rule ``ppo-matrl``).
 
 - One round by two in-process ``AgentProcess`` objects (no sockets): each agent's ``predicted``
   and its best response after the coordinator's mixture equal the embedded ``deep_round`` of
@@ -53,7 +53,7 @@ def _small_league(tmp: Path, ids: list[str]) -> str:
     """The shipped league config at the ``SMALL`` shapes, with agents ``ids`` (init random:i+1)."""
     head = LEAGUE.read_text().split("[[agents]]")[0].replace("trajectories = 8", "trajectories = 4")
     return head + "".join(agent_toml(a, role="persona", policy="mlp_categorical", hidden=32, init=f"random:{i + 1}",
-                                     rule="ppo_matrl") for i, a in enumerate(ids))
+                                     rule="ppo-matrl") for i, a in enumerate(ids))
 
 
 def _embedded(tmp: Path, ids: list[str], seed: int, rounds: int):
@@ -71,7 +71,7 @@ def _embedded(tmp: Path, ids: list[str], seed: int, rounds: int):
 
 
 def test_the_agents_round_is_the_embedded_round(tmp_path):
-    """Two in-process agents (rule ``ppo_matrl``) learn from one chunk-encoded broadcast batch
+    """Two in-process agents (rule ``ppo-matrl``) learn from one chunk-encoded broadcast batch
     of checkers played as the referee plays it; their ``predicted`` and, after the mixture the
     coordinator computes, their ``policy`` v+1 equal ``deep_round``'s predictions and best
     responses (per-seat critics and generators from ``seat_generator(seed, seat)``)."""
@@ -248,3 +248,25 @@ def test_the_ppo_trust_settings_survive_the_wire_and_are_range_checked():
         message[name] = torch.tensor([value], dtype=message[name].dtype)
         with pytest.raises(WireError, match=bad):
             check_pushed_range(TRUST, message)
+
+
+def test_the_coordinator_refuses_a_referee_of_another_game(tmp_path):
+    """At start (``wait_for_members``) the coordinator compares the referee's game, seats and
+    environment arguments with the experiment's and stops with one line when they differ."""
+    from services.coordinator import CoordinatorConfig
+    from services.coordinator_matrl import MatrlMode
+    from tests.inprocess_league import InProcessLeague
+
+    league = InProcessLeague(load_league_config(LEAGUE).referee)  # a checkers referee
+    try:
+        cfg = CoordinatorConfig(referee=league.address, meta_agent="", personas=[], agents={"p0": "", "p1": ""},
+                                timeout=10)
+        MatrlMode(load_matrl_config(str(DEEP)), "matrl", 0, cfg).check_referee()  # the pair: accepted
+        mode = MatrlMode(load_matrl_config(str(ROOT / "configs" / "matrl" / "rps3.toml"), ["n_players=2"]), "matrl",
+                         0, cfg)
+        with pytest.raises(ValueError) as err:
+            mode.wait_for_members(timeout=1)
+        print(err.value)
+        assert str(err.value) == "the league and the MATRL config disagree: env 'checkers' (referee) != 'rps' (--experiment)"
+    finally:
+        league.close()

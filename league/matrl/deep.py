@@ -31,7 +31,7 @@ truncated importance weight ``c = clip(prod_{j != i} pi_bar_j / pi_j, 1 - br_cli
 
 **Per-seat functions, one code path.** A seat's part of an iteration is :func:`ppo_step` (with
 its own critic and its own generator, :func:`seat_generator`) and :func:`best_response`; the
-embedded :func:`deep_round` and an agent process of the league (rule ``ppo_matrl``,
+embedded :func:`deep_round` and an agent process of the league (rule ``ppo-matrl``,
 ``agents/matrl.py``) call the same two functions, and the meta-game, Nash weights and peers'
 log-ratios are :mod:`league.matrl.sampled`'s, which the coordinator calls. A seat's own
 randomness (its critic's initial weights, then its PPO minibatch order) comes from a generator
@@ -151,7 +151,7 @@ def seat_generator(seed: int, seat: int) -> torch.Generator:
 
 @dataclass
 class PPOTrustRegion:
-    """The ``ppo_matrl`` update rule (``league.updates.UPDATE_RULES``): a seat's PPO trust-region
+    """The ``ppo-matrl`` update rule (``league.updates.UPDATE_RULES``): a seat's PPO trust-region
     step (:func:`ppo_step`) with its learner-local state, the critic and the seat's generator.
     An agent process with this rule publishes the predicted parameters as kind ``predicted``
     and, on the coordinator's mixture, takes :func:`best_response` from the step's own
@@ -178,7 +178,7 @@ class PPOTrustRegion:
     def step(self, params: Params, episodes: Episodes, seat: int) -> PPOStep:
         """The seat's PPO step on the episodes its ``params`` played (the critic is fitted)."""
         if self.policy is None or self.critic is None:
-            raise ValueError("the ppo_matrl rule needs the seat's policy and critic (PPOTrustRegion.for_seat)")
+            raise ValueError("the ppo-matrl rule needs the seat's policy and critic (PPOTrustRegion.for_seat)")
         return ppo_step(self.policy, params, self.critic, episodes, seat, self.ppo, self.generator)
 
     def update(self, evaluator: Any, params: Sequence[Params], data: Any, k: int, lrs: Sequence[torch.Tensor],
