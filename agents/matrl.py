@@ -1,35 +1,49 @@
-"""The agent side of a MATRL round (rule ``matrl``; the coordinator's ``matrl`` mode drives it).
+"""The agent side of a MATRL round (rules ``matrl`` and ``ppo-matrl``; the coordinator's ``matrl``
+mode drives it).
 
 1. The referee broadcasts the round's episodes (a coordinator match: no chain, ``step`` = the
    coordinator's round ``r``, played at the agent's current ``policy`` version ``v``). The agent
-   takes its trust-region step (``league.updates.UPDATE_RULES["matrl"]`` through
-   ``seat_step``) and publishes the predicted parameters as kind ``predicted`` at version ``r``.
-   It keeps the round (``v``, its parameters, the episodes) pending and opens kind
-   ``matrl-mixture`` for the coordinator's push, sized to the round (``[1, K, H]``).
-   The trust-region step's ``kl_coef`` and ``trust_steps`` are kind ``matrl-trust``, which the
-   coordinator pushes before every round (the agent starts with the rule's defaults).
+   takes its trust-region step and publishes the predicted parameters as kind ``predicted`` at
+   version ``r``. It keeps the round (``v``, its parameters, the episodes, what its step
+   computed) pending and opens kind ``matrl-mixture`` for the coordinator's push, sized to the
+   round (``[1, K, H]``). The step's settings are kind ``matrl-trust``, which the coordinator
+   pushes before every round (the agent starts with the rule's defaults).
 2. The coordinator pushes ``matrl-mixture``: the round ``r``, the agent's Nash weight, the
    peers' mixture as their per-step log importance weight on the round's episodes, and the
    best response's step size and clip (each validated at the push: structure, finite, ranges
-   of ``services.limits.PUSHED_RANGES``). The agent takes its best-response step from the
-   pending round and publishes ``policy`` version ``v + 1``. A mixture for another round than
-   the pending one is ignored (logged): the coordinator voided that round.
+   of ``services.limits.PUSHED_RANGES``). The agent takes its best response from the pending
+   round and publishes ``policy`` version ``v + 1``. A mixture for another round than the
+   pending one is ignored (logged): the coordinator voided that round.
 
-The math is ``league.matrl.sampled``'s; this module only keeps the round between the two
-messages."""
+Two rules share that protocol (:data:`COORDINATED_RULES`), each a :class:`CoordinatedSeat`:
+
+- ``matrl`` (:class:`MatrlSeat`, tabular policies on the matrix games): the trust-region step is
+  ``league.matrl.sampled.trust_region_step`` (through ``seat_step``), the best response
+  ``best_response_step``; ``matrl-trust`` holds ``kl_coef`` and ``trust_steps``.
+- ``ppo-matrl`` (:class:`PPOMatrlSeat`, deep MATRL on any environment the referee steps): the
+  trust-region step is ``league.matrl.deep.PPOTrustRegion`` (PPO with a critic the agent keeps,
+  and the seat's generator ``seat_generator(seed, seat)``), the best response
+  ``league.matrl.deep.best_response`` from the PPO step's own advantages and behaviour
+  log-probabilities; ``matrl-trust`` holds every ``PPOConfig`` field, the run's ``seed`` and
+  ``br_steps`` (:func:`ppo_trust_message`).
+
+The math is ``league.matrl``'s; this module only keeps the round between the two messages."""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import torch
 from prometheus_client import Gauge
 
+from league.matrl.deep import PPOTrustRegion, best_response
+from league.matrl.ppo import PPOConfig
 from league.matrl.sampled import best_response_step
 from league.policies.base import Params
+from league.policies.mlp import ACTIVATIONS
 from league.rollout import Episodes
 from league.updates import make_update_rule, seat_step
 
@@ -41,8 +55,9 @@ log = logging.getLogger("league.agent")
 PREDICTED = "predicted"
 """Kind of the trust-region step's predicted parameters (version = the coordinator's round)."""
 TRUST = "matrl-trust"
-"""Kind the coordinator pushes before each round: the trust-region step's ``kl_coef [1]`` and
-``trust_steps`` int64 ``[1]`` (the agent starts with the rule's defaults)."""
+"""Kind the coordinator pushes before each round: the trust-region step's settings (rule
+``matrl``: ``kl_coef [1]`` and ``trust_steps`` int64 ``[1]``; rule ``ppo-matrl``:
+:func:`ppo_trust_message`); the agent starts with the rule's defaults."""
 MIXTURE = "matrl-mixture"
 """Kind the coordinator pushes: ``round`` int64 ``[1]``, ``nash_weight [1]``, ``peer_log_ratio
 [1, K, H]``, ``br_lr [1]``, ``clip [1]``."""
@@ -57,12 +72,54 @@ class PendingRound:
     seat: int
     params: Params
     episodes: Episodes
+    step: Any = None
+    """What the rule's trust-region step computed that its best response reuses (``ppo-matrl``:
+    the ``PPOStep``, its predicted parameters, GAE advantages and behaviour log-probabilities)."""
 
 
 def trust_message(kl_coef: float, trust_steps: int) -> dict[str, torch.Tensor]:
     """The ``matrl-trust`` parameter set: the trust-region step's settings."""
     return {"kl_coef": torch.tensor([kl_coef], dtype=torch.float32),
             "trust_steps": torch.tensor([trust_steps], dtype=torch.int64)}
+
+
+CHOICES = {"activation": tuple(ACTIVATIONS)}
+"""``PPOConfig`` fields that hold a name: pushed as its index in these choices."""
+
+
+def ppo_trust_message(ppo: PPOConfig, seed: int, br_steps: int) -> dict[str, torch.Tensor]:
+    """The ``matrl-trust`` parameter set of rule ``ppo-matrl``: every ``PPOConfig`` field as a
+    ``[1]`` tensor (integers and flags int64, numbers float64 so they arrive exact, a name as
+    its index in :data:`CHOICES`, ``target_kl`` None as -1), the run's ``seed`` (the seat
+    generators') and the best response's ``br_steps``."""
+    message = {}
+    for f in fields(PPOConfig):
+        value = getattr(ppo, f.name)
+        if f.name in CHOICES:
+            message[f.name] = torch.tensor([CHOICES[f.name].index(value)], dtype=torch.int64)
+        elif f.name == "target_kl":
+            message[f.name] = torch.tensor([-1.0 if value is None else value], dtype=torch.float64)
+        elif isinstance(value, int):  # bool too
+            message[f.name] = torch.tensor([int(value)], dtype=torch.int64)
+        else:
+            message[f.name] = torch.tensor([value], dtype=torch.float64)
+    message["seed"] = torch.tensor([seed], dtype=torch.int64)
+    message["br_steps"] = torch.tensor([br_steps], dtype=torch.int64)
+    return message
+
+
+def ppo_trust_settings(message: dict[str, torch.Tensor]) -> tuple[PPOConfig, int, int]:
+    """``(PPOConfig, seed, br_steps)`` back from :func:`ppo_trust_message`'s parameter set."""
+    default, values = PPOConfig(), {}
+    for f in fields(PPOConfig):
+        x = message[f.name].flatten()[0]
+        if f.name in CHOICES:
+            values[f.name] = CHOICES[f.name][int(x)]
+        elif f.name == "target_kl":
+            values[f.name] = None if float(x) < 0 else float(x)
+        else:
+            values[f.name] = type(getattr(default, f.name))(x.item())
+    return PPOConfig(**values), int(message["seed"][0]), int(message["br_steps"][0])
 
 
 def mixture_message(round_: int, nash_weight: float, peer_log_ratio: torch.Tensor, br_lr: float, clip: float
@@ -76,19 +133,35 @@ def mixture_message(round_: int, nash_weight: float, peer_log_ratio: torch.Tenso
             "clip": torch.tensor([clip], dtype=torch.float32)}
 
 
-class MatrlSeat:
-    """An agent process's MATRL rounds (see the module docstring)."""
+class CoordinatedSeat:
+    """An agent process's MATRL rounds (see the module docstring); a rule supplies
+    ``default_trust`` (its ``matrl-trust`` before the first push), ``predict`` (step 1) and
+    ``respond`` (step 2)."""
 
     def __init__(self, agent: "AgentProcess") -> None:
         self.agent = agent
         if TRUST not in agent.store.kinds():
-            defaults = make_update_rule("matrl")
-            agent.store.set(TRUST, trust_message(defaults.kl_coef, defaults.trust_steps))
+            agent.store.set(TRUST, self.default_trust())
+        if PREDICTED not in agent.store.kinds():  # served from the start (version 0), so the coordinator's
+            # long poll for round r waits for the first step instead of finding no such kind
+            agent.store.restore(PREDICTED, 0, agent.store.snapshot("policy")[1])
         self.pending: PendingRound | None = None
         labels = ["agent_id"]
         self.weight = Gauge("league_agent_matrl_nash_weight", "This agent's MATRL meta-game Nash weight (probability "
                             "of its predicted policy) in its last completed round", labels,
                             registry=agent.metrics.registry)
+
+    def default_trust(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def predict(self, params: Params, episodes: Episodes, seat: int, trust: dict[str, torch.Tensor]
+                ) -> tuple[Params, Any]:
+        """The predicted parameters, and what the best response will reuse."""
+        raise NotImplementedError
+
+    def respond(self, p: PendingRound, mix: dict[str, torch.Tensor]) -> Params:
+        """The best response of the pending round to the pushed mixture."""
+        raise NotImplementedError
 
     def observe(self, items: list[tuple]) -> None:
         """Step 1 for the broadcast batches of this agent's seats (normally one per round)."""
@@ -98,12 +171,8 @@ class MatrlSeat:
                 version, params = a.store.snapshot("policy")
                 if chain or version != batch.seats[seat].behaviour_version:
                     continue  # not a MATRL round at the current policy: stale or another schedule's
-                lr = a.store.snapshot("lr")[1]["lr"][:, 0]
-                trust = a.store.snapshot(TRUST)[1]
-                rule = make_update_rule("matrl", policy=a.policy, gamma=a.cfg.gamma, kl_coef=float(trust["kl_coef"][0]),
-                                        trust_steps=int(trust["trust_steps"][0]))
-                predicted = seat_step(rule, a.evaluator, a.policy, params, episodes, seat, lr)
-                self.pending = PendingRound(batch.step, version, seat, params, episodes)
+                predicted, step = self.predict(params, episodes, seat, a.store.snapshot(TRUST)[1])
+                self.pending = PendingRound(batch.step, version, seat, params, episodes, step)
                 K, H = episodes.shape[1:3]
                 a.store.set(MIXTURE, mixture_message(0, 0.0, torch.zeros(1, K, H), 0.0, 0.0))  # opened for this round
                 a.store.restore(PREDICTED, batch.step, predicted)
@@ -121,13 +190,68 @@ class MatrlSeat:
             log.warning("%s: a MATRL mixture for round %d, but the pending round is %s: ignored", a.spec.id, round_,
                         p.round if p is not None else "none")
             return
-        new = best_response_step(a.policy, p.params, p.episodes, p.seat, mix["peer_log_ratio"],
-                                 float(mix["br_lr"][0]), float(mix["clip"][0]), a.cfg.gamma)
+        new = self.respond(p, mix)
         self.pending = None
         version = a.store.set("policy", new)
         self.weight.labels(*m.values).set(float(mix["nash_weight"][0]))
         m.version.labels(*m.values).set(version)
 
 
+class MatrlSeat(CoordinatedSeat):
+    """Rule ``matrl``: sampled MATRL for tabular policies (``league.matrl.sampled``)."""
+
+    def default_trust(self) -> dict[str, torch.Tensor]:
+        defaults = make_update_rule("matrl")
+        return trust_message(defaults.kl_coef, defaults.trust_steps)
+
+    def predict(self, params: Params, episodes: Episodes, seat: int, trust: dict[str, torch.Tensor]
+                ) -> tuple[Params, Any]:
+        a = self.agent
+        lr = a.store.snapshot("lr")[1]["lr"][:, 0]
+        rule = make_update_rule("matrl", policy=a.policy, gamma=a.cfg.gamma, kl_coef=float(trust["kl_coef"][0]),
+                                trust_steps=int(trust["trust_steps"][0]))
+        return seat_step(rule, a.evaluator, a.policy, params, episodes, seat, lr), None
+
+    def respond(self, p: PendingRound, mix: dict[str, torch.Tensor]) -> Params:
+        a = self.agent
+        return best_response_step(a.policy, p.params, p.episodes, p.seat, mix["peer_log_ratio"],
+                                  float(mix["br_lr"][0]), float(mix["clip"][0]), a.cfg.gamma)
+
+
+class PPOMatrlSeat(CoordinatedSeat):
+    """Rule ``ppo-matrl``: deep MATRL (``league.matrl.deep``). The seat's critic and generator
+    are learner-local state, built at its first round from the pushed settings (seed, seat) and
+    kept across rounds, as the embedded run keeps them; the PPO step's learning rate, discount
+    and every other coefficient come from the pushed ``matrl-trust``."""
+
+    def __init__(self, agent: "AgentProcess") -> None:
+        super().__init__(agent)
+        self.rule: PPOTrustRegion | None = None
+        self.built_for: tuple | None = None
+        """``(seed, seat, critic shape)`` the rule was built for; other settings rebuild it."""
+
+    def default_trust(self) -> dict[str, torch.Tensor]:
+        return ppo_trust_message(PPOConfig(), 0, 5)
+
+    def predict(self, params: Params, episodes: Episodes, seat: int, trust: dict[str, torch.Tensor]
+                ) -> tuple[Params, Any]:
+        a = self.agent
+        ppo, seed, br_steps = ppo_trust_settings(trust)
+        key = (seed, seat, ppo.hidden, ppo.layers, ppo.activation, ppo.critic_lr)
+        if self.rule is None or self.built_for != key:
+            self.rule = PPOTrustRegion.for_seat(a.policy, a.env.observation_spaces[seat], ppo, seed, seat)
+            self.built_for = key
+        else:
+            self.rule.ppo = ppo
+        step = self.rule.step(params, episodes, seat)
+        return step.params, (step, ppo, br_steps)
+
+    def respond(self, p: PendingRound, mix: dict[str, torch.Tensor]) -> Params:
+        step, ppo, br_steps = p.step
+        return best_response(self.agent.policy, step.params, p.episodes, p.seat, step.logp_old, step.advantages,
+                             mix["peer_log_ratio"], float(mix["br_lr"][0]), br_steps, ppo.clip,
+                             float(mix["clip"][0]))
+
+
 #: Rules whose rounds a coordinator drives in two messages (broadcast, then a push), by rule name.
-COORDINATED_RULES = {"matrl": MatrlSeat}
+COORDINATED_RULES = {"matrl": MatrlSeat, "ppo-matrl": PPOMatrlSeat}

@@ -61,7 +61,7 @@ def main() -> None:
             cfg = dataclasses.replace(base, variant=v)
             cs = copy.deepcopy(critics)
             t = time.perf_counter()
-            deep_round(policies, params, cs, episodes, cfg, torch.Generator().manual_seed(rep))
+            deep_round(policies, params, cs, episodes, cfg, [torch.Generator().manual_seed(rep)] * n)
             round_s = time.perf_counter() - t
             if rep:
                 rounds[v].append(round_s)

@@ -129,12 +129,19 @@ def _matrl_trust_region(**hyper: Any) -> UpdateRule:
     return MatrlTrustRegion(**hyper)
 
 
+def _ppo_trust_region(**hyper: Any) -> UpdateRule:
+    from league.matrl.deep import PPOTrustRegion
+
+    return PPOTrustRegion(**hyper)
+
+
 #: Update rules by name; each entry builds a rule from its hyperparameters.
 UPDATE_RULES: dict[str, Callable[..., UpdateRule]] = {
     "pg": PolicyGradient,
     "lola-dice": LolaDice,
     "frozen": Frozen,
     "matrl": _matrl_trust_region,  # MATRL's trust-region step: the predicted parameters (league.matrl.sampled)
+    "ppo-matrl": _ppo_trust_region,  # deep MATRL's PPO trust-region step, critic and seat generator (league.matrl.deep)
 }
 # The differentiable-game rules (exact joint points, no episodes) through one bridge, so an
 # embedded differentiable league and an agent process call the same entry (docs/meva.md).

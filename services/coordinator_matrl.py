@@ -1,4 +1,6 @@
-"""The coordinator's ``matrl`` mode: sampled MATRL rounds (Algorithm 1) across agent processes.
+"""The coordinator's ``matrl`` mode: MATRL rounds across agent processes, sampled (Algorithm 1,
+tabular policies, rule ``matrl``) or deep (Algorithm 2, PPO trust-region steps, rule
+``ppo-matrl``); the ``--experiment`` TOML's ``kind`` picks one of :data:`EXPERIMENT_KINDS`.
 
 ``league coordinator --mode matrl --agents A,B[,C,D...] --experiment MATRL.toml`` seats the
 agents in groups of the game's ``n`` (consecutive, in the order given); each iteration is one
@@ -8,7 +10,7 @@ round of every group, one group after another:
    ``trust_steps``); ``PlayMatches``: the referee plays the group's current ``policy`` versions (pinned) with the
    coordinator's random stream and broadcasts the episodes (match ``matrl.r<round>.g<group>``,
    no chain, ``step`` = the round);
-2. every agent (rule ``matrl``, ``agents/matrl.py``) takes its trust-region step from the
+2. every agent (rule ``matrl`` or ``ppo-matrl``, ``agents/matrl.py``) takes its trust-region step from the
    broadcast and publishes kind ``predicted`` at version = the round; the coordinator fetches
    each agent's current and predicted parameters;
 3. it builds the meta-game from the round's episodes and solves it
@@ -19,8 +21,9 @@ round of every group, one group after another:
 4. every agent takes its best-response step and publishes ``policy`` version ``v + 1``, which the
    coordinator waits for.
 
-The numbers are those of the embedded ``league.matrl.sampled.run_sampled_matrl`` of the same
-config and seed (the same functions on the same episodes). A group whose round fails (an agent
+The numbers are those of the embedded ``league.matrl.sampled.run_sampled_matrl`` (or
+``league.matrl.deep.run_deep_matrl``) of the same config and seed (the same functions on the
+same episodes). A group whose round fails (an agent
 not a member, unreachable, or not publishing within ``--timeout``) has that round **voided**:
 counted in ``league_matrl_rounds_voided_total``, logged in one line, its agents keep their
 current policies; the other groups go on, and the group is tried again next round.
@@ -28,18 +31,22 @@ current policies; the other groups go on, and the group is tried again next roun
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import grpc
 import torch
 from prometheus_client import Counter, Gauge, Histogram
 
-from agents.matrl import MIXTURE, PREDICTED, TRUST, mixture_message, trust_message
+from agents.matrl import MIXTURE, PREDICTED, TRUST, mixture_message, ppo_trust_message, trust_message
 from agents.policy_factory import policy_from_description, seat_spaces
 from league.config import ConfigError, build, read_table
+from league.envs import make_env
 from league.games import make_game
+from league.matrl.deep import VARIANTS, DeepMATRLConfig
 from league.matrl.sampled import SampledMATRLConfig, nash_weights, peer_log_ratios, round_metagame
 from league.nash.metagame import corner_choices
 from league.policies.base import Params, Policy
@@ -58,16 +65,137 @@ class RoundVoided(RuntimeError):
     """A group's round could not complete; its agents keep their current policies."""
 
 
-def load_matrl_config(path: str | None, overrides: Sequence[str] = ()) -> SampledMATRLConfig:
-    """A :class:`SampledMATRLConfig` from a TOML file of its fields and ``key=value`` overrides."""
-    cfg = build(SampledMATRLConfig, read_table(path, overrides))
+@dataclass(frozen=True)
+class RoundSettings:
+    """What the ``matrl`` mode reads of an experiment config, whatever its kind: the agents'
+    rule, the environment, the round's shape and the coordinator's own settings."""
+
+    rule: str
+    """The agents' update rule (``league.updates.UPDATE_RULES``)."""
+    env: Any
+    """The environment (or iterated matrix game) the referee plays: its seats' spaces size the
+    agents' policies."""
+    episodes: int
+    """K: episodes per round per group."""
+    horizon: int
+    """H: steps per episode (the referee's ``PlayMatches`` horizon)."""
+    gamma: float
+    """Discount of the meta-game's returns."""
+    solvers: list[str]
+    """Nash solvers for this group size (``solvers_for``)."""
+    nash_eps: float
+    """Largest pure-deviation gain of a verified profile."""
+    br_lr: float
+    """The best response's step size (pushed in ``matrl-mixture``)."""
+    clip: float
+    """The peers' importance-weight clip of the best response (pushed in ``matrl-mixture``)."""
+    trust: Callable[[int], dict[str, torch.Tensor]]
+    """``trust(seed)``: the ``matrl-trust`` settings pushed to every agent before its round."""
+    policy: tuple[str, dict[str, Any]] | None = None
+    """The policy class and arguments every agent must have for the embedded run of the config
+    to be the league's (None: the agents' own)."""
+
+
+def _sampled_settings(cfg: SampledMATRLConfig) -> RoundSettings:
+    game = make_game(cfg.env, n_players=cfg.n_players)
+    return RoundSettings("matrl", game, cfg.trajectories, cfg.horizon, cfg.gamma, cfg.solvers_for(game.n_agents),
+                         cfg.nash_eps, cfg.br_lr, cfg.clip, lambda seed: trust_message(cfg.kl_coef, cfg.trust_steps))
+
+
+def _deep_settings(cfg: DeepMATRLConfig) -> RoundSettings:
+    env = make_env(cfg.env, n_players=cfg.n_players, **cfg.env_kwargs)
+    return RoundSettings("ppo-matrl", env, cfg.episodes, env.max_steps, cfg.ppo.gamma, cfg.solvers_for(env.n_agents),
+                         cfg.nash_eps, cfg.br_lr, cfg.br_clip, lambda seed: ppo_trust_message(cfg.ppo, seed, cfg.br_steps),
+                         (cfg.policy, {"hidden": cfg.ppo.hidden, **cfg.policy_kwargs}))
+
+
+def _check_sampled(cfg: SampledMATRLConfig) -> None:
     for key in ("trajectories", "horizon", "trust_steps"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key} must be >= 1")
     if not cfg.lr or not cfg.solvers:
         raise ConfigError("lr and solvers must not be empty")
-    make_game(cfg.env, n_players=cfg.n_players)  # an unknown game or seat count fails here, in one line
+
+
+def _check_deep(cfg: DeepMATRLConfig) -> None:
+    if cfg.episodes < 1 or cfg.ppo.epochs < 1 or cfg.ppo.minibatches < 1:
+        raise ConfigError("episodes, ppo.epochs and ppo.minibatches must be >= 1")
+    if not cfg.solvers:
+        raise ConfigError("solvers must not be empty")
+    if cfg.variant != "matrl":
+        raise ConfigError(f"variant {cfg.variant!r}: the league runs MATRL's rounds (variant 'matrl'); "
+                          f"the others ({', '.join(v for v in VARIANTS if v != 'matrl')}) run embedded")
+
+
+@dataclass(frozen=True)
+class ExperimentKind:
+    """One kind of ``--experiment`` the ``matrl`` mode runs."""
+
+    config: type
+    """The config dataclass its TOML's fields build."""
+    check: Callable[[Any], None]
+    """ConfigError (one line) on values the league cannot run."""
+    settings: Callable[[Any], RoundSettings]
+    """What the mode reads of the config."""
+
+
+#: Kinds of MATRL experiment by the TOML's ``kind`` field (default ``sampled``).
+EXPERIMENT_KINDS: dict[str, ExperimentKind] = {
+    "sampled": ExperimentKind(SampledMATRLConfig, _check_sampled, _sampled_settings),
+    "deep": ExperimentKind(DeepMATRLConfig, _check_deep, _deep_settings),
+}
+
+
+def _kind_of(cfg: Any) -> ExperimentKind:
+    for kind in EXPERIMENT_KINDS.values():
+        if type(cfg) is kind.config:
+            return kind
+    raise ValueError(f"mode matrl reads a MATRL config ({', '.join(k.config.__name__ for k in EXPERIMENT_KINDS.values())}), "
+                     f"not {type(cfg).__name__}")
+
+
+def round_settings(cfg: Any) -> RoundSettings:
+    """What the ``matrl`` mode reads of a loaded experiment config of any kind."""
+    return _kind_of(cfg).settings(cfg)
+
+
+def load_matrl_config(path: str | None, overrides: Sequence[str] = ()) -> SampledMATRLConfig | DeepMATRLConfig:
+    """A MATRL config from a TOML file of its fields and ``key=value`` overrides: ``kind``
+    (``sampled``, the default, or ``deep``: :data:`EXPERIMENT_KINDS`) picks the dataclass
+    (``SampledMATRLConfig`` or ``DeepMATRLConfig``). ConfigError in one line on a bad value, an
+    unknown environment or seat count."""
+    table = read_table(path, overrides)
+    name = table.pop("kind", "sampled")
+    if name not in EXPERIMENT_KINDS:
+        raise ConfigError(f"kind {name!r}: known kinds are {', '.join(EXPERIMENT_KINDS)}")
+    kind = EXPERIMENT_KINDS[name]
+    cfg = build(kind.config, table)
+    kind.check(cfg)
+    try:
+        kind.settings(cfg)  # an unknown environment or seat count fails here, in one line
+    except (ValueError, TypeError, KeyError) as err:
+        raise ConfigError(f"env {cfg.env!r}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     return cfg
+
+
+def league_pair_mismatch(league: Any, cfg: SampledMATRLConfig | DeepMATRLConfig) -> str | None:
+    """One line naming what a league config (``services.league_config.LeagueConfig``) and a
+    MATRL config disagree on (game, seats, K, H, discount; every agent's rule and, for a deep
+    config, policy), or None when they describe one run."""
+    from services.league_config import policy_class, policy_config
+
+    s, r = round_settings(cfg), league.referee
+    mine = {"env": cfg.env, "n_players": s.env.n_agents, "trajectories": s.episodes, "horizon": s.horizon,
+            "gamma": s.gamma}
+    theirs = {"env": r.env, "n_players": r.n_players, "trajectories": r.trajectories, "horizon": r.horizon,
+              "gamma": r.gamma}
+    diff = [f"referee.{k} {theirs[k]!r} != {mine[k]!r}" for k in mine if mine[k] != theirs[k]]
+    for a in league.agents:
+        if a.rule != s.rule:
+            diff.append(f"agent {a.id} rule {a.rule!r} != {s.rule!r}")
+        if s.policy is not None and (policy_class(a), policy_config(a)) != s.policy:
+            diff.append(f"agent {a.id} policy {policy_class(a)} {policy_config(a)} != {s.policy[0]} {s.policy[1]}")
+    return "; ".join(diff) or None
 
 
 class MatrlMetrics:
@@ -91,23 +219,26 @@ class MatrlMetrics:
 
 
 class MatrlMode:
-    """Sampled MATRL through the league; ``iterate()`` is one round of every group."""
+    """MATRL through the league (sampled or deep, by the experiment's kind); ``iterate()`` is
+    one round of every group."""
 
     name = "matrl"
     methods: tuple[str, ...] = ("matrl",)
     load_experiment = staticmethod(load_matrl_config)
     """How ``league coordinator --mode matrl`` reads ``--experiment``."""
 
-    def __init__(self, experiment: SampledMATRLConfig, method: str, seed: int, cfg: "CoordinatorConfig") -> None:
+    def __init__(self, experiment: SampledMATRLConfig | DeepMATRLConfig, method: str, seed: int,
+                 cfg: "CoordinatorConfig") -> None:
         from services.coordinator import CoordinatorMetrics  # the coordinator registers this mode
 
         if method not in self.methods:
             raise ValueError(f"coordinator mode {self.name!r} runs {', '.join(self.methods)}")
-        if not isinstance(experiment, SampledMATRLConfig):
-            raise ValueError("mode matrl reads a MATRL config (league.matrl.sampled.SampledMATRLConfig fields)")
+        if seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {seed}")
         torch.set_num_threads(1)
+        self.settings = round_settings(experiment)
         self.matrl, self.cfg, self.seed = experiment, cfg, seed
-        self.game = make_game(experiment.env, n_players=experiment.n_players)
+        self.game = self.settings.env
         n = self.game.n_agents
         agents = list(cfg.agents)
         if not agents or len(agents) % n:
@@ -139,7 +270,22 @@ class MatrlMode:
             self.stubs[agent_id] = AgentClient(srv.channel(members[agent_id], self.cfg.credentials))
         return self.stubs[agent_id]
 
+    def check_referee(self) -> None:
+        """ValueError (one line) when the referee plays another game, seat count or environment
+        arguments than the experiment's (the league config and the MATRL config are a pair)."""
+        status = self.referee.Status(referee_pb2.StatusRequest(), timeout=self.cfg.timeout)
+        env_kwargs = dict(getattr(self.matrl, "env_kwargs", {}))
+        for key in ("max_steps", "horizon", "n_players"):  # the league sets these from its referee table
+            env_kwargs.pop(key, None)
+        theirs = {"env": status.env, "n_players": status.n_players or 2,
+                  "env_kwargs": json.loads(status.env_kwargs_json or "{}")}
+        mine = {"env": self.matrl.env, "n_players": self.game.n_agents, "env_kwargs": env_kwargs}
+        diff = [f"{k} {theirs[k]!r} (referee) != {mine[k]!r} (--experiment)" for k in mine if mine[k] != theirs[k]]
+        if diff:
+            raise ValueError("the league and the MATRL config disagree: " + "; ".join(diff))
+
     def wait_for_members(self, timeout: float = 120.0) -> None:
+        self.check_referee()
         needed = {a for g in self.groups for a in g}
         deadline = time.monotonic() + timeout
         while True:
@@ -178,21 +324,23 @@ class MatrlMode:
             raise RoundVoided(f"{', '.join(absent)} not a member of the league")
         stubs = [self._stub(a, members) for a in seats]
         descs = [describe(s, timeout=self.cfg.timeout) for s in stubs]
-        for a, d in zip(seats, descs):
-            if d.learning_rule != "matrl":
-                raise RoundVoided(f"{a} learns with rule {d.learning_rule!r}, not 'matrl'")
+        m = self.settings
+        for k, (a, d) in enumerate(zip(seats, descs)):
+            if d.learning_rule != m.rule:
+                raise RoundVoided(f"{a} learns with rule {d.learning_rule!r}, not {m.rule!r}")
             if a not in self.policies:
-                self.policies[a] = policy_from_description(d.policy_class, d.policy_config_json, *seat_spaces(self.game))
+                self.policies[a] = policy_from_description(d.policy_class, d.policy_config_json,
+                                                           *seat_spaces(self.game, k))
         policies = [self.policies[a] for a in seats]
         versions = [d.versions["policy"] for d in descs]
-        r, m = self.round, self.matrl
+        r = self.round
+        trust = m.trust(self.seed)
         for stub, d in zip(stubs, descs):  # this round's trust-region settings (an agent starts with the defaults)
-            push_parameters(stub, TRUST, trust_message(m.kl_coef, m.trust_steps), d.versions.get(TRUST, 0),
-                            timeout=self.cfg.timeout)
+            push_parameters(stub, TRUST, trust, d.versions.get(TRUST, 0), timeout=self.cfg.timeout)
         match = referee_pb2.MatchSpec(match_id=f"matrl.r{r}.g{g}", step=r, seats=[
             referee_pb2.PinnedSeat(agent_id=a, kind="policy", version=v) for a, v in zip(seats, versions)])
         replies = list(self.referee.PlayMatches(referee_pb2.PlayMatchesRequest(
-            matches=[match], episodes=m.trajectories, horizon=m.horizon,
+            matches=[match], episodes=m.episodes, horizon=m.horizon,
             rng_state=self.generator.get_state().numpy().tobytes()), timeout=self.cfg.timeout))
         self.generator.set_state(torch.frombuffer(bytearray(replies[-1].rng_state), dtype=torch.uint8))
         (batch,) = list(read_batches(b for reply in replies for b in reply.batches))
@@ -201,7 +349,7 @@ class MatrlMode:
         predicted = [self._fetch(s, a, PREDICTED, r) for s, a in zip(stubs, seats)]
         meta, se = round_metagame(policies, current, predicted, episodes, m.gamma)
         t0 = time.perf_counter()
-        w, found, names = nash_weights(meta, m.solvers_for(len(seats)), m.nash_eps)
+        w, found, names = nash_weights(meta, m.solvers, m.nash_eps)
         self.matrl_metrics.solve.observe(time.perf_counter() - t0)
         ratios = peer_log_ratios(policies, current, predicted, w, episodes)
         for k, (stub, agent) in enumerate(zip(stubs, seats)):

@@ -60,7 +60,7 @@ log = logging.getLogger("league.referee")
 ROLES = ("meta", "persona", "learner")
 STREAM_POLL_SECONDS = 1.0
 """How often an idle Subscribe stream wakes to check its id's membership and the referee's stop."""
-LEARNING_RULES = ("pg", "frozen", "matrl")
+LEARNING_RULES = ("pg", "frozen", "matrl", "ppo-matrl")
 
 
 class SeatFailure(Exception):

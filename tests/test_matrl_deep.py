@@ -43,7 +43,7 @@ def test_three_player_metagame_from_the_ppo_episodes_is_the_exact_one_and_its_na
                           solvers=["pure", "lyapunov"])
     critics = [Critic(flat_dim(env.observation_spaces[k]), cfg.ppo, g) for k in range(3)]
     episodes = play_episodes(env, policies, params, 1, 25_000, g)
-    out = deep_round(policies, params, critics, episodes, cfg, g)
+    out = deep_round(policies, params, critics, episodes, cfg, [g] * env.n_agents)
     s0 = int(episodes.obs[0, 0, 0].argmax())
     cur = [torch.softmax(p["logits"][0, s0].double(), -1) for p in params]
     pred = [torch.softmax(p["logits"][0, s0].double(), -1) for p in out.predicted]
@@ -95,7 +95,7 @@ def test_every_variant_runs_a_round_on_four_agent_switch(variant):
                           ppo=PPOConfig(epochs=2, hidden=16, critic_epochs=2))
     critics = [Critic(flat_dim(env.observation_spaces[k]), cfg.ppo, g) for k in range(4)]
     episodes = play_episodes(env, policies, params, 1, cfg.episodes, g)
-    out = deep_round(policies, params, critics, episodes, cfg, g)
+    out = deep_round(policies, params, critics, episodes, cfg, [g] * env.n_agents)
     assert len(out.params) == 4
     if variant == "il":
         assert all(all(torch.equal(a[n], b[n]) for n in a) for a, b in zip(out.params, out.predicted))

@@ -60,7 +60,7 @@ def test_a_deep_matrl_round_on_hopper_gives_verified_nash_weights_and_finite_par
     params = [p.init_params(g) for p in policies]
     critics = [Critic(flat_dim(env.observation_spaces[k]), cfg.ppo, g) for k in range(3)]
     episodes = play_episodes(env, policies, params, 1, cfg.episodes, g)
-    out = deep_round(policies, params, critics, episodes, cfg, g)
+    out = deep_round(policies, params, critics, episodes, cfg, [g] * env.n_agents)
     assert out.metagame.shape == (3, 2, 2, 2) and torch.isfinite(out.metagame).all()
     assert torch.equal(out.metagame[:, 0, 0, 0], torch.zeros(3))  # no gain over the current profile
     assert out.weights.shape == (3,) and bool(((out.weights >= 0) & (out.weights <= 1)).all())

@@ -28,6 +28,15 @@ parameters as the authors' deep code does (near ``theta`` the two agree to first
 **Best response** (Algorithm 2, line 15): ``br_steps`` Adam steps from the *predicted*
 parameters on the PPO-clipped surrogate whose advantages are reweighted by the peers'
 truncated importance weight ``c = clip(prod_{j != i} pi_bar_j / pi_j, 1 - br_clip, 1 + br_clip)``.
+
+**Per-seat functions, one code path.** A seat's part of an iteration is :func:`ppo_step` (with
+its own critic and its own generator, :func:`seat_generator`) and :func:`best_response`; the
+embedded :func:`deep_round` and an agent process of the league (rule ``ppo-matrl``,
+``agents/matrl.py``) call the same two functions, and the meta-game, Nash weights and peers'
+log-ratios are :mod:`league.matrl.sampled`'s, which the coordinator calls. A seat's own
+randomness (its critic's initial weights, then its PPO minibatch order) comes from a generator
+derived from ``(seed, seat)`` alone, so a process that knows only its seat draws what the
+embedded run draws for it; the episodes come from the run's generator (the coordinator's).
 """
 
 from __future__ import annotations
@@ -36,17 +45,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from league.envs import make_env
 from league.envs.base import Environment, flat_dim
-from league.matrl.ppo import Critic, PPOConfig, alive_mask, masked_mean, ppo_step
+from league.matrl.ppo import Critic, PPOConfig, PPOStep, alive_mask, masked_mean, ppo_step
 from league.matrl.sampled import nash_weights, peer_log_ratios, round_metagame
 from league.policies import make_policy
 from league.policies.base import Params, Policy
 from league.rollout import Episodes, play_episodes, score
 
-__all__ = ["DeepMATRLConfig", "DeepRound", "VARIANTS", "best_response_loss", "deep_round", "run_deep_matrl"]
+__all__ = ["DeepMATRLConfig", "DeepRound", "VARIANTS", "PPOTrustRegion", "best_response", "best_response_loss",
+           "deep_round", "run_deep_matrl", "seat_generator"]
 
 
 @dataclass(frozen=True)
@@ -103,22 +114,76 @@ def best_response_loss(logp: torch.Tensor, logp_behaviour: torch.Tensor, peer_lo
     return -masked_mean(surrogate, mask)
 
 
-def _best_response(policy: Policy, start: Params, episodes: Episodes, seat: int, logp_behaviour: torch.Tensor,
-                   advantages: torch.Tensor, peer_log_ratio: torch.Tensor, cfg: DeepMATRLConfig) -> Params:
+def best_response(policy: Policy, start: Params, episodes: Episodes, seat: int, logp_behaviour: torch.Tensor,
+                  advantages: torch.Tensor, peer_log_ratio: torch.Tensor, lr: float, steps: int, ratio_clip: float,
+                  peer_clip: float) -> Params:
+    """Seat ``seat``'s best response to its peers' mixtures (Algorithm 2, line 15): ``steps``
+    Adam steps of size ``lr`` from ``start`` (its predicted parameters) on
+    :func:`best_response_loss`, with the behaviour log-probabilities and GAE advantages of its
+    own PPO step (``PPOStep.logp_old``, ``PPOStep.advantages``) and the peers' per-step log
+    importance weight ``peer_log_ratio [B, K, H]`` (``league.matrl.sampled.peer_log_ratios``)."""
     mask = alive_mask(episodes)
     live = {k: v.detach().clone().requires_grad_(True) for k, v in start.items()}
-    optimizer = torch.optim.Adam(list(live.values()), lr=cfg.br_lr)
+    optimizer = torch.optim.Adam(list(live.values()), lr=lr)
     policies: list[Policy | None] = [None] * episodes.n_agents
     policies[seat] = policy
-    for _ in range(cfg.br_steps):
+    for _ in range(steps):
         seats: list[Params | None] = [None] * episodes.n_agents
         seats[seat] = live
         logp = score(policies, seats, episodes).logp[seat]
-        loss = best_response_loss(logp, logp_behaviour, peer_log_ratio, advantages, mask, cfg.ppo.clip, cfg.br_clip)
+        loss = best_response_loss(logp, logp_behaviour, peer_log_ratio, advantages, mask, ratio_clip, peer_clip)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     return {k: v.detach() for k, v in live.items()}
+
+
+def seat_generator(seed: int, seat: int) -> torch.Generator:
+    """The generator of seat ``seat``'s own randomness in a run seeded ``seed``: first its
+    critic's initial weights, then its PPO minibatch order, round after round. Derived from
+    ``(seed, seat)`` alone (numpy's ``SeedSequence`` mixes the pair into a 64-bit seed), so an
+    agent process seated at ``seat`` draws what the embedded run draws for that seat."""
+    if seed < 0 or seat < 0:
+        raise ValueError(f"seed and seat must be >= 0, got {seed} and {seat}")
+    words = np.random.SeedSequence([seed, seat]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(((int(words[1]) << 32) | int(words[0])) & (2**63 - 1))
+
+
+@dataclass
+class PPOTrustRegion:
+    """The ``ppo-matrl`` update rule (``league.updates.UPDATE_RULES``): a seat's PPO trust-region
+    step (:func:`ppo_step`) with its learner-local state, the critic and the seat's generator.
+    An agent process with this rule publishes the predicted parameters as kind ``predicted``
+    and, on the coordinator's mixture, takes :func:`best_response` from the step's own
+    advantages and behaviour log-probabilities (``agents/matrl.py``)."""
+
+    learns = True
+    needs_rollouts = False
+    policy: Any = None
+    """The seat's policy (``league.policies``); required by ``step``."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """The PPO step's coefficients."""
+    critic: Critic | None = None
+    """The seat's value network (learner-local, fitted in place by every step)."""
+    generator: torch.Generator | None = None
+    """The seat's generator (:func:`seat_generator`): its PPO minibatch order."""
+
+    @classmethod
+    def for_seat(cls, policy: Policy, observation_space: Any, ppo: PPOConfig, seed: int, seat: int
+                 ) -> "PPOTrustRegion":
+        """Seat ``seat``'s rule in a run seeded ``seed``: its generator, and its critic drawn from it."""
+        generator = seat_generator(seed, seat)
+        return cls(policy, ppo, Critic(flat_dim(observation_space), ppo, generator), generator)
+
+    def step(self, params: Params, episodes: Episodes, seat: int) -> PPOStep:
+        """The seat's PPO step on the episodes its ``params`` played (the critic is fitted)."""
+        if self.policy is None or self.critic is None:
+            raise ValueError("the ppo-matrl rule needs the seat's policy and critic (PPOTrustRegion.for_seat)")
+        return ppo_step(self.policy, params, self.critic, episodes, seat, self.ppo, self.generator)
+
+    def update(self, evaluator: Any, params: Sequence[Params], data: Any, k: int, lrs: Sequence[torch.Tensor],
+               step: int, create_graph: bool) -> Params:
+        return self.step(params[k], data, k).params
 
 
 @dataclass
@@ -161,8 +226,10 @@ class _Context:
 
     def best_responses(self, w: torch.Tensor) -> list[Params]:
         ratios = peer_log_ratios(self.policies, self.params, self.predicted, w, self.episodes)
-        return [_best_response(self.policies[k], self.predicted[k], self.episodes, k, self.logp_old[k],
-                               self.advantages[k], ratios[k], self.cfg) for k in range(len(self.policies))]
+        c = self.cfg
+        return [best_response(self.policies[k], self.predicted[k], self.episodes, k, self.logp_old[k],
+                              self.advantages[k], ratios[k], c.br_lr, c.br_steps, c.ppo.clip, c.br_clip)
+                for k in range(len(self.policies))]
 
 
 def _il(ctx: _Context) -> tuple[list[Params], torch.Tensor | None, torch.Tensor | None, str]:
@@ -196,12 +263,18 @@ VARIANTS: dict[str, Callable[[_Context], tuple[list[Params], torch.Tensor | None
 
 
 def deep_round(policies: Sequence[Policy], params: Sequence[Params], critics: Sequence[Critic], episodes: Episodes,
-               cfg: DeepMATRLConfig, generator: torch.Generator | None = None) -> DeepRound:
-    """One iteration of ``cfg.variant`` from ``episodes`` (``B = 1``) the current ``params`` played."""
+               cfg: DeepMATRLConfig, generators: Sequence[torch.Generator | None] | None = None) -> DeepRound:
+    """One iteration of ``cfg.variant`` from ``episodes`` (``B = 1``) the current ``params``
+    played; ``generators[k]`` is seat ``k``'s (:func:`seat_generator`; None: unshuffled
+    minibatches only)."""
     if cfg.variant not in VARIANTS:
         raise ValueError(f"unknown variant {cfg.variant!r}; known: {', '.join(VARIANTS)}")
-    steps = [ppo_step(policies[k], params[k], critics[k], episodes, k, cfg.ppo, generator)
-             for k in range(len(policies))]
+    n = len(policies)
+    generators = list(generators) if generators is not None else [None] * n
+    if len(generators) != n:
+        raise ValueError(f"{len(generators)} generators for {n} seats")
+    steps = [PPOTrustRegion(policies[k], cfg.ppo, critics[k], generators[k]).step(params[k], episodes, k)
+             for k in range(n)]
     ctx = _Context(policies, params, [s.params for s in steps], [s.advantages for s in steps],
                    [s.logp_old for s in steps], episodes, cfg)
     new, w, meta, solver = VARIANTS[cfg.variant](ctx)
@@ -210,31 +283,40 @@ def deep_round(policies: Sequence[Policy], params: Sequence[Params], critics: Se
 
 def run_deep_matrl(cfg: DeepMATRLConfig, seed: int, env: Environment | None = None,
                    log: Callable[[dict[str, Any]], None] | None = None,
-                   checkpoint: Callable[[int, list[Params]], None] | None = None) -> list[dict[str, Any]]:
-    """``cfg.iterations`` iterations from seed ``seed``; one record per iteration: the mean
-    undiscounted return per seat of the iteration's episodes (played by the policies before
-    the update), their sum (the team return), the Nash weights, the solver, wall time.
-    ``checkpoint(iteration, params)``, if given, receives every seat's parameters after each
-    iteration's update (to keep the ones a cross-play evaluation needs)."""
+                   checkpoint: Callable[[int, list[Params]], None] | None = None,
+                   params: Sequence[Params] | None = None, iterations: int | None = None) -> list[dict[str, Any]]:
+    """``iterations`` (default ``cfg.iterations``) iterations from seed ``seed``; one record per
+    iteration: the mean undiscounted return per seat of the iteration's episodes (played by the
+    policies before the update), their sum (the team return), the Nash weights, the meta-game,
+    the solver, wall time. ``checkpoint(iteration, params)``, if given, receives every seat's
+    parameters after each iteration's update (to keep the ones a cross-play evaluation needs).
+
+    Random streams: the policies' initial parameters (unless ``params`` gives them) and then
+    every iteration's episodes come from one generator seeded ``seed`` (in the league, the
+    coordinator's); seat ``k``'s critic and minibatch order from ``seat_generator(seed, k)``.
+    Results committed before the per-seat generators were produced with the earlier single
+    stream (docs/matrl.md says which commit reproduces them)."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     env = env or make_env(cfg.env, n_players=cfg.n_players, **cfg.env_kwargs)
     n = env.n_agents
     policies = [make_policy(cfg.policy, env.observation_spaces[k], env.action_spaces[k],
                             **{"hidden": cfg.ppo.hidden, **cfg.policy_kwargs}) for k in range(n)]
-    params = [p.init_params(g) for p in policies]
-    critics = [Critic(flat_dim(env.observation_spaces[k]), cfg.ppo, g) for k in range(n)]
+    params = list(params) if params is not None else [p.init_params(g) for p in policies]
+    rules = [PPOTrustRegion.for_seat(policies[k], env.observation_spaces[k], cfg.ppo, seed, k) for k in range(n)]
+    critics, generators = [r.critic for r in rules], [r.generator for r in rules]
     records = []
-    for it in range(cfg.iterations):
+    for it in range(cfg.iterations if iterations is None else iterations):
         t0 = time.perf_counter()
         episodes = play_episodes(env, policies, params, 1, cfg.episodes, g)
-        out = deep_round(policies, params, critics, episodes, cfg, g)
+        out = deep_round(policies, params, critics, episodes, cfg, generators)
         params = out.params
         returns = episodes.rewards.sum(2).mean(dim=(0, 1))  # [n]
         rec = {"iteration": it, "seed": seed, "method": cfg.variant, "team_return": float(returns.sum()),
                **{f"return_{k}": float(returns[k]) for k in range(n)},
                "steps": int(alive_mask(episodes).sum()), "seconds": time.perf_counter() - t0,
-               "weights": None if out.weights is None else out.weights.tolist(), "solver": out.solver}
+               "weights": None if out.weights is None else out.weights.tolist(), "solver": out.solver,
+               "metagame": None if out.metagame is None else out.metagame.flatten().tolist()}
         records.append(rec)
         if log is not None:
             log(rec)
