@@ -64,6 +64,7 @@ def test_evaluate_reproduces_the_meta_test(tiny_run, tmp_path):
     assert again["missing"] == []
 
 
+@pytest.mark.slow  # a second training run; determinism stays checked by default in test_meta_training_state.py and below
 def test_same_seed_same_numbers(tiny_run, tmp_path):
     out, summary = tiny_run
     config = Path(__file__).parents[1] / "configs" / "ipd_quick.toml"

@@ -76,7 +76,8 @@ def _league(tmp_path, persona_lr: float, overrides=OVERRIDES, iterations: int = 
     return lg, coord
 
 
-@pytest.mark.parametrize("estimator", ["dice", "score"])
+@pytest.mark.parametrize("estimator", ["dice", pytest.param("score", marks=pytest.mark.slow)])  # score: the same
+# coordinator path with another estimator of the library (tests/test_estimators.py covers it embedded)
 def test_one_coordinated_iteration_equals_the_embedded_iteration(tmp_path, estimator):
     """The coordinator computes the meta-gradient with the library's estimator code: the
     same numbers as embedded for the default form and for the score form (plain inner steps)."""

@@ -102,6 +102,7 @@ seed = 3
     + agent_toml("persona", "persona", init="persona:test:1") + learners_toml("l1", "l2", "l3")
 
 
+@pytest.mark.slow  # two whole leagues (about 1 min idle); league == embedded, exactly, is in the default suite
 def test_same_seed_same_league(tmp_path):
     """Every match is pinned at a version fixed by the schedule (learners wait for their own
     update), so two runs of the same league config give the same numbers."""
