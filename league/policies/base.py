@@ -59,6 +59,22 @@ def sample_categorical(logits: torch.Tensor, generator: torch.Generator) -> torc
     return torch.argmax(logits.detach() - neg_gumbel, dim=-1)
 
 
+def categorical_cdf(logits: torch.Tensor) -> torch.Tensor:
+    """Cumulative probabilities ``[..., A]`` of ``softmax(logits)`` in float64 (no graph), scaled
+    so that the last entry is exactly 1.0: :func:`sample_inverse_cdf` on them never returns an
+    action of probability zero, and never ``A``, whatever the rounding of the sum."""
+    cdf = torch.softmax(logits.detach().to(torch.float64), dim=-1).cumsum(-1)
+    return cdf / cdf[..., -1:]
+
+
+def sample_inverse_cdf(cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF samples: per row of ``cdf[..., A]`` (from :func:`categorical_cdf`) and
+    uniform ``u[...]`` in ``[0, 1)``, the smallest ``i`` with ``u < cdf[i]``, i.e. the number of
+    entries ``<= u``. Action ``i`` is drawn exactly when ``u`` falls in ``[cdf[i-1], cdf[i])``, an
+    interval of length ``p_i``."""
+    return (cdf <= u.unsqueeze(-1)).sum(-1)
+
+
 def batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``x[B, N, I] @ weight[B, O, I]^T + bias[B, O]`` with ``B`` broadcast (1 or B)."""
     return torch.matmul(x, weight.transpose(-1, -2)) + bias.unsqueeze(-2)
