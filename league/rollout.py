@@ -148,29 +148,34 @@ def _state_tables(env: Environment, policies: Sequence[Policy], params: Sequence
 
 def _play_tables(env: MatrixGameEnv, logits: Sequence[torch.Tensor], n_chains: int, n_episodes: int,
                  generator: torch.Generator, dtype: torch.dtype) -> Trajectories:
-    """:func:`play` of an iterated matrix game whose seats are tables of the state: one draw of
-    uniforms ``[H, B, K, n]`` for the whole batch, then per step one lookup of every seat's
-    cumulative probabilities in the current state, an inverse-CDF sample (compare, count) and
-    the next state (the joint action + 1) in integer arithmetic, about 6 ops a step for all
-    seats. States, one-hot observations and rewards are made from the joint actions after the
-    loop. The episodes have the law that stepping the policies gives; the random numbers
-    differ (uniforms and inverse CDF, not Gumbel-max)."""
+    """:func:`play` of an iterated matrix game whose seats are tables of the state.
+
+    One draw of uniforms ``u[H, B, K, n]`` (float64) serves the whole batch. Each step takes
+    every seat's action by inverse CDF (:func:`~league.policies.base.sample_inverse_cdf`: the
+    number of its cumulative probabilities in the current state that are ``<= u``) and the
+    next state, the joint action + 1, in integer arithmetic. The count and the ravel index
+    are one weighted sum, so a step is 4 ops for all seats (row lookup, compare, weight, sum)
+    plus the next row. States, one-hot observations and rewards are made from the joint
+    actions after the loop. The episodes have the law that stepping the policies gives;
+    the random numbers are used differently (inverse CDF, not Gumbel-max per step)."""
     game = env.game
     B, K, H, n, A, S = n_chains, n_episodes, env.max_steps, game.n_agents, game.n_actions, game.n_states
     cdf = torch.stack([categorical_cdf(table).expand(B, S, A) for table in logits], dim=2)  # [B, S, n, A]
-    rows = cdf.reshape(B * S, n, A)  # chain b's state s is row b * S + s
-    strides = (A ** torch.arange(n - 1, -1, -1)).reshape(n, 1)  # [n, 1] ravel weights, seat 0 most significant
-    first_row = torch.arange(B).mul_(S).reshape(B, 1)  # [B, 1] row of s0 (state 0) in each chain
+    rows = cdf.reshape(B * S, n * A)  # chain b's state s is row b * S + s
+    strides = A ** torch.arange(n - 1, -1, -1)  # [n] ravel weights, seat 0 most significant
+    weights = strides.repeat_interleave(A)  # [n * A]: entry (k, i) counts stride_k when cdf_k[i] <= u_k
+    first_row = torch.arange(B).mul_(S).repeat_interleave(K)  # [B * K] the row of s0 in each episode's chain
     next_row = first_row + 1  # after joint action j the state is j + 1
-    u = torch.rand((H, B, K, n), generator=generator, dtype=torch.float64)
-    row = first_row.expand(B, K)
+    u = torch.rand((H, B, K, n, 1), generator=generator, dtype=torch.float64)
+    u_rows = u.expand(H, B, K, n, A).reshape(H, B * K, n * A).unbind(0)
+    row = first_row
     joints = []
-    for t in range(H):
-        joint = sample_inverse_cdf(rows[row], u[t]).mul_(strides.squeeze(1)).sum(-1)  # [B, K] ravel index
+    for u_t in u_rows:
+        joint = (rows.index_select(0, row) <= u_t).mul(weights).sum(-1)  # [B * K] ravel index
         joints.append(joint)
         row = joint + next_row
-    joint = torch.stack(joints, dim=-1)  # [B, K, H]
-    actions = joint.unsqueeze(-1).div(strides.squeeze(1), rounding_mode="floor").remainder_(A)  # [B, K, H, n]
+    joint = torch.stack(joints, dim=-1).reshape(B, K, H)
+    actions = joint.unsqueeze(-1).div(strides, rounding_mode="floor").remainder_(A)  # [B, K, H, n]
     states = torch.cat([joint.new_zeros(B, K, 1), joint[..., :-1] + 1], dim=-1)
     obs = flat_obs(env.observation_spaces[0], states, dtype)
     dones = torch.zeros(B, K, H, dtype=torch.bool)

@@ -14,7 +14,7 @@ from league.envs.matrix import MatrixGameEnv
 from league.games import ipd, rps
 from league.policies import LSTMCategorical, Tabular
 from league.policies.base import categorical_cdf, sample_categorical, sample_inverse_cdf
-from league.rollout import play, sample_episodes
+from league.rollout import play, sample_episodes, score
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -102,6 +102,51 @@ def test_played_data_equal_stepping_the_environment_with_the_sampled_actions() -
         assert torch.equal(traj.obs[0][:, :, t], torch.eye(S)[ts.obs[0]])
         ts = env.step([a[:, :, t] for a in traj.actions])
         assert torch.equal(traj.rewards[:, :, t], ts.rewards) and torch.equal(traj.dones[:, :, t], ts.dones)
+
+
+def test_each_step_is_the_inverse_cdf_of_its_uniform() -> None:
+    """The loop's fused step (one weighted count over all seats) against the definition:
+    from the same uniforms ``u[H, B, K, n]`` (the generator's first draw), seat ``k`` plays
+    ``sample_inverse_cdf(cdf_k[state], u[t, ..., k])`` and the state becomes the joint action
+    + 1, for 3 seats, 3 actions, two chains and a shared (``B == 1``) table."""
+    game = rps(3)
+    S, A, H, B, K = game.n_states, game.n_actions, 6, 2, 9
+    g = torch.Generator().manual_seed(4)
+    logits = [torch.randn(B, S, A, generator=g), torch.randn(1, S, A, generator=g), torch.randn(B, S, A, generator=g)]
+    traj = play(MatrixGameEnv(game, H), [Tabular(S, A)] * 3, [{"logits": x} for x in logits], B, K,
+                torch.Generator().manual_seed(6))
+    u = torch.rand((H, B, K, 3, 1), generator=torch.Generator().manual_seed(6), dtype=torch.float64)[..., 0]
+    state = torch.zeros(B, K, dtype=torch.long)
+    chain = torch.arange(B).reshape(B, 1).expand(B, K)
+    for t in range(H):
+        want = [sample_inverse_cdf(categorical_cdf(x).expand(B, S, A)[chain, state], u[t, :, :, k])
+                for k, x in enumerate(logits)]
+        for k in range(3):
+            assert torch.equal(traj.actions[k][:, :, t], want[k]), f"step {t}, seat {k}"
+        state = 1 + want[0] * 9 + want[1] * 3 + want[2]
+
+
+def test_scores_of_sampled_episodes_are_each_seats_table_entries() -> None:
+    """``score`` on the sampler's episodes: seat ``k``'s log-probability at every step is
+    ``log softmax(table_k)[state, a_k]`` read off by hand, and its gradient is the count of
+    visits minus the expected count, a closed form per (state, action)."""
+    game = ipd()
+    S, A, B, K, H = game.n_states, game.n_actions, 2, 16, 10
+    g = torch.Generator().manual_seed(7)
+    params = [{"logits": torch.randn(B, S, A, generator=g).requires_grad_(True)} for _ in range(2)]
+    episodes = sample_episodes(game, [Tabular(S, A)] * 2, params, B, K, H, torch.Generator().manual_seed(8))
+    batch = score([Tabular(S, A)] * 2, params, episodes)
+    state = episodes.obs.argmax(-1)  # [B, K, H]
+    chain = torch.arange(B).reshape(B, 1, 1).expand(B, K, H)
+    for k in range(2):
+        logp = torch.log_softmax(params[k]["logits"].detach(), -1)
+        want = logp[chain, state, episodes.actions[..., k]]
+        torch.testing.assert_close(batch.logp[k], want, rtol=0, atol=1e-6)
+        grad, = torch.autograd.grad(batch.logp[k].sum(), params[k]["logits"])
+        visits = torch.zeros(B, S, A)
+        visits.index_put_((chain, state, episodes.actions[..., k]), torch.ones(B, K, H), accumulate=True)
+        expected = visits.sum(-1, keepdim=True) * logp.exp()
+        torch.testing.assert_close(grad, visits - expected, rtol=1e-5, atol=1e-5)
 
 
 def test_non_table_policies_still_step() -> None:
