@@ -181,7 +181,7 @@ def _play_tables(env: MatrixGameEnv, logits: Sequence[torch.Tensor], n_chains: i
     dones = torch.zeros(B, K, H, dtype=torch.bool)
     dones[..., -1] = True  # truncated after the last round
     return Trajectories(obs=[obs] * n, actions=[a.contiguous() for a in actions.unbind(-1)],
-                        rewards=game.joint_payoff[joint].to(dtype), dones=dones)
+                        rewards=game.joint_payoff[joint].to(env.dtype).to(dtype), dones=dones)  # as env.step, then play
 
 
 @torch.no_grad()
