@@ -23,6 +23,11 @@ class Policy(Protocol):
         for t in range(H):
             out, state = policy.step(params, obs[:, :, t], state)
             action = policy.distribution(params, out).sample(generator)
+
+    Two optional methods make it cheaper: ``sequence(params, obs[B, K, H, D])``, the outputs of
+    a whole episode at once (scoring, :func:`policy_sequence`), and ``state_logits(params)``,
+    the logits ``[B, S, A]`` of a memoryless policy of a one-hot state (``Tabular``), with
+    which ``league.rollout.play`` samples an iterated matrix game from per-state tables.
     """
 
     def init_params(self, generator: torch.Generator, batch: int = 1) -> Params: ...
