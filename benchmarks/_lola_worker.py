@@ -12,17 +12,10 @@ import time
 import torch
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--K", type=int, default=128)
-    p.add_argument("--H", type=int, default=150)
-    p.add_argument("--lookahead", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    torch.set_num_interop_threads(1)
-
-    import league
+def build_update(K: int = 128, H: int = 150, lookahead: int = 1, seed: int = 0):
+    """``(update, params)``: one LOLA-DiCE update of two tabular IPD agents (``update(params)
+    -> params``) with whichever ``league`` is first on the import path, and the initial
+    parameters. Also used by ``profile_lola_dice.py``."""
     try:  # today's tree: update rules live in league.updates
         from league.updates import LolaDice, ascend
     except ImportError:  # the baseline commit's tree
@@ -33,9 +26,9 @@ def main() -> None:
 
     game = ipd()
     table = Tabular(n_states=game.n_states, n_actions=game.n_actions)
-    generator = torch.Generator().manual_seed(args.seed)
-    evaluator = SampledEvaluator(game, [table, table], args.K, args.H, 0.96, generator)
-    rule = LolaDice(lookahead=args.lookahead)
+    generator = torch.Generator().manual_seed(seed)
+    evaluator = SampledEvaluator(game, [table, table], K, H, 0.96, generator)
+    rule = LolaDice(lookahead=lookahead)
     lr_in = [torch.full((1, 1), 0.3), torch.full((1, 1), 0.3)]  # the peers' look-ahead steps
     lr_out = torch.tensor([0.2])
     params = [table.init_params(generator) for _ in range(2)]
@@ -50,6 +43,22 @@ def main() -> None:
             new.append({n: v.detach() for n, v in ascend(live[k], objective, lr_out, create_graph=False).items()})
         return new
 
+    return update, params
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--K", type=int, default=128)
+    p.add_argument("--H", type=int, default=150)
+    p.add_argument("--lookahead", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
+
+    import league
+
+    update, params = build_update(args.K, args.H, args.lookahead, args.seed)
     print(json.dumps({"league": league.__file__, "K": args.K, "H": args.H, "lookahead": args.lookahead}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)

@@ -25,9 +25,14 @@ pytestmark = pytest.mark.timeout(120)
 
 @dataclasses.dataclass
 class SteppedTabular:
-    """Tabular without ``sequence``: scored step by step, as every policy was before."""
+    """Tabular without ``sequence``: scored step by step, as every policy was before. It keeps
+    ``state_logits``, so it samples through the same table sampler and both paths score
+    identical episodes."""
 
     table: Tabular
+
+    def state_logits(self, params):
+        return self.table.state_logits(params)
 
     def init_params(self, generator, batch=1):
         return self.table.init_params(generator, batch)

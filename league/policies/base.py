@@ -23,6 +23,11 @@ class Policy(Protocol):
         for t in range(H):
             out, state = policy.step(params, obs[:, :, t], state)
             action = policy.distribution(params, out).sample(generator)
+
+    Two optional methods make it cheaper: ``sequence(params, obs[B, K, H, D])``, the outputs of
+    a whole episode at once (scoring, :func:`policy_sequence`), and ``state_logits(params)``,
+    the logits ``[B, S, A]`` of a memoryless policy of a one-hot state (``Tabular``), with
+    which ``league.rollout.play`` samples an iterated matrix game from per-state tables.
     """
 
     def init_params(self, generator: torch.Generator, batch: int = 1) -> Params: ...
@@ -57,6 +62,22 @@ def sample_categorical(logits: torch.Tensor, generator: torch.Generator) -> torc
     # logits + gumbel with gumbel = -log(-log(u)), in place (the same numbers, fewer allocations)
     neg_gumbel = u.clamp_min_(torch.finfo(logits.dtype).tiny).log_().neg_().log_()
     return torch.argmax(logits.detach() - neg_gumbel, dim=-1)
+
+
+def categorical_cdf(logits: torch.Tensor) -> torch.Tensor:
+    """Cumulative probabilities ``[..., A]`` of ``softmax(logits)`` in float64 (no graph), scaled
+    so that the last entry is exactly 1.0: :func:`sample_inverse_cdf` on them never returns an
+    action of probability zero, and never ``A``, whatever the rounding of the sum."""
+    cdf = torch.softmax(logits.detach().to(torch.float64), dim=-1).cumsum(-1)
+    return cdf / cdf[..., -1:]
+
+
+def sample_inverse_cdf(cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF samples: per row of ``cdf[..., A]`` (from :func:`categorical_cdf`) and
+    uniform ``u[...]`` in ``[0, 1)``, the smallest ``i`` with ``u < cdf[i]``, i.e. the number of
+    entries ``<= u``. Action ``i`` is drawn exactly when ``u`` falls in ``[cdf[i-1], cdf[i])``, an
+    interval of length ``p_i``."""
+    return (cdf <= u.unsqueeze(-1)).sum(-1)
 
 
 def batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

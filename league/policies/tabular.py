@@ -47,5 +47,11 @@ class Tabular:
         instead of ``H``, which is what makes scoring and its double backward cheap)."""
         return torch.matmul(obs, params["logits"].unsqueeze(1))
 
+    def state_logits(self, params: Params) -> torch.Tensor:
+        """The policy as a table: the logits ``[B, S, A]`` of every state. A memoryless policy
+        of a one-hot state is this table, so ``league.rollout.play`` samples a matrix game from
+        per-state probabilities, a lookup per step, instead of stepping the policy."""
+        return params["logits"]
+
     def distribution(self, params: Params, out: torch.Tensor) -> Categorical:
         return Categorical(out)
