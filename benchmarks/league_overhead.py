@@ -219,6 +219,9 @@ def run_league(args, setting, toml: Path, tmp: Path, rep: int, env: dict) -> dic
     state = tmp / f"up{rep}.json"
     lenv = {**env, "PYTHONPATH": f"{HOOKS}{os.pathsep}{ROOT}", "LEAGUE_BENCH_TIMING": str(timing),
             "LEAGUE_STATE": str(state)}
+    if args.profile:  # cProfile of the round loop, stream readers and learners (see _league_hooks)
+        (Path(args.profile) / f"rep{rep}").mkdir(parents=True, exist_ok=True)
+        lenv["LEAGUE_BENCH_PROFILE"] = str(Path(args.profile).resolve() / f"rep{rep}")
     seats = persona_seats(setting, args.N)
     ids = ["referee", "meta", *[a for chain in seats for a, _ in chain]]
     ready: dict[str, float] = {}
@@ -355,6 +358,8 @@ def main() -> None:
     p.add_argument("--warm", type=int, default=2, help="warm embedded calls per embedded process")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per league or embedded run")
     p.add_argument("--keep", action="store_true", help="keep the temporary run directories")
+    p.add_argument("--profile", help="write cProfile dumps of the league processes' round threads under "
+                   "PROFILE/rep<i>/ (slows the league: for finding where the time goes, not for timings)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "league_overhead.json"))
     p.add_argument("--child-embedded", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
