@@ -242,6 +242,9 @@ class AgentProcess:
                     continue  # a chain this process never saw (it restarted mid-chain): voided by the referee
                 if version != batch.seats[seat].behaviour_version:
                     continue  # stale batch: the parameters moved on since it was played
+                if chain and batch.last_step:  # phi_L played: nothing learns phi_{L+1}, the chain is over
+                    self.store.discard(target)
+                    continue
                 live.append((chain, batch, seat, target, episodes, params))
             if not live:
                 return
@@ -251,11 +254,8 @@ class AgentProcess:
             params = {k: torch.cat([item[5][k] for item in live]) for k in live[0][5]}
             episodes = Episodes.cat([item[4] for item in live])  # every field: per-seat data and dones too
             new = seat_step(self.rule, self.evaluator, self.policy, params, episodes, seat, lr)
-            for b, (chain, batch, _, target, _, _) in enumerate(live):
-                if chain and batch.last_step:
-                    self.store.discard(target)
-                else:
-                    self.store.set(target, {k: v[b:b + 1] for k, v in new.items()})
+            for b, (_, _, _, target, _, _) in enumerate(live):
+                self.store.set(target, {k: v[b:b + 1] for k, v in new.items()})
             if not live[0][0]:
                 m.version.labels(*m.values).set(self.store.version("policy"))
                 self.save()

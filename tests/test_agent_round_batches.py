@@ -203,3 +203,21 @@ def test_a_league_meta_agent_learns_each_round_in_one_step(tmp_path):
         assert got == {"meta": (L + 1, 2 * (L + 1)), "p0": (L + 1, L + 1), "p1": (L + 1, L + 1)}
     finally:
         league.stop()
+
+
+def test_the_last_step_of_a_chain_is_not_learned(tmp_path):
+    """phi_L is the chain's last point: the agent drops the chain's parameters and spends no
+    learning step on a phi_{L+1} nobody fetches."""
+    agent = meta_agent(tmp_path, round_wait=1.0)
+    (first,) = played_batches(agent, ["c1"], count=1)
+    agent.learn_many([first])
+    last = referee_pb2.TrajectoryBatch()
+    last.CopyFrom(first)
+    last.step, last.last_step, last.round = 1, True, 1
+    last.seats[0].behaviour_version = agent.store.version("policy@c1")
+    updates = lambda: metric_value(generate_latest(agent.metrics.registry).decode(),  # noqa: E731
+                                   "league_agent_updates_total", agent_id="meta")
+    assert updates() == 1.0
+    agent.learn_many([last])
+    assert "policy@c1" not in agent.store.kinds()
+    assert updates() == 1.0
