@@ -4,7 +4,8 @@ PYTHONPATH of the `league up` it launches, so every league process imports it at
 
 Nothing in the league changes behaviour: after ``services.referee`` or ``agents.runtime``
 is imported, a few of its functions are wrapped to append timestamped events (time.time(),
-comparable across the processes of one machine) to ``$LEAGUE_BENCH_TIMING/<pid>.jsonl``:
+comparable across the processes of one machine, and the calling thread's CPU seconds
+``cpu_s`` for the timed calls) to ``$LEAGUE_BENCH_TIMING/<pid>.jsonl``:
 
 referee: round (play_round start/end), pin (_pin start/end), fetch (one Referee._fetch:
 agent, kind, min_version, start, start of its last poll, end, polls), sample
@@ -46,11 +47,11 @@ def _install() -> None:
         @functools.wraps(fn)
         def wrapper(*a, **kw):
             extra = info(*a, **kw) if info else {}
-            t0 = time.time()
+            t0, c0 = time.time(), time.thread_time()
             try:
                 return fn(*a, **kw)
-            finally:
-                log(ev, t0=t0, t1=time.time(), **extra)
+            finally:  # cpu_s: the calling thread's CPU time (what the call computed, not what it waited)
+                log(ev, t0=t0, t1=time.time(), cpu_s=time.thread_time() - c0, **extra)
         return wrapper
 
     def patch_referee(mod) -> None:
