@@ -331,8 +331,9 @@ def analyse(args, events: list[dict], ready: dict, t_launch: float, t_exit: floa
             "meta_learn_cpu_s": tot("meta_learn_cpu_s", later),
             "sample_cpu_s": tot("sample_cpu_s"), "encode_broadcast_cpu_s": tot("encode_broadcast_cpu_s"),
             # CPU seconds of the chain's critical path: the referee's sampling and encoding of every
-            # round and the meta-agent's learning between rounds. The machine's load barely moves it
-            # (unlike wall time); it leaves out the waits between processes (delivery, fetch, wake-ups).
+            # round and the meta-agent's learning between rounds. Unlike wall time it does not count
+            # waiting for a CPU on a loaded machine (contention still inflates it: caches, SMT); it
+            # leaves out the waits between processes (delivery, fetch, wake-ups).
             "critical_path_cpu_s": (tot("sample_cpu_s") + tot("encode_broadcast_cpu_s")
                                     + tot("meta_learn_cpu_s", later)),
             "meta_idle_between_batches_s": tot("meta_idle_between_batches_s", later),
@@ -505,7 +506,7 @@ def main() -> None:
           f"target <= 1.15")
     print(f"CPU: league critical path {med([lg['split']['critical_path_cpu_s'] for lg in leagues]):.3f} s / "
           f"embedded cold {med([e['cold_cpu_s'] for e in embedded]):.3f} s = "
-          f"{r['ratio_cpu_critical_path_over_embedded_cold_cpu']:.2f} (the load barely moves it)")
+          f"{r['ratio_cpu_critical_path_over_embedded_cold_cpu']:.2f} (leaves out the waits between processes)")
     print(f"curves agree within 1e-5: {r['curves']['agree_within_1e-5']} (max |diff| {max(curve_diffs):.2e})")
     print(f"wrote {args.out} ({doc['total_wall_s']:.0f} s, load {doc['loadavg_end']})")
 
