@@ -15,12 +15,14 @@ from prometheus_client import generate_latest
 
 from agents.inbox import RoundInbox, round_batches
 from agents.runtime import AgentProcess, AgentRuntimeConfig
+from league.games import make_game
 from league.rollout import play, reset_seed
 from services.batches import batch_tensors, encode_batch, read_batches
 from services.gen.league.v1 import referee_pb2
-from services.league_config import AgentSpec, league_env
+from services.league_config import AgentSpec, RefereeConfig, league_env
 from services.referee import Match
 from services.referee import round_batches as referee_round_batches
+from tests.inprocess_league import InProcessLeague, description
 from tests.league_procs import metric_value, metrics, start_league, wait_until
 
 K, H, L = 4, 6, 2
@@ -221,3 +223,29 @@ def test_the_last_step_of_a_chain_is_not_learned(tmp_path):
     agent.learn_many([last])
     assert "policy@c1" not in agent.store.kinds()
     assert updates() == 1.0
+
+
+def test_a_referee_round_states_the_counts_and_play_matches_states_none():
+    """A real referee (in-process, gRPC agents serving frozen tabular policies) plays one
+    round of 2 chains of 3-player RPS: the meta-agent's seat says 2 in both batches, each
+    persona's 1. A ``PlayMatches`` batch (the coordinator drives those) states 0."""
+    game = make_game("rps", n_players=3)
+    league = InProcessLeague(RefereeConfig(env="rps", n_players=3, trajectories=2, horizon=3, chain_length=2,
+                                           chains=1, rounds=0, lease_seconds=600.0, fetch_timeout=10.0))
+    try:
+        for i, (agent, role) in enumerate([("meta", "meta"), ("a", "persona"), ("b", "persona"), ("c", "persona"),
+                                           ("d", "persona")]):
+            logits = torch.randn(1, game.n_states, 3, generator=torch.Generator().manual_seed(i))
+            league.join(agent, league.serve({"logits": logits}, description(agent, game)), role=role)
+        sent: list = []
+        league.referee.subscribers[0] = ("", sent.extend)  # every batch's messages, as a stream would get them
+        assert league.referee.play_round() == 2
+        stated = [{s.agent_id: s.round_batches for s in batch.seats} for batch in sent]
+        assert stated == [{"meta": 2, "a": 1, "b": 1}, {"meta": 2, "c": 1, "d": 1}], stated
+        sent.clear()
+        list(league.ref.PlayMatches(referee_pb2.PlayMatchesRequest(matches=[referee_pb2.MatchSpec(
+            match_id="x.0", seats=[referee_pb2.PinnedSeat(agent_id=a, kind="policy", version=1)
+                                   for a in ("meta", "a", "b")])]), timeout=60))
+        assert [[s.round_batches for s in batch.seats] for batch in sent] == [[0, 0, 0]]
+    finally:
+        league.close()
