@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import grpc
 import torch
 from prometheus_client import Counter, Gauge, Histogram
 
+from agents.inbox import RoundInbox
 from agents.matrl import COORDINATED_RULES
 from agents.params import ParameterStore
 from agents.policy_factory import initial_state, make_policy
@@ -81,6 +81,10 @@ class AgentRuntimeConfig:
     peer_access: str = "direct"
     """Who may read this agent's parameters (``services.auth.PEER_ACCESS``): ``direct`` (the
     referee and the coordinator) or ``inferred`` (opponent modeling: the referee only)."""
+    round_wait_seconds: float = 1.0
+    """Longest wait, from a round's first batch, for the rest of the round's batches that seat
+    this agent (``agents.inbox``); then it learns what has arrived. Far above the milliseconds
+    between a round's batches, far below the referee's fetch timeout."""
 
 
 log = logging.getLogger("league.agent")
@@ -110,11 +114,14 @@ class AgentMetrics:
                         registry=self.registry)
         self.last_update = Gauge("league_agent_last_update_timestamp_seconds", "Unix time of the last update",
                                  labels, registry=self.registry)
+        self.learn_batches = Histogram("league_agent_learn_batches", "Broadcast batches taken in one learning "
+                                       "step (a round's batches that seat this agent, learned together)", labels,
+                                       registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
         self.fetch = Histogram("league_agent_parameter_fetch_seconds", "Time serving one parameter fetch",
                                labels, registry=self.registry,
                                buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
-        for metric in (self.episodes, self.updates, self.fetch):
+        for metric in (self.episodes, self.updates, self.fetch, self.learn_batches):
             metric.labels(*self.values)  # present (at 0) before the first observation
 
     def observe_fetch(self, seconds: float) -> None:
@@ -235,6 +242,9 @@ class AgentProcess:
                     continue  # a chain this process never saw (it restarted mid-chain): voided by the referee
                 if version != batch.seats[seat].behaviour_version:
                     continue  # stale batch: the parameters moved on since it was played
+                if chain and batch.last_step:  # phi_L played: nothing learns phi_{L+1}, the chain is over
+                    self.store.discard(target)
+                    continue
                 live.append((chain, batch, seat, target, episodes, params))
             if not live:
                 return
@@ -244,11 +254,8 @@ class AgentProcess:
             params = {k: torch.cat([item[5][k] for item in live]) for k in live[0][5]}
             episodes = Episodes.cat([item[4] for item in live])  # every field: per-seat data and dones too
             new = seat_step(self.rule, self.evaluator, self.policy, params, episodes, seat, lr)
-            for b, (chain, batch, _, target, _, _) in enumerate(live):
-                if chain and batch.last_step:
-                    self.store.discard(target)
-                else:
-                    self.store.set(target, {k: v[b:b + 1] for k, v in new.items()})
+            for b, (_, _, _, target, _, _) in enumerate(live):
+                self.store.set(target, {k: v[b:b + 1] for k, v in new.items()})
             if not live[0][0]:
                 m.version.labels(*m.values).set(self.store.version("policy"))
                 self.save()
@@ -330,7 +337,7 @@ class AgentProcess:
                               f"{(err.details() or '').splitlines()[0] if err.details() else ''}") from None
         threading.Thread(target=self._heartbeat, args=(stub,), daemon=True).start()
         self._stream = stream
-        inbox: queue.Queue = queue.Queue()
+        inbox = RoundInbox(self.spec.id, self.cfg.round_wait_seconds)
         learner = threading.Thread(target=self._learn_loop, args=(inbox,), daemon=True)
         learner.start()
         try:
@@ -395,21 +402,18 @@ class AgentProcess:
             delay = min(2 * delay, 5.0)
         return stub.Subscribe(referee_pb2.SubscribeRequest(agent_id=self.spec.id))
 
-    def _learn_loop(self, inbox: queue.Queue) -> None:
-        """Learn from whatever has arrived: everything queued is taken at once, so the
-        chains of one round are learned as one batched step."""
+    def _learn_loop(self, inbox: RoundInbox) -> None:
+        """Learn round by round: the batches of a round that seat this agent are taken
+        together (``RoundInbox.take``), so its chains are learned as one batched step."""
         while True:
-            batches = [inbox.get()]
-            while True:
+            batches, done = inbox.take()
+            if batches:
+                m = self.metrics
+                m.learn_batches.labels(*m.values).observe(len(batches))
                 try:
-                    batches.append(inbox.get(timeout=0.002))
-                except queue.Empty:
-                    break
-            done = None in batches
-            try:
-                self.learn_many([b for b in batches if b is not None])
-            except Exception:  # noqa: BLE001 - a batch it cannot learn from must not end its learning
-                log.exception("%s could not learn from %d batches", self.spec.id, len(batches))
+                    self.learn_many(batches)
+                except Exception:  # noqa: BLE001 - a batch it cannot learn from must not end its learning
+                    log.exception("%s could not learn from %d batches", self.spec.id, len(batches))
             if done:
                 return
 

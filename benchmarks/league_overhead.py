@@ -219,6 +219,9 @@ def run_league(args, setting, toml: Path, tmp: Path, rep: int, env: dict) -> dic
     state = tmp / f"up{rep}.json"
     lenv = {**env, "PYTHONPATH": f"{HOOKS}{os.pathsep}{ROOT}", "LEAGUE_BENCH_TIMING": str(timing),
             "LEAGUE_STATE": str(state)}
+    if args.profile:  # cProfile of the round loop, stream readers and learners (see _league_hooks)
+        (Path(args.profile) / f"rep{rep}").mkdir(parents=True, exist_ok=True)
+        lenv["LEAGUE_BENCH_PROFILE"] = str(Path(args.profile).resolve() / f"rep{rep}")
     seats = persona_seats(setting, args.N)
     ids = ["referee", "meta", *[a for chain in seats for a, _ in chain]]
     ready: dict[str, float] = {}
@@ -280,6 +283,7 @@ def analyse(args, events: list[dict], ready: dict, t_launch: float, t_exit: floa
         pin, grp, smp = pins[n], groups[n], samples[i]
         row = {"round": n, "round_s": r["t1"] - r["t0"], "pin_s": pin["t1"] - pin["t0"],
                "sample_s": smp["t1"] - smp["t0"], "encode_broadcast_s": grp["t1"] - smp["t1"],
+               "sample_cpu_s": smp["cpu_s"], "encode_broadcast_cpu_s": grp["cpu_s"] - smp["cpu_s"],
                "stack_params_s": smp["t0"] - grp["t0"], "schedule_s": pin["t0"] - r["t0"],
                "after_broadcast_s": r["t1"] - max(b["t"] for b in bc)}
         fs = [f for f in fetches if f["round"] == n]
@@ -293,8 +297,11 @@ def analyse(args, events: list[dict], ready: dict, t_launch: float, t_exit: floa
             row.update({
                 "meta_learn_s": sum(e["t1"] - e["t0"] for e in meta),
                 "meta_learn_each_s": [e["t1"] - e["t0"] for e in sorted(meta, key=lambda e: e["t0"])],
+                "meta_learn_batches_each": [e.get("batches", 1) for e in sorted(meta, key=lambda e: e["t0"])],
                 "persona_learn_s_max": max((e["t1"] - e["t0"] for e in prev if e["agent"] != "meta"), default=0.0),
                 "delivery_s_median": med([e["t0"] - prev_bc[e["match"]] for e in prev]),
+                "meta_learn_calls": len(meta),
+                "meta_learn_cpu_s": sum(e["cpu_s"] for e in meta),
                 "meta_idle_between_batches_s": (max(e["t1"] for e in meta) - min(e["t0"] for e in meta)
                                                 - sum(e["t1"] - e["t0"] for e in meta)),
                 "wait_for_learning_s": published - pin["t0"],
@@ -320,6 +327,15 @@ def analyse(args, events: list[dict], ready: dict, t_launch: float, t_exit: floa
             "wait_for_learning_s": tot("wait_for_learning_s", later),
             "detect_and_fetch_s": tot("detect_and_fetch_s", later),
             "meta_learn_s": tot("meta_learn_s", later),
+            "meta_learn_calls": tot("meta_learn_calls", later),
+            "meta_learn_cpu_s": tot("meta_learn_cpu_s", later),
+            "sample_cpu_s": tot("sample_cpu_s"), "encode_broadcast_cpu_s": tot("encode_broadcast_cpu_s"),
+            # CPU seconds of the chain's critical path: the referee's sampling and encoding of every
+            # round and the meta-agent's learning between rounds. Unlike wall time it does not count
+            # waiting for a CPU on a loaded machine (contention still inflates it: caches, SMT); it
+            # leaves out the waits between processes (delivery, fetch, wake-ups).
+            "critical_path_cpu_s": (tot("sample_cpu_s") + tot("encode_broadcast_cpu_s")
+                                    + tot("meta_learn_cpu_s", later)),
             "meta_idle_between_batches_s": tot("meta_idle_between_batches_s", later),
             "delivery_s_median": med([r["delivery_s_median"] for r in later]),
         },
@@ -355,6 +371,8 @@ def main() -> None:
     p.add_argument("--warm", type=int, default=2, help="warm embedded calls per embedded process")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per league or embedded run")
     p.add_argument("--keep", action="store_true", help="keep the temporary run directories")
+    p.add_argument("--profile", help="write cProfile dumps of the league processes' round threads under "
+                   "PROFILE/rep<i>/ (slows the league: for finding where the time goes, not for timings)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "league_overhead.json"))
     p.add_argument("--child-embedded", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -443,6 +461,8 @@ def main() -> None:
         "ratio_league_over_embedded_cold": med(chain) / med(cold),
         "ratio_league_over_embedded_warm": med(chain) / med(warm),
         "ratio_paired_cold_median": med([c / e for c, e in zip(chain, cold)]),
+        "ratio_cpu_critical_path_over_embedded_cold_cpu": (
+            med([lg["split"]["critical_path_cpu_s"] for lg in leagues]) / med([e["cold_cpu_s"] for e in embedded])),
         "target_ratio": 1.15,
         "curves": {"embedded_curve": emb_curve.tolist(), "league_max_abs_diff": curve_diffs,
                    "embedded_runs_max_abs_diff": curve_diffs_emb, "agree_within_1e-5": max(curve_diffs) <= 1e-5},
@@ -459,9 +479,11 @@ def main() -> None:
             "embedded cold_s: the first adapt() call in a fresh process (torch 1 thread); warm_s: median of the "
             "next calls in that process.",
             "split: pin_s = Referee._pin over all rounds; for rounds 1..L it is wait_for_learning_s (until the "
-            "last agent finished learning from the previous round) + detect_and_fetch_s (the referee's polling "
-            "back-off, 2 ms doubling to 50 ms, and the final parameter fetch). meta_learn_s: the meta-agent's "
-            "AgentProcess.learn time summed over rounds 0..L-1 (4 chains' batches one after another, B = 1 each).",
+            "last agent finished learning from the previous round) + detect_and_fetch_s (the agent's answer to the "
+            "referee's long poll once it published, and the parameter transfer). meta_learn_s: the meta-agent's "
+            "AgentProcess.learn_many time summed over rounds 0..L-1; meta_learn_calls: how many learn_many calls "
+            "that took (L when each round's chains are learned as one batched step, as the batch header's "
+            "Seat.round_batches lets the agent do).",
             "coarse_*: league up wall time (or the referee results file's mtime) minus the time when every ready "
             "file existed; includes joins (and teardown).",
             "Both sides ran with OMP_NUM_THREADS=1; the league processes set torch.set_num_threads(1) themselves.",
@@ -480,7 +502,11 @@ def main() -> None:
           f" s, teardown {r['league']['teardown_s']['median']:.1f} s)")
     print("league split (medians): " + ", ".join(f"{k} {v:.3f}" for k, v in r["league"]["split_median_s"].items()))
     print(f"ratio league/embedded: {r['ratio_league_over_embedded_cold']:.2f} (cold), "
-          f"{r['ratio_league_over_embedded_warm']:.2f} (warm); target <= 1.15")
+          f"{r['ratio_league_over_embedded_warm']:.2f} (warm), paired cold {r['ratio_paired_cold_median']:.2f}; "
+          f"target <= 1.15")
+    print(f"CPU: league critical path {med([lg['split']['critical_path_cpu_s'] for lg in leagues]):.3f} s / "
+          f"embedded cold {med([e['cold_cpu_s'] for e in embedded]):.3f} s = "
+          f"{r['ratio_cpu_critical_path_over_embedded_cold_cpu']:.2f} (leaves out the waits between processes)")
     print(f"curves agree within 1e-5: {r['curves']['agree_within_1e-5']} (max |diff| {max(curve_diffs):.2e})")
     print(f"wrote {args.out} ({doc['total_wall_s']:.0f} s, load {doc['loadavg_end']})")
 

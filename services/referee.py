@@ -26,6 +26,7 @@ about one lease."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import threading
@@ -171,6 +172,12 @@ class RefereeMetrics:
         self.curve = Gauge("league_chain_mean_step_reward", "Meta-agents' mean per-step reward at chain step l over "
                            "the latest completed round of chains (the meta-test adaptation curve)", ["step"],
                            registry=r)
+
+
+def round_batches(matches: Sequence[Match]) -> dict[str, int]:
+    """Per agent, how many of ``matches`` (a round's played matches) seat it: the count each
+    batch header states for its seats (``Seat.round_batches``)."""
+    return dict(collections.Counter(agent for match in matches for agent in match.seats))
 
 
 class Referee(referee_pb2_grpc.RefereeServicer):
@@ -760,8 +767,9 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         groups: dict[tuple[str, ...], list[Match]] = {}
         for m in played:
             groups.setdefault(tuple(members[a].policy_class for a in m.seats), []).append(m)
+        counts = round_batches(played)
         for group in groups.values():
-            self._play_safely(group, members, pinned, self.generator)
+            self._play_safely(group, members, pinned, self.generator, counts)
         self.round += 1
         self.metrics.rounds.inc()
         self.save_state()
@@ -868,15 +876,16 @@ class Referee(referee_pb2_grpc.RefereeServicer):
                 self.chains.pop(match.chain.key, None)
         self.metrics.aborted.inc()
 
-    def _play_safely(self, group: list[Match], members: dict[str, Member], pinned, generator: torch.Generator) -> None:
+    def _play_safely(self, group: list[Match], members: dict[str, Member], pinned, generator: torch.Generator,
+                     counts: dict[str, int] | None = None) -> None:
         """``_play_group``, but a failure voids only the failing matches (each match of a failed
         group is retried alone) and the round goes on."""
         try:
-            self._play_group(group, members, pinned, generator)
+            self._play_group(group, members, pinned, generator, counts=counts)
         except Exception as err:  # noqa: BLE001 - a fault inside a match voids that match only
             if len(group) > 1:
                 for match in group:
-                    self._play_safely([match], members, pinned, generator)
+                    self._play_safely([match], members, pinned, generator, counts)
                 return
             match = group[0]
             log.warning("round %d: voided match %s (seats %s): rollout failed: %s: %s", self.round, match.match_id,
@@ -884,9 +893,13 @@ class Referee(referee_pb2_grpc.RefereeServicer):
             self._void(match, members)
 
     def _play_group(self, group: list[Match], members: dict[str, Member], pinned, generator: torch.Generator,
-                    K: int | None = None, H: int | None = None) -> list[referee_pb2.TrajectoryBatch]:
+                    K: int | None = None, H: int | None = None,
+                    counts: dict[str, int] | None = None) -> list[referee_pb2.TrajectoryBatch]:
         """One batched rollout of matches sharing a policy signature; broadcast and record
-        each. Returns every batch's wire messages, in match order."""
+        each. Returns every batch's wire messages, in match order. ``counts``: per agent, the
+        batches of this round that seat it (``round_batches``; each header states its seats'
+        counts, so an agent learns them together); None states none."""
+        counts = counts or {}
         n_seats = len(group[0].seats)
         policies = [members[group[0].seats[s]].policy for s in range(n_seats)]
         params = [{k: torch.cat([pinned[m.match_id][s][1][k] for m in group]) for k in pinned[group[0].match_id][s][1]}
@@ -902,8 +915,8 @@ class Referee(referee_pb2_grpc.RefereeServicer):
         for b, match in enumerate(group):
             header = referee_pb2.TrajectoryBatch(
                 match_id=match.match_id, round=self.round, env=self.cfg.env,
-                seats=[referee_pb2.Seat(agent_id=a, behaviour_version=pinned[match.match_id][s][0])
-                       for s, a in enumerate(match.seats)],
+                seats=[referee_pb2.Seat(agent_id=a, behaviour_version=pinned[match.match_id][s][0],
+                                        round_batches=counts.get(a, 0)) for s, a in enumerate(match.seats)],
                 step=match.step, chain_id=match.chain_id, last_step=match.last_step)
             tensors = wire_batches.batch_tensors([o[b] for o in traj.obs], [a[b] for a in traj.actions],
                                                  traj.rewards[b], traj.dones[b])

@@ -4,12 +4,20 @@ PYTHONPATH of the `league up` it launches, so every league process imports it at
 
 Nothing in the league changes behaviour: after ``services.referee`` or ``agents.runtime``
 is imported, a few of its functions are wrapped to append timestamped events (time.time(),
-comparable across the processes of one machine) to ``$LEAGUE_BENCH_TIMING/<pid>.jsonl``:
+comparable across the processes of one machine, and the calling thread's CPU seconds
+``cpu_s`` for the timed calls) to ``$LEAGUE_BENCH_TIMING/<pid>.jsonl``:
 
 referee: round (play_round start/end), pin (_pin start/end), fetch (one Referee._fetch:
 agent, kind, min_version, start, start of its last poll, end, polls), sample
 (the rollout, ``play``, start/end), group (_play_group start/end), broadcast (match id, time).
-agent: learn (agent, match id, chain step, start/end of AgentProcess.learn)."""
+agent: learn (agent, match id, chain step, start/end of AgentProcess.learn).
+
+With LEAGUE_BENCH_PROFILE naming a directory as well, the threads that do a round's work run
+under cProfile (one profiler per thread; cProfile sees only the thread it was enabled in) and
+each dumps ``<dir>/<process>.<thread>.prof`` when it ends: the referee's round loop
+(``Referee.run``), an agent's stream reader (``AgentProcess.run``) and its learner
+(``AgentProcess._learn_loop``). Profiling slows what it sees: use it to find where the
+time goes, not for the timings."""
 
 import os
 import sys
@@ -39,11 +47,11 @@ def _install() -> None:
         @functools.wraps(fn)
         def wrapper(*a, **kw):
             extra = info(*a, **kw) if info else {}
-            t0 = time.time()
+            t0, c0 = time.time(), time.thread_time()
             try:
                 return fn(*a, **kw)
-            finally:
-                log(ev, t0=t0, t1=time.time(), **extra)
+            finally:  # cpu_s: the calling thread's CPU time (what the call computed, not what it waited)
+                log(ev, t0=t0, t1=time.time(), cpu_s=time.thread_time() - c0, **extra)
         return wrapper
 
     def patch_referee(mod) -> None:
@@ -89,7 +97,38 @@ def _install() -> None:
             "step": batches[0].step if batches else -1, "round": batches[0].round if batches else -1,
             "batches": len(batches)})
 
+    profile_dir = os.environ.get("LEAGUE_BENCH_PROFILE")
+
+    def profiled(fn, name):
+        """``fn`` under its own cProfile, dumped to ``profile_dir/<name(self)>.<fn>.prof``."""
+        import cProfile
+
+        @functools.wraps(fn)
+        def wrapper(self, *a, **kw):
+            prof = cProfile.Profile()
+            prof.enable()
+            try:
+                return fn(self, *a, **kw)
+            finally:
+                prof.disable()
+                prof.dump_stats(os.path.join(profile_dir, f"{name(self)}.{fn.__name__}.prof"))
+        return wrapper
+
+    def profile_referee(mod) -> None:
+        mod.Referee.run = profiled(mod.Referee.run, lambda self: "referee")
+
+    def profile_agent(mod) -> None:
+        A = mod.AgentProcess
+        A.run = profiled(A.run, lambda self: self.spec.id)
+        A._learn_loop = profiled(A._learn_loop, lambda self: self.spec.id)
+
+    def both(*patches):
+        return lambda mod: [patch(mod) for patch in patches]
+
     targets = {"services.referee": patch_referee, "agents.runtime": patch_agent}
+    if profile_dir:
+        targets = {"services.referee": both(patch_referee, profile_referee),
+                   "agents.runtime": both(patch_agent, profile_agent)}
 
     class Finder(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):

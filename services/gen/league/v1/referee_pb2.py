@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from services.gen.league.v1 import tensor_pb2 as league_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17league/v1/referee.proto\x12\tleague.v1\x1a\x16league/v1/tensor.proto\"q\n\x0bJoinRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x17\n\x0fmetrics_address\x18\x05 \x01(\t\"4\n\x0cJoinResponse\x12\x15\n\rlease_seconds\x18\x01 \x01(\x01\x12\r\n\x05round\x18\x02 \x01(\x04\"$\n\x10HeartbeatRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"9\n\x11HeartbeatResponse\x12\x15\n\rlease_seconds\x18\x01 \x01(\x01\x12\r\n\x05round\x18\x02 \x01(\x04\" \n\x0cLeaveRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\x0f\n\rLeaveResponse\"$\n\x10SubscribeRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"3\n\x04Seat\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x19\n\x11\x62\x65haviour_version\x18\x02 \x01(\x04\"\xea\x02\n\x0fTrajectoryBatch\x12\x10\n\x08match_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x0b\n\x03\x65nv\x18\x03 \x01(\t\x12\x1e\n\x05seats\x18\x04 \x03(\x0b\x32\x0f.league.v1.Seat\x12\x1e\n\x03obs\x18\x05 \x01(\x0b\x32\x11.league.v1.Tensor\x12\"\n\x07\x61\x63tions\x18\x06 \x01(\x0b\x32\x11.league.v1.Tensor\x12\"\n\x07rewards\x18\x07 \x01(\x0b\x32\x11.league.v1.Tensor\x12 \n\x05\x64ones\x18\x08 \x01(\x0b\x32\x11.league.v1.Tensor\x12\x0c\n\x04step\x18\t \x01(\r\x12\x10\n\x08\x63hain_id\x18\n \x01(\t\x12\x11\n\tlast_step\x18\x0b \x01(\x08\x12#\n\x08seat_obs\x18\x0c \x03(\x0b\x32\x11.league.v1.Tensor\x12\'\n\x04part\x18\r \x01(\x0b\x32\x19.league.v1.ParameterChunk\"\x0f\n\rStatusRequest\"\xb0\x01\n\x0cMemberStatus\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x04\x12\x1f\n\x17lease_remaining_seconds\x18\x05 \x01(\x01\x12\x10\n\x08\x65pisodes\x18\x06 \x01(\x04\x12\x13\n\x0bmean_return\x18\x07 \x01(\x01\x12\x0f\n\x07matches\x18\x08 \x01(\x04\"\xb3\x01\n\x0cLeagueStatus\x12\r\n\x05round\x18\x01 \x01(\x04\x12(\n\x07members\x18\x02 \x03(\x0b\x32\x17.league.v1.MemberStatus\x12\x17\n\x0f\x61\x62orted_matches\x18\x03 \x01(\x04\x12\x18\n\x10protocol_version\x18\x04 \x01(\r\x12\x0b\n\x03\x65nv\x18\x05 \x01(\t\x12\x11\n\tn_players\x18\x06 \x01(\r\x12\x17\n\x0f\x65nv_kwargs_json\x18\x07 \x01(\t\"=\n\nPinnedSeat\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x04\"v\n\tMatchSpec\x12\x10\n\x08match_id\x18\x01 \x01(\t\x12$\n\x05seats\x18\x02 \x03(\x0b\x32\x15.league.v1.PinnedSeat\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\r\x12\x11\n\tlast_step\x18\x05 \x01(\x08\"q\n\x12PlayMatchesRequest\x12%\n\x07matches\x18\x01 \x03(\x0b\x32\x14.league.v1.MatchSpec\x12\x10\n\x08\x65pisodes\x18\x02 \x01(\r\x12\x0f\n\x07horizon\x18\x03 \x01(\r\x12\x11\n\trng_state\x18\x04 \x01(\x0c\"U\n\x13PlayMatchesResponse\x12+\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x1a.league.v1.TrajectoryBatch\x12\x11\n\trng_state\x18\x02 \x01(\x0c\x32\x9b\x03\n\x07Referee\x12\x37\n\x04Join\x12\x16.league.v1.JoinRequest\x1a\x17.league.v1.JoinResponse\x12\x46\n\tHeartbeat\x12\x1b.league.v1.HeartbeatRequest\x1a\x1c.league.v1.HeartbeatResponse\x12:\n\x05Leave\x12\x17.league.v1.LeaveRequest\x1a\x18.league.v1.LeaveResponse\x12\x46\n\tSubscribe\x12\x1b.league.v1.SubscribeRequest\x1a\x1a.league.v1.TrajectoryBatch0\x01\x12;\n\x06Status\x12\x18.league.v1.StatusRequest\x1a\x17.league.v1.LeagueStatus\x12N\n\x0bPlayMatches\x12\x1d.league.v1.PlayMatchesRequest\x1a\x1e.league.v1.PlayMatchesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17league/v1/referee.proto\x12\tleague.v1\x1a\x16league/v1/tensor.proto\"q\n\x0bJoinRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x17\n\x0fmetrics_address\x18\x05 \x01(\t\"4\n\x0cJoinResponse\x12\x15\n\rlease_seconds\x18\x01 \x01(\x01\x12\r\n\x05round\x18\x02 \x01(\x04\"$\n\x10HeartbeatRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"9\n\x11HeartbeatResponse\x12\x15\n\rlease_seconds\x18\x01 \x01(\x01\x12\r\n\x05round\x18\x02 \x01(\x04\" \n\x0cLeaveRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\x0f\n\rLeaveResponse\"$\n\x10SubscribeRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"J\n\x04Seat\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x19\n\x11\x62\x65haviour_version\x18\x02 \x01(\x04\x12\x15\n\rround_batches\x18\x03 \x01(\r\"\xea\x02\n\x0fTrajectoryBatch\x12\x10\n\x08match_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x0b\n\x03\x65nv\x18\x03 \x01(\t\x12\x1e\n\x05seats\x18\x04 \x03(\x0b\x32\x0f.league.v1.Seat\x12\x1e\n\x03obs\x18\x05 \x01(\x0b\x32\x11.league.v1.Tensor\x12\"\n\x07\x61\x63tions\x18\x06 \x01(\x0b\x32\x11.league.v1.Tensor\x12\"\n\x07rewards\x18\x07 \x01(\x0b\x32\x11.league.v1.Tensor\x12 \n\x05\x64ones\x18\x08 \x01(\x0b\x32\x11.league.v1.Tensor\x12\x0c\n\x04step\x18\t \x01(\r\x12\x10\n\x08\x63hain_id\x18\n \x01(\t\x12\x11\n\tlast_step\x18\x0b \x01(\x08\x12#\n\x08seat_obs\x18\x0c \x03(\x0b\x32\x11.league.v1.Tensor\x12\'\n\x04part\x18\r \x01(\x0b\x32\x19.league.v1.ParameterChunk\"\x0f\n\rStatusRequest\"\xb0\x01\n\x0cMemberStatus\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x04\x12\x1f\n\x17lease_remaining_seconds\x18\x05 \x01(\x01\x12\x10\n\x08\x65pisodes\x18\x06 \x01(\x04\x12\x13\n\x0bmean_return\x18\x07 \x01(\x01\x12\x0f\n\x07matches\x18\x08 \x01(\x04\"\xb3\x01\n\x0cLeagueStatus\x12\r\n\x05round\x18\x01 \x01(\x04\x12(\n\x07members\x18\x02 \x03(\x0b\x32\x17.league.v1.MemberStatus\x12\x17\n\x0f\x61\x62orted_matches\x18\x03 \x01(\x04\x12\x18\n\x10protocol_version\x18\x04 \x01(\r\x12\x0b\n\x03\x65nv\x18\x05 \x01(\t\x12\x11\n\tn_players\x18\x06 \x01(\r\x12\x17\n\x0f\x65nv_kwargs_json\x18\x07 \x01(\t\"=\n\nPinnedSeat\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x04\"v\n\tMatchSpec\x12\x10\n\x08match_id\x18\x01 \x01(\t\x12$\n\x05seats\x18\x02 \x03(\x0b\x32\x15.league.v1.PinnedSeat\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\r\x12\x11\n\tlast_step\x18\x05 \x01(\x08\"q\n\x12PlayMatchesRequest\x12%\n\x07matches\x18\x01 \x03(\x0b\x32\x14.league.v1.MatchSpec\x12\x10\n\x08\x65pisodes\x18\x02 \x01(\r\x12\x0f\n\x07horizon\x18\x03 \x01(\r\x12\x11\n\trng_state\x18\x04 \x01(\x0c\"U\n\x13PlayMatchesResponse\x12+\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x1a.league.v1.TrajectoryBatch\x12\x11\n\trng_state\x18\x02 \x01(\x0c\x32\x9b\x03\n\x07Referee\x12\x37\n\x04Join\x12\x16.league.v1.JoinRequest\x1a\x17.league.v1.JoinResponse\x12\x46\n\tHeartbeat\x12\x1b.league.v1.HeartbeatRequest\x1a\x1c.league.v1.HeartbeatResponse\x12:\n\x05Leave\x12\x17.league.v1.LeaveRequest\x1a\x18.league.v1.LeaveResponse\x12\x46\n\tSubscribe\x12\x1b.league.v1.SubscribeRequest\x1a\x1a.league.v1.TrajectoryBatch0\x01\x12;\n\x06Status\x12\x18.league.v1.StatusRequest\x1a\x17.league.v1.LeagueStatus\x12N\n\x0bPlayMatches\x12\x1d.league.v1.PlayMatchesRequest\x1a\x1e.league.v1.PlayMatchesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,23 +47,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBSCRIBEREQUEST']._serialized_start=379
   _globals['_SUBSCRIBEREQUEST']._serialized_end=415
   _globals['_SEAT']._serialized_start=417
-  _globals['_SEAT']._serialized_end=468
-  _globals['_TRAJECTORYBATCH']._serialized_start=471
-  _globals['_TRAJECTORYBATCH']._serialized_end=833
-  _globals['_STATUSREQUEST']._serialized_start=835
-  _globals['_STATUSREQUEST']._serialized_end=850
-  _globals['_MEMBERSTATUS']._serialized_start=853
-  _globals['_MEMBERSTATUS']._serialized_end=1029
-  _globals['_LEAGUESTATUS']._serialized_start=1032
-  _globals['_LEAGUESTATUS']._serialized_end=1211
-  _globals['_PINNEDSEAT']._serialized_start=1213
-  _globals['_PINNEDSEAT']._serialized_end=1274
-  _globals['_MATCHSPEC']._serialized_start=1276
-  _globals['_MATCHSPEC']._serialized_end=1394
-  _globals['_PLAYMATCHESREQUEST']._serialized_start=1396
-  _globals['_PLAYMATCHESREQUEST']._serialized_end=1509
-  _globals['_PLAYMATCHESRESPONSE']._serialized_start=1511
-  _globals['_PLAYMATCHESRESPONSE']._serialized_end=1596
-  _globals['_REFEREE']._serialized_start=1599
-  _globals['_REFEREE']._serialized_end=2010
+  _globals['_SEAT']._serialized_end=491
+  _globals['_TRAJECTORYBATCH']._serialized_start=494
+  _globals['_TRAJECTORYBATCH']._serialized_end=856
+  _globals['_STATUSREQUEST']._serialized_start=858
+  _globals['_STATUSREQUEST']._serialized_end=873
+  _globals['_MEMBERSTATUS']._serialized_start=876
+  _globals['_MEMBERSTATUS']._serialized_end=1052
+  _globals['_LEAGUESTATUS']._serialized_start=1055
+  _globals['_LEAGUESTATUS']._serialized_end=1234
+  _globals['_PINNEDSEAT']._serialized_start=1236
+  _globals['_PINNEDSEAT']._serialized_end=1297
+  _globals['_MATCHSPEC']._serialized_start=1299
+  _globals['_MATCHSPEC']._serialized_end=1417
+  _globals['_PLAYMATCHESREQUEST']._serialized_start=1419
+  _globals['_PLAYMATCHESREQUEST']._serialized_end=1532
+  _globals['_PLAYMATCHESRESPONSE']._serialized_start=1534
+  _globals['_PLAYMATCHESRESPONSE']._serialized_end=1619
+  _globals['_REFEREE']._serialized_start=1622
+  _globals['_REFEREE']._serialized_end=2033
 # @@protoc_insertion_point(module_scope)

@@ -60,12 +60,14 @@ class SubscribeRequest(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
 
 class Seat(_message.Message):
-    __slots__ = ("agent_id", "behaviour_version")
+    __slots__ = ("agent_id", "behaviour_version", "round_batches")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     BEHAVIOUR_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_BATCHES_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     behaviour_version: int
-    def __init__(self, agent_id: _Optional[str] = ..., behaviour_version: _Optional[int] = ...) -> None: ...
+    round_batches: int
+    def __init__(self, agent_id: _Optional[str] = ..., behaviour_version: _Optional[int] = ..., round_batches: _Optional[int] = ...) -> None: ...
 
 class TrajectoryBatch(_message.Message):
     __slots__ = ("match_id", "round", "env", "seats", "obs", "actions", "rewards", "dones", "step", "chain_id", "last_step", "seat_obs", "part")
