@@ -180,6 +180,7 @@ x-train-agent-env: &train-agent-env
   <<: *agent-env
   LEAGUE_REFEREE: 127.0.0.1:$TRAIN
 services:
+  pki: {network_mode: host}  # one-shot, but on the default network compose would give it an alias
   referee:
     network_mode: host
     environment: {LEAGUE_BIND: 127.0.0.1, LEAGUE_PORT: "$REF", LEAGUE_METRICS_PORT: "$REF_M"}
