@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -133,7 +134,7 @@ def mixture_message(round_: int, nash_weight: float, peer_log_ratio: torch.Tenso
             "clip": torch.tensor([clip], dtype=torch.float32)}
 
 
-class CoordinatedSeat:
+class CoordinatedSeat(ABC):
     """An agent process's MATRL rounds (see the module docstring); a rule supplies
     ``default_trust`` (its ``matrl-trust`` before the first push), ``predict`` (step 1) and
     ``respond`` (step 2)."""
@@ -151,17 +152,18 @@ class CoordinatedSeat:
                             "of its predicted policy) in its last completed round", labels,
                             registry=agent.metrics.registry)
 
+    @abstractmethod
     def default_trust(self) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The rule's ``matrl-trust`` settings before the coordinator's first push."""
 
+    @abstractmethod
     def predict(self, params: Params, episodes: Episodes, seat: int, trust: dict[str, torch.Tensor]
                 ) -> tuple[Params, Any]:
         """The predicted parameters, and what the best response will reuse."""
-        raise NotImplementedError
 
+    @abstractmethod
     def respond(self, p: PendingRound, mix: dict[str, torch.Tensor]) -> Params:
         """The best response of the pending round to the pushed mixture."""
-        raise NotImplementedError
 
     def observe(self, items: list[tuple]) -> None:
         """Step 1 for the broadcast batches of this agent's seats (normally one per round)."""
