@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ from services.league_config import league_env, load_league_config
 from services.limits import PUSHED_RANGES, check_pushed_range
 from services.wire import WireError
 from tests.league_procs import ROOT, agent_toml, metric_value, metrics, spawn, start_league, wait_json, wait_until
+from tests.test_matrl_league import kill_b1_and_check_its_group_voided
 
 torch.set_num_threads(1)
 LEAGUE = ROOT / "configs" / "league_matrl_checkers.toml"
@@ -192,21 +191,8 @@ def test_a_killed_deep_agent_voids_its_groups_rounds_and_the_other_group_goes_on
     rounds = 4
     lg, coord = _league(tmp_path, ids, 0, rounds, "--timeout", "15", "--linger", "3")
     try:
-        ready = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
-        wait_until(lambda: (metric_value(metrics(ready["metrics"]), "league_matrl_rounds_total") or 0) >= 2, 300,
-                   "the first round of both groups")
-        os.kill(json.loads((tmp_path / "b1.json").read_text())["pid"], signal.SIGKILL)
-        assert coord.wait(timeout=300) == 0, (tmp_path / "coord.log").read_text()[-3000:]
-        result = json.loads((tmp_path / "coord.json").read_text())
-        assert result["state"] == "done"
-        played = [(r["group"], r["agents"]) for r in result["rounds"]]
-        assert played.count((0, ["a0", "a1"])) == rounds  # the other group played every round
-        b_rounds = played.count((1, ["b0", "b1"]))
-        assert 1 <= b_rounds < rounds
-        log = (tmp_path / "coord.log").read_text()
-        assert log.count("of group 1 (b0, b1) voided") == rounds - b_rounds, log[-3000:]
-        assert "Traceback" not in log
-        assert sum(r["groups_voided"] for r in result["iterations"]) == rounds - b_rounds
+        _, result, voided = kill_b1_and_check_its_group_voided(tmp_path, coord, rounds, 300)
+        assert sum(r["groups_voided"] for r in result["iterations"]) == voided
     finally:
         lg.stop()
 

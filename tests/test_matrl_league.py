@@ -125,22 +125,7 @@ def test_an_agent_killed_during_the_rounds_voids_its_groups_rounds_and_the_other
     rounds = 4
     lg, coord = _league(tmp_path, 2, ids, [0.5], rounds, "--timeout", "15", "--linger", "3")
     try:
-        ready = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
-        wait_until(lambda: (metric_value(metrics(ready["metrics"]), "league_matrl_rounds_total") or 0) >= 2, 240,
-                   "the first round of both groups")
-        pid = json.loads((tmp_path / "b1.json").read_text())["pid"]
-        os.kill(pid, signal.SIGKILL)  # during round 2 (or between rounds: its group's next round is voided)
-        assert coord.wait(timeout=300) == 0, (tmp_path / "coord.log").read_text()[-3000:]
-        result = json.loads((tmp_path / "coord.json").read_text())
-        assert result["state"] == "done"
-        played = [(r["group"], r["agents"]) for r in result["rounds"]]
-        assert played.count((0, ["a0", "a1"])) == rounds  # the other group played every round
-        b_rounds = played.count((1, ["b0", "b1"]))
-        assert 1 <= b_rounds < rounds
-        voided = rounds - b_rounds
-        log = (tmp_path / "coord.log").read_text()
-        assert log.count("of group 1 (b0, b1) voided") == voided, log[-3000:]
-        assert "Traceback" not in log
+        ready, result, voided = kill_b1_and_check_its_group_voided(tmp_path, coord, rounds, 240)
         text = metrics(ready["metrics"]) if coord.poll() is None else None
         if text is not None:
             assert metric_value(text, "league_matrl_rounds_voided_total") == voided
@@ -149,6 +134,30 @@ def test_an_agent_killed_during_the_rounds_voids_its_groups_rounds_and_the_other
         assert sum(r["groups_voided"] for r in result["iterations"]) == voided
     finally:
         lg.stop()
+
+
+def kill_b1_and_check_its_group_voided(tmp_path, coord, rounds: int, first_rounds_timeout: float
+                                       ) -> tuple[dict, dict, int]:
+    """With groups [a0, a1] and [b0, b1]: once both groups played a round, SIGKILL agent b1
+    (during round 2, or between rounds: its group's next round is voided); the coordinator
+    still ends ``done``, group 0 played every round, group 1 at least one and not all, and each
+    voided round is logged once with no traceback. Returns the ready file, the results and the
+    number of voided rounds."""
+    ready = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
+    wait_until(lambda: (metric_value(metrics(ready["metrics"]), "league_matrl_rounds_total") or 0) >= 2,
+               first_rounds_timeout, "the first round of both groups")
+    os.kill(json.loads((tmp_path / "b1.json").read_text())["pid"], signal.SIGKILL)
+    assert coord.wait(timeout=300) == 0, (tmp_path / "coord.log").read_text()[-3000:]
+    result = json.loads((tmp_path / "coord.json").read_text())
+    assert result["state"] == "done"
+    played = [(r["group"], r["agents"]) for r in result["rounds"]]
+    assert played.count((0, ["a0", "a1"])) == rounds  # the other group played every round
+    b_rounds = played.count((1, ["b0", "b1"]))
+    assert 1 <= b_rounds < rounds
+    log = (tmp_path / "coord.log").read_text()
+    assert log.count("of group 1 (b0, b1) voided") == rounds - b_rounds, log[-3000:]
+    assert "Traceback" not in log
+    return ready, result, rounds - b_rounds
 
 
 @pytest.mark.slow  # about 45 s
