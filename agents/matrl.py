@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from prometheus_client import Gauge
 
-from league.matrl.deep import PPOTrustRegion, best_response
+from league.matrl.deep import DeepMATRLConfig, PPOTrustRegion, best_response
 from league.matrl.ppo import PPOConfig
 from league.matrl.sampled import best_response_step
 from league.policies.base import Params
@@ -233,7 +233,7 @@ class PPOMatrlSeat(CoordinatedSeat):
         """``(seed, seat, critic shape)`` the rule was built for; other settings rebuild it."""
 
     def default_trust(self) -> dict[str, torch.Tensor]:
-        return ppo_trust_message(PPOConfig(), 0, 5)
+        return ppo_trust_message(PPOConfig(), 0, DeepMATRLConfig().br_steps)  # the embedded run's defaults
 
     def predict(self, params: Params, episodes: Episodes, seat: int, trust: dict[str, torch.Tensor]
                 ) -> tuple[Params, Any]:
