@@ -32,27 +32,7 @@ import torch
 from league.config import build, read_table
 from league.eval.plots import plot_training_curves
 from league.eval.stats import ci_label, mean_ci
-from league.matrl.deep import DeepMATRLConfig, run_deep_matrl
-
-
-TASK_KEYS = {"variants", "value_coef", "name", "metric", "metric_label"}
-"""Keys of a ``[[task]]`` table that are not DeepMATRLConfig fields."""
-
-
-def merge(base: dict, over: dict) -> dict:
-    """``over`` on top of ``base``, tables merged key by key."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def task_config(base: dict, task: dict) -> DeepMATRLConfig:
-    """The task's DeepMATRLConfig (variant still the base's)."""
-    table = merge(base, {k: v for k, v in task.items() if k not in TASK_KEYS})
-    if "value_coef" in task:
-        table = merge(table, {"ppo": {"value_coef": task["value_coef"]}})
-    return build(DeepMATRLConfig, table, f"task {task.get('name', task.get('env'))}")
+from league.matrl.deep import DeepMATRLConfig, run_deep_matrl, task_config
 
 
 def main(default_config: str = "configs/matrl/gridworlds.toml", default_out: str = "results/matrl_gridworlds") -> None:

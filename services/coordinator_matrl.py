@@ -47,7 +47,7 @@ from league.config import ConfigError, build, read_table
 from league.envs import make_env
 from league.games import make_game
 from league.matrl.deep import VARIANTS, DeepMATRLConfig
-from league.matrl.sampled import SampledMATRLConfig, nash_weights, peer_log_ratios, round_metagame
+from league.matrl.sampled import SampledMATRLConfig, nash_weights, peer_log_ratios, round_metagame, score_round
 from league.nash.metagame import corner_choices
 from league.policies.base import Params, Policy
 from services import server as srv
@@ -347,11 +347,12 @@ class MatrlMode:
         episodes = episodes_of(batch)
         current = [self._fetch(s, a, "policy", v) for s, a, v in zip(stubs, seats, versions)]
         predicted = [self._fetch(s, a, PREDICTED, r) for s, a in zip(stubs, seats)]
-        meta, se = round_metagame(policies, current, predicted, episodes, m.gamma)
+        scores = score_round(policies, current, predicted, episodes)
+        meta, se = round_metagame(scores, episodes, m.gamma)
         t0 = time.perf_counter()
         w, found, names = nash_weights(meta, m.solvers, m.nash_eps)
         self.matrl_metrics.solve.observe(time.perf_counter() - t0)
-        ratios = peer_log_ratios(policies, current, predicted, w, episodes)
+        ratios = peer_log_ratios(scores, w)
         for k, (stub, agent) in enumerate(zip(stubs, seats)):
             message = mixture_message(r, float(w[0, k]), ratios[k], m.br_lr, m.clip)
             expected = describe(stub, timeout=self.cfg.timeout).versions.get(MIXTURE, 0)

@@ -25,7 +25,7 @@ from agents.policy_factory import initial_state, make_policy
 from agents.runtime import AgentProcess, AgentRuntimeConfig
 from league.matrl.deep import deep_round, run_deep_matrl, seat_generator
 from league.matrl.ppo import Critic, PPOConfig
-from league.matrl.sampled import nash_weights, peer_log_ratios, round_metagame
+from league.matrl.sampled import nash_weights, peer_log_ratios, round_metagame, score_round
 from league.envs.base import flat_dim
 from league.rollout import Episodes, play, reset_seed
 from services.batches import batch_tensors, encode_batch, read_batches
@@ -106,10 +106,11 @@ def test_the_agents_round_is_the_embedded_round(tmp_path):
             gap = float((pred[name] - out.predicted[k][name]).abs().max())
             assert gap <= TOL, f"seat {k} predicted {name}: |agent - embedded| = {gap:.2e}"
     # the coordinator's half, from the agents' published parameters
-    meta, _ = round_metagame(policies, params, [p for _, p in predicted], episodes, cfg.ppo.gamma)
+    scores = score_round(policies, params, [p for _, p in predicted], episodes)
+    meta, _ = round_metagame(scores, episodes, cfg.ppo.gamma)
     w, _, _ = nash_weights(meta, cfg.solvers_for(2), cfg.nash_eps)
     torch.testing.assert_close(w[0], out.weights, atol=TOL, rtol=0)
-    ratios = peer_log_ratios(policies, params, [p for _, p in predicted], w, episodes)
+    ratios = peer_log_ratios(scores, w)
     K, H = episodes.shape[1:3]
     for k, a in enumerate(agents):
         assert a.store.snapshot(MIXTURE)[1]["peer_log_ratio"].shape == (1, K, H)  # opened for this round

@@ -93,17 +93,11 @@ def test_run_deep_matrl_builds_the_env_and_policy_from_the_config():
 def test_the_shipped_mujoco_config_builds():
     """configs/matrl/mujoco.toml (scripts/matrl_mujoco.py): every task's DeepMATRLConfig builds
     and names a registered environment."""
-    import sys
-
-    from league.envs import ENVIRONMENTS
     from league.config import read_table
+    from league.envs import ENVIRONMENTS
+    from league.matrl.deep import task_config
 
     root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "scripts"))
-    try:
-        from matrl_deep import task_config
-    finally:
-        sys.path.remove(str(root / "scripts"))
     table = read_table(root / "configs" / "matrl" / "mujoco.toml", [])
     for task in table["task"]:
         cfg = task_config(table.get("base", {}), task)

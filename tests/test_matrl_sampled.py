@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from league.games import make_game
-from league.matrl.sampled import (SampledMATRLConfig, matrl_round, nash_weights, peer_log_ratios,
+from league.matrl.sampled import (SampledMATRLConfig, matrl_round, nash_weights, peer_log_ratios, score_round,
                                   run_sampled_matrl, trust_region_step)
 from league.nash.metagame import exact_metagame, normal_form_value
 from league.policies.tabular import Tabular
@@ -84,7 +84,7 @@ def test_peer_log_ratios_are_the_mixture_over_behaviour_products(n):
     predicted = [_random_params(game, 20 + k) for k in range(n)]
     w = torch.tensor([[0.0, 1.0, 0.3][:n]])
     episodes = sample_episodes(game, [policy] * n, current, 1, 5, 3, torch.Generator().manual_seed(1))
-    got = peer_log_ratios([policy] * n, current, predicted, w, episodes)
+    got = peer_log_ratios(score_round([policy] * n, current, predicted, episodes), w)
     assert got.shape == (n, 1, 5, 3)
     for i, k, t in itertools.product(range(n), range(5), range(3)):
         s = int(episodes.obs[0, k, t].argmax())

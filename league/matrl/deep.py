@@ -48,15 +48,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from league.config import build
 from league.envs import make_env
 from league.envs.base import Environment, flat_dim
 from league.matrl.ppo import Critic, PPOConfig, PPOStep, alive_mask, masked_mean, ppo_step
-from league.matrl.sampled import nash_weights, peer_log_ratios, round_metagame
+from league.matrl.sampled import RoundScores, nash_weights, peer_log_ratios, round_metagame, score_round
 from league.policies import make_policy
 from league.policies.base import Params, Policy
 from league.rollout import Episodes, play_episodes, score
 
-__all__ = ["DeepMATRLConfig", "DeepRound", "VARIANTS", "PPOTrustRegion", "best_response", "best_response_loss",
+__all__ = ["DeepMATRLConfig", "TASK_KEYS", "merge_tables", "task_config", "DeepRound", "VARIANTS", "PPOTrustRegion", "best_response", "best_response_loss",
            "deep_round", "run_deep_matrl", "seat_generator"]
 
 
@@ -99,6 +100,27 @@ class DeepMATRLConfig:
     def solvers_for(self, n: int) -> list[str]:
         two_only = {"closed-form-2x2", "support-enumeration", "nashpy"}
         return [s for s in self.solvers if n == 2 or s not in two_only]
+
+
+TASK_KEYS = {"variants", "value_coef", "name", "metric", "metric_label"}
+"""Keys of an experiment config's ``[[task]]`` table that are not DeepMATRLConfig fields."""
+
+
+def merge_tables(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``, tables merged key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge_tables(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def task_config(base: dict, task: dict) -> DeepMATRLConfig:
+    """A ``[[task]]`` table's DeepMATRLConfig in an experiment config (``configs/matrl/*.toml``):
+    its fields over ``[base]``; ``value_coef`` sets ``ppo.value_coef`` (variant still the base's)."""
+    table = merge_tables(base, {k: v for k, v in task.items() if k not in TASK_KEYS})
+    if "value_coef" in task:
+        table = merge_tables(table, {"ppo": {"value_coef": task["value_coef"]}})
+    return build(DeepMATRLConfig, table, f"task {task.get('name', task.get('env'))}")
 
 
 def best_response_loss(logp: torch.Tensor, logp_behaviour: torch.Tensor, peer_log_ratio: torch.Tensor,
@@ -217,15 +239,24 @@ class _Context:
     cfg: DeepMATRLConfig
 
     stderr: torch.Tensor | None = None
+    _scores: RoundScores | None = None
+
+    @property
+    def scores(self) -> RoundScores:
+        """The round's log-probabilities, scored once: the current ones are the PPO steps' own
+        ``logp_old``, so only the predicted parameters are scored again."""
+        if self._scores is None:
+            self._scores = score_round(self.policies, self.params, self.predicted, self.episodes, self.logp_old)
+        return self._scores
 
     def metagame(self) -> tuple[torch.Tensor, torch.Tensor, str]:
-        meta, se = round_metagame(self.policies, self.params, self.predicted, self.episodes, self.cfg.ppo.gamma)
+        meta, se = round_metagame(self.scores, self.episodes, self.cfg.ppo.gamma)
         self.stderr = se[0]
         w, _, names = nash_weights(meta, self.cfg.solvers_for(len(self.policies)), self.cfg.nash_eps)
         return meta[0], w, names[0]
 
     def best_responses(self, w: torch.Tensor) -> list[Params]:
-        ratios = peer_log_ratios(self.policies, self.params, self.predicted, w, self.episodes)
+        ratios = peer_log_ratios(self.scores, w)
         c = self.cfg
         return [best_response(self.policies[k], self.predicted[k], self.episodes, k, self.logp_old[k],
                               self.advantages[k], ratios[k], c.br_lr, c.br_steps, c.ppo.clip, c.br_clip)

@@ -9,7 +9,8 @@ A round, from ``K`` episodes of the current policies ``pi`` (nothing else is pla
     steps on its importance-weighted return minus ``kl_coef`` times the mean KL from the current
     policy at the visited states (Eq. 2's penalised form); the first step's KL gradient vanishes,
     so with ``trust_steps = 1`` it is the policy-gradient step;
-(b) :func:`round_metagame`: the ``2**n`` meta-game of expected advantage gains from the same
+(b) :func:`score_round` (every seat's actions under its current and predicted parameters, once
+    per round), then :func:`round_metagame`: the ``2**n`` meta-game of expected advantage gains from the same
     episodes (``league.matrl.estimators.importance_weighted_metagame``);
 (c) :func:`nash_weights`: a verified meta-game Nash equilibrium (``select_equilibrium`` over the
     configured solvers) as each seat's probability ``w`` of its predicted policy; ``w = 0``
@@ -37,8 +38,8 @@ from league.nash.solvers import select_equilibrium
 from league.policies.base import Params, Policy, policy_sequence
 from league.rollout import Episodes, sample_episodes, score, seat_logp
 
-__all__ = ["SampledMATRLConfig", "RoundResult", "MatrlTrustRegion", "trust_region_step",
-           "round_metagame", "nash_weights", "peer_log_ratios", "best_response_step", "matrl_round",
+__all__ = ["SampledMATRLConfig", "RoundResult", "MatrlTrustRegion", "trust_region_step", "RoundScores",
+           "score_round", "round_metagame", "nash_weights", "peer_log_ratios", "best_response_step", "matrl_round",
            "run_sampled_matrl"]
 
 
@@ -131,14 +132,33 @@ def trust_region_step(policy: Policy, params: Params, episodes: Episodes, seat: 
     return current
 
 
-def round_metagame(policies: Sequence[Policy], current: Sequence[Params], predicted: Sequence[Params],
-                   episodes: Episodes, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Step (b): the meta-game ``[B, n, 2, ..., 2]`` and its standard error from the round's
-    episodes ``[B, K, H, ...]``, every seat's actions scored under its current and its predicted
-    parameters."""
+@dataclass(frozen=True)
+class RoundScores:
+    """Every seat's log-probabilities of its own actions on a round's episodes under its current
+    and under its predicted parameters, each ``[n, B, K, H]``, without a graph (padding 0): all
+    that steps (b) and (d) read of the policies, so a round scores each pair once."""
+
+    current: torch.Tensor
+    """``[n, B, K, H]`` under the current (behaviour) parameters."""
+    predicted: torch.Tensor
+    """``[n, B, K, H]`` under the predicted parameters."""
+
+
+def score_round(policies: Sequence[Policy], current: Sequence[Params], predicted: Sequence[Params],
+                episodes: Episodes, current_logp: Sequence[torch.Tensor] | None = None) -> RoundScores:
+    """The round's :class:`RoundScores`; ``current_logp`` (each seat's ``[B, K, H]``), if the
+    caller already scored the current parameters (a PPO step's ``logp_old``), is used as it is."""
     with torch.no_grad():
-        lc = torch.stack(score(policies, current, episodes).logp, dim=-1)  # [B, K, H, n]
-        lp = torch.stack(score(policies, predicted, episodes).logp, dim=-1)
+        lc = (torch.stack(score(policies, current, episodes).logp) if current_logp is None
+              else torch.stack([x.detach() for x in current_logp]))
+        lp = torch.stack(score(policies, predicted, episodes).logp)
+    return RoundScores(lc, lp)
+
+
+def round_metagame(scores: RoundScores, episodes: Episodes, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step (b): the meta-game ``[B, n, 2, ..., 2]`` and its standard error from the round's
+    episodes ``[B, K, H, ...]`` and their :class:`RoundScores`."""
+    lc, lp = (x.movedim(0, -1).contiguous() for x in (scores.current, scores.predicted))  # [B, K, H, n]
     out = [importance_weighted_metagame(episodes.rewards[b], lc[b], lp[b], gamma) for b in range(lc.shape[0])]
     return torch.stack([m for m, _ in out]), torch.stack([s for _, s in out])
 
@@ -160,18 +180,15 @@ def nash_weights(meta: torch.Tensor, solvers: Sequence[str], eps: float) -> tupl
     return w, found, names
 
 
-def peer_log_ratios(policies: Sequence[Policy], current: Sequence[Params], predicted: Sequence[Params],
-                    weights: torch.Tensor, episodes: Episodes) -> torch.Tensor:
+def peer_log_ratios(scores: RoundScores, weights: torch.Tensor) -> torch.Tensor:
     """Step (d), the coordinator's half: for every seat ``i`` the peers' log importance weight
     ``sum_{j != i} log(pi_bar_j(a_j|s) / pi_j(a_j|s))`` at every step, ``[n, B, K, H]``, with the
     policy mixture ``pi_bar_j = (1 - w_j) pi_j + w_j pi_hat_j`` (``weights [B, n]``)."""
-    with torch.no_grad():
-        lc = torch.stack(score(policies, current, episodes).logp)  # [n, B, K, H]
-        lp = torch.stack(score(policies, predicted, episodes).logp)
-        w = weights.T.reshape(*weights.T.shape, 1, 1).to(lc.dtype)  # [n, B, 1, 1]
-        mixed = torch.logaddexp(torch.log1p(-w) + lc, torch.log(w) + lp)  # log pi_bar_j(a_j | s)
-        own = mixed - lc
-        return own.sum(0, keepdim=True) - own
+    lc, lp = scores.current, scores.predicted
+    w = weights.T.reshape(*weights.T.shape, 1, 1).to(lc.dtype)  # [n, B, 1, 1]
+    mixed = torch.logaddexp(torch.log1p(-w) + lc, torch.log(w) + lp)  # log pi_bar_j(a_j | s)
+    own = mixed - lc
+    return own.sum(0, keepdim=True) - own
 
 
 def best_response_step(policy: Policy, params: Params, episodes: Episodes, seat: int, peer_log_ratio: torch.Tensor,
@@ -211,9 +228,10 @@ def matrl_round(policies: Sequence[Policy], params: Sequence[Params], episodes: 
     n = len(policies)
     predicted = [trust_region_step(policies[k], params[k], episodes, k, cfg.seat_lr(k), cfg.gamma, cfg.kl_coef,
                                    cfg.trust_steps) for k in range(n)]
-    meta, se = round_metagame(policies, params, predicted, episodes, cfg.gamma)
+    scores = score_round(policies, params, predicted, episodes)
+    meta, se = round_metagame(scores, episodes, cfg.gamma)
     w, found, names = nash_weights(meta, cfg.solvers_for(n), cfg.nash_eps)
-    ratios = peer_log_ratios(policies, params, predicted, w, episodes)
+    ratios = peer_log_ratios(scores, w)
     new = [best_response_step(policies[k], params[k], episodes, k, ratios[k], cfg.br_lr, cfg.clip, cfg.gamma)
            for k in range(n)]
     return RoundResult(predicted, meta, se, w, found, names, new)
