@@ -21,7 +21,7 @@
   by one empty chunk; compared with a raw 8-byte request / 1-byte answer round trip and a
   unary gRPC ``Describe`` call.
 
-The five methods alternate within every repetition so all see the same load. Besides wall
+The methods alternate within every repetition so all see the same load. Besides wall
 time per fetch it records CPU time per fetch (client process plus serving process), which
 the machine's load distorts less. The script also times, in-process and without sockets,
 the codec work of each version to show where the time goes.
@@ -108,6 +108,29 @@ def serve_agent(sizes: dict, ready, stop, commit: str | None = None, encoded_cac
     else:
         service = agent_service.AgentService(store, description, encoded_cache=encoded_cache)
         agent_service.add_agent_service(service, server)
+    port = srv.bind(server, "127.0.0.1", 0)
+    server.start()
+    ready.put(port)
+    stop.wait(600)
+    server.stop(0).wait()
+
+
+BARE_METHOD = "/bench.Bare/Get"
+
+
+def serve_bare_grpc(max_bytes: int, ready, stop) -> None:
+    """gRPC with nothing of ours: a unary method of a server built like the agents'
+    (``services.server.make_server``, the same options) that answers an 8-byte length with
+    that many bytes of a prebuilt payload, passed through as bytes (no protobuf message, no
+    checksum, no tensors). Its time is the floor a one-message fetch can reach over gRPC."""
+    import grpc
+
+    from services import server as srv
+
+    payload = bytes(bytearray(range(256)) * (max_bytes // 256 + 1))[:max_bytes]
+    get = grpc.unary_unary_rpc_method_handler(lambda request, context: payload[:int.from_bytes(request, "little")])
+    server = srv.make_server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Bare", {"Get": get}),))
     port = srv.bind(server, "127.0.0.1", 0)
     server.start()
     ready.put(port)
@@ -256,6 +279,7 @@ def main() -> None:
     from services import server as srv
     from services.client import AgentClient, describe, fetch_parameters
     from services.gen.league.v1 import agent_pb2_grpc
+    from services.server import MAX_MESSAGE_BYTES
     from services.wire import CHUNK_BYTES, FETCH_CHECKSUM
 
     torch.set_num_threads(1)
@@ -274,6 +298,9 @@ def main() -> None:
     procs = {name: ctx.Process(target=serve_agent, args=(SIZES, queues[name], stop), kwargs=kw, daemon=True)
              for name, kw in servers.items()}
     procs["raw_tcp"] = ctx.Process(target=serve_raw, args=(max(SIZES.values()), q_raw, stop), daemon=True)
+    q_bare = ctx.Queue()
+    bare_max = max(n for n in SIZES.values() if n <= MAX_MESSAGE_BYTES - 4096)  # one message
+    procs["grpc_bare_unary"] = ctx.Process(target=serve_bare_grpc, args=(bare_max, q_bare, stop), daemon=True)
     for pr in procs.values():
         pr.start()
     channels, sock = [], None
@@ -285,6 +312,10 @@ def main() -> None:
             grpc.channel_ready_future(ch).result(timeout=30)
             stubs[name] = AgentClient(ch) if name in ("grpc_fetch", "grpc_fetch_uncached") else (
                 agent_pb2_grpc.AgentStub(ch))
+        bare_channel = srv.channel(f"127.0.0.1:{q_bare.get(timeout=120)}")
+        channels.append(bare_channel)
+        grpc.channel_ready_future(bare_channel).result(timeout=30)
+        bare = bare_channel.unary_unary(BARE_METHOD, request_serializer=None, response_deserializer=None)
         sock = socket.create_connection(("127.0.0.1", q_raw.get(timeout=120)), timeout=60)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         results = {}
@@ -297,11 +328,13 @@ def main() -> None:
                 "grpc_fetch_before": lambda: fetch_before(stubs["grpc_fetch_before"], kind).params,
                 "grpc_fetch_uncached": lambda: fetch_parameters(stubs["grpc_fetch_uncached"], kind).params,
             }
+            if nbytes <= bare_max:
+                fetches["grpc_bare_unary"] = lambda: bare(nbytes.to_bytes(8, "little"), timeout=60)
             expected = make_params(nbytes, list(SIZES).index(kind))["weight"]
             for _ in range(2):  # warm-up (and check the bytes that arrive)
                 for name, fetch in fetches.items():
                     got = fetch()
-                    if name == "raw_tcp":
+                    if name in ("raw_tcp", "grpc_bare_unary"):
                         assert len(got) == nbytes
                     else:
                         assert torch.equal(got["weight"], expected) and got["weight"].is_contiguous(), name
@@ -332,6 +365,8 @@ def main() -> None:
             res["cpu_per_fetch_s"] = cpu
             res["cpu_over_raw"] = {name: cpu[name]["total"] / cpu["raw_tcp"]["total"] for name in fetches
                                    if name != "raw_tcp"}
+            if "grpc_bare_unary_s" in res:
+                res["grpc_fetch_over_bare_grpc_time"] = med(times["grpc_fetch"]) / med(times["grpc_bare_unary"])
             res["grpc_fetch_MB_per_s_best"] = nbytes / min(times["grpc_fetch"]) / 1e6
             res["raw_tcp_MB_per_s_best"] = nbytes / min(times["raw_tcp"]) / 1e6
             codec_reps = max(3, min(reps[kind], 10))
@@ -388,7 +423,7 @@ def main() -> None:
         "machine": info, "loadavg_start": load_start, "loadavg_end": loadavg(), "results": results,
         "notes": [
             "MB = 1e6 bytes. Seconds are per whole fetch, client side, medians over repetitions after 2 warm-ups; "
-            "the five methods alternate within every repetition, so all see the same load.",
+            "the methods alternate within every repetition, so all see the same load.",
             "grpc_fetch: services.client.fetch_parameters with an AgentClient over one persistent channel to an "
             "AgentService registered with add_agent_service in a spawned process: each version's chunks are "
             "encoded (CRC32C) and serialised once and sent as cached wire bytes; the client reads each payload in "
@@ -403,6 +438,10 @@ def main() -> None:
             "the exported tree; its services/wire.py on the client: SHA-256 on both ends, about five copies).",
             "raw TCP: persistent connection, 8-byte request, the server sendall()s the bytes in 1 MiB writes, the "
             "client recv_into()s one preallocated bytearray. Same number of bytes, nothing else.",
+            "grpc_bare_unary (sizes that fit one message): gRPC alone, the floor of a one-message fetch: a "
+            "unary call to a server built as the agents' are (services.server.make_server, same options, spawned "
+            "process) answering with that many prebuilt bytes, no protobuf, no checksum, no tensor; "
+            "grpc_fetch_over_bare_grpc_time is what our codec and checks add on top of gRPC.",
             "cpu_per_fetch_s: CPU seconds per fetch, client process (time.process_time around each fetch, all "
             "its threads) plus the serving process (/proc/<pid>/stat over the whole block divided by the "
             "repetitions; 10 ms ticks; each server is idle while the others are fetched from). Less sensitive to "
