@@ -98,15 +98,15 @@ def space_dtype(space: gymnasium.Space, float_dtype: torch.dtype = torch.float32
 
 
 @functools.lru_cache(maxsize=64)
-def _identity(n: int, dtype: torch.dtype) -> torch.Tensor:
-    """The ``n x n`` identity (read-only by convention: only ever indexed)."""
-    return torch.eye(n, dtype=dtype)
+def _identity(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The ``n x n`` identity on ``device`` (read-only by convention: only ever indexed)."""
+    return torch.eye(n, dtype=dtype, device=device)
 
 
 def flat_obs(space: gymnasium.Space, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``[*batch, *space.shape]`` -> ``[*batch, flat_dim(space)]``, as ``gymnasium.spaces.flatten``."""
     if isinstance(space, gymnasium.spaces.Discrete):
-        return _identity(int(space.n), dtype)[x.long()]  # rows of the identity: the one-hot, in one op
+        return _identity(int(space.n), dtype, x.device)[x.long()]  # rows of the identity: the one-hot, in one op
     n_batch = x.dim() - len(space.shape)
     return x.reshape(*x.shape[:n_batch], -1).to(dtype)
 
