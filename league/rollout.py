@@ -250,7 +250,7 @@ def reset_seed(env: Environment, generator: torch.Generator) -> int | None:
     their streams are what they were before seeds were drawn."""
     if not getattr(env, "random_reset", True):
         return None
-    return int(torch.randint(2**31 - 1, (), generator=generator))
+    return int(torch.randint(2**31 - 1, (), generator=generator, device=generator.device))
 
 
 def play_episodes(env: Environment, policies: Sequence[Policy], params: Sequence[Params], n_chains: int,

@@ -73,7 +73,7 @@ def _run(cfg: ExperimentConfig, method: str):
 def _assert_same_run(a, b) -> None:
     (ra, ta), (rb, tb) = a, b
     for ca, cb in ((ra.best, rb.best), (ra.final, rb.final)):
-        assert ca.iteration == cb.iteration and ca.val_score == cb.val_score
+        assert (ca.iteration, ca.val_score) == (cb.iteration, cb.val_score), "validation differs"
         for k in ca.policy:
             assert torch.equal(ca.policy[k], cb.policy[k]), k
         assert torch.equal(ca.lr, cb.lr)
@@ -194,3 +194,21 @@ def test_to_cpu_keeps_the_structure_and_cpu_tensors_as_they_are():
     moved = to_cpu({"a": [t, (t, 3)], "b": "x"})
     assert moved["a"][0] is t and moved["a"][1][0] is t and moved["a"][1][1] == 3 and moved["b"] == "x"
     assert isinstance(moved["a"][1], tuple)
+
+
+def test_halfcheetah_moves_numpy_observations_to_the_config_device(tmp_path):
+    """HalfCheetah (MuJoCo through PettingZoo): the environment's tensors are the CPU's by
+    declaration (``PettingZooEnv.device``) and each step's are moved to the policies' device;
+    a meta-iteration with validation and the meta-test under a ``meta`` default device equal
+    the plain run. Skipped without MuJoCo."""
+    pytest.importorskip("mujoco")
+    pytest.importorskip("gymnasium_robotics")
+    from league.teammates import TeammateConfig, pretrain_teammates
+    from tests.test_halfcheetah import TINY, _config
+
+    pretrain_teammates(TeammateConfig(directory=str(tmp_path), **TINY))
+    cfg = _config(str(tmp_path), ("train.iterations=1", "train.validate_every=1", "device=cpu"))
+    plain = _run(cfg, "meta-mapg")
+    with default_device_meta():
+        tricked = _run(cfg, "meta-mapg")
+    _assert_same_run(plain, tricked)
