@@ -212,3 +212,13 @@ def test_halfcheetah_moves_numpy_observations_to_the_config_device(tmp_path):
     with default_device_meta():
         tricked = _run(cfg, "meta-mapg")
     _assert_same_run(plain, tricked)
+
+
+def test_the_league_coordinator_refuses_a_device_other_than_the_cpu():
+    """The league's processes exchange CPU tensors over the wire, so its meta-mapg coordinator
+    says so instead of failing later in an encoder."""
+    from services.coordinator import MODES, CoordinatorConfig
+
+    cfg = CoordinatorConfig(referee="localhost:1", meta_agent="meta", personas=["p0"])
+    with pytest.raises(ValueError, match="device = 'cuda' is for embedded training"):
+        MODES["meta-mapg"](ExperimentConfig(device="cuda", methods=["meta-mapg"]), "meta-mapg", 0, cfg)
