@@ -222,3 +222,13 @@ def test_the_league_coordinator_refuses_a_device_other_than_the_cpu():
     cfg = CoordinatorConfig(referee="localhost:1", meta_agent="meta", personas=["p0"])
     with pytest.raises(ValueError, match="device = 'cuda' is for embedded training"):
         MODES["meta-mapg"](ExperimentConfig(device="cuda", methods=["meta-mapg"]), "meta-mapg", 0, cfg)
+
+
+def test_a_checkpoint_moves_every_tensor_to_the_cpu_before_it_is_saved():
+    """``Checkpoint.to_dict`` copies the policy and the learning rates to the CPU (here on a
+    CPU-only machine the only other device is ``meta``, whose tensors cannot be copied out:
+    asking to move them raises, keeping them would not)."""
+    meta = torch.zeros(1, 2, device="meta")
+    for policy, lr in (({"w": meta}, torch.zeros(1, 2)), ({"w": torch.zeros(1, 2)}, meta)):
+        with pytest.raises(NotImplementedError, match="meta tensor"):
+            Checkpoint("meta-mapg", 0, 0, policy, lr, 0.0).to_dict()
