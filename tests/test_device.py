@@ -20,10 +20,12 @@ import torch
 
 from league.config import AgentConfig, ChainConfig, ConfigError, ExperimentConfig, GameConfig, TrainConfig, load_config
 from league.devices import resolve_device, to_cpu
+from league.estimators import ESTIMATORS
 from league.evaluators import SampledEvaluator
 from league.experiment import Checkpoint, meta_test, train_one
 from league.games import ipd
 from league.meta_training import MetaTraining
+from league.methods import METHOD_NAMES
 from league.policies import Tabular
 from league.updates import LolaDice, ascend
 
@@ -86,16 +88,16 @@ def _assert_same_run(a, b) -> None:
                                                          & torch.isnan(torch.from_numpy(tb.action_probs))).numpy()).all()
 
 
-@pytest.mark.parametrize("game, n_players, method", [
-    ("ipd", 2, "meta-mapg"),
-    ("rps", 3, "meta-mapg"),
-    ("ipd", 2, "lola-dice"),
+@pytest.mark.parametrize("game, n_players, method, estimator", [
+    *[("ipd", 2, m, "dice") for m in METHOD_NAMES],  # every registered method (LOLA-DiCE among them)
+    *[("ipd", 2, "meta-mapg", e) for e in ESTIMATORS if e != "dice"],  # every other meta-gradient form
+    ("rps", 3, "meta-mapg", "dice"),
 ])
-def test_a_meta_iteration_takes_its_device_from_the_config(game, n_players, method):
+def test_a_meta_iteration_takes_its_device_from_the_config(game, n_players, method, estimator):
     """Meta-training (one meta-update, validation, checkpoint) and meta-testing with
     ``device = "cpu"`` under a ``meta`` default device run, and give exactly the numbers of
     the same run without the trick."""
-    cfg = _cfg(game, n_players, method)
+    cfg = _cfg(game, n_players, method, estimator=estimator)
     plain = _run(cfg, method)
     with default_device_meta():
         tricked = _run(cfg, method)
