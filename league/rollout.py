@@ -165,7 +165,7 @@ def _play_tables(env: MatrixGameEnv, logits: Sequence[torch.Tensor], n_chains: i
     rows = cdf.reshape(B * S, n * A)  # chain b's state s is row b * S + s
     strides = A ** torch.arange(n - 1, -1, -1, device=device)  # [n] ravel weights, seat 0 most significant
     weights = strides.repeat_interleave(A)  # [n * A]: entry (k, i) counts stride_k when cdf_k[i] <= u_k
-    first_row = torch.arange(B, device=device).mul_(S).repeat_interleave(K)  # [B * K] the row of s0 in each episode's chain
+    first_row = torch.arange(B, device=device).mul_(S).repeat_interleave(K)  # [B * K] each episode's row of s0
     next_row = first_row + 1  # after joint action j the state is j + 1
     u = torch.rand((H, B, K, n, 1), generator=generator, dtype=torch.float64, device=device)
     u_rows = u.expand(H, B, K, n, A).reshape(H, B * K, n * A).unbind(0)
@@ -212,8 +212,9 @@ def play(env: Environment, policies: Sequence[Policy], params: Sequence[Params],
     for _ in range(env.max_steps):
         actions = []
         for k, (policy, p) in enumerate(zip(policies, params)):
+            # a seat reading the same state as the seat before reuses its encoding (made and moved once)
             if not (k and ts.obs[k] is ts.obs[k - 1] and env.observation_spaces[k] == env.observation_spaces[k - 1]):
-                obs = flat_obs(env.observation_spaces[k], ts.obs[k], dtype).to(device)  # else: a shared state, encoded once
+                obs = flat_obs(env.observation_spaces[k], ts.obs[k], dtype).to(device)
             out, rec[k] = policy.step(p, obs, rec[k])
             out = out.expand(B, K, *out.shape[2:])
             actions.append(policy.distribution(p, out).sample(generator))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import queue
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,9 +84,8 @@ def _assert_same_run(a, b) -> None:
            [{k: v for k, v in m.items() if k != "seconds"} for m in rb.metrics]
     assert (ta.rewards == tb.rewards).all()
     assert (ta.action_probs is None) == (tb.action_probs is None)
-    if ta.action_probs is not None:
-        assert ((ta.action_probs == tb.action_probs) | (torch.isnan(torch.from_numpy(ta.action_probs))
-                                                         & torch.isnan(torch.from_numpy(tb.action_probs))).numpy()).all()
+    if ta.action_probs is not None:  # NaN where a state was unseen
+        assert np.array_equal(ta.action_probs, tb.action_probs, equal_nan=True)
 
 
 @pytest.mark.parametrize("game, n_players, method, estimator", [

@@ -119,7 +119,8 @@ def to_numpy(space: gymnasium.Space, x: torch.Tensor) -> np.ndarray | np.integer
 
 
 def from_numpy(space: gymnasium.Space, values: Sequence, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A list of unbatched values of ``space`` -> one tensor ``[len(values), *space.shape]`` (on the CPU, as numpy's)."""
+    """A list of unbatched values of ``space`` -> one tensor ``[len(values), *space.shape]``,
+    on the CPU (as numpy's)."""
     if isinstance(space, gymnasium.spaces.Discrete):
         return torch.tensor([int(v) for v in values], dtype=torch.long, device="cpu")
     return torch.from_numpy(np.stack([np.asarray(v) for v in values])).to(dtype).reshape((len(values), *space.shape))

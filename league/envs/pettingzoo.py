@@ -178,8 +178,8 @@ class PettingZooEnv:
         self._terminated = np.zeros(size, dtype=bool)
         self._t = 0
         zeros = torch.zeros(self._shape, dtype=torch.bool, device=self.device)
-        return TimeStep(self._stack_obs(), torch.zeros(*self._shape, self.n_agents, dtype=self.dtype, device=self.device),
-                        zeros, zeros)
+        rewards = torch.zeros(*self._shape, self.n_agents, dtype=self.dtype, device=self.device)
+        return TimeStep(self._stack_obs(), rewards, zeros, zeros)
 
     def step(self, actions: Sequence[torch.Tensor]) -> TimeStep:
         if not self._last:
@@ -200,7 +200,8 @@ class PettingZooEnv:
                 continue  # absorbing: same observation, no reward
             step = {a: to_numpy(space, flat[k][j]) for k, (a, space) in enumerate(zip(self.agents, self.action_spaces))}
             obs, rew, term, trunc, _ = self._envs[j].step(step)
-            rewards[j] = torch.tensor([float(rew.get(a, 0.0)) for a in self.agents], dtype=self.dtype, device=self.device)
+            rewards[j] = torch.tensor([float(rew.get(a, 0.0)) for a in self.agents], dtype=self.dtype,
+                                      device=self.device)
             self._terminated[j] = any(term.get(a, False) for a in self.agents)
             truncated = any(trunc.get(a, False) for a in self.agents) or self._t >= self.max_steps
             self._done[j] = self._terminated[j] or truncated

@@ -171,7 +171,8 @@ def ipd(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") 
     return IteratedMatrixGame(torch.stack([p0, p0.T]), "ipd")
 
 
-def rps(n_players: int = 2, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> IteratedMatrixGame:
+def rps(n_players: int = 2, dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu") -> IteratedMatrixGame:
     """Iterated rock-paper-scissors. A seat's reward is the mean of its pairwise outcomes
     (+1 win, -1 loss, 0 tie) against each of the other ``n - 1`` seats, so rewards stay in
     ``[-1, 1]`` for every ``n`` and the 2-player game is the paper's Table 2. Tensors on ``device``."""
