@@ -137,6 +137,12 @@ class ExperimentConfig:
     """Processes running (method, seed) jobs in parallel (spawned, one torch thread each)."""
     dtype: str = "float32"
     """Tensor dtype: ``float32`` or ``float64``."""
+    device: str = "cpu"
+    """Torch device of the learning (``cpu``, ``cuda``, ``cuda:1``): the meta-agent, critic,
+    personas, game tensors, random streams and episodes live there; checkpoints and results
+    are moved to the CPU when they leave (``league.devices``). ``cuda`` on a machine without
+    one is refused at load. A CUDA run draws other random numbers than a CPU run of the same
+    seed (another generator), so its numbers differ from the CPU results."""
     paper: str = ""
     """Which paper table or figure this config follows, and where it deviates."""
     game: GameConfig = field(default_factory=GameConfig)
@@ -295,6 +301,12 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"chain.gamma must be in [0, 1), got {cfg.chain.gamma}")
     if cfg.dtype not in ("float32", "float64"):
         raise ConfigError(f"dtype must be float32 or float64, got {cfg.dtype!r}")
+    from league.devices import resolve_device
+
+    try:
+        resolve_device(cfg.device, "device")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def to_toml(cfg: Any, prefix: str = "") -> str:

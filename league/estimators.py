@@ -90,7 +90,7 @@ def _logp(step: "ChainStep", seats: set[int]) -> torch.Tensor | None:
 def _zeros(x: OuterInputs) -> torch.Tensor:
     """A zero term ``[B]`` (a step whose every path is cut)."""
     p = next(iter(x.steps[0].params[0].values()))
-    return torch.zeros(p.shape[0], dtype=p.dtype)
+    return torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)
 
 
 def _terms(x: OuterInputs) -> range:

@@ -128,7 +128,7 @@ class SampledEvaluator:
         returns = discounted_returns(rewards, self.gamma)
         baseline = linear_feature_baseline(data.obs_of(k), returns) if self.use_baseline else None
         if plain:
-            w = discount_weights(rewards.shape[-1], self.gamma, dtype=rewards.dtype)
+            w = discount_weights(rewards.shape[-1], self.gamma, dtype=rewards.dtype, device=rewards.device)
             weights = w * (returns if baseline is None else returns - baseline)
             return (data.logp[k] * weights.detach()).sum(-1).mean(-1)
         deps = sum(data.logp[m] for m in sorted(live))

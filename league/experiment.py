@@ -11,6 +11,7 @@ import torch
 
 from league.chain import unroll
 from league.config import ExperimentConfig
+from league.devices import seeded_generator, to_cpu, to_device
 from league.meta_training import MetaTraining
 from league.methods import Method, make_method
 from league.personas import Pool, pool_size, take
@@ -23,7 +24,8 @@ EVAL_CHUNK = 20  # personas per batched evaluation chain (bounds memory)
 
 @dataclass
 class Checkpoint:
-    """A meta-agent: initial policy parameters and per-step inner learning rates."""
+    """A meta-agent: initial policy parameters and per-step inner learning rates (on the CPU
+    when made by :func:`train_one`, whatever device trained them)."""
 
     method: str
     seed: int
@@ -33,8 +35,9 @@ class Checkpoint:
     val_score: float
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain values for ``torch.save``; tensors on the CPU, so the file loads anywhere."""
         return {"method": self.method, "seed": self.seed, "iteration": self.iteration,
-                "policy": self.policy, "lr": self.lr, "val_score": self.val_score}
+                "policy": to_cpu(self.policy), "lr": to_cpu(self.lr), "val_score": self.val_score}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Checkpoint":
@@ -66,14 +69,17 @@ def adapt(setting: Setting, method: Method, policy: dict[str, torch.Tensor], lr:
           personas: Pool, generator: torch.Generator) -> Adaptation:
     """Algorithm 2: the meta-agent starts from ``policy`` against each persona of ``personas``
     (a pool of ``setting.population``, or tabular probabilities) and every seat learns along
-    the chain (first-order inner steps, no meta-gradient)."""
+    the chain (first-order inner steps, no meta-gradient). Runs on ``setting.device`` (where
+    ``generator`` must be; ``policy`` and ``lr`` are moved there); the results come back as
+    numpy arrays."""
     L = setting.cfg.chain.length
+    policy, lr = to_device(policy, setting.device), to_device(lr, setting.device)
     rewards, probs = [], []
     evaluator = setting.evaluator(generator)
     groups = setting.peer_groups(personas)
     n_groups = pool_size(groups)
     for start in range(0, n_groups, EVAL_CHUNK):
-        chunk = take(groups, torch.arange(start, min(start + EVAL_CHUNK, n_groups)))
+        chunk = take(groups, torch.arange(start, min(start + EVAL_CHUNK, n_groups), device=setting.device))
         n = pool_size(chunk)
         peers = setting.peer_params(chunk)
         meta = {k: v.detach().expand(n, *v.shape[1:]) for k, v in policy.items()}
@@ -84,8 +90,8 @@ def adapt(setting: Setting, method: Method, policy: dict[str, torch.Tensor], lr:
         if setting.game is not None:  # per-state action probabilities exist where states are discrete
             probs.append(torch.stack([_state_action_probs(s.data) for s in steps]))
         del steps
-    return Adaptation(torch.cat(rewards, dim=1).double().numpy(),
-                      torch.cat(probs, dim=1).double().numpy() if probs else None)
+    return Adaptation(torch.cat(rewards, dim=1).double().cpu().numpy(),
+                      torch.cat(probs, dim=1).double().cpu().numpy() if probs else None)
 
 
 def adaptation_score(adaptation: Adaptation) -> float:
@@ -105,18 +111,19 @@ def train_one(cfg: ExperimentConfig, method_name: str, seed: int,
               on_record: Callable[[dict], None] | None = None) -> TrainResult:
     """Meta-train one meta-agent (Algorithm 1) and keep the best validated checkpoint.
     ``on_record`` sees every metrics record (iteration or validation) as it is made.
-    ``grad_norm`` in a record is the combined meta-gradient's norm before clipping."""
+    ``grad_norm`` in a record is the combined meta-gradient's norm before clipping. Learning
+    runs on ``cfg.device``; the checkpoints come back on the CPU."""
     mt = MetaTraining.build(cfg, method_name, seed)
     setting, method, learner = mt.setting, mt.method, mt.learner
     metrics: list[dict[str, Any]] = []
 
     def snapshot(iteration: int, score: float) -> Checkpoint:
         return Checkpoint(method_name, seed, iteration,
-                          {k: v.detach().clone() for k, v in learner.policy.items()},
-                          learner.lr.detach().clone(), score)
+                          {k: v.detach().to("cpu", copy=True) for k, v in learner.policy.items()},
+                          learner.lr.detach().to("cpu", copy=True), score)
 
     def validate(iteration: int) -> Checkpoint:
-        vg = torch.Generator().manual_seed(VALIDATION_STREAM + seed)  # same episodes each pass
+        vg = seeded_generator(VALIDATION_STREAM + seed, setting.device)  # same episodes each pass
         score = adaptation_score(adapt(setting, method, learner.policy, learner.lr, setting.population.val, vg))
         metrics.append({"method": method_name, "seed": seed, "iteration": iteration, "val_score": score})
         if on_record is not None:
@@ -143,5 +150,5 @@ def meta_test(cfg: ExperimentConfig, checkpoint: Checkpoint) -> Adaptation:
     """Algorithm 2 on every test persona, with the test stream of the checkpoint's seed."""
     setting = build_setting(cfg)
     method = make_method(checkpoint.method, cfg.agent.lookahead)
-    g = torch.Generator().manual_seed(TEST_STREAM + checkpoint.seed)
+    g = seeded_generator(TEST_STREAM + checkpoint.seed, setting.device)
     return adapt(setting, method, checkpoint.policy, checkpoint.lr, setting.population.test, g)

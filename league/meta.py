@@ -126,7 +126,7 @@ def _advantages(data, critic: Critic | None, gamma: float | None):
     if getattr(data, "rewards", None) is None:
         return None, None, None
     rewards = data.rewards[..., 0]
-    w = discount_weights(rewards.shape[-1], gamma, dtype=rewards.dtype)
+    w = discount_weights(rewards.shape[-1], gamma, dtype=rewards.dtype, device=rewards.device)
     episode_returns = (rewards * w).sum(-1)
     if critic is None:
         return w * discounted_returns(rewards, gamma), episode_returns, None

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from league.config import ExperimentConfig
+from league.devices import seeded_generator, to_cpu, to_device
 from league.estimators import get_estimator
 from league.evaluators import Evaluator, SampledEvaluator
 from league.learner import MetaLearner
@@ -54,10 +55,11 @@ class MetaTraining:
 
     @classmethod
     def build(cls, cfg: ExperimentConfig, method_name: str, seed: int) -> "MetaTraining":
-        """Draw the initial policy, then the critic (for chain methods), from the seed's stream."""
+        """Draw the initial policy, then the critic (for chain methods), from the seed's stream,
+        all on ``cfg.device`` (the stream too)."""
         setting = build_setting(cfg)
         method = make_method(method_name, cfg.agent.lookahead, cfg.train.estimator)
-        g = torch.Generator().manual_seed(seed)
+        g = seeded_generator(seed, setting.device)
         policy = setting.meta_policy.init_params(g)
         critic = None
         if method.outer == "chain":
@@ -68,24 +70,27 @@ class MetaTraining:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a later :meth:`iterate` depends on, as plain tensors and dicts
-        (``torch.save``-able): the initial policy, the inner learning rates, the critic's
-        parameters, both optimisers' states (Adam's moments) and the random stream. A
-        :class:`MetaTraining` built from the same config, method and seed and given this
-        through :meth:`load_state_dict` continues exactly where this one stands."""
+        (``torch.save``-able), on the CPU: the initial policy, the inner learning rates, the
+        critic's parameters, both optimisers' states (Adam's moments) and the random stream
+        (its state is a CPU byte tensor on every device). A :class:`MetaTraining` built from
+        the same config, method and seed and given this through :meth:`load_state_dict`
+        continues exactly where this one stands."""
         learner = self.learner
-        return {"policy": {k: v.detach().clone() for k, v in learner.policy.items()},
+        return to_cpu({"policy": {k: v.detach().clone() for k, v in learner.policy.items()},
                 "lr": learner.lr.detach().clone(),
                 "critic": ({k: v.detach().clone() for k, v in learner.critic.params.items()}
                            if learner.critic is not None else None),
                 "actor_opt": learner.actor_opt.state_dict(),
                 "critic_opt": learner.critic_opt.state_dict() if learner.critic_opt is not None else None,
-                "generator": self.generator.get_state()}
+                "generator": self.generator.get_state()})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output into this (freshly built) run, in place: the
         optimisers keep pointing at the same leaf tensors, so their restored moments apply
-        to the restored parameters. Raises ValueError when the shapes are not this run's."""
+        to the restored parameters (moved to this run's device; the optimisers' moments follow
+        their parameters' device on load). Raises ValueError when the shapes are not this run's."""
         learner = self.learner
+        state = {**state, **to_device({k: state[k] for k in ("policy", "lr", "critic")}, self.setting.device)}
         with torch.no_grad():
             for name, value in state["policy"].items():
                 _copy_into(learner.policy, name, value, "policy")

@@ -89,7 +89,7 @@ def random_init(policy: Policy, n_chains: int, generator: torch.Generator, scale
     """Random initial inferred parameters: the policy's own initialisation plus Gaussian noise."""
     base = policy.init_params(generator)
     return {k: v.expand(n_chains, *v.shape[1:]) + scale * torch.randn(n_chains, *v.shape[1:], generator=generator,
-                                                                       dtype=v.dtype)
+                                                                       dtype=v.dtype, device=generator.device)
             for k, v in base.items()}
 
 

@@ -132,8 +132,8 @@ def _to_env(space, action: torch.Tensor) -> torch.Tensor:
     import gymnasium
 
     if isinstance(space, gymnasium.spaces.Box):
-        low = torch.as_tensor(space.low, dtype=action.dtype)
-        high = torch.as_tensor(space.high, dtype=action.dtype)
+        low = torch.as_tensor(space.low, dtype=action.dtype, device=action.device)
+        high = torch.as_tensor(space.high, dtype=action.dtype, device=action.device)
         return torch.minimum(torch.maximum(action, low), high)
     return action
 
@@ -160,13 +160,14 @@ def _play_tables(env: MatrixGameEnv, logits: Sequence[torch.Tensor], n_chains: i
     the random numbers are used differently (inverse CDF, not Gumbel-max per step)."""
     game = env.game
     B, K, H, n, A, S = n_chains, n_episodes, env.max_steps, game.n_agents, game.n_actions, game.n_states
+    device = logits[0].device
     cdf = torch.stack([categorical_cdf(table).expand(B, S, A) for table in logits], dim=2)  # [B, S, n, A]
     rows = cdf.reshape(B * S, n * A)  # chain b's state s is row b * S + s
-    strides = A ** torch.arange(n - 1, -1, -1)  # [n] ravel weights, seat 0 most significant
+    strides = A ** torch.arange(n - 1, -1, -1, device=device)  # [n] ravel weights, seat 0 most significant
     weights = strides.repeat_interleave(A)  # [n * A]: entry (k, i) counts stride_k when cdf_k[i] <= u_k
-    first_row = torch.arange(B).mul_(S).repeat_interleave(K)  # [B * K] the row of s0 in each episode's chain
+    first_row = torch.arange(B, device=device).mul_(S).repeat_interleave(K)  # [B * K] each episode's row of s0
     next_row = first_row + 1  # after joint action j the state is j + 1
-    u = torch.rand((H, B, K, n, 1), generator=generator, dtype=torch.float64)
+    u = torch.rand((H, B, K, n, 1), generator=generator, dtype=torch.float64, device=device)
     u_rows = u.expand(H, B, K, n, A).reshape(H, B * K, n * A).unbind(0)
     row = first_row
     joints = []
@@ -178,7 +179,7 @@ def _play_tables(env: MatrixGameEnv, logits: Sequence[torch.Tensor], n_chains: i
     actions = joint.unsqueeze(-1).div(strides, rounding_mode="floor").remainder_(A)  # [B, K, H, n]
     states = torch.cat([joint.new_zeros(B, K, 1), joint[..., :-1] + 1], dim=-1)
     obs = flat_obs(env.observation_spaces[0], states, dtype)
-    dones = torch.zeros(B, K, H, dtype=torch.bool)
+    dones = torch.zeros(B, K, H, dtype=torch.bool, device=device)
     dones[..., -1] = True  # truncated after the last round
     return Trajectories(obs=[obs] * n, actions=[a.contiguous() for a in actions.unbind(-1)],
                         rewards=game.joint_payoff[joint].to(env.dtype).to(dtype), dones=dones)  # as env.step, then play
@@ -192,12 +193,17 @@ def play(env: Environment, policies: Sequence[Policy], params: Sequence[Params],
     over: every step, each seat in order samples from ``policy.distribution`` through
     ``generator``, then the environment steps the whole ``[B, K]`` batch. An iterated matrix
     game whose seats are all tables of the state (``Tabular``) is sampled by
-    :func:`_play_tables` instead: the same law, fewer ops, another use of the random stream."""
+    :func:`_play_tables` instead: the same law, fewer ops, another use of the random stream.
+
+    The policies act on ``generator.device``; an environment that keeps its tensors elsewhere
+    (``env.device``, the CPU when it has none: numpy simulators such as MuJoCo) gets the
+    actions moved there and its observations, rewards and ends moved back, once per step."""
     _check_seats(env.n_agents, env.name, policies, params)
     B, K = n_chains, n_episodes
     tables = _state_tables(env, policies, params)
     if tables is not None:
         return _play_tables(env, tables, B, K, generator, dtype)  # type: ignore[arg-type]
+    device, env_device = generator.device, getattr(env, "device", torch.device("cpu"))
     ts = env.reset((B, K), seed)
     rec = [policy.initial_state(p, (B, K)) for policy, p in zip(policies, params)]
     obs_t: list[list[torch.Tensor]] = [[] for _ in policies]
@@ -206,16 +212,17 @@ def play(env: Environment, policies: Sequence[Policy], params: Sequence[Params],
     for _ in range(env.max_steps):
         actions = []
         for k, (policy, p) in enumerate(zip(policies, params)):
+            # a seat reading the same state as the seat before reuses its encoding (made and moved once)
             if not (k and ts.obs[k] is ts.obs[k - 1] and env.observation_spaces[k] == env.observation_spaces[k - 1]):
-                obs = flat_obs(env.observation_spaces[k], ts.obs[k], dtype)  # else: a shared state, encoded once
+                obs = flat_obs(env.observation_spaces[k], ts.obs[k], dtype).to(device)
             out, rec[k] = policy.step(p, obs, rec[k])
             out = out.expand(B, K, *out.shape[2:])
             actions.append(policy.distribution(p, out).sample(generator))
             obs_t[k].append(obs)
             act_t[k].append(actions[k])
-        ts = env.step([_to_env(space, a) for space, a in zip(env.action_spaces, actions)])
-        rew_t.append(ts.rewards.to(dtype))
-        done_t.append(ts.dones)
+        ts = env.step([_to_env(space, a.to(env_device)) for space, a in zip(env.action_spaces, actions)])
+        rew_t.append(ts.rewards.to(device=device, dtype=dtype))
+        done_t.append(ts.dones.to(device))
         if bool(ts.dones.all()):
             break
     obs: list[torch.Tensor] = []
@@ -244,7 +251,7 @@ def reset_seed(env: Environment, generator: torch.Generator) -> int | None:
     their streams are what they were before seeds were drawn."""
     if not getattr(env, "random_reset", True):
         return None
-    return int(torch.randint(2**31 - 1, (), generator=generator))
+    return int(torch.randint(2**31 - 1, (), generator=generator, device=generator.device))
 
 
 def play_episodes(env: Environment, policies: Sequence[Policy], params: Sequence[Params], n_chains: int,

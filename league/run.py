@@ -318,7 +318,7 @@ def evaluate_run(run: Path, overrides: list[str], out: Path | None = None, strea
     try:
         for i, ((m, s), path) in enumerate(found.items()):
             progress.update(i * test_work, f"{m} seed {s} meta-test")
-            ckpt = Checkpoint.from_dict(torch.load(path)["best"])
+            ckpt = Checkpoint.from_dict(torch.load(path, map_location="cpu")["best"])
             by_job[(m, s)] = meta_test(cfg, ckpt)
             progress.update((i + 1) * test_work, f"{m} seed {s} done")
             progress.log(f"{m} seed {s}: meta-tested ({i + 1}/{len(found)})")

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from league.config import ExperimentConfig
+from league.devices import resolve_device, to_device
 from league.evaluators import SampledEvaluator
 from league.envs import Environment, flat_dim, make_env
 from league.games import GAMES, IteratedMatrixGame
@@ -31,8 +32,8 @@ class Setting:
     """The environment, policy classes and persona population of one experiment.
 
     ``personas`` is the population as its source made it (tabular: probabilities ``[N, S, A]``);
-    ``population`` the same personas as parameters of ``peer_policy`` (``{name: [N, ...]}``),
-    which is what chains start the peers from."""
+    ``population`` the same personas as parameters of ``peer_policy`` (``{name: [N, ...]}``)
+    on ``device``, which is what chains start the peers from."""
 
     cfg: ExperimentConfig
     env: Environment
@@ -43,6 +44,8 @@ class Setting:
     personas: PersonaSplit
     population: PersonaSplit
     dtype: torch.dtype
+    device: torch.device = torch.device("cpu")
+    """Where the game's tensors, the population and every learning rate live (``cfg.device``)."""
 
     @property
     def n_peers(self) -> int:
@@ -62,7 +65,7 @@ class Setting:
         independently of the other seats (Meta-MAPG's n-player RPS). With one peer it draws
         exactly what ``randint(N, (count,))`` drew before seats were counted, so 2-player runs
         are unchanged."""
-        idx = torch.randint(pool_size(pool), (count, self.n_peers), generator=generator)
+        idx = torch.randint(pool_size(pool), (count, self.n_peers), generator=generator, device=generator.device)
         return take(pool, idx)
 
     def peer_group_indices(self, n: int) -> torch.Tensor:
@@ -70,12 +73,14 @@ class Setting:
         chain, ``[n, n_peers]`` long: persona ``i`` at seat 1 of chain ``i`` (so results group
         by its type), any further seats drawn from the pool with a stream fixed by the
         population seed, so every method and training seed (and a league seating persona
-        processes the same way) meets the same peer groups."""
-        first = torch.arange(n).unsqueeze(1)
+        processes the same way) meets the same peer groups. Drawn on the CPU (the same groups
+        on every device), returned on :attr:`device`."""
+        first = torch.arange(n, device="cpu").unsqueeze(1)
         if self.n_peers == 1:
-            return first
+            return first.to(self.device)
         g = torch.Generator().manual_seed(PEER_GROUP_STREAM + self.cfg.population.seed)
-        return torch.cat([first, torch.randint(n, (n, self.n_peers - 1), generator=g)], dim=1)
+        extra = torch.randint(n, (n, self.n_peers - 1), generator=g, device="cpu")
+        return torch.cat([first, extra], dim=1).to(self.device)
 
     def peer_groups(self, pool: Pool) -> Pool:
         """Evaluation chains ``[N, n_peers, ...]``: ``pool`` seated by :meth:`peer_group_indices`."""
@@ -94,12 +99,13 @@ class Setting:
     def meta_lrs(self) -> torch.Tensor:
         """The meta-agent's initial inner learning rates ``[1, L]`` (one per chain step; learned
         by the methods that meta-learn them)."""
-        return torch.full((1, self.cfg.chain.length), self.cfg.agent.inner_lr, dtype=self.dtype)
+        return torch.full((1, self.cfg.chain.length), self.cfg.agent.inner_lr, dtype=self.dtype, device=self.device)
 
     def peer_lrs(self, n_chains: int) -> list[torch.Tensor]:
         """Every peer seat's learning rates ``[n_chains, L]``: the personas' fixed ``peer_lr``.
         Together with :meth:`meta_lrs` the one place a chain's learning rates are decided."""
-        lr = torch.full((n_chains, self.cfg.chain.length), self.cfg.agent.peer_lr, dtype=self.dtype)
+        lr = torch.full((n_chains, self.cfg.chain.length), self.cfg.agent.peer_lr, dtype=self.dtype,
+                        device=self.device)
         return [lr] * self.n_peers
 
 
@@ -135,12 +141,14 @@ def _as_params(pool: Pool, dtype: torch.dtype) -> Params:
     return Tabular.from_probs(pool.to(dtype))
 
 
-def make_setting_env(cfg: ExperimentConfig, dtype: torch.dtype) -> Environment:
-    """The config's environment: a matrix game with ``n_players`` seats and ``horizon`` rounds,
-    or any other registered environment with ``max_steps = chain.horizon`` and ``env_kwargs``."""
+def make_setting_env(cfg: ExperimentConfig, dtype: torch.dtype, device: torch.device | str = "cpu") -> Environment:
+    """The config's environment: a matrix game with ``n_players`` seats and ``horizon`` rounds
+    (its payoff tensors on ``device``), or any other registered environment with
+    ``max_steps = chain.horizon`` and ``env_kwargs`` (its observations come as they come,
+    numpy's on the CPU; :func:`league.rollout.play` moves them to the policies' device)."""
     g = cfg.game
     if g.name in GAMES:
-        return make_env(g.name, n_players=g.n_players, horizon=cfg.chain.horizon, dtype=dtype)
+        return make_env(g.name, n_players=g.n_players, horizon=cfg.chain.horizon, dtype=dtype, device=device)
     env = make_env(g.name, max_steps=cfg.chain.horizon, dtype=dtype, **g.env_kwargs)
     if env.n_agents != g.n_players:
         raise ValueError(f"environment {g.name!r} has {env.n_agents} seats, but game.n_players is {g.n_players}")
@@ -148,17 +156,23 @@ def make_setting_env(cfg: ExperimentConfig, dtype: torch.dtype) -> Environment:
 
 
 def build_setting(cfg: ExperimentConfig) -> Setting:
+    """The config's setting on ``cfg.device`` (checked: a missing CUDA is one clear ValueError).
+    The personas are drawn on the CPU from their fixed stream, so every device meets the same
+    ones, and moved to the device once."""
     dtype = DTYPES[cfg.dtype]
-    env = make_setting_env(cfg, dtype)
+    device = resolve_device(cfg.device, "device")
+    env = make_setting_env(cfg, dtype, device)
     h = cfg.agent.hidden
     # seat 0 is the meta-agent, seats 1.. the personas; the registry sizes each from its seat's spaces
     meta_policy = make_policy(cfg.agent.policy, env.observation_spaces[0], env.action_spaces[0], dtype, hidden=h)
     peer_policy = make_policy(cfg.population.peer_policy, env.observation_spaces[1], env.action_spaces[1], dtype,
                               **cfg.population.peer_kwargs)
-    personas = PERSONA_SOURCES[cfg.population.source](cfg, peer_policy, dtype)
+    with torch.device("cpu"):  # the personas' own (CPU) random stream, whatever the default device
+        personas = PERSONA_SOURCES[cfg.population.source](cfg, peer_policy, dtype)
+        population = map_pools(personas, lambda pool: _as_params(pool, dtype))
     return Setting(
         cfg=cfg, env=env, game=getattr(env, "game", None), meta_policy=meta_policy,
         value_net=LSTMValue(obs_dim=flat_dim(env.observation_spaces[0]), hidden=h, dtype=dtype),
         peer_policy=peer_policy, personas=personas,
-        population=map_pools(personas, lambda pool: _as_params(pool, dtype)), dtype=dtype,
+        population=map_pools(population, lambda pool: to_device(pool, device)), dtype=dtype, device=device,
     )

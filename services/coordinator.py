@@ -171,6 +171,9 @@ class MetaMapgMode:
         if experiment.train.micro_batch:
             raise ValueError("train.micro_batch is for embedded training; the coordinator plays a meta-batch's "
                              "chains at once (set it to 0)")
+        if torch.device(experiment.device).type != "cpu":
+            raise ValueError(f"device = {experiment.device!r} is for embedded training (`league train`); the league's "
+                             "processes exchange CPU tensors (set device = \"cpu\")")
         if not cfg.referee or not cfg.meta_agent:
             raise ValueError(f"coordinator mode {self.name!r} needs --join (the referee) and --meta")
         torch.set_num_threads(1)

@@ -37,14 +37,18 @@ __all__ = ["ENVIRONMENTS", "make_env", "parallel_env", "Environment", "TimeStep"
            "ParallelView", "PettingZooEnv", "flat_obs", "flat_dim", "random_actions", "resolve_factory"]
 
 
-def ipd_env(n_players: int = 2, horizon: int = 150, dtype: torch.dtype = torch.float32) -> MatrixGameEnv:
-    """Iterated prisoner's dilemma, ``horizon`` rounds (two players; any other count is refused)."""
-    return MatrixGameEnv(make_game("ipd", n_players=n_players, dtype=dtype), horizon, dtype)
+def ipd_env(n_players: int = 2, horizon: int = 150, dtype: torch.dtype = torch.float32,
+            device: torch.device | str = "cpu") -> MatrixGameEnv:
+    """Iterated prisoner's dilemma, ``horizon`` rounds (two players; any other count is
+    refused), its tensors on ``device``."""
+    return MatrixGameEnv(make_game("ipd", n_players=n_players, dtype=dtype, device=device), horizon, dtype)
 
 
-def rps_env(n_players: int = 2, horizon: int = 150, dtype: torch.dtype = torch.float32) -> MatrixGameEnv:
-    """Iterated rock-paper-scissors for 2..4 players (mean pairwise payoff), ``horizon`` rounds."""
-    return MatrixGameEnv(make_game("rps", n_players=n_players, dtype=dtype), horizon, dtype)
+def rps_env(n_players: int = 2, horizon: int = 150, dtype: torch.dtype = torch.float32,
+            device: torch.device | str = "cpu") -> MatrixGameEnv:
+    """Iterated rock-paper-scissors for 2..4 players (mean pairwise payoff), ``horizon``
+    rounds, its tensors on ``device``."""
+    return MatrixGameEnv(make_game("rps", n_players=n_players, dtype=dtype, device=device), horizon, dtype)
 
 
 def halfcheetah_2x3(max_steps: int = 1000, dtype: torch.dtype = torch.float32, observe: str = "own",

@@ -98,15 +98,15 @@ def space_dtype(space: gymnasium.Space, float_dtype: torch.dtype = torch.float32
 
 
 @functools.lru_cache(maxsize=64)
-def _identity(n: int, dtype: torch.dtype) -> torch.Tensor:
-    """The ``n x n`` identity (read-only by convention: only ever indexed)."""
-    return torch.eye(n, dtype=dtype)
+def _identity(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The ``n x n`` identity on ``device`` (read-only by convention: only ever indexed)."""
+    return torch.eye(n, dtype=dtype, device=device)
 
 
 def flat_obs(space: gymnasium.Space, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``[*batch, *space.shape]`` -> ``[*batch, flat_dim(space)]``, as ``gymnasium.spaces.flatten``."""
     if isinstance(space, gymnasium.spaces.Discrete):
-        return _identity(int(space.n), dtype)[x.long()]  # rows of the identity: the one-hot, in one op
+        return _identity(int(space.n), dtype, x.device)[x.long()]  # rows of the identity: the one-hot, in one op
     n_batch = x.dim() - len(space.shape)
     return x.reshape(*x.shape[:n_batch], -1).to(dtype)
 
@@ -119,9 +119,10 @@ def to_numpy(space: gymnasium.Space, x: torch.Tensor) -> np.ndarray | np.integer
 
 
 def from_numpy(space: gymnasium.Space, values: Sequence, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A list of unbatched values of ``space`` -> one tensor ``[len(values), *space.shape]``."""
+    """A list of unbatched values of ``space`` -> one tensor ``[len(values), *space.shape]``,
+    on the CPU (as numpy's)."""
     if isinstance(space, gymnasium.spaces.Discrete):
-        return torch.tensor([int(v) for v in values], dtype=torch.long)
+        return torch.tensor([int(v) for v in values], dtype=torch.long, device="cpu")
     return torch.from_numpy(np.stack([np.asarray(v) for v in values])).to(dtype).reshape((len(values), *space.shape))
 
 

@@ -42,6 +42,11 @@ class MatrixGameEnv:
     def n_agents(self) -> int:
         return self.game.n_agents
 
+    @property
+    def device(self) -> torch.device:
+        """Where the game's tensors (states, rewards) live."""
+        return self.game.device
+
     def __repr__(self) -> str:
         return f"MatrixGameEnv({self.game!r}, horizon={self.max_steps})"
 
@@ -51,17 +56,15 @@ class MatrixGameEnv:
                         terminated=self._flags(tuple(self._state.shape), False),
                         truncated=self._flags(tuple(self._state.shape), self._t >= self.max_steps))
 
-    @staticmethod
-    @functools.lru_cache(maxsize=32)
-    def _flags(shape: tuple[int, ...], value: bool) -> torch.Tensor:
-        """A constant bool tensor, made once per shape and value (every step returns two)."""
-        return torch.full(shape, value, dtype=torch.bool)
+    def _flags(self, shape: tuple[int, ...], value: bool) -> torch.Tensor:
+        """A constant bool tensor on the game's device, made once per shape and value (every step returns two)."""
+        return _constant_flags(shape, value, self.device)
 
     def reset(self, batch_shape: tuple[int, ...] = (), seed: int | None = None) -> TimeStep:
         """Every episode at ``s0``; the game is deterministic, so ``seed`` changes nothing."""
         self._state = self.game.reset(tuple(batch_shape))
         self._t = 0
-        return self._timestep(torch.zeros(*batch_shape, self.n_agents, dtype=self.dtype))
+        return self._timestep(torch.zeros(*batch_shape, self.n_agents, dtype=self.dtype, device=self.device))
 
     def step(self, actions: Sequence[torch.Tensor]) -> TimeStep:
         if self._state is None:
@@ -73,8 +76,15 @@ class MatrixGameEnv:
                 raise ValueError(f"{self.name}: seat {k}'s actions must have the batch shape "
                                  f"{tuple(self._state.shape)}, got {tuple(a.shape)}")
         if self._t >= self.max_steps:
-            return self._timestep(torch.zeros(*self._state.shape, self.n_agents, dtype=self.dtype))  # absorbing
+            return self._timestep(torch.zeros(*self._state.shape, self.n_agents, dtype=self.dtype,
+                                              device=self.device))  # absorbing
         # the environment owns its state, so only the actions need checking (in joint_index)
         self._state, rewards = self.game.transition(self.game.joint_index(torch.stack(list(actions), dim=-1)))
         self._t += 1
         return self._timestep(rewards.to(self.dtype))
+
+
+@functools.lru_cache(maxsize=32)
+def _constant_flags(shape: tuple[int, ...], value: bool, device: torch.device) -> torch.Tensor:
+    """A bool tensor of ``value``, cached per shape, value and device (read-only by convention)."""
+    return torch.full(shape, value, dtype=torch.bool, device=device)

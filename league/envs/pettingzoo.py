@@ -89,7 +89,13 @@ class PettingZooEnv:
     ``observe``: ``"own"``, each seat reads its agent's observation; ``"state"``, every seat
     reads the environment's global state (PettingZoo's ``ParallelEnv.state()``, e.g. the
     full MuJoCo state of a MaMuJoCo robot: "both agents see the full state").
+
+    The simulators are numpy's, so every tensor of a step is on the CPU (:attr:`device`);
+    ``league.rollout.play`` moves them to the policies' device once per step.
     """
+
+    device = torch.device("cpu")
+    """Where observations, rewards and ends are made (and where actions are read)."""
 
     def __init__(self, factory: Callable[[], ParallelEnv], max_steps: int, name: str | None = None,
                  dtype: torch.dtype = torch.float32, observe: str = "own") -> None:
@@ -171,8 +177,9 @@ class PettingZooEnv:
         self._done = np.zeros(size, dtype=bool)
         self._terminated = np.zeros(size, dtype=bool)
         self._t = 0
-        zeros = torch.zeros(self._shape, dtype=torch.bool)
-        return TimeStep(self._stack_obs(), torch.zeros(*self._shape, self.n_agents, dtype=self.dtype), zeros, zeros)
+        zeros = torch.zeros(self._shape, dtype=torch.bool, device=self.device)
+        rewards = torch.zeros(*self._shape, self.n_agents, dtype=self.dtype, device=self.device)
+        return TimeStep(self._stack_obs(), rewards, zeros, zeros)
 
     def step(self, actions: Sequence[torch.Tensor]) -> TimeStep:
         if not self._last:
@@ -186,14 +193,15 @@ class PettingZooEnv:
                 raise ValueError(f"{self.name}: seat {k}'s actions must have shape {want}, got {tuple(a.shape)}")
             flat.append(a.reshape(-1, *space.shape))
         size = len(self._last)
-        rewards = torch.zeros(size, self.n_agents, dtype=self.dtype)
+        rewards = torch.zeros(size, self.n_agents, dtype=self.dtype, device=self.device)
         self._t += 1
         for j in range(size):
             if self._done[j]:
                 continue  # absorbing: same observation, no reward
             step = {a: to_numpy(space, flat[k][j]) for k, (a, space) in enumerate(zip(self.agents, self.action_spaces))}
             obs, rew, term, trunc, _ = self._envs[j].step(step)
-            rewards[j] = torch.tensor([float(rew.get(a, 0.0)) for a in self.agents], dtype=self.dtype)
+            rewards[j] = torch.tensor([float(rew.get(a, 0.0)) for a in self.agents], dtype=self.dtype,
+                                      device=self.device)
             self._terminated[j] = any(term.get(a, False) for a in self.agents)
             truncated = any(trunc.get(a, False) for a in self.agents) or self._t >= self.max_steps
             self._done[j] = self._terminated[j] or truncated

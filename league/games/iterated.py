@@ -23,7 +23,8 @@ class IteratedMatrixGame:
     """
 
     def __init__(self, payoff: torch.Tensor, name: str = "matrix") -> None:
-        payoff = torch.as_tensor(payoff)
+        # a tensor keeps its device (also under another default device); anything else is read onto the CPU
+        payoff = torch.as_tensor(payoff, device=payoff.device if isinstance(payoff, torch.Tensor) else "cpu")
         if not payoff.is_floating_point():
             raise ValueError(f"payoff must be a floating-point tensor, got dtype {payoff.dtype}")
         if payoff.dim() < 2:
@@ -163,21 +164,23 @@ def matrix_game(payoff: torch.Tensor, name: str = "matrix") -> IteratedMatrixGam
     return IteratedMatrixGame(payoff, name)
 
 
-def ipd(dtype: torch.dtype = torch.float32) -> IteratedMatrixGame:
-    """Iterated prisoner's dilemma (0 = C, 1 = D) with the Meta-MAPG payoff (LOLA's + 1.5)."""
-    p0 = torch.tensor([[0.5, -1.5], [1.5, -0.5]], dtype=dtype)
+def ipd(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> IteratedMatrixGame:
+    """Iterated prisoner's dilemma (0 = C, 1 = D) with the Meta-MAPG payoff (LOLA's + 1.5),
+    its tensors on ``device``."""
+    p0 = torch.tensor([[0.5, -1.5], [1.5, -0.5]], dtype=dtype, device=device)
     return IteratedMatrixGame(torch.stack([p0, p0.T]), "ipd")
 
 
-def rps(n_players: int = 2, dtype: torch.dtype = torch.float32) -> IteratedMatrixGame:
+def rps(n_players: int = 2, dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu") -> IteratedMatrixGame:
     """Iterated rock-paper-scissors. A seat's reward is the mean of its pairwise outcomes
     (+1 win, -1 loss, 0 tie) against each of the other ``n - 1`` seats, so rewards stay in
-    ``[-1, 1]`` for every ``n`` and the 2-player game is the paper's Table 2."""
+    ``[-1, 1]`` for every ``n`` and the 2-player game is the paper's Table 2. Tensors on ``device``."""
     if n_players < 2:
         raise ValueError(f"rps needs n_players >= 2, got {n_players}")
-    grids = torch.meshgrid(*[torch.arange(3)] * n_players, indexing="ij")  # n tensors [3]*n
+    grids = torch.meshgrid(*[torch.arange(3, device=device)] * n_players, indexing="ij")  # n tensors [3]*n
     acts = torch.stack(grids)  # [n, 3, ..., 3]
-    payoff = torch.zeros(acts.shape, dtype=dtype)
+    payoff = torch.zeros(acts.shape, dtype=dtype, device=device)
     for k, j in itertools.permutations(range(n_players), 2):
         diff = (acts[k] - acts[j]) % 3  # 1: k beats j, 2: j beats k
         payoff[k] += (diff == 1).to(dtype) - (diff == 2).to(dtype)

@@ -30,7 +30,8 @@ class Policy(Protocol):
     which ``league.rollout.play`` samples an iterated matrix game from per-state tables.
     """
 
-    def init_params(self, generator: torch.Generator, batch: int = 1) -> Params: ...
+    def init_params(self, generator: torch.Generator, batch: int = 1) -> Params:
+        """Initial parameters drawn from ``generator``, on the generator's device."""
 
     def initial_state(self, params: Params, batch_shape: tuple[int, int]) -> Any: ...
 
@@ -58,7 +59,7 @@ def policy_sequence(policy: Policy, params: Params, obs: torch.Tensor) -> torch.
 def sample_categorical(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Sample an index per row of ``logits[..., A]`` with the Gumbel-max trick (vectorised
     over any batch shape, reproducible through ``generator``)."""
-    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype)
+    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
     # logits + gumbel with gumbel = -log(-log(u)), in place (the same numbers, fewer allocations)
     neg_gumbel = u.clamp_min_(torch.finfo(logits.dtype).tiny).log_().neg_().log_()
     return torch.argmax(logits.detach() - neg_gumbel, dim=-1)
@@ -87,6 +88,6 @@ def batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
 
 def xavier_normal(generator: torch.Generator, batch: int, fan_out: int, fan_in: int,
                   dtype: torch.dtype) -> torch.Tensor:
-    """Xavier-normal weights ``[batch, fan_out, fan_in]`` drawn from ``generator``."""
+    """Xavier-normal weights ``[batch, fan_out, fan_in]`` drawn from ``generator``, on its device."""
     std = (2.0 / (fan_in + fan_out)) ** 0.5
-    return torch.randn(batch, fan_out, fan_in, generator=generator, dtype=dtype) * std
+    return torch.randn(batch, fan_out, fan_in, generator=generator, dtype=dtype, device=generator.device) * std

@@ -68,5 +68,5 @@ class DiagGaussian:
 
     def sample(self, generator: torch.Generator) -> torch.Tensor:
         mean = self.mean.detach()
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         return mean + torch.exp(self.log_std.detach()) * noise

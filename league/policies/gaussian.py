@@ -34,7 +34,8 @@ class LSTMGaussian(_LSTMNet):
 
     def init_params(self, generator: torch.Generator, batch: int = 1) -> Params:
         params = super().init_params(generator, batch)
-        params["log_std"] = torch.full((batch, self.out_dim), self.init_log_std, dtype=self.dtype)
+        params["log_std"] = torch.full((batch, self.out_dim), self.init_log_std, dtype=self.dtype,
+                                       device=generator.device)
         return params
 
     def distribution(self, params: Params, out: torch.Tensor) -> DiagGaussian:
@@ -65,8 +66,9 @@ class MLPGaussian:
     def init_params(self, generator: torch.Generator, batch: int = 1) -> Params:
         params, fan_in = init_mlp_body(generator, batch, self.obs_dim, self.hidden, self.layers, self.dtype)
         params["out_w"] = self.mean_scale * xavier_normal(generator, batch, self.action_dim, fan_in, self.dtype)
-        params["out_b"] = torch.zeros(batch, self.action_dim, dtype=self.dtype)
-        params["log_std"] = torch.full((batch, self.action_dim), self.init_log_std, dtype=self.dtype)
+        params["out_b"] = torch.zeros(batch, self.action_dim, dtype=self.dtype, device=generator.device)
+        params["log_std"] = torch.full((batch, self.action_dim), self.init_log_std, dtype=self.dtype,
+                                       device=generator.device)
         return params
 
     def initial_state(self, params: Params, batch_shape: tuple[int, int]) -> None:

@@ -23,7 +23,7 @@ class _LSTMNet:
 
     def init_params(self, generator: torch.Generator, batch: int = 1) -> Params:
         h, d, o = self.hidden, self.obs_dim, self.out_dim
-        z = lambda *shape: torch.zeros(batch, *shape, dtype=self.dtype)  # noqa: E731
+        z = lambda *shape: torch.zeros(batch, *shape, dtype=self.dtype, device=generator.device)  # noqa: E731
         return {
             "in_w": xavier_normal(generator, batch, h, d, self.dtype), "in_b": z(h),
             # input and recurrent weights side by side: one matmul on [x, h] per step
@@ -34,7 +34,7 @@ class _LSTMNet:
         }
 
     def initial_state(self, params: Params, batch_shape: tuple[int, int]) -> LSTMState:
-        zeros = torch.zeros(*batch_shape, self.hidden, dtype=params["in_w"].dtype)
+        zeros = torch.zeros(*batch_shape, self.hidden, dtype=params["in_w"].dtype, device=params["in_w"].device)
         return zeros, zeros
 
     def step(self, params: Params, obs: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:

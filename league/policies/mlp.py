@@ -26,7 +26,7 @@ def init_mlp_body(generator: torch.Generator, batch: int, obs_dim: int, hidden: 
     fan_in = obs_dim
     for i in range(layers):
         params[f"h{i}_w"] = xavier_normal(generator, batch, hidden, fan_in, dtype)
-        params[f"h{i}_b"] = torch.zeros(batch, hidden, dtype=dtype)
+        params[f"h{i}_b"] = torch.zeros(batch, hidden, dtype=dtype, device=generator.device)
         fan_in = hidden
     return params, fan_in
 
@@ -57,7 +57,7 @@ class MLPCategorical:
         params, fan_in = init_mlp_body(generator, batch, self.obs_dim, self.hidden, self.layers, self.dtype)
         # a small output layer: the initial policy is close to uniform (PPO's usual start)
         params["out_w"] = 0.01 * xavier_normal(generator, batch, self.n_actions, fan_in, self.dtype)
-        params["out_b"] = torch.zeros(batch, self.n_actions, dtype=self.dtype)
+        params["out_b"] = torch.zeros(batch, self.n_actions, dtype=self.dtype, device=generator.device)
         return params
 
     def initial_state(self, params: Params, batch_shape: tuple[int, int]) -> None:

@@ -20,7 +20,7 @@ class Tabular:
     dtype: torch.dtype = torch.float32
 
     def init_params(self, generator: torch.Generator, batch: int = 1) -> Params:
-        return {"logits": torch.zeros(batch, self.n_states, self.n_actions, dtype=self.dtype)}
+        return {"logits": torch.zeros(batch, self.n_states, self.n_actions, dtype=self.dtype, device=generator.device)}
 
     @staticmethod
     def from_probs(probs: torch.Tensor) -> Params:
