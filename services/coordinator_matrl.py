@@ -311,7 +311,8 @@ class MatrlMode:
         self.final: dict[str, dict[str, list]] = {}
         self.channel = srv.channel(cfg.referee, cfg.credentials)
         self.referee = referee_pb2_grpc.RefereeStub(self.channel)
-        self.stubs: dict[str, agent_pb2_grpc.AgentStub] = {}
+        self.stubs: dict[tuple[str, str], agent_pb2_grpc.AgentStub] = {}
+        """By (agent id, address): an agent restarted under its id serves at a new address."""
         self.policies: dict[str, Policy] = {}
         self.metrics = CoordinatorMetrics(experiment.env, "matrl")
         self.matrl_metrics = MatrlMetrics(self.metrics.registry)
@@ -322,9 +323,10 @@ class MatrlMode:
         return {m.agent_id: m.address for m in status.members}
 
     def _stub(self, agent_id: str, members: dict[str, str]) -> agent_pb2_grpc.AgentStub:
-        if agent_id not in self.stubs:
-            self.stubs[agent_id] = AgentClient(srv.channel(members[agent_id], self.cfg.credentials))
-        return self.stubs[agent_id]
+        key = (agent_id, members[agent_id])
+        if key not in self.stubs:
+            self.stubs[key] = AgentClient(srv.channel(key[1], self.cfg.credentials))
+        return self.stubs[key]
 
     def check_referee(self) -> None:
         """ValueError (one line) when the referee plays another game, seat count or environment
