@@ -71,6 +71,30 @@ def _embedded(tmp: Path, ids: list[str], seed: int, rounds: int, overrides: list
     return dict(zip(ids, finals[-1])), records, inits
 
 
+def assert_league_equals_embedded(tmp: Path, ids: list[str], seed: int, result: dict, overrides: list[str] = ()
+                                  ) -> list[dict]:
+    """The coordinator's ``result`` (final parameters of every agent, each completed round's
+    weights and meta-game) equals the embedded run of the config (with ``overrides``) over as
+    many rounds as it completed, to 1e-6, and the agents learned; returns the embedded records
+    (weights and meta-games are compared where the embedded run has them)."""
+    embedded, records, inits = _embedded(tmp, ids, seed, len(result["rounds"]), overrides)
+    for k, a in enumerate(ids):
+        for name, value in embedded[a].items():
+            got = np.array(result["params"][a][name])
+            gap = float(np.abs(got - value.numpy()).max())
+            print(f"{a} {name}: max |league - embedded| = {gap:.2e}")
+            np.testing.assert_allclose(got, value.numpy(), atol=TOL, rtol=0, err_msg=f"{a} {name}")
+        moved = max(float((embedded[a][n] - inits[k][n]).abs().max()) for n in inits[k])
+        assert moved > 100 * TOL, a  # it learned
+    print("league weights", [r["weights"] for r in result["rounds"]])
+    print("embedded weights", [r["weights"] for r in records])
+    for mine, theirs in zip(result["rounds"], records):
+        for key in ("weights", "metagame"):
+            if theirs[key] is not None:
+                np.testing.assert_allclose(mine[key], theirs[key], atol=TOL, rtol=0, err_msg=key)
+    return records
+
+
 def test_the_agents_round_is_the_embedded_round(tmp_path):
     """Two in-process agents (rule ``ppo-matrl``) learn from one chunk-encoded broadcast batch
     of checkers played as the referee plays it; their ``predicted`` and, after the mixture the
@@ -164,21 +188,8 @@ def test_league_deep_rounds_equal_the_embedded_run(tmp_path):
         assert coord.wait(timeout=60) == 0, (tmp_path / "coord.log").read_text()[-3000:]
         result = json.loads((tmp_path / "coord.json").read_text())
         assert result["state"] == "done", result["state"]
-        embedded, records, inits = _embedded(tmp_path, ids, seed, rounds)
-        for k, a in enumerate(ids):
-            for name, value in embedded[a].items():
-                got = np.array(result["params"][a][name])
-                gap = float(np.abs(got - value.numpy()).max())
-                print(f"{a} {name}: max |league - embedded| = {gap:.2e}")
-                np.testing.assert_allclose(got, value.numpy(), atol=TOL, rtol=0, err_msg=f"{a} {name}")
-            moved = max(float((embedded[a][n] - inits[k][n]).abs().max()) for n in inits[k])
-            assert moved > 100 * TOL, a  # it learned
-        print("league weights", [r["weights"] for r in result["rounds"]])
-        print("embedded weights", [r["weights"] for r in records])
-        np.testing.assert_allclose(np.array([r["weights"] for r in result["rounds"]]),
-                                   np.array([r["weights"] for r in records]), atol=TOL, rtol=0)
-        np.testing.assert_allclose(np.array([r["metagame"] for r in result["rounds"]]),
-                                   np.array([r["metagame"] for r in records]), atol=TOL, rtol=0)
+        records = assert_league_equals_embedded(tmp_path, ids, seed, result)
+        assert len(records) == rounds
         assert any(abs(x) > 100 * TOL for r in records for x in r["metagame"])  # the meta-games are not all zero
         if text:
             assert metric_value(text, "league_matrl_rounds_total") == rounds

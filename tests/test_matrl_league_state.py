@@ -41,7 +41,7 @@ from services.gen.league.v1 import referee_pb2
 from services.league_config import league_env, load_league_config
 from services.limits import check_pushed_range
 from tests.league_procs import metric_value, metrics, wait_json, wait_until
-from tests.test_matrl_deep_league import DEEP, SMALL, TOL, _embedded, _league, _small_league
+from tests.test_matrl_deep_league import DEEP, SMALL, TOL, _league, _small_league, assert_league_equals_embedded
 
 torch.set_num_threads(1)
 SEED = 5
@@ -83,16 +83,15 @@ class InProcessRounds:
         version = agent.store.compare_and_set(kind, agent.store.version(kind), message)
         agent._on_push(kind, version)
 
-    def play_round(self, complete: bool = True) -> None:
-        """One round: the trust settings, the referee's episodes at the agents' current versions,
-        every agent's step; then (``complete``) the mixtures and every agent's response, or (not
-        ``complete``) the round voided after the agents' steps, the episode stream rolled back."""
+    def broadcast(self):
+        """A round's first half: the trust settings, the referee's episodes at the agents' current
+        versions (chunk-encoded as broadcast), every agent's step. Returns the versions, parameters,
+        policies and the played trajectories."""
         self.round += 1
         for a in self.agents:
             self.push(a, TRUST, self.settings.trust(self.seed))
         versions, params = zip(*(a.store.snapshot("policy") for a in self.agents))
         policies = [a.policy for a in self.agents]
-        stream = self.generator.get_state()
         traj = play(self.env, policies, list(params), 1, self.settings.episodes, self.generator,
                     seed=reset_seed(self.env, self.generator))
         header = referee_pb2.TrajectoryBatch(match_id=f"matrl.r{self.round}.g0", env=self.cfg.env, step=self.round,
@@ -103,6 +102,14 @@ class InProcessRounds:
         (batch,) = read_batches(encode_batch(header, tensors, limit=0, chunk_bytes=1 << 16))
         for a in self.agents:
             a.learn_many([batch])
+        return versions, list(params), policies, traj
+
+    def play_round(self, complete: bool = True) -> None:
+        """One round: :meth:`broadcast`; then (``complete``) the coordinator's mixtures and every
+        agent's response, or (not ``complete``) the round voided after the agents' steps, the
+        episode stream rolled back as ``MatrlMode.iterate`` rolls it back."""
+        stream = self.generator.get_state()
+        versions, params, policies, traj = self.broadcast()
         if not complete:
             self.generator.set_state(stream)
             return
@@ -111,7 +118,7 @@ class InProcessRounds:
             version, p = a.store.snapshot(PREDICTED)
             assert version == self.round
             predicted.append(p)
-        out = round_mixtures(self.settings, self.round, policies, list(params), predicted, Episodes.of(traj))
+        out = round_mixtures(self.settings, self.round, policies, params, predicted, Episodes.of(traj))
         for a, v, message in zip(self.agents, versions, out.messages):
             self.push(a, MIXTURE, message)
             assert a.store.version("policy") == v + 1
@@ -211,17 +218,7 @@ def test_a_fractional_nash_weight_is_applied_as_the_embedded_variant_applies_it(
 
     rounds = InProcessRounds(tmp_path, [f"variant={variant}"])
     a, cfg, env = rounds.agents, rounds.cfg, rounds.env
-    for agent in a:
-        rounds.push(agent, TRUST, rounds.settings.trust(rounds.seed))
-    params = [agent.store.get("policy")[1] for agent in a]
-    policies = [agent.policy for agent in a]
-    traj = play(env, policies, params, 1, cfg.episodes, rounds.generator, seed=reset_seed(env, rounds.generator))
-    header = referee_pb2.TrajectoryBatch(match_id="matrl.r1.g0", env=cfg.env, step=1, seats=[
-        referee_pb2.Seat(agent_id=agent.spec.id, behaviour_version=1) for agent in a])
-    (batch,) = read_batches(encode_batch(header, batch_tensors([o[0] for o in traj.obs], [x[0] for x in traj.actions],
-                                                               traj.rewards[0], traj.dones[0]), limit=0))
-    for agent in a:
-        agent.learn_many([batch])
+    _, params, policies, traj = rounds.broadcast()
     episodes = Episodes.of(traj)
     steps = [PPOTrustRegion.for_seat(policies[k], env.observation_spaces[k], cfg.ppo, rounds.seed, k).step(
         params[k], episodes, k) for k in range(2)]
@@ -263,26 +260,6 @@ def test_each_variant_through_the_leagues_round_equals_its_embedded_run(tmp_path
             np.testing.assert_allclose(mine["metagame"], theirs["metagame"], atol=TOL, rtol=0)
 
 
-def _compare_with_embedded(tmp_path: Path, ids: list[str], seed: int, result: dict, variant: str = "matrl") -> int:
-    """The coordinator's final parameters, weights and meta-games equal the embedded run of as
-    many rounds as it completed (1e-6); returns that count."""
-    completed = len(result["rounds"])
-    embedded, records, inits = _embedded(tmp_path, ids, seed, completed, [f"variant={variant}"])
-    for k, a in enumerate(ids):
-        for name, value in embedded[a].items():
-            got = np.array(result["params"][a][name])
-            gap = float(np.abs(got - value.numpy()).max())
-            print(f"{a} {name}: max |league - embedded| = {gap:.2e}")
-            np.testing.assert_allclose(got, value.numpy(), atol=TOL, rtol=0, err_msg=f"{a} {name}")
-        assert max(float((embedded[a][n] - inits[k][n]).abs().max()) for n in inits[k]) > 100 * TOL, a
-    for mine, theirs in zip(result["rounds"], records):
-        if theirs["weights"] is not None:
-            np.testing.assert_allclose(mine["weights"], theirs["weights"], atol=TOL, rtol=0)
-        if theirs["metagame"] is not None:
-            np.testing.assert_allclose(mine["metagame"], theirs["metagame"], atol=TOL, rtol=0)
-    return completed
-
-
 @pytest.mark.slow  # about 60 s of CPU, 2 to 3 minutes of wall time on the 2 shared cores
 def test_an_agent_killed_between_rounds_and_restarted_continues_as_the_embedded_run(tmp_path):
     """p1 is SIGKILLed right after round 2 completed (rounds are paced 6 s apart, so the kill
@@ -305,7 +282,7 @@ def test_an_agent_killed_between_rounds_and_restarted_continues_as_the_embedded_
         assert coord.wait(timeout=400) == 0, (tmp_path / "coord.log").read_text()[-3000:]
         result = json.loads((tmp_path / "coord.json").read_text())
         assert result["state"] == "done"
-        completed = _compare_with_embedded(tmp_path, ids, seed, result)
+        completed = len(assert_league_equals_embedded(tmp_path, ids, seed, result))
         print(f"{completed} of {rounds} rounds completed")
         assert 3 <= completed < rounds  # rounds were voided, and rounds completed after the restart
         assert "Traceback" not in (tmp_path / "coord.log").read_text()
@@ -326,7 +303,7 @@ def test_an_ablation_through_the_league_equals_its_embedded_run(tmp_path, varian
         assert coord.wait(timeout=300) == 0, (tmp_path / "coord.log").read_text()[-3000:]
         result = json.loads((tmp_path / "coord.json").read_text())
         assert result["state"] == "done"
-        assert _compare_with_embedded(tmp_path, ids, seed, result, variant) == rounds
+        assert len(assert_league_equals_embedded(tmp_path, ids, seed, result, [f"variant={variant}"])) == rounds
         protocol = PROTOCOLS[variant]
         assert all((r["metagame"] is None) != protocol.metagame for r in result["rounds"])
     finally:
