@@ -89,8 +89,9 @@ class PendingRound:
     params: Params
     episodes: Episodes
     step: Any = None
-    """What the rule's trust-region step computed that its best response reuses (``ppo-matrl``:
-    the ``PPOStep``, its predicted parameters, GAE advantages and behaviour log-probabilities)."""
+    """What the rule's trust-region step computed that its response reuses (``ppo-matrl``: the
+    ``PPOStep`` with its predicted parameters, GAE advantages and behaviour log-probabilities, the
+    round's ``PPOTrust`` settings, and the working copy of the rule, committed on completion)."""
 
 
 def trust_message(kl_coef: float, trust_steps: int) -> dict[str, torch.Tensor]:
@@ -196,7 +197,8 @@ class CoordinatedSeat(ABC):
 
     @abstractmethod
     def respond(self, p: PendingRound, mix: dict[str, torch.Tensor]) -> Params:
-        """The best response of the pending round to the pushed mixture."""
+        """The next parameters of the pending round given the pushed mixture (a best response, or
+        for ``ppo-matrl`` whatever the variant's ``response`` says)."""
 
     def commit(self, p: PendingRound) -> None:
         """The completed round ``p``'s learner-local state becomes the seat's (none by default)."""
