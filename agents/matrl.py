@@ -175,8 +175,9 @@ class CoordinatedSeat(ABC):
 
     def __init__(self, agent: "AgentProcess") -> None:
         self.agent = agent
-        if TRUST not in agent.store.kinds():
-            agent.store.set(TRUST, self.default_trust())
+        default = self.default_trust()
+        if TRUST not in agent.store.kinds() or set(agent.store.snapshot(TRUST)[1]) != set(default):
+            agent.store.set(TRUST, default)  # new, or a checkpoint of an older message layout (pushes must fit)
         if PREDICTED not in agent.store.kinds():  # served from the start (version 0), so the coordinator's
             # long poll for round r waits for the first step instead of finding no such kind
             agent.store.restore(PREDICTED, 0, agent.store.snapshot("policy")[1])

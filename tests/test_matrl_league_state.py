@@ -308,3 +308,19 @@ def test_an_ablation_through_the_league_equals_its_embedded_run(tmp_path, varian
         assert all((r["metagame"] is None) != protocol.metagame for r in result["rounds"])
     finally:
         lg.stop()
+
+
+def test_a_checkpoint_of_an_older_trust_layout_takes_the_new_pushes(tmp_path):
+    """An agent restored from a checkpoint whose ``matrl-trust`` predates a field (here
+    ``response``) serves the rule's current defaults instead, so the coordinator's pushes fit."""
+    rounds = InProcessRounds(tmp_path)
+    rounds.play_round()
+    path = rounds.agents[0].checkpoint
+    state = torch.load(path, weights_only=False)
+    version, trust = state["kinds"][TRUST]
+    state["kinds"][TRUST] = (version, {k: v for k, v in trust.items() if k != "response"})
+    torch.save(state, path)
+    rounds.restart(0)
+    assert "response" in rounds.agents[0].store.snapshot(TRUST)[1]
+    rounds.play_round()  # the pushes fit; the round completes
+    assert rounds.agents[0].store.version("policy") == 3
