@@ -447,7 +447,7 @@ class MatrlMode:
                 records.append(self._group_round(g, seats, members))
                 self.matrl_metrics.completed.inc()
             except (RoundVoided, grpc.RpcError) as err:
-                self.generator.set_state(stream)  # a voided round draws nothing: the group's next round plays these episodes
+                self.generator.set_state(stream)  # a voided round draws nothing: the next round plays its episodes
                 reason = f"{err.code().name}: {err.details()}" if isinstance(err, grpc.RpcError) else str(err)
                 log.warning("round %d of group %d (%s) voided: %s", self.round, g, ", ".join(seats),
                             reason.splitlines()[0] if reason else "")
