@@ -15,6 +15,17 @@ mode drives it).
    round and publishes ``policy`` version ``v + 1``. A mixture for another round than the
    pending one is ignored (logged): the coordinator voided that round.
 
+**Learner-local state and voided rounds.** A rule's state that the next round reads (rule
+``ppo-matrl``: the critic, its Adam state, the seat's generator) is *committed* only when a
+round completes: step 1 works on a copy (:func:`league.matrl.learner_state.working_copy`) kept
+with the pending round, and step 2 makes it the seat's state. A round the coordinator voids
+(its mixture never comes; the next broadcast replaces the pending round) therefore leaves the
+committed state as the last completed round left it, in the agent that survived as in one that
+restarted. Step 2 writes the checkpoint (policy ``v + 1`` and the committed state, one file,
+renamed into place) *before* it publishes ``policy`` ``v + 1``, so a round the coordinator saw
+complete is on disk; a restarted agent resumes from it (:meth:`CoordinatedSeat.state_dict`,
+:meth:`CoordinatedSeat.load_state_dict`).
+
 Two rules share that protocol (:data:`COORDINATED_RULES`), each a :class:`CoordinatedSeat`:
 
 - ``matrl`` (:class:`MatrlSeat`, tabular policies on the matrix games): the trust-region step is
@@ -24,8 +35,10 @@ Two rules share that protocol (:data:`COORDINATED_RULES`), each a :class:`Coordi
   trust-region step is ``league.matrl.deep.PPOTrustRegion`` (PPO with a critic the agent keeps,
   and the seat's generator ``seat_generator(seed, seat)``), the best response
   ``league.matrl.deep.best_response`` from the PPO step's own advantages and behaviour
-  log-probabilities; ``matrl-trust`` holds every ``PPOConfig`` field, the run's ``seed`` and
-  ``br_steps`` (:func:`ppo_trust_message`).
+  log-probabilities, or the parameters interpolated by its Nash weight for the ablations without
+  a best response (``il``, ``matrl_no_br``: :data:`league.matrl.variant_protocol.PROTOCOLS`);
+  ``matrl-trust`` holds every ``PPOConfig`` field, the run's ``seed``, ``br_steps`` and the
+  ``response`` (:func:`ppo_trust_message`).
 
 The math is ``league.matrl``'s; this module only keeps the round between the two messages."""
 
@@ -34,15 +47,17 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import torch
 from prometheus_client import Gauge
 
 from league.matrl.deep import DeepMATRLConfig, PPOTrustRegion, best_response
+from league.matrl.learner_state import load_rule_state, rule_state, working_copy
 from league.matrl.ppo import PPOConfig
 from league.matrl.sampled import best_response_step
+from league.matrl.variant_protocol import RESPONSES, interpolate
 from league.policies.base import Params
 from league.policies.mlp import ACTIVATIONS
 from league.rollout import Episodes
@@ -74,8 +89,9 @@ class PendingRound:
     params: Params
     episodes: Episodes
     step: Any = None
-    """What the rule's trust-region step computed that its best response reuses (``ppo-matrl``:
-    the ``PPOStep``, its predicted parameters, GAE advantages and behaviour log-probabilities)."""
+    """What the rule's trust-region step computed that its response reuses (``ppo-matrl``: the
+    ``PPOStep`` with its predicted parameters, GAE advantages and behaviour log-probabilities, the
+    round's ``PPOTrust`` settings, and the working copy of the rule, committed on completion)."""
 
 
 def trust_message(kl_coef: float, trust_steps: int) -> dict[str, torch.Tensor]:
@@ -88,11 +104,13 @@ CHOICES = {"activation": tuple(ACTIVATIONS)}
 """``PPOConfig`` fields that hold a name: pushed as its index in these choices."""
 
 
-def ppo_trust_message(ppo: PPOConfig, seed: int, br_steps: int) -> dict[str, torch.Tensor]:
+def ppo_trust_message(ppo: PPOConfig, seed: int, br_steps: int, response: str = "best_response"
+                      ) -> dict[str, torch.Tensor]:
     """The ``matrl-trust`` parameter set of rule ``ppo-matrl``: every ``PPOConfig`` field as a
     ``[1]`` tensor (integers and flags int64, numbers float64 so they arrive exact, a name as
     its index in :data:`CHOICES`, ``target_kl`` None as -1), the run's ``seed`` (the seat
-    generators') and the best response's ``br_steps``."""
+    generators'), the best response's ``br_steps`` and the variant's ``response`` (its index in
+    ``league.matrl.variant_protocol.RESPONSES``: best response or interpolation)."""
     message = {}
     for f in fields(PPOConfig):
         value = getattr(ppo, f.name)
@@ -106,11 +124,26 @@ def ppo_trust_message(ppo: PPOConfig, seed: int, br_steps: int) -> dict[str, tor
             message[f.name] = torch.tensor([value], dtype=torch.float64)
     message["seed"] = torch.tensor([seed], dtype=torch.int64)
     message["br_steps"] = torch.tensor([br_steps], dtype=torch.int64)
+    message["response"] = torch.tensor([RESPONSES.index(response)], dtype=torch.int64)
     return message
 
 
-def ppo_trust_settings(message: dict[str, torch.Tensor]) -> tuple[PPOConfig, int, int]:
-    """``(PPOConfig, seed, br_steps)`` back from :func:`ppo_trust_message`'s parameter set."""
+@dataclass(frozen=True)
+class PPOTrust:
+    """What :func:`ppo_trust_settings` reads back from a ``matrl-trust`` push."""
+
+    ppo: PPOConfig
+    """The PPO step's coefficients."""
+    seed: int
+    """The run's seed (the seat generators')."""
+    br_steps: int
+    """The best response's Adam steps."""
+    response: str = "best_response"
+    """The agent's next parameters from its Nash weight (``RESPONSES``)."""
+
+
+def ppo_trust_settings(message: dict[str, torch.Tensor]) -> PPOTrust:
+    """The settings back from :func:`ppo_trust_message`'s parameter set."""
     default, values = PPOConfig(), {}
     for f in fields(PPOConfig):
         x = message[f.name].flatten()[0]
@@ -120,7 +153,8 @@ def ppo_trust_settings(message: dict[str, torch.Tensor]) -> tuple[PPOConfig, int
             values[f.name] = None if float(x) < 0 else float(x)
         else:
             values[f.name] = type(getattr(default, f.name))(x.item())
-    return PPOConfig(**values), int(message["seed"][0]), int(message["br_steps"][0])
+    return PPOTrust(PPOConfig(**values), int(message["seed"][0]), int(message["br_steps"][0]),
+                    RESPONSES[int(message["response"][0])])
 
 
 def mixture_message(round_: int, nash_weight: float, peer_log_ratio: torch.Tensor, br_lr: float, clip: float
@@ -141,8 +175,9 @@ class CoordinatedSeat(ABC):
 
     def __init__(self, agent: "AgentProcess") -> None:
         self.agent = agent
-        if TRUST not in agent.store.kinds():
-            agent.store.set(TRUST, self.default_trust())
+        default = self.default_trust()
+        if TRUST not in agent.store.kinds() or set(agent.store.snapshot(TRUST)[1]) != set(default):
+            agent.store.set(TRUST, default)  # new, or a checkpoint of an older message layout (pushes must fit)
         if PREDICTED not in agent.store.kinds():  # served from the start (version 0), so the coordinator's
             # long poll for round r waits for the first step instead of finding no such kind
             agent.store.restore(PREDICTED, 0, agent.store.snapshot("policy")[1])
@@ -163,7 +198,19 @@ class CoordinatedSeat(ABC):
 
     @abstractmethod
     def respond(self, p: PendingRound, mix: dict[str, torch.Tensor]) -> Params:
-        """The best response of the pending round to the pushed mixture."""
+        """The next parameters of the pending round given the pushed mixture (a best response, or
+        for ``ppo-matrl`` whatever the variant's ``response`` says)."""
+
+    def commit(self, p: PendingRound) -> None:
+        """The completed round ``p``'s learner-local state becomes the seat's (none by default)."""
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The committed learner-local state the next round reads, for the agent's checkpoint
+        (None: the rule keeps none beyond its parameter kinds)."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Resume from :meth:`state_dict`'s output (a restarted agent's checkpoint)."""
 
     def observe(self, items: list[tuple]) -> None:
         """Step 1 for the broadcast batches of this agent's seats (normally one per round)."""
@@ -193,7 +240,9 @@ class CoordinatedSeat(ABC):
                         p.round if p is not None else "none")
             return
         new = self.respond(p, mix)
+        self.commit(p)
         self.pending = None
+        a.save(publishing={"policy": (a.store.version("policy") + 1, new)})  # on disk before anyone sees v + 1
         version = a.store.set("policy", new)
         self.weight.labels(*m.values).set(float(mix["nash_weight"][0]))
         m.version.labels(*m.values).set(version)
@@ -224,35 +273,66 @@ class PPOMatrlSeat(CoordinatedSeat):
     """Rule ``ppo-matrl``: deep MATRL (``league.matrl.deep``). The seat's critic and generator
     are learner-local state, built at its first round from the pushed settings (seed, seat) and
     kept across rounds, as the embedded run keeps them; the PPO step's learning rate, discount
-    and every other coefficient come from the pushed ``matrl-trust``."""
+    and every other coefficient come from the pushed ``matrl-trust``. A round's step runs on a
+    working copy of that state, committed when the round completes (module docstring)."""
 
     def __init__(self, agent: "AgentProcess") -> None:
         super().__init__(agent)
         self.rule: PPOTrustRegion | None = None
+        """The committed rule: critic, Adam state and generator as the last completed round left them."""
         self.built_for: tuple | None = None
-        """``(seed, seat, critic shape)`` the rule was built for; other settings rebuild it."""
+        """``(seed, seat, critic shape, critic lr)`` the rule was built for; other settings rebuild it."""
+        self.responses = {"best_response": self._best_response, "interpolate": self._interpolate}
+        """The agent's next parameters by the variant's ``response`` (``RESPONSES``)."""
 
     def default_trust(self) -> dict[str, torch.Tensor]:
         return ppo_trust_message(PPOConfig(), 0, DeepMATRLConfig().br_steps)  # the embedded run's defaults
 
+    @staticmethod
+    def _key(ppo: PPOConfig, seed: int, seat: int) -> tuple:
+        return (seed, seat, ppo.hidden, ppo.layers, ppo.activation, ppo.critic_lr)
+
+    def _build(self, ppo: PPOConfig, seed: int, seat: int) -> PPOTrustRegion:
+        return PPOTrustRegion.for_seat(self.agent.policy, self.agent.env.observation_spaces[seat], ppo, seed, seat)
+
     def predict(self, params: Params, episodes: Episodes, seat: int, trust: dict[str, torch.Tensor]
                 ) -> tuple[Params, Any]:
-        a = self.agent
-        ppo, seed, br_steps = ppo_trust_settings(trust)
-        key = (seed, seat, ppo.hidden, ppo.layers, ppo.activation, ppo.critic_lr)
-        if self.rule is None or self.built_for != key:
-            self.rule = PPOTrustRegion.for_seat(a.policy, a.env.observation_spaces[seat], ppo, seed, seat)
-            self.built_for = key
-        else:
-            self.rule.ppo = ppo
-        step = self.rule.step(params, episodes, seat)
-        return step.params, (step, ppo, br_steps)
+        settings = ppo_trust_settings(trust)
+        key = self._key(settings.ppo, settings.seed, seat)
+        if self.rule is None or self.built_for != key:  # a fresh rule is a function of the key alone
+            self.rule, self.built_for = self._build(settings.ppo, settings.seed, seat), key
+        working = working_copy(self.rule, ppo=settings.ppo)
+        step = working.step(params, episodes, seat)
+        return step.params, (step, settings, working)
 
     def respond(self, p: PendingRound, mix: dict[str, torch.Tensor]) -> Params:
-        step, ppo, br_steps = p.step
+        return self.responses[p.step[1].response](p, mix)
+
+    def _best_response(self, p: PendingRound, mix: dict[str, torch.Tensor]) -> Params:
+        step, settings, _ = p.step
         return best_response(self.agent.policy, step.params, p.episodes, p.seat, step.logp_old, step.advantages,
-                             mix["peer_log_ratio"], float(mix["br_lr"][0]), br_steps, ppo.clip,
+                             mix["peer_log_ratio"], float(mix["br_lr"][0]), settings.br_steps, settings.ppo.clip,
                              float(mix["clip"][0]))
+
+    def _interpolate(self, p: PendingRound, mix: dict[str, torch.Tensor]) -> Params:
+        return interpolate(p.params, p.step[0].params, mix["nash_weight"][0])
+
+    def commit(self, p: PendingRound) -> None:
+        self.rule = p.step[2]
+
+    def state_dict(self) -> dict[str, Any] | None:
+        if self.rule is None:
+            return None
+        return {"built_for": self.built_for, "ppo": asdict(self.rule.ppo), "rule": rule_state(self.rule)}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if state is None:
+            return
+        ppo = PPOConfig(**state["ppo"])
+        seed, seat = state["built_for"][:2]
+        rule = self._build(ppo, seed, seat)
+        load_rule_state(rule, state["rule"])
+        self.rule, self.built_for = rule, tuple(state["built_for"])
 
 
 #: Rules whose rounds a coordinator drives in two messages (broadcast, then a push), by rule name.

@@ -147,6 +147,8 @@ class AgentProcess:
         self.metrics = AgentMetrics(spec, cfg.env)
         self.checkpoint = Path(cfg.checkpoint_dir) / f"{spec.id}.pt"
         self.store = ParameterStore()
+        self._learner_state: dict[str, Any] | None = None
+        """The checkpoint's learner-local state of a coordinated rule, until the rule takes it."""
         self._restore_or_init()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -155,6 +157,9 @@ class AgentProcess:
         self.coordinated = coordinated(self) if coordinated is not None else None
         """A rule whose rounds a coordinator drives (``agents.matrl``): it takes the broadcast
         batches and the coordinator's pushes instead of ``seat_step``."""
+        if self.coordinated is not None:
+            self.coordinated.load_state_dict(self._learner_state)  # a restarted agent resumes its critic, ...
+        self._learner_state = None
 
     # -- state ---------------------------------------------------------------------------
     def _restore_or_init(self) -> None:
@@ -165,6 +170,7 @@ class AgentProcess:
             for kind in state["kinds"]:
                 version, params = state["kinds"][kind]
                 self.store.restore(kind, version, params)
+            self._learner_state = state.get("learner")
             self.resumed = True
         else:
             policy, lr = initial_state(self.spec, self.policy, self.env, self.cfg.population_seed,
@@ -178,11 +184,19 @@ class AgentProcess:
         self.metrics.version.labels(*self.metrics.values).set(self.store.version("policy"))
         self.metrics.lr.labels(*self.metrics.values).set(float(self.store.snapshot("lr")[1]["lr"].mean()))
 
-    def save(self) -> None:
-        """Checkpoint base policy and learning rates atomically (write, then rename)."""
+    def save(self, publishing: dict[str, tuple[int, dict[str, torch.Tensor]]] | None = None) -> None:
+        """Checkpoint base policy, learning rates and the other kinds atomically (write, then
+        rename), with a coordinated rule's learner-local state (``learner``: its critic, ...,
+        as its last completed round left them). ``publishing``: ``kind -> (version, params)``
+        written in place of the store's, for a caller that persists an update before it
+        publishes it."""
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         kinds = [k for k in self.store.kinds() if not k.startswith("policy@")]
         state = {"agent_id": self.spec.id, "kinds": {k: self.store.get(k) for k in kinds}}
+        state["kinds"].update(publishing or {})
+        coordinated = getattr(self, "coordinated", None)  # None while the constructor runs
+        if coordinated is not None:
+            state["learner"] = coordinated.state_dict()
         tmp = self.checkpoint.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.checkpoint)

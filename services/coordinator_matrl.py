@@ -21,12 +21,21 @@ round of every group, one group after another:
 4. every agent takes its best-response step and publishes ``policy`` version ``v + 1``, which the
    coordinator waits for.
 
+A deep config's ``variant`` (``league.matrl.deep.VARIANTS``: ``il``, ``il_pp``, ``matrl_no_br``,
+``matrl``) runs through its declaration :data:`league.matrl.variant_protocol.PROTOCOLS`: whether
+step 3 builds the meta-game (else every weight is 1) and whether the agents answer with a best
+response or with the parameters interpolated by their weight (pushed in ``matrl-trust``).
+
 The numbers are those of the embedded ``league.matrl.sampled.run_sampled_matrl`` (or
 ``league.matrl.deep.run_deep_matrl``) of the same config and seed (the same functions on the
 same episodes). A group whose round fails (an agent
 not a member, unreachable, or not publishing within ``--timeout``) has that round **voided**:
 counted in ``league_matrl_rounds_voided_total``, logged in one line, its agents keep their
-current policies; the other groups go on, and the group is tried again next round.
+current policies (and their learner-local state: ``agents.matrl``), the coordinator's episode
+stream is rolled back to before the round (a voided round draws nothing), and the other groups
+go on; the group is tried again next round. So a run with voided rounds is the embedded run of
+its completed rounds, unless the mixture had reached some agents of the group before the round
+failed: those took their step (the log line names them).
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from league.envs import make_env
 from league.games import make_game
 from league.matrl.deep import VARIANTS, DeepMATRLConfig
 from league.matrl.sampled import SampledMATRLConfig, nash_weights, peer_log_ratios, round_metagame, score_round
+from league.matrl.variant_protocol import PROTOCOLS, VariantProtocol
 from league.nash.metagame import corner_choices
 from league.policies.base import Params, Policy
 from services import server as srv
@@ -94,6 +104,8 @@ class RoundSettings:
     policy: tuple[str, dict[str, Any]] | None = None
     """The policy class and arguments every agent must have for the embedded run of the config
     to be the league's (None: the agents' own)."""
+    protocol: VariantProtocol = PROTOCOLS["matrl"]
+    """Meta-game or ``w = 1``, best response or interpolation (the deep config's variant)."""
 
 
 def _sampled_settings(cfg: SampledMATRLConfig) -> RoundSettings:
@@ -105,8 +117,9 @@ def _sampled_settings(cfg: SampledMATRLConfig) -> RoundSettings:
 def _deep_settings(cfg: DeepMATRLConfig) -> RoundSettings:
     env = make_env(cfg.env, n_players=cfg.n_players, **cfg.env_kwargs)
     return RoundSettings("ppo-matrl", env, cfg.episodes, env.max_steps, cfg.ppo.gamma, cfg.solvers_for(env.n_agents),
-                         cfg.nash_eps, cfg.br_lr, cfg.br_clip, lambda seed: ppo_trust_message(cfg.ppo, seed, cfg.br_steps),
-                         (cfg.policy, {"hidden": cfg.ppo.hidden, **cfg.policy_kwargs}))
+                         cfg.nash_eps, cfg.br_lr, cfg.br_clip,
+                         lambda seed: ppo_trust_message(cfg.ppo, seed, cfg.br_steps, PROTOCOLS[cfg.variant].response),
+                         (cfg.policy, {"hidden": cfg.ppo.hidden, **cfg.policy_kwargs}), PROTOCOLS[cfg.variant])
 
 
 def _check_sampled(cfg: SampledMATRLConfig) -> None:
@@ -122,9 +135,8 @@ def _check_deep(cfg: DeepMATRLConfig) -> None:
         raise ConfigError("episodes, ppo.epochs and ppo.minibatches must be >= 1")
     if not cfg.solvers:
         raise ConfigError("solvers must not be empty")
-    if cfg.variant != "matrl":
-        raise ConfigError(f"variant {cfg.variant!r}: the league runs MATRL's rounds (variant 'matrl'); "
-                          f"the others ({', '.join(v for v in VARIANTS if v != 'matrl')}) run embedded")
+    if cfg.variant not in VARIANTS:
+        raise ConfigError(f"variant {cfg.variant!r}: known variants are {', '.join(VARIANTS)}")
 
 
 @dataclass(frozen=True)
@@ -198,6 +210,52 @@ def league_pair_mismatch(league: Any, cfg: SampledMATRLConfig | DeepMATRLConfig)
     return "; ".join(diff) or None
 
 
+@dataclass
+class RoundMixtures:
+    """Step 3 of one group's round: what the coordinator computed and pushes."""
+
+    weights: torch.Tensor
+    """``[n]`` each seat's pushed weight (the Nash probability of its predicted policy, or 1)."""
+    found: bool
+    """A profile verified (always True without a meta-game)."""
+    solver: str
+    """The solver whose profile verified (``""``: none, or no meta-game)."""
+    metagame: torch.Tensor | None
+    """``[n, 2, ..., 2]`` the meta-game (None: the variant builds none)."""
+    stderr: torch.Tensor | None
+    """Its standard error."""
+    solve_seconds: float | None
+    """Wall time of the solve (None: no meta-game)."""
+    messages: list[dict[str, torch.Tensor]]
+    """Each seat's ``matrl-mixture``."""
+
+
+def round_mixtures(m: RoundSettings, round_: int, policies: Sequence[Policy], current: Sequence[Params],
+                   predicted: Sequence[Params], episodes) -> RoundMixtures:
+    """Step 3 for one group (``B = 1``): the meta-game and its verified Nash weights (or every
+    weight 1, as the variant's protocol says), and each seat's mixture message with its peers'
+    log importance weight (zeros for an interpolating variant, which reads only its weight)."""
+    n = len(policies)
+    meta = se = seconds = None
+    found, solver = True, ""
+    needs_scores = m.protocol.metagame or m.protocol.response == "best_response"
+    scores = score_round(policies, current, predicted, episodes) if needs_scores else None
+    if m.protocol.metagame:
+        meta, se = round_metagame(scores, episodes, m.gamma)
+        t0 = time.perf_counter()
+        w, found_all, names = nash_weights(meta, m.solvers, m.nash_eps)
+        seconds, found, solver = time.perf_counter() - t0, bool(found_all[0]), names[0]
+        meta, se = meta[0], se[0]
+    else:
+        w = torch.ones(1, n, dtype=episodes.rewards.dtype)  # the peers' predicted policies (deep._il_pp)
+    if m.protocol.response == "best_response":
+        ratios = peer_log_ratios(scores, w)
+    else:
+        ratios = [torch.zeros(1, *episodes.shape[1:3]) for _ in range(n)]
+    messages = [mixture_message(round_, float(w[0, k]), ratios[k], m.br_lr, m.clip) for k in range(n)]
+    return RoundMixtures(w[0], found, solver, meta, se, seconds, messages)
+
+
 class MatrlMetrics:
     """The ``matrl`` mode's series, on the coordinator's registry (beside its iteration counter
     and histogram): per agent its Nash weight, per agent and meta-game corner the meta-game
@@ -255,7 +313,8 @@ class MatrlMode:
         self.final: dict[str, dict[str, list]] = {}
         self.channel = srv.channel(cfg.referee, cfg.credentials)
         self.referee = referee_pb2_grpc.RefereeStub(self.channel)
-        self.stubs: dict[str, agent_pb2_grpc.AgentStub] = {}
+        self.stubs: dict[tuple[str, str], agent_pb2_grpc.AgentStub] = {}
+        """By (agent id, address): an agent restarted under its id serves at a new address."""
         self.policies: dict[str, Policy] = {}
         self.metrics = CoordinatorMetrics(experiment.env, "matrl")
         self.matrl_metrics = MatrlMetrics(self.metrics.registry)
@@ -266,9 +325,10 @@ class MatrlMode:
         return {m.agent_id: m.address for m in status.members}
 
     def _stub(self, agent_id: str, members: dict[str, str]) -> agent_pb2_grpc.AgentStub:
-        if agent_id not in self.stubs:
-            self.stubs[agent_id] = AgentClient(srv.channel(members[agent_id], self.cfg.credentials))
-        return self.stubs[agent_id]
+        key = (agent_id, members[agent_id])
+        if key not in self.stubs:
+            self.stubs[key] = AgentClient(srv.channel(key[1], self.cfg.credentials))
+        return self.stubs[key]
 
     def check_referee(self) -> None:
         """ValueError (one line) when the referee plays another game, seat count or environment
@@ -347,25 +407,32 @@ class MatrlMode:
         episodes = episodes_of(batch)
         current = [self._fetch(s, a, "policy", v) for s, a, v in zip(stubs, seats, versions)]
         predicted = [self._fetch(s, a, PREDICTED, r) for s, a in zip(stubs, seats)]
-        scores = score_round(policies, current, predicted, episodes)
-        meta, se = round_metagame(scores, episodes, m.gamma)
-        t0 = time.perf_counter()
-        w, found, names = nash_weights(meta, m.solvers, m.nash_eps)
-        self.matrl_metrics.solve.observe(time.perf_counter() - t0)
-        ratios = peer_log_ratios(scores, w)
-        for k, (stub, agent) in enumerate(zip(stubs, seats)):
-            message = mixture_message(r, float(w[0, k]), ratios[k], m.br_lr, m.clip)
-            expected = describe(stub, timeout=self.cfg.timeout).versions.get(MIXTURE, 0)
-            push_parameters(stub, MIXTURE, message, expected, timeout=self.cfg.timeout)
-        new = [self._fetch(s, a, "policy", v + 1) for s, a, v in zip(stubs, seats, versions)]
+        out = round_mixtures(m, r, policies, current, predicted, episodes)
+        if out.solve_seconds is not None:
+            self.matrl_metrics.solve.observe(out.solve_seconds)
+        reached: list[str] = []  # agents the mixture reached: they take their step whatever follows
+        try:
+            for stub, agent, message in zip(stubs, seats, out.messages):
+                expected = describe(stub, timeout=self.cfg.timeout).versions.get(MIXTURE, 0)
+                push_parameters(stub, MIXTURE, message, expected, timeout=self.cfg.timeout)
+                reached.append(agent)
+            new = [self._fetch(s, a, "policy", v + 1) for s, a, v in zip(stubs, seats, versions)]
+        except (RoundVoided, grpc.RpcError) as err:
+            if not reached:
+                raise
+            reason = f"{err.code().name}: {err.details()}" if isinstance(err, grpc.RpcError) else str(err)
+            raise RoundVoided(f"{(reason.splitlines() or [''])[0]} (the mixture had reached {', '.join(reached)}, "
+                              "whose step stands)") from None
         corners = ["".join("1" if c else "0" for c in row) for row in corner_choices(len(seats)).tolist()]
         for k, agent in enumerate(seats):
-            self.matrl_metrics.weight.labels(agent).set(float(w[0, k]))
-            for c, corner in enumerate(corners):
-                self.matrl_metrics.value.labels(agent, corner).set(float(meta[0, k].flatten()[c]))
+            self.matrl_metrics.weight.labels(agent).set(float(out.weights[k]))
+            if out.metagame is not None:
+                for c, corner in enumerate(corners):
+                    self.matrl_metrics.value.labels(agent, corner).set(float(out.metagame[k].flatten()[c]))
             self.final[agent] = {name: t.tolist() for name, t in new[k].items()}
-        return {"round": r, "group": g, "agents": seats, "weights": w[0].tolist(), "found": bool(found[0]),
-                "solver": names[0], "metagame": meta[0].flatten().tolist(), "stderr": se[0].flatten().tolist(),
+        return {"round": r, "group": g, "agents": seats, "weights": out.weights.tolist(), "found": out.found,
+                "solver": out.solver, "metagame": None if out.metagame is None else out.metagame.flatten().tolist(),
+                "stderr": None if out.stderr is None else out.stderr.flatten().tolist(),
                 "mean_reward": episodes.rewards.mean(dim=(0, 1, 2)).tolist()}
 
     def iterate(self) -> dict[str, float]:
@@ -377,10 +444,12 @@ class MatrlMode:
         records, voided = [], 0
         for g, seats in enumerate(self.groups):
             self.round += 1
+            stream = self.generator.get_state()
             try:
                 records.append(self._group_round(g, seats, members))
                 self.matrl_metrics.completed.inc()
             except (RoundVoided, grpc.RpcError) as err:
+                self.generator.set_state(stream)  # a voided round draws nothing: the next round plays its episodes
                 reason = f"{err.code().name}: {err.details()}" if isinstance(err, grpc.RpcError) else str(err)
                 log.warning("round %d of group %d (%s) voided: %s", self.round, g, ", ".join(seats),
                             reason.splitlines()[0] if reason else "")

@@ -69,13 +69,15 @@ PUSHED_RANGES: dict[str, tuple[float, float] | dict[str, tuple[float, float]]] =
     "matrl-mixture": {"round": (0, MAX_STEP), "nash_weight": (0.0, 1.0), "br_lr": LEARNING_RATE_RANGE,
                       "clip": (0.0, 100.0)},
     # the trust-region step's settings: rule matrl (kl_coef, trust_steps) or ppo-matrl (every
-    # league.matrl.ppo.PPOConfig field, the seat generators' seed and the best response's steps)
+    # league.matrl.ppo.PPOConfig field, the seat generators' seed, the best response's steps and the
+    # variant's response: an index in league.matrl.variant_protocol.RESPONSES)
     "matrl-trust": {"kl_coef": (0.0, 1e4), "trust_steps": (1, 100), "lr": LEARNING_RATE_RANGE,
                     "epochs": (1, 1000), "minibatches": (1, MAX_EPISODES), "clip": (0.0, 100.0),
                     "entropy_coef": (0.0, 1e4), "target_kl": (-1.0, 1e4), "value_coef": (0.0, 1e4),
                     "critic_lr": LEARNING_RATE_RANGE, "critic_epochs": (0, 1000), "gamma": (0.0, 1.0),
                     "lam": (0.0, 1.0), "normalize_advantages": (0, 1), "hidden": (1, MAX_HIDDEN), "layers": (1, 16),
-                    "activation": (0, 2), "seed": (0, 2**62), "br_steps": (0, 1000)},
+                    "activation": (0, 2), "seed": (0, 2**62), "br_steps": (0, 1000),
+                    "response": (0, 1)},
 }
 """Parameter kinds that hold hyperparameters -> the closed range every pushed value must lie
 in, or per tensor name (names not listed are checked as finite only)."""

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from agents.matrl import MIXTURE, PREDICTED, TRUST, CHOICES, mixture_message, ppo_trust_message, ppo_trust_settings
+from agents.matrl import (MIXTURE, PREDICTED, TRUST, CHOICES, PPOTrust, mixture_message, ppo_trust_message,
+                          ppo_trust_settings)
 from agents.policy_factory import initial_state, make_policy
 from agents.runtime import AgentProcess, AgentRuntimeConfig
 from league.matrl.deep import deep_round, run_deep_matrl, seat_generator
@@ -55,10 +56,11 @@ def _small_league(tmp: Path, ids: list[str]) -> str:
                                      rule="ppo-matrl") for i, a in enumerate(ids))
 
 
-def _embedded(tmp: Path, ids: list[str], seed: int, rounds: int):
-    """The embedded run of the same config and seed from the agents' own initial parameters."""
+def _embedded(tmp: Path, ids: list[str], seed: int, rounds: int, overrides: list[str] = ()):
+    """The embedded run of the same config (with ``overrides``) and seed from the agents' own
+    initial parameters."""
     league = load_league_config(tmp / "league.toml")
-    cfg = load_matrl_config(str(DEEP), SMALL)
+    cfg = load_matrl_config(str(DEEP), [*SMALL, *overrides])
     r = league.referee
     env = league_env(r.env, r.env_kwargs, r.n_players, r.horizon)
     specs = {a.id: a for a in league.agents}
@@ -67,6 +69,30 @@ def _embedded(tmp: Path, ids: list[str], seed: int, rounds: int):
     records = run_deep_matrl(cfg, seed, params=inits, iterations=rounds,
                              checkpoint=lambda it, params: finals.append(params))
     return dict(zip(ids, finals[-1])), records, inits
+
+
+def assert_league_equals_embedded(tmp: Path, ids: list[str], seed: int, result: dict, overrides: list[str] = ()
+                                  ) -> list[dict]:
+    """The coordinator's ``result`` (final parameters of every agent, each completed round's
+    weights and meta-game) equals the embedded run of the config (with ``overrides``) over as
+    many rounds as it completed, to 1e-6, and the agents learned; returns the embedded records
+    (weights and meta-games are compared where the embedded run has them)."""
+    embedded, records, inits = _embedded(tmp, ids, seed, len(result["rounds"]), overrides)
+    for k, a in enumerate(ids):
+        for name, value in embedded[a].items():
+            got = np.array(result["params"][a][name])
+            gap = float(np.abs(got - value.numpy()).max())
+            print(f"{a} {name}: max |league - embedded| = {gap:.2e}")
+            np.testing.assert_allclose(got, value.numpy(), atol=TOL, rtol=0, err_msg=f"{a} {name}")
+        moved = max(float((embedded[a][n] - inits[k][n]).abs().max()) for n in inits[k])
+        assert moved > 100 * TOL, a  # it learned
+    print("league weights", [r["weights"] for r in result["rounds"]])
+    print("embedded weights", [r["weights"] for r in records])
+    for mine, theirs in zip(result["rounds"], records):
+        for key in ("weights", "metagame"):
+            if theirs[key] is not None:
+                np.testing.assert_allclose(mine[key], theirs[key], atol=TOL, rtol=0, err_msg=key)
+    return records
 
 
 def test_the_agents_round_is_the_embedded_round(tmp_path):
@@ -163,21 +189,8 @@ def test_league_deep_rounds_equal_the_embedded_run(tmp_path):
         assert coord.wait(timeout=60) == 0, (tmp_path / "coord.log").read_text()[-3000:]
         result = json.loads((tmp_path / "coord.json").read_text())
         assert result["state"] == "done", result["state"]
-        embedded, records, inits = _embedded(tmp_path, ids, seed, rounds)
-        for k, a in enumerate(ids):
-            for name, value in embedded[a].items():
-                got = np.array(result["params"][a][name])
-                gap = float(np.abs(got - value.numpy()).max())
-                print(f"{a} {name}: max |league - embedded| = {gap:.2e}")
-                np.testing.assert_allclose(got, value.numpy(), atol=TOL, rtol=0, err_msg=f"{a} {name}")
-            moved = max(float((embedded[a][n] - inits[k][n]).abs().max()) for n in inits[k])
-            assert moved > 100 * TOL, a  # it learned
-        print("league weights", [r["weights"] for r in result["rounds"]])
-        print("embedded weights", [r["weights"] for r in records])
-        np.testing.assert_allclose(np.array([r["weights"] for r in result["rounds"]]),
-                                   np.array([r["weights"] for r in records]), atol=TOL, rtol=0)
-        np.testing.assert_allclose(np.array([r["metagame"] for r in result["rounds"]]),
-                                   np.array([r["metagame"] for r in records]), atol=TOL, rtol=0)
+        records = assert_league_equals_embedded(tmp_path, ids, seed, result)
+        assert len(records) == rounds
         assert any(abs(x) > 100 * TOL for r in records for x in r["metagame"])  # the meta-games are not all zero
         if text:
             assert metric_value(text, "league_matrl_rounds_total") == rounds
@@ -214,23 +227,27 @@ def test_the_committed_deep_league_and_its_matrl_config_agree(tmp_path):
                     "mlp_categorical {'hidden': 32}")
     from league.config import ConfigError
 
-    with pytest.raises(ConfigError, match="variant 'il': the league runs MATRL's rounds"):
-        load_matrl_config(str(DEEP), ["variant=il"])
+    assert load_matrl_config(str(DEEP), ["variant=il"]).variant == "il"  # the ablations run in the league too
+    with pytest.raises(ConfigError, match="variant 'iql': known variants are il, il_pp, matrl_no_br, matrl"):
+        load_matrl_config(str(DEEP), ["variant=iql"])
     with pytest.raises(ConfigError, match="kind 'tabular'"):
         load_matrl_config(str(DEEP), ["kind=tabular"])
 
 
 def test_the_ppo_trust_settings_survive_the_wire_and_are_range_checked():
-    """Every PPOConfig field, the seed and br_steps come back exactly from ``matrl-trust``
-    (floats as float64, names by index, ``target_kl`` None); out-of-range values are refused."""
-    for ppo in (PPOConfig(), PPOConfig(lr=0.0031, minibatches=3, target_kl=0.02, activation="tanh",
-                                       normalize_advantages=False, gamma=0.97)):
-        message = ppo_trust_message(ppo, 2**40 + 3, 7)
+    """Every PPOConfig field, the seed, br_steps and the response come back exactly from
+    ``matrl-trust`` (floats as float64, names by index, ``target_kl`` None); out-of-range values
+    are refused."""
+    for ppo, response in ((PPOConfig(), "best_response"),
+                          (PPOConfig(lr=0.0031, minibatches=3, target_kl=0.02, activation="tanh",
+                                     normalize_advantages=False, gamma=0.97), "interpolate")):
+        message = ppo_trust_message(ppo, 2**40 + 3, 7, response)
         check_pushed_range(TRUST, message)
-        assert ppo_trust_settings(message) == (ppo, 2**40 + 3, 7)
+        assert ppo_trust_settings(message) == PPOTrust(ppo, 2**40 + 3, 7, response)
     assert PUSHED_RANGES[TRUST]["activation"] == (0, len(CHOICES["activation"]) - 1)
     for name, value, bad in [("gamma", 1.5, "gamma holds 1.5"), ("epochs", 0, "epochs holds 0"),
-                             ("hidden", 100_000, "hidden holds 100000"), ("seed", -1, "seed holds -1")]:
+                             ("hidden", 100_000, "hidden holds 100000"), ("seed", -1, "seed holds -1"),
+                             ("response", 2, "response holds 2")]:
         message = ppo_trust_message(PPOConfig(), 0, 5)
         message[name] = torch.tensor([value], dtype=message[name].dtype)
         with pytest.raises(WireError, match=bad):

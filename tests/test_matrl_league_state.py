@@ -1,0 +1,327 @@
+"""Deep MATRL agents (rule ``ppo-matrl``) that survive a restart, voided rounds, and the ablations
+(``il``, ``il_pp``, ``matrl_no_br``) in league mode.
+
+In-process (no sockets, fast): ``AgentProcess`` objects learn from broadcast batches encoded as
+the referee sends them, and the coordinator's half is ``services.coordinator_matrl``'s own
+``round_settings`` / ``round_mixtures`` (what ``MatrlMode`` runs per group), with its episode
+stream rolled back on a voided round as ``MatrlMode.iterate`` does:
+
+- a seat checkpointed and rebuilt from its checkpoint between rounds continues exactly (0.0) as
+  one that never stopped, and as the embedded ``run_deep_matrl``;
+- a voided round (the mixture never comes; one agent restarted, the other survived with its
+  pending round) leaves the run equal to the embedded run of its completed rounds;
+- every variant of ``league.matrl.deep.VARIANTS`` through the league's round equals the embedded
+  run of that variant over 2 rounds (1e-6).
+
+Real processes (referee, two agents, coordinator): an agent SIGKILLed between rounds and started
+again with the same id and checkpoint directory continues so that the coordinator's final
+parameters, weights and meta-games equal the embedded run of the completed rounds; each ablation
+through the league equals its embedded run over 2 rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agents.matrl import MIXTURE, PREDICTED, TRUST
+from agents.runtime import AgentProcess, AgentRuntimeConfig
+from league.matrl.deep import VARIANTS, run_deep_matrl
+from league.matrl.variant_protocol import PROTOCOLS
+from league.rollout import Episodes, play, reset_seed
+from services.batches import batch_tensors, encode_batch, read_batches
+from services.coordinator_matrl import load_matrl_config, round_mixtures, round_settings
+from services.gen.league.v1 import referee_pb2
+from services.league_config import league_env, load_league_config
+from services.limits import check_pushed_range
+from tests.league_procs import metric_value, metrics, wait_json, wait_until
+from tests.test_matrl_deep_league import DEEP, SMALL, TOL, _league, _small_league, assert_league_equals_embedded
+
+torch.set_num_threads(1)
+SEED = 5
+
+
+class InProcessRounds:
+    """Two in-process agents of the small checkers league and the coordinator's half of each
+    round (``round_mixtures``), from an episode stream seeded ``seed``."""
+
+    def __init__(self, tmp: Path, overrides: list[str] = (), seed: int = SEED) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / "league.toml").write_text(_small_league(tmp, ["a0", "a1"]))
+        self.tmp, self.league = tmp, load_league_config(tmp / "league.toml")
+        self.cfg = load_matrl_config(str(DEEP), [*SMALL, *overrides])
+        self.settings = round_settings(self.cfg)
+        r = self.league.referee
+        self.env = league_env(r.env, r.env_kwargs, r.n_players, r.horizon)
+        self.seed, self.generator, self.round = seed, torch.Generator().manual_seed(seed), 0
+        self.agents = [self.start(k) for k in range(2)]
+        self.inits = [a.store.get("policy")[1] for a in self.agents]
+        self.records: list[dict] = []
+
+    def start(self, k: int) -> AgentProcess:
+        """Agent ``k`` as ``league agent`` builds it: from its checkpoint if there is one."""
+        r = self.league.referee
+        return AgentProcess(self.league.agents[k], AgentRuntimeConfig(
+            referee="127.0.0.1:1", env=r.env, n_players=r.n_players, horizon=r.horizon, gamma=r.gamma,
+            chain_length=1, checkpoint_dir=str(self.tmp / "ckpt")))
+
+    def restart(self, k: int) -> None:
+        """Agent ``k`` gone (whatever it held in memory) and started again from its checkpoint."""
+        self.agents[k] = self.start(k)
+        assert self.agents[k].resumed
+
+    @staticmethod
+    def push(agent: AgentProcess, kind: str, message: dict) -> None:
+        """A coordinator's push as the agent's service applies it (range check, compare-and-set, hook)."""
+        check_pushed_range(kind, message)
+        version = agent.store.compare_and_set(kind, agent.store.version(kind), message)
+        agent._on_push(kind, version)
+
+    def broadcast(self):
+        """A round's first half: the trust settings, the referee's episodes at the agents' current
+        versions (chunk-encoded as broadcast), every agent's step. Returns the versions, parameters,
+        policies and the played trajectories."""
+        self.round += 1
+        for a in self.agents:
+            self.push(a, TRUST, self.settings.trust(self.seed))
+        versions, params = zip(*(a.store.snapshot("policy") for a in self.agents))
+        policies = [a.policy for a in self.agents]
+        traj = play(self.env, policies, list(params), 1, self.settings.episodes, self.generator,
+                    seed=reset_seed(self.env, self.generator))
+        header = referee_pb2.TrajectoryBatch(match_id=f"matrl.r{self.round}.g0", env=self.cfg.env, step=self.round,
+                                             seats=[referee_pb2.Seat(agent_id=a.spec.id, behaviour_version=v)
+                                                    for a, v in zip(self.agents, versions)])
+        tensors = batch_tensors([o[0] for o in traj.obs], [x[0] for x in traj.actions], traj.rewards[0],
+                                traj.dones[0])
+        (batch,) = read_batches(encode_batch(header, tensors, limit=0, chunk_bytes=1 << 16))
+        for a in self.agents:
+            a.learn_many([batch])
+        return versions, list(params), policies, traj
+
+    def play_round(self, complete: bool = True) -> None:
+        """One round: :meth:`broadcast`; then (``complete``) the coordinator's mixtures and every
+        agent's response, or (not ``complete``) the round voided after the agents' steps, the
+        episode stream rolled back as ``MatrlMode.iterate`` rolls it back."""
+        stream = self.generator.get_state()
+        versions, params, policies, traj = self.broadcast()
+        if not complete:
+            self.generator.set_state(stream)
+            return
+        predicted = []
+        for a in self.agents:
+            version, p = a.store.snapshot(PREDICTED)
+            assert version == self.round
+            predicted.append(p)
+        out = round_mixtures(self.settings, self.round, policies, params, predicted, Episodes.of(traj))
+        for a, v, message in zip(self.agents, versions, out.messages):
+            self.push(a, MIXTURE, message)
+            assert a.store.version("policy") == v + 1
+        self.records.append({"weights": out.weights.tolist(),
+                             "metagame": None if out.metagame is None else out.metagame.flatten().tolist()})
+
+    def params(self) -> list[dict[str, torch.Tensor]]:
+        return [a.store.get("policy")[1] for a in self.agents]
+
+    def critics(self) -> list[list[torch.Tensor]]:
+        return [[w.detach().clone() for w in a.coordinated.rule.critic.weights] for a in self.agents]
+
+    def embedded(self, rounds: int, variant: str | None = None):
+        """``run_deep_matrl`` of the same config (``variant``) and seed from the agents' initial parameters."""
+        cfg = self.cfg if variant is None else load_matrl_config(str(DEEP), [*SMALL, f"variant={variant}"])
+        finals: list = []
+        records = run_deep_matrl(cfg, self.seed, params=self.inits, iterations=rounds,
+                                 checkpoint=lambda it, params: finals.append(params))
+        return finals[-1], records
+
+
+def _max_gap(a: list[dict[str, torch.Tensor]], b: list[dict[str, torch.Tensor]]) -> float:
+    return max(float((x[n] - y[n]).abs().max()) for x, y in zip(a, b) for n in x)
+
+
+def _max_list_gap(a: list[list[torch.Tensor]], b: list[list[torch.Tensor]]) -> float:
+    return max(float((x - y).abs().max()) for xs, ys in zip(a, b) for x, y in zip(xs, ys))
+
+
+def test_a_seat_restored_from_its_checkpoint_continues_exactly(tmp_path):
+    """Both agents rebuilt from their checkpoints after round 1, agent 1 again after round 2:
+    policy, critic (weights and Adam state) and seat generator come back, so after 3 rounds every
+    parameter and critic weight equals (0.0) the agents that never stopped, and the embedded run."""
+    never, restarted = InProcessRounds(tmp_path / "never"), InProcessRounds(tmp_path / "restarted")
+    for r in range(3):
+        never.play_round()
+        restarted.play_round()
+        for k in {0: [0, 1], 1: [1]}.get(r, []):
+            restarted.restart(k)
+    gap, critic_gap = _max_gap(never.params(), restarted.params()), _max_list_gap(never.critics(), restarted.critics())
+    print(f"max |restarted - never stopped|: parameters {gap:.3g}, critic weights {critic_gap:.3g}")
+    assert gap == 0.0 and critic_gap == 0.0
+    final, _ = never.embedded(3)
+    assert _max_gap(never.params(), final) <= TOL
+    assert _max_gap(never.inits, final) > 100 * TOL  # it learned
+
+
+def test_a_voided_round_leaves_the_embedded_run_of_the_completed_rounds(tmp_path):
+    """Round 2 is voided after both agents took their PPO step (agent 1 then restarted, as if
+    killed mid-round; agent 0 survived with its pending round): its critic fit and minibatch draws
+    are discarded with it, the episode stream is rolled back, so after rounds 1, (2 voided), 3, 4
+    the agents equal the agents of 3 completed rounds (0.0) and the embedded run of 3 rounds."""
+    voided, plain = InProcessRounds(tmp_path / "voided"), InProcessRounds(tmp_path / "plain")
+    voided.play_round()
+    voided.play_round(complete=False)
+    voided.restart(1)
+    voided.play_round()
+    voided.play_round()
+    for _ in range(3):
+        plain.play_round()
+    gap, critic_gap = _max_gap(plain.params(), voided.params()), _max_list_gap(plain.critics(), voided.critics())
+    print(f"max |with a voided round - without|: parameters {gap:.3g}, critic weights {critic_gap:.3g}")
+    assert gap == 0.0 and critic_gap == 0.0
+    final, _ = plain.embedded(3)
+    assert _max_gap(voided.params(), final) <= TOL
+
+
+def test_every_variant_has_a_league_protocol():
+    assert PROTOCOLS.keys() == VARIANTS.keys()
+
+
+@pytest.mark.parametrize("variant", ["il", "il_pp", "matrl_no_br"])
+def test_the_committed_ablation_configs_are_the_matrl_config_but_for_the_variant(variant):
+    """configs/matrl/checkers_<variant>_league.toml pairs with configs/league_matrl_checkers.toml
+    and differs from configs/matrl/checkers_league.toml in ``variant`` only."""
+    from dataclasses import replace
+
+    from services.coordinator_matrl import league_pair_mismatch
+    from tests.test_matrl_deep_league import LEAGUE
+
+    cfg = load_matrl_config(str(DEEP.parent / f"checkers_{variant}_league.toml"))
+    assert cfg.variant == variant
+    assert replace(cfg, variant="matrl") == load_matrl_config(str(DEEP))
+    assert league_pair_mismatch(load_league_config(LEAGUE), cfg) is None
+
+
+@pytest.mark.parametrize("variant", ["matrl_no_br", "matrl"])
+def test_a_fractional_nash_weight_is_applied_as_the_embedded_variant_applies_it(tmp_path, variant):
+    """On checkers the meta-game's equilibrium is "every seat predicted" (``w = 1``) in every round
+    tried, so the league-equals-embedded runs above never push another weight. Here the mixtures
+    carry ``w = (0.3, 0.8)``: each agent's response equals the embedded variant's arithmetic at
+    those weights (``deep._Context.best_responses(w)`` for ``matrl``; ``(1 - w) theta + w
+    theta_hat`` for ``matrl_no_br``), to 1e-6, from the same PPO steps."""
+    from agents.matrl import mixture_message
+    from league.matrl.deep import PPOTrustRegion, _Context
+    from league.matrl.sampled import peer_log_ratios, score_round
+
+    rounds = InProcessRounds(tmp_path, [f"variant={variant}"])
+    a, cfg, env = rounds.agents, rounds.cfg, rounds.env
+    _, params, policies, traj = rounds.broadcast()
+    episodes = Episodes.of(traj)
+    steps = [PPOTrustRegion.for_seat(policies[k], env.observation_spaces[k], cfg.ppo, rounds.seed, k).step(
+        params[k], episodes, k) for k in range(2)]
+    predicted = [s.params for s in steps]
+    w = torch.tensor([[0.3, 0.8]], dtype=episodes.rewards.dtype)
+    ctx = _Context(policies, params, predicted, [s.advantages for s in steps], [s.logp_old for s in steps],
+                   episodes, cfg)
+    expected = (ctx.best_responses(w) if variant == "matrl" else
+                [{n: (1 - w[0, k]) * params[k][n] + w[0, k] * predicted[k][n] for n in params[k]} for k in range(2)])
+    published = [agent.store.get(PREDICTED)[1] for agent in a]
+    ratios = peer_log_ratios(score_round(policies, params, published, episodes), w)
+    for k, agent in enumerate(a):
+        rounds.push(agent, MIXTURE, mixture_message(1, float(w[0, k]), ratios[k], cfg.br_lr, cfg.br_clip))
+    got = rounds.params()
+    gap = _max_gap(got, expected)
+    print(f"{variant} at w = (0.3, 0.8): max |agent - embedded arithmetic| = {gap:.2e}; "
+          f"moved from the prediction by {_max_gap(got, predicted):.3g}")
+    assert gap <= TOL
+    assert _max_gap(got, predicted) > 100 * TOL  # w < 1 is not the prediction
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_each_variant_through_the_leagues_round_equals_its_embedded_run(tmp_path, variant):
+    """2 rounds of ``variant`` with the coordinator's ``round_mixtures`` and the agents' responses
+    (best response or interpolation, as ``PROTOCOLS`` declares) equal ``run_deep_matrl`` of the
+    variant to 1e-6: parameters, and the weights and meta-game where the embedded run has them."""
+    rounds = InProcessRounds(tmp_path, [f"variant={variant}"])
+    for _ in range(2):
+        rounds.play_round()
+    final, records = rounds.embedded(2)
+    gap = _max_gap(rounds.params(), final)
+    print(f"{variant}: max |league round - embedded| = {gap:.2e}")
+    assert gap <= TOL
+    assert _max_gap(rounds.inits, final) > 100 * TOL  # it learned
+    for mine, theirs in zip(rounds.records, records):
+        if theirs["weights"] is not None:
+            np.testing.assert_allclose(mine["weights"], theirs["weights"], atol=TOL, rtol=0)
+        assert (mine["metagame"] is None) == (theirs["metagame"] is None)
+        if theirs["metagame"] is not None:
+            np.testing.assert_allclose(mine["metagame"], theirs["metagame"], atol=TOL, rtol=0)
+
+
+@pytest.mark.slow  # about 60 s of CPU, 2 to 3 minutes of wall time on the 2 shared cores
+def test_an_agent_killed_between_rounds_and_restarted_continues_as_the_embedded_run(tmp_path):
+    """p1 is SIGKILLed right after round 2 completed (rounds are paced 6 s apart, so the kill
+    lands between rounds) and, once the referee has dropped it (its lease ran out), started
+    again with the same id and checkpoint directory; the rounds that find it gone are voided and
+    draw nothing. The coordinator's final parameters, weights and meta-games equal
+    ``run_deep_matrl`` of as many rounds as completed, to 1e-6."""
+    ids, seed, rounds = ["p0", "p1"], 3, 8
+    lg, coord = _league(tmp_path, ids, seed, rounds, "--pace", "6", "--timeout", "30", "--linger", "1")
+    try:
+        ready = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
+        wait_until(lambda: (metric_value(metrics(ready["metrics"]), "league_matrl_rounds_total") or 0) >= 2, 300,
+                   "two completed rounds")
+        os.kill(json.loads((tmp_path / "p1.json").read_text())["pid"], signal.SIGKILL)
+        lg.procs["p1"].wait(timeout=30)
+        wait_until(lambda: "p1 not a member" in (tmp_path / "coord.log").read_text(), 120,
+                   "the referee to drop p1 (its lease to run out)")
+        back = lg.start_agent("p1", "--config", str(lg.config))
+        assert back["resumed"], back
+        assert coord.wait(timeout=400) == 0, (tmp_path / "coord.log").read_text()[-3000:]
+        result = json.loads((tmp_path / "coord.json").read_text())
+        assert result["state"] == "done"
+        completed = len(assert_league_equals_embedded(tmp_path, ids, seed, result))
+        print(f"{completed} of {rounds} rounds completed")
+        assert 3 <= completed < rounds  # rounds were voided, and rounds completed after the restart
+        assert "Traceback" not in (tmp_path / "coord.log").read_text()
+    finally:
+        lg.stop()
+
+
+@pytest.mark.parametrize("variant", ["il_pp", pytest.param("il", marks=pytest.mark.slow),
+                                     pytest.param("matrl_no_br", marks=pytest.mark.slow)])
+def test_an_ablation_through_the_league_equals_its_embedded_run(tmp_path, variant):
+    """2 rounds of the ablation through real processes (referee, two agents, coordinator; K 4,
+    hidden 32) equal ``run_deep_matrl`` of the variant from the same seed to 1e-6 (about 40 s of
+    wall time each, mostly starting the processes; one in the default suite)."""
+    ids, seed, rounds = ["p0", "p1"], 4, 2
+    lg, coord = _league(tmp_path, ids, seed, rounds, "--set", f"variant={variant}", "--linger", "1")
+    try:
+        wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
+        assert coord.wait(timeout=300) == 0, (tmp_path / "coord.log").read_text()[-3000:]
+        result = json.loads((tmp_path / "coord.json").read_text())
+        assert result["state"] == "done"
+        assert len(assert_league_equals_embedded(tmp_path, ids, seed, result, [f"variant={variant}"])) == rounds
+        protocol = PROTOCOLS[variant]
+        assert all((r["metagame"] is None) != protocol.metagame for r in result["rounds"])
+    finally:
+        lg.stop()
+
+
+def test_a_checkpoint_of_an_older_trust_layout_takes_the_new_pushes(tmp_path):
+    """An agent restored from a checkpoint whose ``matrl-trust`` predates a field (here
+    ``response``) serves the rule's current defaults instead, so the coordinator's pushes fit."""
+    rounds = InProcessRounds(tmp_path)
+    rounds.play_round()
+    path = rounds.agents[0].checkpoint
+    state = torch.load(path, weights_only=False)
+    version, trust = state["kinds"][TRUST]
+    state["kinds"][TRUST] = (version, {k: v for k, v in trust.items() if k != "response"})
+    torch.save(state, path)
+    rounds.restart(0)
+    assert "response" in rounds.agents[0].store.snapshot(TRUST)[1]
+    rounds.play_round()  # the pushes fit; the round completes
+    assert rounds.agents[0].store.version("policy") == 3
