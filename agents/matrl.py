@@ -17,7 +17,7 @@ mode drives it).
 
 **Learner-local state and voided rounds.** A rule's state that the next round reads (rule
 ``ppo-matrl``: the critic, its Adam state, the seat's generator) is *committed* only when a
-round completes: step 1 works on a copy (:func:`league.matrl.learner_state.working_copy`) kept
+round completes: step 1 works on a copy (:meth:`league.matrl.deep.PPOTrustRegion.working_copy`) kept
 with the pending round, and step 2 makes it the seat's state. A round the coordinator voids
 (its mixture never comes; the next broadcast replaces the pending round) therefore leaves the
 committed state as the last completed round left it, in the agent that survived as in one that
@@ -53,11 +53,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from prometheus_client import Gauge
 
-from league.matrl.deep import DeepMATRLConfig, PPOTrustRegion, best_response
-from league.matrl.learner_state import load_rule_state, rule_state, working_copy
+from league.matrl.deep import DeepMATRLConfig, PPOTrustRegion, best_response, interpolate
 from league.matrl.ppo import PPOConfig
 from league.matrl.sampled import best_response_step
-from league.matrl.variant_protocol import RESPONSES, interpolate
+from league.matrl.variant_protocol import RESPONSES
 from league.policies.base import Params
 from league.policies.mlp import ACTIVATIONS
 from league.rollout import Episodes
@@ -301,7 +300,7 @@ class PPOMatrlSeat(CoordinatedSeat):
         key = self._key(settings.ppo, settings.seed, seat)
         if self.rule is None or self.built_for != key:  # a fresh rule is a function of the key alone
             self.rule, self.built_for = self._build(settings.ppo, settings.seed, seat), key
-        working = working_copy(self.rule, ppo=settings.ppo)
+        working = self.rule.working_copy(ppo=settings.ppo)
         step = working.step(params, episodes, seat)
         return step.params, (step, settings, working)
 
@@ -323,7 +322,7 @@ class PPOMatrlSeat(CoordinatedSeat):
     def state_dict(self) -> dict[str, Any] | None:
         if self.rule is None:
             return None
-        return {"built_for": self.built_for, "ppo": asdict(self.rule.ppo), "rule": rule_state(self.rule)}
+        return {"built_for": self.built_for, "ppo": asdict(self.rule.ppo), "rule": self.rule.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         if state is None:
@@ -331,7 +330,7 @@ class PPOMatrlSeat(CoordinatedSeat):
         ppo = PPOConfig(**state["ppo"])
         seed, seat = state["built_for"][:2]
         rule = self._build(ppo, seed, seat)
-        load_rule_state(rule, state["rule"])
+        rule.load_state_dict(state["rule"])
         self.rule, self.built_for = rule, tuple(state["built_for"])
 
 

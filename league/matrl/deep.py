@@ -41,6 +41,8 @@ embedded run draws for it; the episodes come from the run's generator (the coord
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -57,7 +59,7 @@ from league.policies import make_policy
 from league.policies.base import Params, Policy
 from league.rollout import Episodes, play_episodes, score
 
-__all__ = ["DeepMATRLConfig", "TASK_KEYS", "merge_tables", "task_config", "DeepRound", "VARIANTS", "PPOTrustRegion", "best_response", "best_response_loss",
+__all__ = ["DeepMATRLConfig", "TASK_KEYS", "merge_tables", "task_config", "interpolate", "DeepRound", "VARIANTS", "PPOTrustRegion", "best_response", "best_response_loss",
            "deep_round", "run_deep_matrl", "seat_generator"]
 
 
@@ -207,6 +209,49 @@ class PPOTrustRegion:
                step: int, create_graph: bool) -> Params:
         return self.step(params[k], data, k).params
 
+    def state_dict(self) -> dict[str, Any]:
+        """The learner-local state as plain tensors sharing nothing with the rule: ``critic``
+        (the weights, in order), ``critic_optimizer`` (Adam's moments and step counts),
+        ``generator`` (``Generator.get_state()``, None without one). An agent process checkpoints
+        it after every completed round, so a restarted seat continues as the embedded run would."""
+        if self.critic is None:
+            raise ValueError("the rule has no critic (PPOTrustRegion.for_seat builds one)")
+        return {"critic": [w.detach().clone() for w in self.critic.weights],
+                "critic_optimizer": copy.deepcopy(self.critic.optimizer.state_dict()),
+                "generator": None if self.generator is None else self.generator.get_state().clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put :meth:`state_dict`'s ``state`` into this rule (built for the same seat and critic
+        shape): the critic's weights in place, Adam's state, the generator's state. ValueError if
+        the critic's shapes differ or only one side has a generator."""
+        if self.critic is None:
+            raise ValueError("the rule has no critic (PPOTrustRegion.for_seat builds one)")
+        weights, saved = self.critic.weights, state["critic"]
+        if [tuple(w.shape) for w in weights] != [tuple(x.shape) for x in saved]:
+            raise ValueError(f"saved critic shapes {[tuple(x.shape) for x in saved]} do not fit the critic's "
+                             f"{[tuple(w.shape) for w in weights]}")
+        if (state["generator"] is None) != (self.generator is None):
+            raise ValueError("the saved state and the rule disagree on having a generator")
+        with torch.no_grad():
+            for w, x in zip(weights, saved):
+                w.copy_(x)
+        # Adam keeps the loaded moment tensors and updates them in place: give it copies
+        self.critic.optimizer.load_state_dict(copy.deepcopy(state["critic_optimizer"]))
+        if self.generator is not None:
+            self.generator.set_state(state["generator"])
+
+    def working_copy(self, **changes: Any) -> "PPOTrustRegion":
+        """A copy sharing no mutable state with this rule (critic weights, Adam state, generator),
+        with dataclass fields replaced by ``changes`` (e.g. a round's ``ppo``): a league round's
+        step runs on it, and it replaces the seat's rule only when the round completes, so a
+        voided round leaves the committed state untouched."""
+        critic = copy.deepcopy(self.critic)  # the copied optimizer refers to the copied weights (deepcopy's memo)
+        generator = None
+        if self.generator is not None:
+            generator = torch.Generator()
+            generator.set_state(self.generator.get_state())
+        return dataclasses.replace(self, critic=critic, generator=generator, **changes)
+
 
 @dataclass
 class DeepRound:
@@ -272,10 +317,16 @@ def _il_pp(ctx: _Context) -> tuple[list[Params], torch.Tensor | None, torch.Tens
     return ctx.best_responses(w), w[0], None, ""
 
 
+def interpolate(params: Params, predicted: Params, weight: torch.Tensor | float) -> Params:
+    """``(1 - w) theta + w theta_hat`` per tensor: ``matrl_no_br``'s aggregated policy (the
+    authors' parameter interpolation), and at ``w = 1`` the prediction itself, bit for bit
+    (``0 * theta + theta_hat``): what a league agent answers for ``il`` and ``matrl_no_br``."""
+    return {name: (1 - weight) * params[name] + weight * predicted[name] for name in params}
+
+
 def _matrl_no_br(ctx: _Context) -> tuple[list[Params], torch.Tensor | None, torch.Tensor | None, str]:
     meta, w, solver = ctx.metagame()
-    out = [{name: (1 - w[0, k]) * ctx.params[k][name] + w[0, k] * ctx.predicted[k][name] for name in ctx.params[k]}
-           for k in range(len(ctx.policies))]
+    out = [interpolate(ctx.params[k], ctx.predicted[k], w[0, k]) for k in range(len(ctx.policies))]
     return out, w[0], meta, solver
 
 

@@ -10,7 +10,8 @@ computes its next parameters. A variant declares
   *predicted* policies) without one;
 - ``response``: what the agent does with ``w`` (:data:`RESPONSES`): ``best_response``
   (``league.matrl.deep.best_response`` against the peers' mixtures) or ``interpolate``
-  (:func:`interpolate`, the parameters ``(1 - w) theta + w theta_hat``; no best response).
+  (``league.matrl.deep.interpolate``, the parameters ``(1 - w) theta + w theta_hat``; no best
+  response).
 
 So ``il`` is "no meta-game, ``w = 1``, interpolate" (``theta_hat`` itself, exactly),
 ``il_pp`` "no meta-game, ``w = 1``, best response", ``matrl_no_br`` "meta-game, interpolate"
@@ -21,12 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from league.matrl.deep import VARIANTS
-from league.policies.base import Params
 
-__all__ = ["VariantProtocol", "PROTOCOLS", "RESPONSES", "interpolate"]
+__all__ = ["VariantProtocol", "PROTOCOLS", "RESPONSES"]
 
 RESPONSES = ("best_response", "interpolate")
 """What an agent may do with its pushed Nash weight (sent as the index in this tuple)."""
@@ -56,9 +54,3 @@ PROTOCOLS: dict[str, VariantProtocol] = {
 }
 assert PROTOCOLS.keys() == VARIANTS.keys(), "every embedded variant needs its league protocol"
 
-
-def interpolate(params: Params, predicted: Params, weight: torch.Tensor | float) -> Params:
-    """``(1 - w) theta + w theta_hat`` per tensor: ``matrl_no_br``'s aggregated policy (the
-    authors' parameter interpolation), and at ``w = 1`` the prediction itself (``il``), bit for
-    bit (``0 * theta + theta_hat``). The same arithmetic as ``deep._matrl_no_br``."""
-    return {name: (1 - weight) * params[name] + weight * predicted[name] for name in params}
