@@ -28,8 +28,8 @@ import torch
 from league.config import read_table
 from league.envs import make_env
 from league.envs.base import flat_dim
-from league.matrl.deep import DeepMATRLConfig, deep_round, task_config
-from league.matrl.ppo import Critic
+from league.matrl.deep import DeepMATRLConfig, best_response, deep_round, task_config
+from league.matrl.ppo import Critic, ppo_step
 from league.policies import make_policy
 from league.rollout import play_episodes
 
@@ -44,6 +44,39 @@ def load_task(name: str) -> DeepMATRLConfig:
     table = read_table(path)
     (task,) = [t for t in table["task"] if t.get("name", t.get("env")) == task_name]
     return task_config(table.get("base", {}), task)
+
+
+def cpu_median(fn, reps: int = 7) -> float:
+    """Median CPU seconds of ``fn()`` over ``reps`` calls."""
+    out = []
+    for _ in range(reps):
+        t = time.process_time()
+        fn()
+        out.append(time.process_time() - t)
+    return statistics.median(out)
+
+
+def cost_split(base: DeepMATRLConfig, policies, params, critics, episodes) -> dict:
+    """Seat 0's CPU milliseconds per part of an iteration, by differences of whole calls: the
+    PPO step's fixed part (scoring, critic values, GAE), one policy epoch, one critic epoch, one
+    best-response step; what MATRL adds is ``br_steps`` best-response steps per seat."""
+    def ppo(epochs: int, critic_epochs: int):
+        cfg = dataclasses.replace(base.ppo, epochs=epochs, critic_epochs=critic_epochs)
+        return lambda: ppo_step(policies[0], params[0], copy.deepcopy(critics[0]), episodes, 0, cfg)
+
+    e, c = base.ppo.epochs, base.ppo.critic_epochs
+    fixed, with_policy, full = cpu_median(ppo(0, 0)), cpu_median(ppo(e, 0)), cpu_median(ppo(e, c))
+    step = ppo_step(policies[0], params[0], copy.deepcopy(critics[0]), episodes, 0, base.ppo)
+    ratio = torch.zeros_like(step.logp_old)
+
+    def br(steps: int):
+        return lambda: best_response(policies[0], step.params, episodes, 0, step.logp_old, step.advantages, ratio,
+                                     base.br_lr, steps, base.ppo.clip, base.br_clip)
+
+    br0, brn = cpu_median(br(0)), cpu_median(br(base.br_steps))
+    return {"ppo_fixed_ms": fixed * 1e3, "policy_epoch_ms": (with_policy - fixed) / e * 1e3,
+            "critic_epoch_ms": (full - with_policy) / c * 1e3,
+            "best_response_step_ms": (brn - br0) / base.br_steps * 1e3}
 
 
 def bench_task(base: DeepMATRLConfig, reps: int) -> dict:
@@ -77,6 +110,7 @@ def bench_task(base: DeepMATRLConfig, reps: int) -> dict:
             plays.append(play_s)
         print(f"{base.env} rep {rep}: play {play_s:.2f} s, " +
               ", ".join(f"{v} round {rounds[v][-1]:.2f} s" for v in variants if rep), flush=True)
+    split = cost_split(base, policies, params, critics, episodes)
     med = {v: statistics.median(times[v]) for v in variants}
     paired = [m / i for m, i in zip(times["matrl"], times["il"])]
     ratio = med["matrl"] / med["il"]
@@ -88,6 +122,7 @@ def bench_task(base: DeepMATRLConfig, reps: int) -> dict:
         "ratio_matrl_over_il_of_medians": ratio,
         "paired_ratio_median": statistics.median(paired), "paired_ratio_min": min(paired),
         "paired_ratio_max": max(paired), "meets_goal": ratio <= GOAL,
+        "seat0_cpu_ms_split": split,
         "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
         "raw": {"iteration_seconds": times, "round_seconds": rounds, "play_seconds": plays},
     }
@@ -110,7 +145,8 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({name: {k: t[k] for k in ("median_seconds_per_iteration", "median_play_seconds",
                                                   "ratio_matrl_over_il_of_medians", "paired_ratio_median",
-                                                  "meets_goal")} for name, t in tasks.items()}, indent=2))
+                                                  "meets_goal", "seat0_cpu_ms_split")}
+                      for name, t in tasks.items()}, indent=2))
 
 
 if __name__ == "__main__":
