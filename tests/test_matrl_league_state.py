@@ -291,8 +291,8 @@ def test_an_agent_killed_between_rounds_and_restarted_continues_as_the_embedded_
         lg.stop()
 
 
-@pytest.mark.parametrize("variant", ["il_pp", pytest.param("il", marks=pytest.mark.slow),
-                                     pytest.param("matrl_no_br", marks=pytest.mark.slow)])
+@pytest.mark.slow  # each variant's round is checked in-process by default; the real-process matrl run is in
+@pytest.mark.parametrize("variant", ["il_pp", "il", "matrl_no_br"])  # test_matrl_deep_league.py
 def test_an_ablation_through_the_league_equals_its_embedded_run(tmp_path, variant):
     """2 rounds of the ablation through real processes (referee, two agents, coordinator; K 4,
     hidden 32) equal ``run_deep_matrl`` of the variant from the same seed to 1e-6 (about 40 s of
