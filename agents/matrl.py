@@ -31,8 +31,9 @@ or not, and in one that restarted. Step 3 writes the checkpoint (policy ``v + 1`
 committed state, one file, renamed into place) *before* it publishes ``policy`` ``v + 1``, so a
 round the coordinator saw complete is on disk; a restarted agent resumes from it
 (:meth:`CoordinatedSeat.state_dict`, :meth:`CoordinatedSeat.load_state_dict`). What two phases
-leave open: an agent that dies after some agents of its group received ``matrl-commit`` and
-before it did (between the coordinator's commit pushes) misses a round the others took.
+leave open: the coordinator pushes the commits one agent after another, so an agent that dies
+after it prepared and before its own ``matrl-commit`` arrives, while another agent of its group
+already received one, misses a round the others took.
 
 Two rules share that protocol (:data:`COORDINATED_RULES`), each a :class:`CoordinatedSeat`:
 

@@ -37,8 +37,10 @@ stream is rolled back to before the round (a voided round draws nothing), and th
 go on; the group is tried again next round. So a run with voided rounds is the embedded run of
 its completed rounds: a round that fails before its commit phase (step 4) leaves every agent of
 the group as it was (prepared responses are dropped at the next broadcast). The window two phases
-leave: a round that fails during the commit pushes (an agent dies after some agents of the group
-received ``matrl-commit`` and before it did) is taken by those agents (the log line names them).
+leave: the commits are pushed one agent after another, so a round that fails during them (an
+agent dies after it prepared and before its own ``matrl-commit`` arrives, while another agent of
+the group already received one) is taken by the agents the commit reached (the log line names
+them).
 """
 
 from __future__ import annotations
