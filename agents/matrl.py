@@ -11,20 +11,29 @@ mode drives it).
 2. The coordinator pushes ``matrl-mixture``: the round ``r``, the agent's Nash weight, the
    peers' mixture as their per-step log importance weight on the round's episodes, and the
    best response's step size and clip (each validated at the push: structure, finite, ranges
-   of ``services.limits.PUSHED_RANGES``). The agent takes its best response from the pending
-   round and publishes ``policy`` version ``v + 1``. A mixture for another round than the
-   pending one is ignored (logged): the coordinator voided that round.
+   of ``services.limits.PUSHED_RANGES``). The agent computes its response from the pending
+   round and holds it **prepared** (nothing committed, published or checkpointed), and
+   publishes kind ``matrl-prepared`` at version ``r``: its acceptance, which the coordinator
+   waits for from every agent of the group.
+3. Only then does the coordinator push ``matrl-commit`` (the round ``r``). The agent commits
+   the prepared round (its learner-local state), checkpoints and publishes ``policy`` version
+   ``v + 1``. A mixture or a commit for another round than the pending one is ignored
+   (logged): the coordinator voided that round.
 
 **Learner-local state and voided rounds.** A rule's state that the next round reads (rule
-``ppo-matrl``: the critic, its Adam state, the seat's generator) is *committed* only when a
-round completes: step 1 works on a copy (:meth:`league.matrl.deep.PPOTrustRegion.working_copy`) kept
-with the pending round, and step 2 makes it the seat's state. A round the coordinator voids
-(its mixture never comes; the next broadcast replaces the pending round) therefore leaves the
-committed state as the last completed round left it, in the agent that survived as in one that
-restarted. Step 2 writes the checkpoint (policy ``v + 1`` and the committed state, one file,
-renamed into place) *before* it publishes ``policy`` ``v + 1``, so a round the coordinator saw
-complete is on disk; a restarted agent resumes from it (:meth:`CoordinatedSeat.state_dict`,
-:meth:`CoordinatedSeat.load_state_dict`).
+``ppo-matrl``: the critic, its Adam state, the seat's generator) is *committed* only at step 3:
+step 1 works on a copy (:meth:`league.matrl.deep.PPOTrustRegion.working_copy`) kept with the
+pending round, step 2 adds the response to it, and step 3 makes both the seat's. A round the
+coordinator voids before step 3 (its mixture or its commit never comes; the next broadcast
+replaces the pending round, prepared or not) therefore leaves policy and committed state as the
+last completed round left them, in every agent of the group, whether the mixture had reached it
+or not, and in one that restarted. Step 3 writes the checkpoint (policy ``v + 1`` and the
+committed state, one file, renamed into place) *before* it publishes ``policy`` ``v + 1``, so a
+round the coordinator saw complete is on disk; a restarted agent resumes from it
+(:meth:`CoordinatedSeat.state_dict`, :meth:`CoordinatedSeat.load_state_dict`). What two phases
+leave open: the coordinator pushes the commits one agent after another, so an agent that dies
+after it prepared and before its own ``matrl-commit`` arrives, while another agent of its group
+already received one, misses a round the others took.
 
 Two rules share that protocol (:data:`COORDINATED_RULES`), each a :class:`CoordinatedSeat`:
 
@@ -40,7 +49,7 @@ Two rules share that protocol (:data:`COORDINATED_RULES`), each a :class:`Coordi
   ``matrl-trust`` holds every ``PPOConfig`` field, the run's ``seed``, ``br_steps`` and the
   ``response`` (:func:`ppo_trust_message`).
 
-The math is ``league.matrl``'s; this module only keeps the round between the two messages."""
+The math is ``league.matrl``'s; this module only keeps the round between the messages."""
 
 from __future__ import annotations
 
@@ -75,7 +84,13 @@ TRUST = "matrl-trust"
 :func:`ppo_trust_message`); the agent starts with the rule's defaults."""
 MIXTURE = "matrl-mixture"
 """Kind the coordinator pushes: ``round`` int64 ``[1]``, ``nash_weight [1]``, ``peer_log_ratio
-[1, K, H]``, ``br_lr [1]``, ``clip [1]``."""
+[1, K, H]``, ``br_lr [1]``, ``clip [1]``; the agent prepares its response."""
+PREPARED = "matrl-prepared"
+"""Kind the agent publishes at version = the round once its response to that round's mixture is
+prepared (``round`` int64 ``[1]``): the coordinator's sign that the agent accepted the mixture."""
+COMMIT = "matrl-commit"
+"""Kind the coordinator pushes once every agent of the group prepared: ``round`` int64 ``[1]``;
+the agent commits the prepared round and publishes ``policy`` ``v + 1``."""
 
 
 @dataclass
@@ -91,6 +106,10 @@ class PendingRound:
     """What the rule's trust-region step computed that its response reuses (``ppo-matrl``: the
     ``PPOStep`` with its predicted parameters, GAE advantages and behaviour log-probabilities, the
     round's ``PPOTrust`` settings, and the working copy of the rule, committed on completion)."""
+    response: Params | None = None
+    """The next parameters prepared from the coordinator's mixture (None: no mixture yet)."""
+    nash_weight: float = 0.0
+    """The pushed Nash weight of the prepared response."""
 
 
 def trust_message(kl_coef: float, trust_steps: int) -> dict[str, torch.Tensor]:
@@ -167,6 +186,11 @@ def mixture_message(round_: int, nash_weight: float, peer_log_ratio: torch.Tenso
             "clip": torch.tensor([clip], dtype=torch.float32)}
 
 
+def round_message(round_: int) -> dict[str, torch.Tensor]:
+    """The ``matrl-commit`` (and ``matrl-prepared``) parameter set: ``round`` int64 ``[1]``."""
+    return {"round": torch.tensor([round_], dtype=torch.int64)}
+
+
 class CoordinatedSeat(ABC):
     """An agent process's MATRL rounds (see the module docstring); a rule supplies
     ``default_trust`` (its ``matrl-trust`` before the first push), ``predict`` (step 1) and
@@ -180,6 +204,9 @@ class CoordinatedSeat(ABC):
         if PREDICTED not in agent.store.kinds():  # served from the start (version 0), so the coordinator's
             # long poll for round r waits for the first step instead of finding no such kind
             agent.store.restore(PREDICTED, 0, agent.store.snapshot("policy")[1])
+        for kind in (PREPARED, COMMIT):  # served (prepared: long-polled at version r) and open for pushes
+            if kind not in agent.store.kinds():
+                agent.store.restore(kind, 0, round_message(0))
         self.pending: PendingRound | None = None
         labels = ["agent_id"]
         self.weight = Gauge("league_agent_matrl_nash_weight", "This agent's MATRL meta-game Nash weight (probability "
@@ -228,22 +255,46 @@ class CoordinatedSeat(ABC):
                 m.last_update.labels(*m.values).set(time.time())
 
     def on_push(self, kind: str) -> None:
-        """Step 2, when the coordinator's mixture arrives (called under the agent's lock)."""
-        if kind != MIXTURE:
-            return
-        a, m = self.agent, self.agent.metrics
-        _, mix = a.store.snapshot(MIXTURE)
-        p, round_ = self.pending, int(mix["round"][0])
+        """Steps 2 and 3 (called under the agent's lock): :meth:`prepare` on the coordinator's
+        mixture, :meth:`commit_round` on its commit."""
+        handler = {MIXTURE: self.prepare, COMMIT: self.commit_round}.get(kind)
+        if handler is not None:
+            handler(int(self.agent.store.snapshot(kind)[1]["round"][0]))
+
+    def _pending(self, what: str, round_: int) -> PendingRound | None:
+        """The pending round if it is ``round_`` (else None, logged: the coordinator voided it)."""
+        p = self.pending
         if p is None or p.round != round_:
-            log.warning("%s: a MATRL mixture for round %d, but the pending round is %s: ignored", a.spec.id, round_,
-                        p.round if p is not None else "none")
+            log.warning("%s: a MATRL %s for round %d, but the pending round is %s: ignored", self.agent.spec.id, what,
+                        round_, p.round if p is not None else "none")
+            return None
+        return p
+
+    def prepare(self, round_: int) -> None:
+        """Step 2: the response to the pushed mixture, held with the pending round (nothing
+        committed, published or checkpointed), and ``matrl-prepared`` at version ``round_``."""
+        p = self._pending("mixture", round_)
+        if p is None:
             return
-        new = self.respond(p, mix)
+        _, mix = self.agent.store.snapshot(MIXTURE)
+        p.response, p.nash_weight = self.respond(p, mix), float(mix["nash_weight"][0])
+        self.agent.store.restore(PREPARED, round_, round_message(round_))
+
+    def commit_round(self, round_: int) -> None:
+        """Step 3: the prepared round becomes the seat's (learner-local state, then the checkpoint,
+        then ``policy`` ``v + 1``)."""
+        a, m = self.agent, self.agent.metrics
+        p = self._pending("commit", round_)
+        if p is None:
+            return
+        if p.response is None:
+            log.warning("%s: a MATRL commit for round %d, which has no mixture yet: ignored", a.spec.id, round_)
+            return
         self.commit(p)
         self.pending = None
-        a.save(publishing={"policy": (a.store.version("policy") + 1, new)})  # on disk before anyone sees v + 1
-        version = a.store.set("policy", new)
-        self.weight.labels(*m.values).set(float(mix["nash_weight"][0]))
+        a.save(publishing={"policy": (a.store.version("policy") + 1, p.response)})  # on disk before anyone sees v + 1
+        version = a.store.set("policy", p.response)
+        self.weight.labels(*m.values).set(p.nash_weight)
         m.version.labels(*m.values).set(version)
 
 
@@ -334,5 +385,5 @@ class PPOMatrlSeat(CoordinatedSeat):
         self.rule, self.built_for = rule, tuple(state["built_for"])
 
 
-#: Rules whose rounds a coordinator drives in two messages (broadcast, then a push), by rule name.
+#: Rules whose rounds a coordinator drives (broadcast, mixture, commit), by rule name.
 COORDINATED_RULES = {"matrl": MatrlSeat, "ppo-matrl": PPOMatrlSeat}

@@ -17,9 +17,10 @@ round of every group, one group after another:
    (``league.matrl.sampled.round_metagame``, ``nash_weights``), and pushes each agent kind
    ``matrl-mixture``: its Nash weight and its peers' mixture (their per-step log importance
    weight on the round's episodes, ``peer_log_ratios``), with the best response's step size and
-   clip;
-4. every agent takes its best-response step and publishes ``policy`` version ``v + 1``, which the
-   coordinator waits for.
+   clip; every agent prepares its response (nothing committed or published) and publishes kind
+   ``matrl-prepared`` at version = the round, which the coordinator waits for from every agent;
+4. only then it pushes each agent kind ``matrl-commit`` (the round); every agent commits,
+   checkpoints and publishes ``policy`` version ``v + 1``, which the coordinator waits for.
 
 A deep config's ``variant`` (``league.matrl.deep.VARIANTS``: ``il``, ``il_pp``, ``matrl_no_br``,
 ``matrl``) runs through its declaration :data:`league.matrl.variant_protocol.PROTOCOLS`: whether
@@ -34,8 +35,12 @@ counted in ``league_matrl_rounds_voided_total``, logged in one line, its agents 
 current policies (and their learner-local state: ``agents.matrl``), the coordinator's episode
 stream is rolled back to before the round (a voided round draws nothing), and the other groups
 go on; the group is tried again next round. So a run with voided rounds is the embedded run of
-its completed rounds, unless the mixture had reached some agents of the group before the round
-failed: those took their step (the log line names them).
+its completed rounds: a round that fails before its commit phase (step 4) leaves every agent of
+the group as it was (prepared responses are dropped at the next broadcast). The window two phases
+leave: the commits are pushed one agent after another, so a round that fails during them (an
+agent dies after it prepared and before its own ``matrl-commit`` arrives, while another agent of
+the group already received one) is taken by the agents the commit reached (the log line names
+them).
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ import grpc
 import torch
 from prometheus_client import Counter, Gauge, Histogram
 
-from agents.matrl import MIXTURE, PREDICTED, TRUST, mixture_message, ppo_trust_message, trust_message
+from agents.matrl import (COMMIT, MIXTURE, PREDICTED, PREPARED, TRUST, mixture_message, ppo_trust_message,
+                          round_message, trust_message)
 from agents.policy_factory import policy_from_description, seat_spaces
 from league.config import ConfigError, build, read_table
 from league.envs import make_env
@@ -370,6 +376,11 @@ class MatrlMode:
             if time.monotonic() >= deadline:
                 raise RoundVoided(f"{agent} did not publish {kind} version {version} within {self.cfg.timeout:g}s")
 
+    def _push(self, stub: agent_pb2_grpc.AgentStub, kind: str, message: dict[str, torch.Tensor]) -> None:
+        """Push ``kind`` over the agent's current version of it (compare-and-set)."""
+        expected = describe(stub, timeout=self.cfg.timeout).versions.get(kind, 0)
+        push_parameters(stub, kind, message, expected, timeout=self.cfg.timeout)
+
     # -- one round -----------------------------------------------------------------------
     def _first_round(self, members: dict[str, str]) -> int:
         """A round number above every agent's ``predicted`` version: a restarted coordinator
@@ -410,19 +421,22 @@ class MatrlMode:
         out = round_mixtures(m, r, policies, current, predicted, episodes)
         if out.solve_seconds is not None:
             self.matrl_metrics.solve.observe(out.solve_seconds)
-        reached: list[str] = []  # agents the mixture reached: they take their step whatever follows
+        for stub, message in zip(stubs, out.messages):  # phase 1: every agent prepares its response
+            self._push(stub, MIXTURE, message)
+        for stub, agent in zip(stubs, seats):
+            self._fetch(stub, agent, PREPARED, r)
+        reached: list[str] = []  # phase 2: an agent the commit reached takes its step whatever follows
         try:
-            for stub, agent, message in zip(stubs, seats, out.messages):
-                expected = describe(stub, timeout=self.cfg.timeout).versions.get(MIXTURE, 0)
-                push_parameters(stub, MIXTURE, message, expected, timeout=self.cfg.timeout)
+            for stub, agent in zip(stubs, seats):
+                self._push(stub, COMMIT, round_message(r))
                 reached.append(agent)
             new = [self._fetch(s, a, "policy", v + 1) for s, a, v in zip(stubs, seats, versions)]
         except (RoundVoided, grpc.RpcError) as err:
-            if not reached:
-                raise
             reason = f"{err.code().name}: {err.details()}" if isinstance(err, grpc.RpcError) else str(err)
-            raise RoundVoided(f"{(reason.splitlines() or [''])[0]} (the mixture had reached {', '.join(reached)}, "
-                              "whose step stands)") from None
+            taken = f"the commit had reached {', '.join(reached)}, whose step stands" if reached else \
+                "no commit push had been acknowledged"
+            raise RoundVoided(f"{(reason.splitlines() or [''])[0]} (during the commit phase: {taken}; "
+                              "the group may be out of step)") from None
         corners = ["".join("1" if c else "0" for c in row) for row in corner_choices(len(seats)).tolist()]
         for k, agent in enumerate(seats):
             self.matrl_metrics.weight.labels(agent).set(float(out.weights[k]))

@@ -68,6 +68,8 @@ PUSHED_RANGES: dict[str, tuple[float, float] | dict[str, tuple[float, float]]] =
     # the coordinator's MATRL round message (agents/matrl.py); its peer_log_ratio is any finite value
     "matrl-mixture": {"round": (0, MAX_STEP), "nash_weight": (0.0, 1.0), "br_lr": LEARNING_RATE_RANGE,
                       "clip": (0.0, 100.0)},
+    # its second phase: commit the response prepared from that round's mixture
+    "matrl-commit": {"round": (0, MAX_STEP)},
     # the trust-region step's settings: rule matrl (kl_coef, trust_steps) or ppo-matrl (every
     # league.matrl.ppo.PPOConfig field, the seat generators' seed, the best response's steps and the
     # variant's response: an index in league.matrl.variant_protocol.RESPONSES)

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from agents.matrl import (MIXTURE, PREDICTED, TRUST, CHOICES, PPOTrust, mixture_message, ppo_trust_message,
-                          ppo_trust_settings)
+from agents.matrl import (COMMIT, MIXTURE, PREDICTED, TRUST, CHOICES, PPOTrust, mixture_message, ppo_trust_message,
+                          ppo_trust_settings, round_message)
 from agents.policy_factory import initial_state, make_policy
 from agents.runtime import AgentProcess, AgentRuntimeConfig
 from league.matrl.deep import deep_round, run_deep_matrl, seat_generator
@@ -148,6 +148,9 @@ def test_the_agents_round_is_the_embedded_round(tmp_path):
         check_pushed_range(MIXTURE, message)
         a.store.compare_and_set(MIXTURE, a.store.version(MIXTURE), message)
         a._on_push(MIXTURE, a.store.version(MIXTURE))
+        assert a.store.version("policy") == 1  # prepared, not committed
+        a.store.compare_and_set(COMMIT, a.store.version(COMMIT), round_message(1))
+        a._on_push(COMMIT, a.store.version(COMMIT))
         version, new = a.store.snapshot("policy")
         assert version == 2
         for name in new:

@@ -21,6 +21,7 @@ through the league equals its embedded run over 2 rounds.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -30,7 +31,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.matrl import MIXTURE, PREDICTED, TRUST
+from agents.matrl import COMMIT, MIXTURE, PREDICTED, PREPARED, TRUST, round_message
 from agents.runtime import AgentProcess, AgentRuntimeConfig
 from league.matrl.deep import VARIANTS, run_deep_matrl
 from league.matrl.variant_protocol import PROTOCOLS
@@ -104,26 +105,43 @@ class InProcessRounds:
             a.learn_many([batch])
         return versions, list(params), policies, traj
 
-    def play_round(self, complete: bool = True) -> None:
-        """One round: :meth:`broadcast`; then (``complete``) the coordinator's mixtures and every
-        agent's response, or (not ``complete``) the round voided after the agents' steps, the
-        episode stream rolled back as ``MatrlMode.iterate`` rolls it back."""
+    def play_round(self, complete: bool = True, mixture_to: int | None = None) -> None:
+        """One round: :meth:`broadcast`; then (``complete``) the coordinator's mixtures, every
+        agent's prepared response, the commits and every agent's ``policy`` v+1; or (not
+        ``complete``) the round voided after the agents' steps, once the mixture reached the first
+        ``mixture_to`` agents (none by default), with the episode stream rolled back as
+        ``MatrlMode.iterate`` rolls it back."""
         stream = self.generator.get_state()
         versions, params, policies, traj = self.broadcast()
+        if not complete and not mixture_to:
+            self.generator.set_state(stream)
+            return
+        out = self.mixtures(policies, params, traj)
+        reached = self.agents if complete else self.agents[:mixture_to]
+        for a, v, message in zip(reached, versions, out.messages):
+            self.push(a, MIXTURE, message)
+            assert a.store.version(PREPARED) == self.round and a.store.version("policy") == v  # prepared only
         if not complete:
             self.generator.set_state(stream)
             return
+        for a, v in zip(self.agents, versions):
+            self.push(a, COMMIT, round_message(self.round))
+            assert a.store.version("policy") == v + 1
+        self.records.append({"weights": out.weights.tolist(),
+                             "metagame": None if out.metagame is None else out.metagame.flatten().tolist()})
+
+    def mixtures(self, policies, params, traj):
+        """The coordinator's step 3 of the current round from the agents' published predictions."""
         predicted = []
         for a in self.agents:
             version, p = a.store.snapshot(PREDICTED)
             assert version == self.round
             predicted.append(p)
-        out = round_mixtures(self.settings, self.round, policies, params, predicted, Episodes.of(traj))
-        for a, v, message in zip(self.agents, versions, out.messages):
-            self.push(a, MIXTURE, message)
-            assert a.store.version("policy") == v + 1
-        self.records.append({"weights": out.weights.tolist(),
-                             "metagame": None if out.metagame is None else out.metagame.flatten().tolist()})
+        return round_mixtures(self.settings, self.round, policies, params, predicted, Episodes.of(traj))
+
+    def state(self) -> list[tuple]:
+        """Every agent's policy version and parameters and committed learner state (copies)."""
+        return [copy.deepcopy((a.store.snapshot("policy"), a.coordinated.state_dict())) for a in self.agents]
 
     def params(self) -> list[dict[str, torch.Tensor]]:
         return [a.store.get("policy")[1] for a in self.agents]
@@ -186,6 +204,80 @@ def test_a_voided_round_leaves_the_embedded_run_of_the_completed_rounds(tmp_path
     assert _max_gap(voided.params(), final) <= TOL
 
 
+def _same(a, b) -> bool:
+    """Exact equality of nested dicts, lists and tuples of tensors and plain values."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_a_round_voided_after_the_mixture_reached_one_agent_leaves_the_group_as_before(tmp_path):
+    """Two phases: round 2's mixture reaches agent 0 only (it prepares its response), then the
+    round is voided (no commit). Both agents' policy versions, parameters and committed learner
+    state (critic weights, Adam state, seat generator) equal those before the round exactly, as
+    does agent 0 rebuilt from its checkpoint; rounds 1, (2 voided), 3, 4 then equal 3 plain rounds
+    (0.0) and the embedded run of 3 rounds."""
+    voided, plain = InProcessRounds(tmp_path / "voided"), InProcessRounds(tmp_path / "plain")
+    voided.play_round()
+    before = voided.state()
+    voided.play_round(complete=False, mixture_to=1)
+    prepared = voided.agents[0].coordinated.pending
+    assert prepared is not None and prepared.response is not None  # agent 0 did prepare a response
+    assert _max_gap([prepared.response], [before[0][0][1]]) > 100 * TOL  # ... that would have moved it
+    after = voided.state()
+    for k in range(2):
+        print(f"agent {k}: policy version {before[k][0][0]} -> {after[k][0][0]}, "
+              f"parameters unchanged: {_same(before[k][0], after[k][0])}, "
+              f"learner state unchanged: {_same(before[k][1], after[k][1])}")
+        assert after[k][0][0] == before[k][0][0] == 2
+        assert _same(before[k], after[k])
+    from_disk = voided.start(0)
+    assert _same(copy.deepcopy((from_disk.store.snapshot("policy"), from_disk.coordinated.state_dict())), before[0])
+    voided.play_round()
+    voided.play_round()
+    for _ in range(3):
+        plain.play_round()
+    gap, critic_gap = _max_gap(plain.params(), voided.params()), _max_list_gap(plain.critics(), voided.critics())
+    print(f"max |with the half-pushed voided round - without|: parameters {gap:.3g}, critic weights {critic_gap:.3g}")
+    assert gap == 0.0 and critic_gap == 0.0
+    final, _ = plain.embedded(3)
+    assert _max_gap(voided.params(), final) <= TOL
+
+
+def test_a_commit_for_another_round_does_nothing(tmp_path):
+    """``matrl-commit`` before the mixture, or for another round than the prepared one, is
+    ignored (the agent's policy, parameters and learner state stay as they were, its prepared
+    response stays pending); the commit for the prepared round then publishes ``policy`` v+1.
+    A commit's round outside [0, 10000] is refused at the push."""
+    from services.wire import WireError
+
+    rounds = InProcessRounds(tmp_path)
+    rounds.play_round()
+    versions, params, policies, traj = rounds.broadcast()
+    out = rounds.mixtures(policies, params, traj)
+    a, r = rounds.agents[0], rounds.round
+    before = rounds.state()
+    rounds.push(a, COMMIT, round_message(r))  # no mixture yet: nothing prepared
+    assert _same(rounds.state(), before)
+    rounds.push(a, MIXTURE, out.messages[0])
+    for wrong in (r - 1, r + 1, 0):
+        rounds.push(a, COMMIT, round_message(wrong))
+        assert _same(rounds.state(), before), f"a commit for round {wrong} changed the agent (pending round {r})"
+    assert a.coordinated.pending.round == r and a.coordinated.pending.response is not None
+    for bad in (-1, 10_001):
+        with pytest.raises(WireError, match="outside the allowed"):
+            check_pushed_range(COMMIT, round_message(bad))
+    prepared = a.coordinated.pending.response
+    rounds.push(a, COMMIT, round_message(r))
+    assert a.store.version("policy") == versions[0] + 1 and a.coordinated.pending is None
+    assert _same(a.store.get("policy")[1], prepared)  # the prepared response, published
+    assert _max_gap([prepared], [params[0]]) > 100 * TOL
+
+
 def test_every_variant_has_a_league_protocol():
     assert PROTOCOLS.keys() == VARIANTS.keys()
 
@@ -232,6 +324,8 @@ def test_a_fractional_nash_weight_is_applied_as_the_embedded_variant_applies_it(
     ratios = peer_log_ratios(score_round(policies, params, published, episodes), w)
     for k, agent in enumerate(a):
         rounds.push(agent, MIXTURE, mixture_message(1, float(w[0, k]), ratios[k], cfg.br_lr, cfg.br_clip))
+    for agent in a:
+        rounds.push(agent, COMMIT, round_message(1))
     got = rounds.params()
     gap = _max_gap(got, expected)
     print(f"{variant} at w = (0.3, 0.8): max |agent - embedded arithmetic| = {gap:.2e}; "
