@@ -68,8 +68,11 @@ ACCESS: Mapping[str, Rule] = MappingProxyType({
     AGENT["Describe"]: Rule(frozenset({"referee", "coordinator", "admin"}),
                             why="spaces and versions, read at join (referee) and before pushes (coordinator)"),
     AGENT["GetParameters"]: Rule(frozenset({"referee", "coordinator"}),
-                                 why="the referee rolls out; the coordinator checks its replica and reads MATRL predictions"),
-    AGENT["PushParameters"]: Rule(frozenset({"coordinator"}), why="meta-updates, persona draws and MATRL mixtures (kind matrl-mixture)"),
+                                 why="the referee rolls out; the coordinator checks its replica and reads MATRL "
+                                     "predictions and acceptances"),
+    AGENT["PushParameters"]: Rule(frozenset({"coordinator"}),
+                                  why="meta-updates, persona draws and MATRL rounds (kinds matrl-trust, matrl-mixture, "
+                                      "matrl-commit)"),
     COORDINATOR_STATUS: Rule(EVERYONE, why="iteration and objective; read-only"),
     HEALTH_CHECK: Rule(EVERYONE, why="liveness (containers' healthchecks use the process's own credentials)"),
     HEALTH_WATCH: Rule(EVERYONE, why="liveness"),
