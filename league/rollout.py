@@ -20,7 +20,7 @@ import torch
 from league.envs.base import Environment, flat_obs
 from league.envs.matrix import MatrixGameEnv
 from league.games.iterated import IteratedMatrixGame
-from league.policies.base import Params, Policy, categorical_cdf, policy_sequence, sample_inverse_cdf
+from league.policies.base import Params, Policy, categorical_cdf, policy_sequence
 from league.policies.distributions import Categorical
 
 

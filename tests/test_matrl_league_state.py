@@ -193,12 +193,18 @@ def test_a_voided_round_leaves_the_embedded_run_of_the_completed_rounds(tmp_path
     voided.play_round()
     voided.play_round(complete=False)
     voided.restart(1)
+    _finish_and_compare_with_three_plain_rounds(voided, plain, "a voided round")
+
+
+def _finish_and_compare_with_three_plain_rounds(voided, plain, what: str) -> None:
+    """``voided`` (one completed round, then the voided one) plays 2 more rounds: its agents must
+    equal ``plain``'s after 3 rounds exactly, and the embedded run of 3 rounds."""
     voided.play_round()
     voided.play_round()
     for _ in range(3):
         plain.play_round()
     gap, critic_gap = _max_gap(plain.params(), voided.params()), _max_list_gap(plain.critics(), voided.critics())
-    print(f"max |with a voided round - without|: parameters {gap:.3g}, critic weights {critic_gap:.3g}")
+    print(f"max |with {what} - without|: parameters {gap:.3g}, critic weights {critic_gap:.3g}")
     assert gap == 0.0 and critic_gap == 0.0
     final, _ = plain.embedded(3)
     assert _max_gap(voided.params(), final) <= TOL
@@ -237,15 +243,7 @@ def test_a_round_voided_after_the_mixture_reached_one_agent_leaves_the_group_as_
         assert _same(before[k], after[k])
     from_disk = voided.start(0)
     assert _same(copy.deepcopy((from_disk.store.snapshot("policy"), from_disk.coordinated.state_dict())), before[0])
-    voided.play_round()
-    voided.play_round()
-    for _ in range(3):
-        plain.play_round()
-    gap, critic_gap = _max_gap(plain.params(), voided.params()), _max_list_gap(plain.critics(), voided.critics())
-    print(f"max |with the half-pushed voided round - without|: parameters {gap:.3g}, critic weights {critic_gap:.3g}")
-    assert gap == 0.0 and critic_gap == 0.0
-    final, _ = plain.embedded(3)
-    assert _max_gap(voided.params(), final) <= TOL
+    _finish_and_compare_with_three_plain_rounds(voided, plain, "the half-pushed voided round")
 
 
 def test_a_commit_for_another_round_does_nothing(tmp_path):
