@@ -254,12 +254,12 @@ class CoordinatedSeat(ABC):
                 m.updates.labels(*m.values).inc()
                 m.last_update.labels(*m.values).set(time.time())
 
-    def on_push(self, kind: str) -> None:
+    def on_push(self, kind: str) -> bool:
         """Steps 2 and 3 (called under the agent's lock): :meth:`prepare` on the coordinator's
-        mixture, :meth:`commit_round` on its commit."""
+        mixture, :meth:`commit_round` on its commit. True when the push made it write the
+        agent's checkpoint (a committed round), so the agent need not write it again."""
         handler = {MIXTURE: self.prepare, COMMIT: self.commit_round}.get(kind)
-        if handler is not None:
-            handler(int(self.agent.store.snapshot(kind)[1]["round"][0]))
+        return handler is not None and handler(int(self.agent.store.snapshot(kind)[1]["round"][0]))
 
     def _pending(self, what: str, round_: int) -> PendingRound | None:
         """The pending round if it is ``round_`` (else None, logged: the coordinator voided it)."""
@@ -270,32 +270,34 @@ class CoordinatedSeat(ABC):
             return None
         return p
 
-    def prepare(self, round_: int) -> None:
+    def prepare(self, round_: int) -> bool:
         """Step 2: the response to the pushed mixture, held with the pending round (nothing
-        committed, published or checkpointed), and ``matrl-prepared`` at version ``round_``."""
+        committed, published or checkpointed), and ``matrl-prepared`` at version ``round_``.
+        False: nothing was checkpointed."""
         p = self._pending("mixture", round_)
-        if p is None:
-            return
-        _, mix = self.agent.store.snapshot(MIXTURE)
-        p.response, p.nash_weight = self.respond(p, mix), float(mix["nash_weight"][0])
-        self.agent.store.restore(PREPARED, round_, round_message(round_))
+        if p is not None:
+            _, mix = self.agent.store.snapshot(MIXTURE)
+            p.response, p.nash_weight = self.respond(p, mix), float(mix["nash_weight"][0])
+            self.agent.store.restore(PREPARED, round_, round_message(round_))
+        return False
 
-    def commit_round(self, round_: int) -> None:
+    def commit_round(self, round_: int) -> bool:
         """Step 3: the prepared round becomes the seat's (learner-local state, then the checkpoint,
-        then ``policy`` ``v + 1``)."""
+        then ``policy`` ``v + 1``). True when it committed (and so checkpointed)."""
         a, m = self.agent, self.agent.metrics
         p = self._pending("commit", round_)
         if p is None:
-            return
+            return False
         if p.response is None:
             log.warning("%s: a MATRL commit for round %d, which has no mixture yet: ignored", a.spec.id, round_)
-            return
+            return False
         self.commit(p)
         self.pending = None
         a.save(publishing={"policy": (a.store.version("policy") + 1, p.response)})  # on disk before anyone sees v + 1
         version = a.store.set("policy", p.response)
         self.weight.labels(*m.values).set(p.nash_weight)
         m.version.labels(*m.values).set(version)
+        return True
 
 
 class MatrlSeat(CoordinatedSeat):

@@ -298,9 +298,9 @@ class AgentProcess:
             m.lr.labels(*m.values).set(float(self.store.snapshot("lr")[1]["lr"].mean()))
         m.last_update.labels(*m.values).set(time.time())
         with self._lock:
-            if self.coordinated is not None:
-                self.coordinated.on_push(kind)
-            self.save()
+            saved = self.coordinated is not None and self.coordinated.on_push(kind)
+            if not saved:  # a committed MATRL round wrote the checkpoint already, the push's kind in it
+                self.save()
 
     def advertised_host(self) -> str:
         return self.cfg.advertise or self.cfg.host
