@@ -262,6 +262,12 @@ def round_mixtures(m: RoundSettings, round_: int, policies: Sequence[Policy], cu
     return RoundMixtures(w[0], found, solver, meta, se, seconds, messages)
 
 
+def _first_line(err: Exception) -> str:
+    """A failed round's reason in one line: a gRPC status as ``CODE: details``."""
+    reason = f"{err.code().name}: {err.details()}" if isinstance(err, grpc.RpcError) else str(err)
+    return (reason.splitlines() or [""])[0]
+
+
 class MatrlMetrics:
     """The ``matrl`` mode's series, on the coordinator's registry (beside its iteration counter
     and histogram): per agent its Nash weight, per agent and meta-game corner the meta-game
@@ -432,10 +438,10 @@ class MatrlMode:
                 reached.append(agent)
             new = [self._fetch(s, a, "policy", v + 1) for s, a, v in zip(stubs, seats, versions)]
         except (RoundVoided, grpc.RpcError) as err:
-            reason = f"{err.code().name}: {err.details()}" if isinstance(err, grpc.RpcError) else str(err)
+            reason = _first_line(err)
             taken = f"the commit had reached {', '.join(reached)}, whose step stands" if reached else \
                 "no commit push had been acknowledged"
-            raise RoundVoided(f"{(reason.splitlines() or [''])[0]} (during the commit phase: {taken}; "
+            raise RoundVoided(f"{reason} (during the commit phase: {taken}; "
                               "the group may be out of step)") from None
         corners = ["".join("1" if c else "0" for c in row) for row in corner_choices(len(seats)).tolist()]
         for k, agent in enumerate(seats):
@@ -464,9 +470,7 @@ class MatrlMode:
                 self.matrl_metrics.completed.inc()
             except (RoundVoided, grpc.RpcError) as err:
                 self.generator.set_state(stream)  # a voided round draws nothing: the next round plays its episodes
-                reason = f"{err.code().name}: {err.details()}" if isinstance(err, grpc.RpcError) else str(err)
-                log.warning("round %d of group %d (%s) voided: %s", self.round, g, ", ".join(seats),
-                            reason.splitlines()[0] if reason else "")
+                log.warning("round %d of group %d (%s) voided: %s", self.round, g, ", ".join(seats), _first_line(err))
                 voided += 1
                 self.matrl_metrics.voided.inc()
         self.iteration += 1
