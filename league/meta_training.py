@@ -77,12 +77,12 @@ class MetaTraining:
         continues exactly where this one stands."""
         learner = self.learner
         return to_cpu({"policy": {k: v.detach().clone() for k, v in learner.policy.items()},
-                "lr": learner.lr.detach().clone(),
-                "critic": ({k: v.detach().clone() for k, v in learner.critic.params.items()}
-                           if learner.critic is not None else None),
-                "actor_opt": learner.actor_opt.state_dict(),
-                "critic_opt": learner.critic_opt.state_dict() if learner.critic_opt is not None else None,
-                "generator": self.generator.get_state()})
+                       "lr": learner.lr.detach().clone(),
+                       "critic": ({k: v.detach().clone() for k, v in learner.critic.params.items()}
+                                  if learner.critic is not None else None),
+                       "actor_opt": learner.actor_opt.state_dict(),
+                       "critic_opt": learner.critic_opt.state_dict() if learner.critic_opt is not None else None,
+                       "generator": self.generator.get_state()})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output into this (freshly built) run, in place: the
