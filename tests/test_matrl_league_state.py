@@ -277,6 +277,8 @@ def test_a_commit_for_another_round_does_nothing(tmp_path):
 
 
 def test_every_variant_has_a_league_protocol():
+    """A variant added to ``league.matrl.deep.VARIANTS`` needs its declaration in ``PROTOCOLS``
+    before the coordinator can run it."""
     assert PROTOCOLS.keys() == VARIANTS.keys()
 
 
