@@ -213,18 +213,19 @@ def plot(summary: dict, out: Path) -> Path:
             e = np.array([c[key]["ci95_half_t"] for c in cells])
             ax.errorbar(x, y, yerr=e, fmt=style, capsize=3, label=f"{name}: {key.replace('_', ' ')}")
     ax.set(xscale="log", xlabel="trust-region step size lr", ylabel="share of (game, iteration)",
-           title="Exact MATRL (closed-form-2x2): interior meta-game Nash weights")
+           title=f"Exact MATRL: interior Nash weights (95% t, {len(summary['config']['seeds'])} seeds)")
     ax.legend(fontsize=6)
     for game in summary["config"]["sampled"]["games"]:
         env, n = game.split(":")[0], int(game.split(":")[1])
         cells = [c for c in summary["sampled"] if (c["env"], c["n_players"]) == (env, n)]
         scales = summary["config"]["sampled"]["lr_scales"]
-        y = [max(c["interior_weights"]["mean_over_seeds"] for c in cells if c["lr"][0] == BASE_LRS[0] * s)
-             for s in scales]
-        ax2.plot(scales, y, "-o", label=f"{env}, n={n}")
+        best = [max((c for c in cells if c["lr"][0] == BASE_LRS[0] * s),
+                    key=lambda c: c["interior_weights"]["mean_over_seeds"])["interior_weights"] for s in scales]
+        ax2.errorbar(scales, [b["mean_over_seeds"] for b in best], yerr=[b["ci95_half_t"] for b in best], fmt="-o",
+                     capsize=3, label=f"{env}, n={n}")
     ax2.set(xscale="log", ylim=(-0.05, 1.05), xlabel="step-size scale (x 0.5, 1.0, 0.7 per seat)",
-            ylabel="share of rounds, max over trust/K/H cells",
-            title=f"Sampled rounds: interior Nash weights ({len(summary['config']['seeds'])} seeds)")
+            ylabel="share of rounds (the trust/K/H cell with the most)",
+            title=f"Sampled rounds: interior Nash weights (95% t, {len(summary['config']['seeds'])} seeds)")
     ax2.legend(fontsize=8)
     return _save(fig, out / "weights.png")
 
@@ -234,7 +235,11 @@ def main() -> None:
     parser.add_argument("--config", default="configs/matrl/weights.toml")
     parser.add_argument("--out", default="results/matrl_weights")
     parser.add_argument("--set", action="append", default=[], help="key.path=value override")
+    parser.add_argument("--replot", action="store_true", help="only redraw the plot from OUT/summary.json")
     args = parser.parse_args()
+    if args.replot:
+        print(plot(json.loads((Path(args.out) / "summary.json").read_text()), Path(args.out)))
+        return
     torch.set_num_threads(1)
     cfg = build(WeightsConfig, read_table(args.config, args.set))
     t0 = time.time()
