@@ -130,6 +130,9 @@ def test_league_rounds_equal_the_embedded_rounds(tmp_path, n):
         last = result["rounds"][-1]
         for k, a in enumerate(ids):
             assert metric_value(text, "league_matrl_nash_weight", agent_id=a) == pytest.approx(last["weights"][k])
+            agent_text = metrics(json.loads((tmp_path / f"{a}.json").read_text())["metrics"])  # the weight it was sent
+            assert metric_value(agent_text, "league_agent_matrl_nash_weight", agent_id=a) == pytest.approx(
+                last["weights"][k])
             assert metric_value(text, "league_matrl_metagame_value", agent_id=a, corner="1" * n) == pytest.approx(
                 last["metagame"][k * 2**n + 2**n - 1], abs=1e-6)
         assert metric_value(text, "league_matrl_solve_seconds_count") == rounds
