@@ -87,20 +87,22 @@ def _fractional(weights: list[list[float]], tol: float = 1e-6) -> list[int]:
     return [r for r, w in enumerate(weights) if any(tol <= x <= 1 - tol for x in w)]
 
 
-#: Per seat count: the trust-region settings of the league-equals-embedded test. n = 2: seat 1's
-#: inner loop overshoots (lr * kl_coef = 90 over 2 inner steps), so its step alone loses on the
-#: estimate and round 1's meta-game has no pure equilibrium: Nash weights (0.88, 0.97) from
-#: support enumeration (docs/matrl.md, "When is a Nash weight fractional?"; with gaining steps a
-#: two-player zero-sum meta-game always has a pure one). n = 3: the earlier settings (pure weights).
-SETTINGS = {2: {"lrs": [3.0, 30.0], "kl_coef": 3.0, "trust_steps": 2, "fractional": True},
-            3: {"lrs": [0.5, 1.0, 0.7], "kl_coef": 0.5, "trust_steps": 2, "fractional": False}}
+#: Per seat count: the settings of the league-equals-embedded test. n = 2: the trust-region inner
+#: loop overshoots (lr * kl_coef = 100, 3 inner steps), so a seat's step can lose on its own
+#: estimate, and round 2's meta-game has no pure equilibrium: Nash weights (0.355, 0.562) from
+#: support enumeration, in the last round, so that the coordinator's and each agent's weight gauge
+#: show them too (docs/matrl.md, "When is a Nash weight fractional?": with gaining steps a
+#: two-player zero-sum meta-game always has a pure equilibrium). n = 3: the earlier settings (pure
+#: weights in every round).
+SETTINGS = {2: {"lrs": [10.0, 10.0], "kl_coef": 10.0, "trust_steps": 3, "rounds": 2, "fractional": True},
+            3: {"lrs": [0.5, 1.0, 0.7], "kl_coef": 0.5, "trust_steps": 2, "rounds": 3, "fractional": False}}
 
 
 @pytest.mark.parametrize("n", [2, pytest.param(3, marks=pytest.mark.slow)])  # each about 30 s on the 2 shared cores
 def test_league_rounds_equal_the_embedded_rounds(tmp_path, n):
     ids = [f"m{i}" for i in range(n)]
-    rounds = 3
     setting = SETTINGS[n]
+    rounds = setting["rounds"]
     lg, coord = _league(tmp_path, n, ids, setting["lrs"], rounds, "--linger", "3", "--pace", "1.5",
                         kl_coef=setting["kl_coef"], trust_steps=setting["trust_steps"])
     try:
