@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 .venv/bin/league bench matrix-games --games 1000 --iterations 1000 --seed 0 --out results/matrl_matrix_games
 .venv/bin/python scripts/matrl_matching_pennies.py --iterations 1000 --out results/matrl_matching_pennies
 .venv/bin/python benchmarks/matrl_metagame.py
+# how often meta-game Nash weights are strictly inside (0, 1): sampled rounds and exact 2x2 MATRL, 5 seeds (about 6 min)
+.venv/bin/python scripts/matrl_weights.py --config configs/matrl/weights.toml --out results/matrl_weights
 # Deep MATRL vs IL (PPO) on the grid worlds, 3 seeds x 25 iterations x 24 episodes (about 11 min of one core)
 .venv/bin/python scripts/matrl_gridworlds.py --config configs/matrl/gridworlds.toml --out results/matrl_gridworlds
 # switch with 2 agents (every variant) and 4 agents (IL vs MATRL)

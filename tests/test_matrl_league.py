@@ -44,19 +44,21 @@ trajectories = 8
 horizon = 3
 gamma = 0.96
 lr = {lrs}
-trust_steps = 2
-kl_coef = 0.5
+trust_steps = {trust_steps}
+kl_coef = {kl_coef}
 br_lr = 0.8
 clip = 0.5
 """
 
 
-def _league(tmp_path, n: int, ids: list[str], lrs: list[float], iterations: int, *extra: str):
+def _league(tmp_path, n: int, ids: list[str], lrs: list[float], iterations: int, *extra: str,
+            kl_coef: float = 0.5, trust_steps: int = 2):
     """A secured league of ``ids`` (rule matrl, persona seats the coordinator alone schedules) and
     a coordinator in mode matrl driving them for ``iterations`` rounds."""
     text = LEAGUE.format(n=n) + "".join(agent_toml(a, role="persona", rule="matrl", init=f"random:{i}",
                                                      lr=[lrs[i % len(lrs)]]) for i, a in enumerate(ids))
-    (tmp_path / "matrl.toml").write_text(EXPERIMENT.format(n=n, lrs=[lrs[i % len(lrs)] for i in range(n)]))
+    (tmp_path / "matrl.toml").write_text(EXPERIMENT.format(n=n, lrs=[lrs[i % len(lrs)] for i in range(n)],
+                                                           kl_coef=kl_coef, trust_steps=trust_steps))
     creds = league_credentials(tmp_path, ids, coordinator=True)
     lg = start_league(tmp_path, text, ids, creds)
     coord = spawn(["coordinator", "--join", lg.ref["address"], "--mode", "matrl", "--experiment",
@@ -80,11 +82,29 @@ def _embedded(tmp_path, ids: list[str], n: int, rounds: int):
     return {a: final[i // n][i % n] for i, a in enumerate(ids)}, history
 
 
+def _fractional(weights: list[list[float]], tol: float = 1e-6) -> list[int]:
+    """The rounds (indices) in which some seat's Nash weight is strictly inside (0, 1)."""
+    return [r for r, w in enumerate(weights) if any(tol <= x <= 1 - tol for x in w)]
+
+
+#: Per seat count: the settings of the league-equals-embedded test. n = 2: the trust-region inner
+#: loop overshoots (lr * kl_coef = 100, 3 inner steps), so a seat's step can lose on its own
+#: estimate, and round 2's meta-game has no pure equilibrium: Nash weights (0.355, 0.562) from
+#: support enumeration, in the last round, so that the coordinator's and each agent's weight gauge
+#: show them too (docs/matrl.md, "When is a Nash weight fractional?": with gaining steps a
+#: two-player zero-sum meta-game always has a pure equilibrium). n = 3: the earlier settings (pure
+#: weights in every round).
+SETTINGS = {2: {"lrs": [10.0, 10.0], "kl_coef": 10.0, "trust_steps": 3, "rounds": 2, "fractional": True},
+            3: {"lrs": [0.5, 1.0, 0.7], "kl_coef": 0.5, "trust_steps": 2, "rounds": 3, "fractional": False}}
+
+
 @pytest.mark.parametrize("n", [2, pytest.param(3, marks=pytest.mark.slow)])  # each about 30 s on the 2 shared cores
 def test_league_rounds_equal_the_embedded_rounds(tmp_path, n):
     ids = [f"m{i}" for i in range(n)]
-    rounds = 3
-    lg, coord = _league(tmp_path, n, ids, [0.5, 1.0, 0.7], rounds, "--linger", "3", "--pace", "1.5")
+    setting = SETTINGS[n]
+    rounds = setting["rounds"]
+    lg, coord = _league(tmp_path, n, ids, setting["lrs"], rounds, "--linger", "3", "--pace", "1.5",
+                        kl_coef=setting["kl_coef"], trust_steps=setting["trust_steps"])
     try:
         ready = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)
         wait_until(lambda: (tmp_path / "coord.json").exists() and json.loads(
@@ -102,10 +122,19 @@ def test_league_rounds_equal_the_embedded_rounds(tmp_path, n):
                                    np.array([h["weights"] for h in history]), atol=1e-6, rtol=0)
         np.testing.assert_allclose(np.array([r["metagame"] for r in result["rounds"]]),
                                    np.array([h["metagame"] for h in history]), atol=1e-6, rtol=0)
+        if setting["fractional"]:  # the league's handling of a weight strictly inside (0, 1), not pushed by hand
+            league_rounds, embedded_rounds = (_fractional([r["weights"] for r in result["rounds"]]),
+                                              _fractional([h["weights"] for h in history]))
+            print(f"fractional rounds: league {league_rounds}, embedded {embedded_rounds}; weights "
+                  f"{[r['weights'] for r in result['rounds']]}")
+            assert league_rounds and league_rounds == embedded_rounds
         # the MATRL series: weights and the last meta-game per agent, solve time, no voided round
         last = result["rounds"][-1]
         for k, a in enumerate(ids):
             assert metric_value(text, "league_matrl_nash_weight", agent_id=a) == pytest.approx(last["weights"][k])
+            agent_text = metrics(json.loads((tmp_path / f"{a}.json").read_text())["metrics"])  # the weight it was sent
+            assert metric_value(agent_text, "league_agent_matrl_nash_weight", agent_id=a) == pytest.approx(
+                last["weights"][k])
             assert metric_value(text, "league_matrl_metagame_value", agent_id=a, corner="1" * n) == pytest.approx(
                 last["metagame"][k * 2**n + 2**n - 1], abs=1e-6)
         assert metric_value(text, "league_matrl_solve_seconds_count") == rounds
