@@ -231,8 +231,8 @@ def test_a_round_voided_after_the_mixture_reached_one_agent_leaves_the_group_as_
     voided.play_round()
     before = voided.state()
     voided.play_round(complete=False, mixture_to=1)
-    prepared = voided.agents[0].coordinated.pending
-    assert prepared is not None and prepared.response is not None  # agent 0 did prepare a response
+    prepared = voided.agents[0].coordinated.prepared
+    assert prepared is not None and prepared.round == 2  # agent 0 did prepare a response
     assert _max_gap([prepared.response], [before[0][0][1]]) > 100 * TOL  # ... that would have moved it
     after = voided.state()
     for k in range(2):
@@ -265,13 +265,13 @@ def test_a_commit_for_another_round_does_nothing(tmp_path):
     for wrong in (r - 1, r + 1, 0):
         rounds.push(a, COMMIT, round_message(wrong))
         assert _same(rounds.state(), before), f"a commit for round {wrong} changed the agent (pending round {r})"
-    assert a.coordinated.pending.round == r and a.coordinated.pending.response is not None
+    assert a.coordinated.prepared.round == r
     for bad in (-1, 10_001):
         with pytest.raises(WireError, match="outside the allowed"):
             check_pushed_range(COMMIT, round_message(bad))
-    prepared = a.coordinated.pending.response
+    prepared = a.coordinated.prepared.response
     rounds.push(a, COMMIT, round_message(r))
-    assert a.store.version("policy") == versions[0] + 1 and a.coordinated.pending is None
+    assert a.store.version("policy") == versions[0] + 1 and a.coordinated.pending is a.coordinated.prepared is None
     assert _same(a.store.get("policy")[1], prepared)  # the prepared response, published
     assert _max_gap([prepared], [params[0]]) > 100 * TOL
 
