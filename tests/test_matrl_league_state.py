@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.matrl import COMMIT, MIXTURE, PREDICTED, PREPARED, TRUST, round_message
+from agents.matrl import COMMIT, MIXTURE, PREDICTED, PREPARED, TRUST, prepared_path, round_message
 from agents.runtime import AgentProcess, AgentRuntimeConfig
 from league.matrl.deep import VARIANTS, run_deep_matrl
 from league.matrl.variant_protocol import PROTOCOLS
@@ -105,12 +105,13 @@ class InProcessRounds:
             a.learn_many([batch])
         return versions, list(params), policies, traj
 
-    def play_round(self, complete: bool = True, mixture_to: int | None = None) -> None:
+    def play_round(self, complete: bool = True, mixture_to: int | None = None, commit_to: int | None = None) -> None:
         """One round: :meth:`broadcast`; then (``complete``) the coordinator's mixtures, every
-        agent's prepared response, the commits and every agent's ``policy`` v+1; or (not
-        ``complete``) the round voided after the agents' steps, once the mixture reached the first
-        ``mixture_to`` agents (none by default), with the episode stream rolled back as
-        ``MatrlMode.iterate`` rolls it back."""
+        agent's prepared response, the commits (to the first ``commit_to`` agents only, if given:
+        the others owe theirs) and those agents' ``policy`` v+1; or (not ``complete``) the round
+        voided after the agents' steps, once the mixture reached the first ``mixture_to`` agents
+        (none by default), with the episode stream rolled back as ``MatrlMode.iterate`` rolls it
+        back."""
         stream = self.generator.get_state()
         versions, params, policies, traj = self.broadcast()
         if not complete and not mixture_to:
@@ -124,9 +125,10 @@ class InProcessRounds:
         if not complete:
             self.generator.set_state(stream)
             return
-        for a, v in zip(self.agents, versions):
+        for a, v in list(zip(self.agents, versions))[:commit_to]:
             self.push(a, COMMIT, round_message(self.round))
             assert a.store.version("policy") == v + 1
+            assert not prepared_path(a).exists()  # a committed round leaves no prepared file
         self.records.append({"weights": out.weights.tolist(),
                              "metagame": None if out.metagame is None else out.metagame.flatten().tolist()})
 
@@ -244,6 +246,69 @@ def test_a_round_voided_after_the_mixture_reached_one_agent_leaves_the_group_as_
     from_disk = voided.start(0)
     assert _same(copy.deepcopy((from_disk.store.snapshot("policy"), from_disk.coordinated.state_dict())), before[0])
     _finish_and_compare_with_three_plain_rounds(voided, plain, "the half-pushed voided round")
+
+
+def test_a_commit_missed_by_a_restarted_agent_is_taken_from_its_prepared_file(tmp_path):
+    """Round 2 prepared by both agents, its commit reaches agent 0 only; agent 1 is rebuilt from
+    its checkpoint (round 1) and ``<id>.prepared.pt`` (round 2, held prepared) and the coordinator
+    re-sends the commit: after rounds 3 and 4 both agents' policy versions, parameters and learner
+    state (critic weights, Adam state, seat generator) equal 4 rounds of agents that never stopped
+    exactly (0.0), and the embedded run of 4 rounds."""
+    resent, plain = InProcessRounds(tmp_path / "resent"), InProcessRounds(tmp_path / "plain")
+    resent.play_round()
+    resent.play_round(commit_to=1)
+    out_of_step = [a.store.version("policy") for a in resent.agents]
+    resent.restart(1)
+    a1 = resent.agents[1]
+    held = (a1.coordinated.prepared and a1.coordinated.prepared.round, a1.store.version(PREPARED))
+    resent.push(a1, COMMIT, round_message(2))  # the coordinator's re-sent commit
+    taken = (a1.store.version("policy"), prepared_path(a1).exists())
+    print(f"policy versions after round 2's commit reached agent 0 only: {out_of_step}; agent 1 restarted holds "
+          f"(prepared round, matrl-prepared version) {held}; after the re-sent commit (policy version, file left) "
+          f"{taken}")
+    resent.play_round()
+    resent.play_round()
+    for _ in range(4):
+        plain.play_round()
+    gap, critic_gap = _max_gap(plain.params(), resent.params()), _max_list_gap(plain.critics(), resent.critics())
+    final, _ = plain.embedded(4)
+    print(f"max |re-sent commit - never stopped| after 4 rounds: parameters {gap:.3g}, critic weights "
+          f"{critic_gap:.3g}; learner state equal: {_same(plain.state(), resent.state())}; "
+          f"max |re-sent commit - embedded| {_max_gap(resent.params(), final):.3g}")
+    assert _same(plain.state(), resent.state())  # policy versions, parameters, critic, Adam state, generator
+    assert _max_gap(resent.params(), final) <= TOL
+    assert _max_gap(resent.inits, final) > 100 * TOL  # it learned
+    assert out_of_step == [3, 2] and held == (2, 2) and taken == (3, False)
+
+
+def test_a_prepared_file_of_another_round_is_not_committed(tmp_path):
+    """Agent 1 restarted holding round 2 prepared (from disk): commits for rounds 1 and 3 change
+    nothing (policy, parameters, learner state; round 2 stays prepared), the commit for round 2
+    takes it. A prepared file left beside a checkpoint that already holds its round (a crash
+    between the checkpoint and the file's removal) is dropped at start, not held; and the next
+    broadcast drops a prepared round the coordinator never committed, file included."""
+    rounds = InProcessRounds(tmp_path)
+    rounds.play_round()
+    rounds.play_round(commit_to=1)
+    rounds.restart(1)
+    a = rounds.agents[1]
+    path, before = prepared_path(a), copy.deepcopy((a.store.snapshot("policy"), a.coordinated.state_dict()))
+    for wrong in (1, 3):
+        rounds.push(a, COMMIT, round_message(wrong))
+        after = copy.deepcopy((a.store.snapshot("policy"), a.coordinated.state_dict()))
+        print(f"commit for round {wrong}, round 2 prepared: policy version {before[0][0]} -> {after[0][0]}, "
+              f"unchanged: {_same(before, after)}")
+        assert _same(before, after) and a.coordinated.prepared.round == 2
+    stale = path.read_bytes()
+    rounds.push(a, COMMIT, round_message(2))
+    assert a.store.version("policy") == 3 and not path.exists()
+    path.write_bytes(stale)  # as if the agent died after its checkpoint, before removing the file
+    rounds.restart(1)
+    assert rounds.agents[1].coordinated.prepared is None and not path.exists()
+    rounds.play_round(complete=False, mixture_to=2)  # round 3 prepared by both, never committed
+    assert all(prepared_path(x).exists() for x in rounds.agents)
+    rounds.broadcast()  # round 4's step voids it
+    assert all(x.coordinated.prepared is None and not prepared_path(x).exists() for x in rounds.agents)
 
 
 def test_a_commit_for_another_round_does_nothing(tmp_path):
