@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import signal
 from pathlib import Path
@@ -37,11 +38,13 @@ from league.matrl.deep import VARIANTS, run_deep_matrl
 from league.matrl.variant_protocol import PROTOCOLS
 from league.rollout import Episodes, play, reset_seed
 from services.batches import batch_tensors, encode_batch, read_batches
-from services.coordinator_matrl import load_matrl_config, round_mixtures, round_settings
+from services.coordinator import CoordinatorConfig
+from services.coordinator_matrl import MatrlMode, load_matrl_config, round_mixtures, round_settings
 from services.gen.league.v1 import referee_pb2
 from services.league_config import league_env, load_league_config
 from services.limits import check_pushed_range
-from tests.league_procs import metric_value, metrics, wait_json, wait_until
+from services.pki import load_credentials
+from tests.league_procs import league_credentials, metric_value, metrics, start_league, wait_json, wait_until
 from tests.test_matrl_deep_league import DEEP, SMALL, TOL, _league, _small_league, assert_league_equals_embedded
 
 torch.set_num_threads(1)
@@ -484,3 +487,52 @@ def test_a_checkpoint_of_an_older_trust_layout_takes_the_new_pushes(tmp_path):
     assert "response" in rounds.agents[0].store.snapshot(TRUST)[1]
     rounds.play_round()  # the pushes fit; the round completes
     assert rounds.agents[0].store.version("policy") == 3
+
+
+@pytest.mark.slow  # about 30 s of CPU, 1 to 2 minutes of wall time (process starts, a 10 s lease to run out)
+def test_an_agent_killed_after_it_prepared_takes_the_resent_commit(tmp_path, caplog):
+    """Real referee and agent processes, the coordinator's ``MatrlMode`` in this process: in round
+    2, once both agents published ``matrl-prepared`` and before any commit push (the harness's
+    ``_commit``), p1 is SIGKILLed. p0 takes round 2, p1 owes its commit; the next round finds it
+    gone and is voided (logged as owing round 2). p1 started again with the same id and checkpoint
+    directory holds round 2 prepared from ``p1.prepared.pt``; the coordinator re-sends the commit
+    before the group's next round, and after rounds 3 and 4 the coordinator's parameters, weights
+    and meta-games equal ``run_deep_matrl`` of 4 rounds (1e-6)."""
+    ids, seed = ["p0", "p1"], 3
+    creds = league_credentials(tmp_path, ids, coordinator=True)
+    lg = start_league(tmp_path, _small_league(tmp_path, ids), ids, creds)
+
+    class KillBeforeCommit(MatrlMode):
+        """Round 2's commit phase starts with p1 dead: it prepared and got no commit."""
+
+        def _commit(self, g, r, seats, stubs, versions):
+            if r == 2:
+                os.kill(json.loads((tmp_path / "p1.json").read_text())["pid"], signal.SIGKILL)
+                lg.procs["p1"].wait(timeout=30)
+            return super()._commit(g, r, seats, stubs, versions)
+
+    cfg = CoordinatorConfig(referee=lg.ref["address"], meta_agent="", personas=[], timeout=20.0,
+                            credentials=load_credentials(creds["coordinator"]), agents={a: "" for a in ids})
+    mode = KillBeforeCommit(load_matrl_config(str(DEEP), SMALL), "matrl", seed, cfg)
+    caplog.set_level(logging.INFO, logger="league.coordinator")
+    try:
+        mode.wait_for_members()
+        stats = [mode.iterate() for _ in range(2)]
+        assert [s["groups_played"] for s in stats] == [1.0, 1.0], stats  # round 2 stands, for p0 and p1
+        assert {a: o.round for a, o in mode.owed.items()} == {"p1": 2}
+        assert (tmp_path / "ckpt" / "p1.prepared.pt").exists()
+        assert mode.iterate()["groups_voided"] == 1.0  # p1 is gone: the group waits for it
+        assert "p1 owes round 2's commit" in caplog.text, caplog.text[-2000:]
+        wait_until(lambda: "p1" not in mode._members(), 60, "the referee to drop p1 (its lease to run out)")
+        assert lg.start_agent("p1", "--config", str(lg.config))["resumed"]
+        wait_until(lambda: "p1" in mode._members(), 60, "p1 to join again")
+        stats = [mode.iterate() for _ in range(2)]
+        assert [s["groups_played"] for s in stats] == [1.0, 1.0], (stats, caplog.text[-2000:])
+        assert not mode.owed and not (tmp_path / "ckpt" / "p1.prepared.pt").exists()
+        assert "p1 took round 2's commit late" in caplog.text
+        result = mode.result()
+        assert [r["round"] for r in result["rounds"]] == [1, 2, 4, 5]  # round 3 voided, its number not reused
+        assert len(assert_league_equals_embedded(tmp_path, ids, seed, result)) == 4
+    finally:
+        mode.channel.close()
+        lg.stop()
