@@ -12,13 +12,15 @@ mode drives it).
    peers' mixture as their per-step log importance weight on the round's episodes, and the
    best response's step size and clip (each validated at the push: structure, finite, ranges
    of ``services.limits.PUSHED_RANGES``). The agent computes its response from the pending
-   round and holds it **prepared** (nothing committed, published or checkpointed), and
-   publishes kind ``matrl-prepared`` at version ``r``: its acceptance, which the coordinator
-   waits for from every agent of the group.
+   round and holds it **prepared** (:class:`PreparedRound`: nothing committed, published or
+   checkpointed), writes it to ``<checkpoint_dir>/<id>.prepared.pt`` (temporary file, fsync,
+   rename), and only then publishes kind ``matrl-prepared`` at version ``r``: its acceptance,
+   which the coordinator waits for from every agent of the group.
 3. Only then does the coordinator push ``matrl-commit`` (the round ``r``). The agent commits
-   the prepared round (its learner-local state), checkpoints and publishes ``policy`` version
-   ``v + 1``. A mixture or a commit for another round than the pending one is ignored
-   (logged): the coordinator voided that round.
+   the prepared round (its learner-local state), checkpoints, removes the prepared file and
+   publishes ``policy`` version ``v + 1``. A mixture for another round than the pending one, or a
+   commit for another round than the prepared one, is ignored (logged): the coordinator voided
+   that round.
 
 **Learner-local state and voided rounds.** A rule's state that the next round reads (rule
 ``ppo-matrl``: the critic, its Adam state, the seat's generator) is *committed* only at step 3:
@@ -30,10 +32,20 @@ last completed round left them, in every agent of the group, whether the mixture
 or not, and in one that restarted. Step 3 writes the checkpoint (policy ``v + 1`` and the
 committed state, one file, renamed into place) *before* it publishes ``policy`` ``v + 1``, so a
 round the coordinator saw complete is on disk; a restarted agent resumes from it
-(:meth:`CoordinatedSeat.state_dict`, :meth:`CoordinatedSeat.load_state_dict`). What two phases
-leave open: the coordinator pushes the commits one agent after another, so an agent that dies
-after it prepared and before its own ``matrl-commit`` arrives, while another agent of its group
-already received one, misses a round the others took.
+(:meth:`CoordinatedSeat.state_dict`, :meth:`CoordinatedSeat.load_state_dict`).
+
+**A commit that arrives after a restart.** The coordinator pushes the commits one agent after
+another and re-sends, before the group's next round, a commit an agent did not acknowledge
+(``services.coordinator_matrl``). An agent restarted between its ``matrl-prepared`` and its
+``matrl-commit`` restores its checkpoint (the last completed round, policy ``v``) and, when
+``<id>.prepared.pt`` holds a round prepared at that policy version, holds it prepared again and
+serves ``matrl-prepared`` at its round; the re-sent commit then takes the same
+:meth:`CoordinatedSeat.commit_round` as one that never stopped: the prepared round's learner
+state (``PreparedRound.learner``, :meth:`CoordinatedSeat.load_state_dict`, the path a live
+commit takes too), the checkpoint, the file removed, ``policy`` ``v + 1``. A prepared file at
+another policy version than the checkpoint's (its round was committed; the agent died before it
+removed the file) is dropped at start, and the next broadcast drops a prepared round that was
+never committed (voided), file included.
 
 Two rules share that protocol (:data:`COORDINATED_RULES`), each a :class:`CoordinatedSeat`:
 

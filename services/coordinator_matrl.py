@@ -19,8 +19,10 @@ round of every group, one group after another:
    weight on the round's episodes, ``peer_log_ratios``), with the best response's step size and
    clip; every agent prepares its response (nothing committed or published) and publishes kind
    ``matrl-prepared`` at version = the round, which the coordinator waits for from every agent;
-4. only then it pushes each agent kind ``matrl-commit`` (the round); every agent commits,
-   checkpoints and publishes ``policy`` version ``v + 1``, which the coordinator waits for.
+4. only then it records the decision (every agent of the group owes round ``r``'s commit,
+   :class:`OwedCommit`) and pushes each agent kind ``matrl-commit`` (the round); every agent
+   commits, checkpoints and publishes ``policy`` version ``v + 1``, which the coordinator waits
+   for; each agent that publishes it has settled its commit.
 
 A deep config's ``variant`` (``league.matrl.deep.VARIANTS``: ``il``, ``il_pp``, ``matrl_no_br``,
 ``matrl``) runs through its declaration :data:`league.matrl.variant_protocol.PROTOCOLS`: whether
@@ -36,11 +38,17 @@ current policies (and their learner-local state: ``agents.matrl``), the coordina
 stream is rolled back to before the round (a voided round draws nothing), and the other groups
 go on; the group is tried again next round. So a run with voided rounds is the embedded run of
 its completed rounds: a round that fails before its commit phase (step 4) leaves every agent of
-the group as it was (prepared responses are dropped at the next broadcast). The window two phases
-leave: the commits are pushed one agent after another, so a round that fails during them (an
-agent dies after it prepared and before its own ``matrl-commit`` arrives, while another agent of
-the group already received one) is taken by the agents the commit reached (the log line names
-them).
+the group as it was (prepared responses are dropped at the next broadcast).
+
+A round that reached its commit phase is decided and stands: a commit push that fails (the
+agent died after it prepared) or a ``policy`` ``v + 1`` that does not come leaves the commit
+owed by that agent (logged, ``league_matrl_commits_outstanding``, kept in :meth:`MatrlMode.state_dict`).
+Before the group's next round the coordinator re-sends each owed commit to the agent's current
+address (a restarted agent holds the round prepared from its ``<id>.prepared.pt``:
+``agents.matrl``) and waits for ``policy`` ``v + 1`` as for any publication; while the agent is
+absent or does not publish within ``--timeout``, each round of the group is voided and its log
+line says which round the agent owes.
+
 """
 
 from __future__ import annotations
