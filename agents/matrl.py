@@ -119,7 +119,8 @@ class PendingRound:
     step: Any = None
     """What the rule's trust-region step computed that its response reuses (``ppo-matrl``: the
     ``PPOStep`` with its predicted parameters, GAE advantages and behaviour log-probabilities, the
-    round's ``PPOTrust`` settings, and the working copy of the rule, committed on completion)."""
+    round's ``PPOTrust`` settings, and the working copy of the rule, whose state the commit makes
+    the seat's: :attr:`PreparedRound.learner`)."""
 
 
 @dataclass
