@@ -12,13 +12,15 @@ mode drives it).
    peers' mixture as their per-step log importance weight on the round's episodes, and the
    best response's step size and clip (each validated at the push: structure, finite, ranges
    of ``services.limits.PUSHED_RANGES``). The agent computes its response from the pending
-   round and holds it **prepared** (nothing committed, published or checkpointed), and
-   publishes kind ``matrl-prepared`` at version ``r``: its acceptance, which the coordinator
-   waits for from every agent of the group.
+   round and holds it **prepared** (:class:`PreparedRound`: nothing committed, published or
+   checkpointed), writes it to ``<checkpoint_dir>/<id>.prepared.pt`` (temporary file, fsync,
+   rename), and only then publishes kind ``matrl-prepared`` at version ``r``: its acceptance,
+   which the coordinator waits for from every agent of the group.
 3. Only then does the coordinator push ``matrl-commit`` (the round ``r``). The agent commits
-   the prepared round (its learner-local state), checkpoints and publishes ``policy`` version
-   ``v + 1``. A mixture or a commit for another round than the pending one is ignored
-   (logged): the coordinator voided that round.
+   the prepared round (its learner-local state), checkpoints, removes the prepared file and
+   publishes ``policy`` version ``v + 1``. A mixture for another round than the pending one, or a
+   commit for another round than the prepared one, is ignored (logged): the coordinator voided
+   that round.
 
 **Learner-local state and voided rounds.** A rule's state that the next round reads (rule
 ``ppo-matrl``: the critic, its Adam state, the seat's generator) is *committed* only at step 3:
@@ -30,10 +32,20 @@ last completed round left them, in every agent of the group, whether the mixture
 or not, and in one that restarted. Step 3 writes the checkpoint (policy ``v + 1`` and the
 committed state, one file, renamed into place) *before* it publishes ``policy`` ``v + 1``, so a
 round the coordinator saw complete is on disk; a restarted agent resumes from it
-(:meth:`CoordinatedSeat.state_dict`, :meth:`CoordinatedSeat.load_state_dict`). What two phases
-leave open: the coordinator pushes the commits one agent after another, so an agent that dies
-after it prepared and before its own ``matrl-commit`` arrives, while another agent of its group
-already received one, misses a round the others took.
+(:meth:`CoordinatedSeat.state_dict`, :meth:`CoordinatedSeat.load_state_dict`).
+
+**A commit that arrives after a restart.** The coordinator pushes the commits one agent after
+another and re-sends, before the group's next round, a commit an agent did not acknowledge
+(``services.coordinator_matrl``). An agent restarted between its ``matrl-prepared`` and its
+``matrl-commit`` restores its checkpoint (the last completed round, policy ``v``) and, when
+``<id>.prepared.pt`` holds a round prepared at that policy version, holds it prepared again and
+serves ``matrl-prepared`` at its round; the re-sent commit then takes the same
+:meth:`CoordinatedSeat.commit_round` as one that never stopped: the prepared round's learner
+state (``PreparedRound.learner``, :meth:`CoordinatedSeat.load_state_dict`, the path a live
+commit takes too), the checkpoint, the file removed, ``policy`` ``v + 1``. A prepared file at
+another policy version than the checkpoint's (its round was committed; the agent died before it
+removed the file) is dropped at start, and the next broadcast drops a prepared round that was
+never committed (voided), file included.
 
 Two rules share that protocol (:data:`COORDINATED_RULES`), each a :class:`CoordinatedSeat`:
 
@@ -57,6 +69,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -70,6 +83,7 @@ from league.policies.base import Params
 from league.policies.mlp import ACTIVATIONS
 from league.rollout import Episodes
 from league.updates import make_update_rule, seat_step
+from services.durable import write_atomically
 
 if TYPE_CHECKING:
     from agents.runtime import AgentProcess
@@ -105,11 +119,32 @@ class PendingRound:
     step: Any = None
     """What the rule's trust-region step computed that its response reuses (``ppo-matrl``: the
     ``PPOStep`` with its predicted parameters, GAE advantages and behaviour log-probabilities, the
-    round's ``PPOTrust`` settings, and the working copy of the rule, committed on completion)."""
-    response: Params | None = None
-    """The next parameters prepared from the coordinator's mixture (None: no mixture yet)."""
-    nash_weight: float = 0.0
+    round's ``PPOTrust`` settings, and the working copy of the rule, whose state the commit makes
+    the seat's: :attr:`PreparedRound.learner`)."""
+
+
+@dataclass
+class PreparedRound:
+    """A round's prepared response, held for the coordinator's commit: everything the commit
+    makes the seat's, and what ``<checkpoint_dir>/<id>.prepared.pt`` holds, so an agent restarted
+    between its ``matrl-prepared`` and its ``matrl-commit`` commits the same round."""
+
+    round: int
+    """The coordinator's round number (the commit's ``round``)."""
+    behaviour_version: int
+    """The ``policy`` version the round was played at: the commit publishes ``v + 1``."""
+    response: Params
+    """The next parameters prepared from the coordinator's mixture."""
+    nash_weight: float
     """The pushed Nash weight of the prepared response."""
+    learner: dict[str, Any] | None = None
+    """The learner-local state the commit makes the seat's, in :meth:`CoordinatedSeat.state_dict`'s
+    layout (``ppo-matrl``: the round's working copy; None: the rule keeps none)."""
+
+
+def prepared_path(agent: "AgentProcess") -> Path:
+    """Where ``agent`` keeps its prepared round: ``<checkpoint_dir>/<id>.prepared.pt``."""
+    return agent.checkpoint.with_name(f"{agent.spec.id}.prepared.pt")
 
 
 def trust_message(kl_coef: float, trust_steps: int) -> dict[str, torch.Tensor]:
@@ -208,6 +243,9 @@ class CoordinatedSeat(ABC):
             if kind not in agent.store.kinds():
                 agent.store.restore(kind, 0, round_message(0))
         self.pending: PendingRound | None = None
+        """The round between its trust-region step and the coordinator's mixture (or its commit)."""
+        self.prepared: PreparedRound | None = self._restore_prepared()
+        """The prepared round awaiting the coordinator's commit (restored from disk after a restart)."""
         labels = ["agent_id"]
         self.weight = Gauge("league_agent_matrl_nash_weight", "This agent's MATRL meta-game Nash weight (probability "
                             "of its predicted policy) in its last completed round", labels,
@@ -227,8 +265,10 @@ class CoordinatedSeat(ABC):
         """The next parameters of the pending round given the pushed mixture (a best response, or
         for ``ppo-matrl`` whatever the variant's ``response`` says)."""
 
-    def commit(self, p: PendingRound) -> None:
-        """The completed round ``p``'s learner-local state becomes the seat's (none by default)."""
+    def prepared_learner(self, p: PendingRound) -> dict[str, Any] | None:
+        """The learner-local state committing ``p`` would make the seat's, in :meth:`state_dict`'s
+        layout (None by default: the rule keeps none)."""
+        return None
 
     def state_dict(self) -> dict[str, Any] | None:
         """The committed learner-local state the next round reads, for the agent's checkpoint
@@ -236,16 +276,49 @@ class CoordinatedSeat(ABC):
         return None
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
-        """Resume from :meth:`state_dict`'s output (a restarted agent's checkpoint)."""
+        """Resume from :meth:`state_dict`'s output (a restarted agent's checkpoint, or a committed
+        round's :attr:`PreparedRound.learner`)."""
 
+    # -- the prepared round on disk ---------------------------------------------------------
+    def _write_prepared(self, p: PreparedRound) -> None:
+        """``<id>.prepared.pt`` holds ``p`` (temporary file, fsync, rename)."""
+        write_atomically(prepared_path(self.agent), lambda f: torch.save(asdict(p), f))
+
+    def _drop_prepared(self) -> None:
+        """No prepared round, in memory or on disk (committed, or voided by the next broadcast)."""
+        self.prepared = None
+        prepared_path(self.agent).unlink(missing_ok=True)
+
+    def _restore_prepared(self) -> PreparedRound | None:
+        """The prepared round of a restarted agent: ``<id>.prepared.pt`` if it was prepared at the
+        restored ``policy`` version (one at another version was committed, the checkpoint says so:
+        the file is removed); ``matrl-prepared`` is served at its round again."""
+        path, a = prepared_path(self.agent), self.agent
+        if not path.exists():
+            return None
+        p = PreparedRound(**torch.load(path, weights_only=True))
+        if p.behaviour_version != a.store.version("policy"):
+            log.info("%s: prepared round %d was played at policy %d, the checkpoint holds %d: already committed, "
+                     "dropped", a.spec.id, p.round, p.behaviour_version, a.store.version("policy"))
+            path.unlink()
+            return None
+        if a.store.version(PREPARED) < p.round:
+            a.store.restore(PREPARED, p.round, round_message(p.round))
+        log.info("%s: holds round %d prepared from %s (awaiting the coordinator's commit)", a.spec.id, p.round, path)
+        return p
+
+    # -- the round's three messages ---------------------------------------------------------
     def observe(self, items: list[tuple]) -> None:
-        """Step 1 for the broadcast batches of this agent's seats (normally one per round)."""
+        """Step 1 for the broadcast batches of this agent's seats (normally one per round); a new
+        round voids the prepared one, if any."""
         a, m = self.agent, self.agent.metrics
         with a._lock:
             for chain, batch, seat, _source, _target, episodes in items:
                 version, params = a.store.snapshot("policy")
                 if chain or version != batch.seats[seat].behaviour_version:
                     continue  # not a MATRL round at the current policy: stale or another schedule's
+                if self.prepared is not None:
+                    self._drop_prepared()  # the coordinator moved on: that round was voided
                 predicted, step = self.predict(params, episodes, seat, a.store.snapshot(TRUST)[1])
                 self.pending = PendingRound(batch.step, version, seat, params, episodes, step)
                 K, H = episodes.shape[1:3]
@@ -261,39 +334,42 @@ class CoordinatedSeat(ABC):
         handler = {MIXTURE: self.prepare, COMMIT: self.commit_round}.get(kind)
         return handler is not None and handler(int(self.agent.store.snapshot(kind)[1]["round"][0]))
 
-    def _pending(self, what: str, round_: int) -> PendingRound | None:
-        """The pending round if it is ``round_`` (else None, logged: the coordinator voided it)."""
+    def prepare(self, round_: int) -> bool:
+        """Step 2: the response to the pushed mixture, held prepared (nothing committed, published
+        or checkpointed) and written to ``<id>.prepared.pt``, then ``matrl-prepared`` at version
+        ``round_``. False: the checkpoint was not written."""
         p = self.pending
         if p is None or p.round != round_:
-            log.warning("%s: a MATRL %s for round %d, but the pending round is %s: ignored", self.agent.spec.id, what,
+            log.warning("%s: a MATRL mixture for round %d, but the pending round is %s: ignored", self.agent.spec.id,
                         round_, p.round if p is not None else "none")
-            return None
-        return p
-
-    def prepare(self, round_: int) -> bool:
-        """Step 2: the response to the pushed mixture, held with the pending round (nothing
-        committed, published or checkpointed), and ``matrl-prepared`` at version ``round_``.
-        False: nothing was checkpointed."""
-        p = self._pending("mixture", round_)
-        if p is not None:
-            _, mix = self.agent.store.snapshot(MIXTURE)
-            p.response, p.nash_weight = self.respond(p, mix), float(mix["nash_weight"][0])
-            self.agent.store.restore(PREPARED, round_, round_message(round_))
+            return False
+        _, mix = self.agent.store.snapshot(MIXTURE)
+        prepared = PreparedRound(round_, p.behaviour_version, self.respond(p, mix), float(mix["nash_weight"][0]),
+                                 self.prepared_learner(p))
+        self._write_prepared(prepared)  # on disk before the coordinator may decide to commit it
+        self.prepared = prepared
+        self.agent.store.restore(PREPARED, round_, round_message(round_))
         return False
 
     def commit_round(self, round_: int) -> bool:
         """Step 3: the prepared round becomes the seat's (learner-local state, then the checkpoint,
-        then ``policy`` ``v + 1``). True when it committed (and so checkpointed)."""
-        a, m = self.agent, self.agent.metrics
-        p = self._pending("commit", round_)
-        if p is None:
+        then ``policy`` ``v + 1``), whether it was prepared in this process or restored from disk.
+        True when it committed (and so checkpointed)."""
+        a, m, p = self.agent, self.agent.metrics, self.prepared
+        if p is None or p.round != round_:
+            pending = self.pending is not None and self.pending.round == round_
+            log.warning("%s: a MATRL commit for round %d, %s: ignored", a.spec.id, round_,
+                        "which has no mixture yet" if pending else
+                        f"but the prepared round is {p.round if p is not None else 'none'}")
             return False
-        if p.response is None:
-            log.warning("%s: a MATRL commit for round %d, which has no mixture yet: ignored", a.spec.id, round_)
+        if p.behaviour_version != a.store.version("policy"):  # never after _restore_prepared; kept as a guard
+            log.warning("%s: prepared round %d was played at policy %d, the agent holds %d: ignored", a.spec.id,
+                        round_, p.behaviour_version, a.store.version("policy"))
             return False
-        self.commit(p)
+        self.load_state_dict(p.learner)
         self.pending = None
-        a.save(publishing={"policy": (a.store.version("policy") + 1, p.response)})  # on disk before anyone sees v + 1
+        a.save(publishing={"policy": (p.behaviour_version + 1, p.response)})  # on disk before anyone sees v + 1
+        self._drop_prepared()  # a crash before this line leaves a file the restored policy version voids
         version = a.store.set("policy", p.response)
         self.weight.labels(*m.values).set(p.nash_weight)
         m.version.labels(*m.values).set(version)
@@ -369,13 +445,16 @@ class PPOMatrlSeat(CoordinatedSeat):
     def _interpolate(self, p: PendingRound, mix: dict[str, torch.Tensor]) -> Params:
         return interpolate(p.params, p.step[0].params, mix["nash_weight"][0])
 
-    def commit(self, p: PendingRound) -> None:
-        self.rule = p.step[2]
+    @staticmethod
+    def _state_of(rule: PPOTrustRegion, built_for: tuple) -> dict[str, Any]:
+        return {"built_for": built_for, "ppo": asdict(rule.ppo), "rule": rule.state_dict()}
+
+    def prepared_learner(self, p: PendingRound) -> dict[str, Any] | None:
+        _, settings, working = p.step
+        return self._state_of(working, self._key(settings.ppo, settings.seed, p.seat))
 
     def state_dict(self) -> dict[str, Any] | None:
-        if self.rule is None:
-            return None
-        return {"built_for": self.built_for, "ppo": asdict(self.rule.ppo), "rule": self.rule.state_dict()}
+        return None if self.rule is None else self._state_of(self.rule, self.built_for)
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         if state is None:

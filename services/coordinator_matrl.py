@@ -19,8 +19,10 @@ round of every group, one group after another:
    weight on the round's episodes, ``peer_log_ratios``), with the best response's step size and
    clip; every agent prepares its response (nothing committed or published) and publishes kind
    ``matrl-prepared`` at version = the round, which the coordinator waits for from every agent;
-4. only then it pushes each agent kind ``matrl-commit`` (the round); every agent commits,
-   checkpoints and publishes ``policy`` version ``v + 1``, which the coordinator waits for.
+4. only then it records the decision (every agent of the group owes round ``r``'s commit,
+   :class:`OwedCommit`) and pushes each agent kind ``matrl-commit`` (the round); every agent
+   commits, checkpoints and publishes ``policy`` version ``v + 1``, which the coordinator waits
+   for; each agent that publishes it has settled its commit.
 
 A deep config's ``variant`` (``league.matrl.deep.VARIANTS``: ``il``, ``il_pp``, ``matrl_no_br``,
 ``matrl``) runs through its declaration :data:`league.matrl.variant_protocol.PROTOCOLS`: whether
@@ -36,11 +38,17 @@ current policies (and their learner-local state: ``agents.matrl``), the coordina
 stream is rolled back to before the round (a voided round draws nothing), and the other groups
 go on; the group is tried again next round. So a run with voided rounds is the embedded run of
 its completed rounds: a round that fails before its commit phase (step 4) leaves every agent of
-the group as it was (prepared responses are dropped at the next broadcast). The window two phases
-leave: the commits are pushed one agent after another, so a round that fails during them (an
-agent dies after it prepared and before its own ``matrl-commit`` arrives, while another agent of
-the group already received one) is taken by the agents the commit reached (the log line names
-them).
+the group as it was (prepared responses are dropped at the next broadcast).
+
+A round that reached its commit phase is decided and stands: a commit push that fails (the
+agent died after it prepared) or a ``policy`` ``v + 1`` that does not come leaves the commit
+owed by that agent (logged, ``league_matrl_commits_outstanding``, kept in :meth:`MatrlMode.state_dict`).
+Before the group's next round the coordinator re-sends each owed commit to the agent's current
+address (a restarted agent holds the round prepared from its ``<id>.prepared.pt``:
+``agents.matrl``) and waits for ``policy`` ``v + 1`` as for any publication; while the agent is
+absent or does not publish within ``--timeout``, each round of the group is voided and its log
+line says which round the agent owes.
+
 """
 
 from __future__ import annotations
@@ -79,6 +87,18 @@ log = logging.getLogger("league.coordinator")
 
 class RoundVoided(RuntimeError):
     """A group's round could not complete; its agents keep their current policies."""
+
+
+@dataclass(frozen=True)
+class OwedCommit:
+    """A commit the coordinator decided (every agent of the group prepared the round) that the
+    agent has not acknowledged yet (its push failed, or ``policy`` ``v + 1`` did not come):
+    re-sent before the group's next round."""
+
+    round: int
+    """The decided round (the commit's ``round``)."""
+    version: int
+    """The ``policy`` version the round was played at: the commit publishes ``version + 1``."""
 
 
 @dataclass(frozen=True)
@@ -285,6 +305,9 @@ class MatrlMetrics:
                                buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
         self.voided = Counter("league_matrl_rounds_voided", "Group rounds voided (an agent absent, unreachable or "
                               "late)", registry=registry)
+        self.owed = Gauge("league_matrl_commits_outstanding", "Decided MATRL commits not yet acknowledged (the agent "
+                          "was unreachable during the commit phase): re-sent before its group's next round",
+                          registry=registry)
         self.completed = Counter("league_matrl_rounds", "Group rounds completed", registry=registry)
 
 
@@ -328,6 +351,8 @@ class MatrlMode:
         self.stubs: dict[tuple[str, str], agent_pb2_grpc.AgentStub] = {}
         """By (agent id, address): an agent restarted under its id serves at a new address."""
         self.policies: dict[str, Policy] = {}
+        self.owed: dict[str, OwedCommit] = {}
+        """By agent id: a decided commit the agent has not acknowledged (``_settle`` re-sends it)."""
         self.metrics = CoordinatorMetrics(experiment.env, "matrl")
         self.matrl_metrics = MatrlMetrics(self.metrics.registry)
 
@@ -395,10 +420,66 @@ class MatrlMode:
                 for g in self.groups for a in g if a in members]
         return max([self.round, *seen])
 
+    def _owes(self, agents: Sequence[str]) -> str:
+        """`` (a owes round r's commit, ...)`` for the agents of ``agents`` that owe one, else ``""``."""
+        owing = [f"{a} owes round {self.owed[a].round}'s commit" for a in agents if a in self.owed]
+        return f" ({', '.join(owing)})" if owing else ""
+
+    def _settle(self, seats: list[str], members: dict[str, str]) -> None:
+        """Re-send each outstanding commit of the group (to the agent's current address: a
+        restarted agent holds the round prepared from its ``<id>.prepared.pt``) and wait, up to
+        ``--timeout``, for its ``policy`` ``v + 1``; an agent already there took the commit before
+        it went away. RoundVoided (naming the round owed) if it does not come."""
+        for agent in seats:
+            owed = self.owed.get(agent)
+            if owed is None:
+                continue
+            stub = self._stub(agent, members)
+            try:
+                if describe(stub, timeout=self.cfg.timeout).versions.get("policy", 0) != owed.version + 1:
+                    self._push(stub, COMMIT, round_message(owed.round))
+                params = self._fetch(stub, agent, "policy", owed.version + 1)
+            except (RoundVoided, grpc.RpcError) as err:
+                raise RoundVoided(f"{agent} owes round {owed.round}'s commit: {_first_line(err)}") from None
+            del self.owed[agent]
+            self.matrl_metrics.owed.set(len(self.owed))
+            self.final[agent] = {name: t.tolist() for name, t in params.items()}
+            log.info("%s took round %d's commit late (policy version %d)", agent, owed.round, owed.version + 1)
+
+    def _commit(self, g: int, r: int, seats: list[str], stubs: list, versions: list[int]) -> dict[str, Params]:
+        """Phase 2: the decision (every agent prepared round ``r``) is recorded as a commit owed by
+        every agent, then pushed to each; an agent's commit is settled once it publishes ``policy``
+        ``v + 1``. One that cannot be reached or does not publish keeps owing it (logged): the
+        round stands, for it too. Returns the new parameters of the agents that published."""
+        for agent, v in zip(seats, versions):
+            self.owed[agent] = OwedCommit(r, v)
+        self.matrl_metrics.owed.set(len(self.owed))
+        failed: dict[str, str] = {}
+        for stub, agent in zip(stubs, seats):
+            try:
+                self._push(stub, COMMIT, round_message(r))
+            except grpc.RpcError as err:
+                failed[agent] = _first_line(err)
+        new = {}
+        for stub, agent, v in zip(stubs, seats, versions):
+            if agent in failed:
+                continue
+            try:
+                new[agent] = self._fetch(stub, agent, "policy", v + 1)
+                del self.owed[agent]
+            except (RoundVoided, grpc.RpcError) as err:
+                failed[agent] = _first_line(err)
+        self.matrl_metrics.owed.set(len(self.owed))
+        for agent, reason in failed.items():
+            log.warning("round %d of group %d: %s owes its commit (%s); the round stands and the commit is re-sent "
+                        "before the group's next round", r, g, agent, reason)
+        return new
+
     def _group_round(self, g: int, seats: list[str], members: dict[str, str]) -> dict[str, Any]:
         absent = [a for a in seats if a not in members]
         if absent:
-            raise RoundVoided(f"{', '.join(absent)} not a member of the league")
+            raise RoundVoided(f"{', '.join(absent)} not a member of the league{self._owes(seats)}")
+        self._settle(seats, members)
         stubs = [self._stub(a, members) for a in seats]
         descs = [describe(s, timeout=self.cfg.timeout) for s in stubs]
         m = self.settings
@@ -431,25 +512,15 @@ class MatrlMode:
             self._push(stub, MIXTURE, message)
         for stub, agent in zip(stubs, seats):
             self._fetch(stub, agent, PREPARED, r)
-        reached: list[str] = []  # phase 2: an agent the commit reached takes its step whatever follows
-        try:
-            for stub, agent in zip(stubs, seats):
-                self._push(stub, COMMIT, round_message(r))
-                reached.append(agent)
-            new = [self._fetch(s, a, "policy", v + 1) for s, a, v in zip(stubs, seats, versions)]
-        except (RoundVoided, grpc.RpcError) as err:
-            reason = _first_line(err)
-            taken = f"the commit had reached {', '.join(reached)}, whose step stands" if reached else \
-                "no commit push had been acknowledged"
-            raise RoundVoided(f"{reason} (during the commit phase: {taken}; "
-                              "the group may be out of step)") from None
+        new = self._commit(g, r, seats, stubs, versions)
         corners = ["".join("1" if c else "0" for c in row) for row in corner_choices(len(seats)).tolist()]
         for k, agent in enumerate(seats):
             self.matrl_metrics.weight.labels(agent).set(float(out.weights[k]))
             if out.metagame is not None:
                 for c, corner in enumerate(corners):
                     self.matrl_metrics.value.labels(agent, corner).set(float(out.metagame[k].flatten()[c]))
-            self.final[agent] = {name: t.tolist() for name, t in new[k].items()}
+            if agent in new:  # else it owes the commit: its final parameters come when it takes it
+                self.final[agent] = {name: t.tolist() for name, t in new[agent].items()}
         return {"round": r, "group": g, "agents": seats, "weights": out.weights.tolist(), "found": out.found,
                 "solver": out.solver, "metagame": None if out.metagame is None else out.metagame.flatten().tolist(),
                 "stderr": None if out.stderr is None else out.stderr.flatten().tolist(),
@@ -485,15 +556,19 @@ class MatrlMode:
         return stats
 
     def result(self) -> dict[str, Any]:
-        return {"rounds": self.history, "params": self.final}
+        return {"rounds": self.history, "params": self.final,
+                "owed_commits": {a: o.round for a, o in self.owed.items()}}
 
     def state_dict(self) -> dict[str, Any]:
         return {"iteration": self.iteration, "round": self.round, "generator": self.generator.get_state(),
-                "history": self.history, "final": self.final}
+                "history": self.history, "final": self.final,
+                "owed": {a: [o.round, o.version] for a, o in self.owed.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.iteration, self.round = state["iteration"], state["round"]
         self.generator.set_state(state["generator"])
         self.history, self.final = state["history"], state["final"]
+        self.owed = {a: OwedCommit(*o) for a, o in state.get("owed", {}).items()}  # re-sent before the next rounds
+        self.matrl_metrics.owed.set(len(self.owed))
         if self.iteration:
             self.metrics.iterations.inc(self.iteration)

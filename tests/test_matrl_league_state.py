@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import signal
 from pathlib import Path
@@ -31,18 +32,21 @@ import numpy as np
 import pytest
 import torch
 
-from agents.matrl import COMMIT, MIXTURE, PREDICTED, PREPARED, TRUST, round_message
+from agents.matrl import COMMIT, MIXTURE, PREDICTED, PREPARED, TRUST, prepared_path, round_message
 from agents.runtime import AgentProcess, AgentRuntimeConfig
 from league.matrl.deep import VARIANTS, run_deep_matrl
 from league.matrl.variant_protocol import PROTOCOLS
 from league.rollout import Episodes, play, reset_seed
 from services.batches import batch_tensors, encode_batch, read_batches
-from services.coordinator_matrl import load_matrl_config, round_mixtures, round_settings
+from services.coordinator import CoordinatorConfig
+from services.coordinator_matrl import MatrlMode, load_matrl_config, round_mixtures, round_settings
 from services.gen.league.v1 import referee_pb2
 from services.league_config import league_env, load_league_config
 from services.limits import check_pushed_range
-from tests.league_procs import metric_value, metrics, wait_json, wait_until
+from services.pki import load_credentials
+from tests.league_procs import agent_toml, league_credentials, metric_value, metrics, start_league, wait_json, wait_until
 from tests.test_matrl_deep_league import DEEP, SMALL, TOL, _league, _small_league, assert_league_equals_embedded
+from tests.test_matrl_league import EXPERIMENT as SAMPLED_EXPERIMENT, LEAGUE as SAMPLED_LEAGUE
 
 torch.set_num_threads(1)
 SEED = 5
@@ -50,13 +54,21 @@ SEED = 5
 
 class InProcessRounds:
     """Two in-process agents of the small checkers league and the coordinator's half of each
-    round (``round_mixtures``), from an episode stream seeded ``seed``."""
+    round (``round_mixtures``), from an episode stream seeded ``seed``. ``sampled``: the sampled
+    MATRL league of ``tests/test_matrl_league.py`` (2-player RPS, rule ``matrl``) instead."""
 
-    def __init__(self, tmp: Path, overrides: list[str] = (), seed: int = SEED) -> None:
+    def __init__(self, tmp: Path, overrides: list[str] = (), seed: int = SEED, sampled: bool = False) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / "league.toml").write_text(_small_league(tmp, ["a0", "a1"]))
+        experiment = DEEP
+        if sampled:
+            (tmp / "league.toml").write_text(SAMPLED_LEAGUE.format(n=2) + "".join(
+                agent_toml(a, role="persona", rule="matrl", init=f"random:{i}", lr=[0.5]) for i, a in enumerate(["a0", "a1"])))
+            experiment = tmp / "matrl.toml"
+            experiment.write_text(SAMPLED_EXPERIMENT.format(n=2, lrs=[0.5, 0.5]))
+        else:
+            (tmp / "league.toml").write_text(_small_league(tmp, ["a0", "a1"]))
         self.tmp, self.league = tmp, load_league_config(tmp / "league.toml")
-        self.cfg = load_matrl_config(str(DEEP), [*SMALL, *overrides])
+        self.cfg = load_matrl_config(str(experiment), [*([] if sampled else SMALL), *overrides])
         self.settings = round_settings(self.cfg)
         r = self.league.referee
         self.env = league_env(r.env, r.env_kwargs, r.n_players, r.horizon)
@@ -105,12 +117,13 @@ class InProcessRounds:
             a.learn_many([batch])
         return versions, list(params), policies, traj
 
-    def play_round(self, complete: bool = True, mixture_to: int | None = None) -> None:
+    def play_round(self, complete: bool = True, mixture_to: int | None = None, commit_to: int | None = None) -> None:
         """One round: :meth:`broadcast`; then (``complete``) the coordinator's mixtures, every
-        agent's prepared response, the commits and every agent's ``policy`` v+1; or (not
-        ``complete``) the round voided after the agents' steps, once the mixture reached the first
-        ``mixture_to`` agents (none by default), with the episode stream rolled back as
-        ``MatrlMode.iterate`` rolls it back."""
+        agent's prepared response, the commits (to the first ``commit_to`` agents only, if given:
+        the others owe theirs) and those agents' ``policy`` v+1; or (not ``complete``) the round
+        voided after the agents' steps, once the mixture reached the first ``mixture_to`` agents
+        (none by default), with the episode stream rolled back as ``MatrlMode.iterate`` rolls it
+        back."""
         stream = self.generator.get_state()
         versions, params, policies, traj = self.broadcast()
         if not complete and not mixture_to:
@@ -124,9 +137,10 @@ class InProcessRounds:
         if not complete:
             self.generator.set_state(stream)
             return
-        for a, v in zip(self.agents, versions):
+        for a, v in list(zip(self.agents, versions))[:commit_to]:
             self.push(a, COMMIT, round_message(self.round))
             assert a.store.version("policy") == v + 1
+            assert not prepared_path(a).exists()  # a committed round leaves no prepared file
         self.records.append({"weights": out.weights.tolist(),
                              "metagame": None if out.metagame is None else out.metagame.flatten().tolist()})
 
@@ -231,8 +245,8 @@ def test_a_round_voided_after_the_mixture_reached_one_agent_leaves_the_group_as_
     voided.play_round()
     before = voided.state()
     voided.play_round(complete=False, mixture_to=1)
-    prepared = voided.agents[0].coordinated.pending
-    assert prepared is not None and prepared.response is not None  # agent 0 did prepare a response
+    prepared = voided.agents[0].coordinated.prepared
+    assert prepared is not None and prepared.round == 2  # agent 0 did prepare a response
     assert _max_gap([prepared.response], [before[0][0][1]]) > 100 * TOL  # ... that would have moved it
     after = voided.state()
     for k in range(2):
@@ -244,6 +258,72 @@ def test_a_round_voided_after_the_mixture_reached_one_agent_leaves_the_group_as_
     from_disk = voided.start(0)
     assert _same(copy.deepcopy((from_disk.store.snapshot("policy"), from_disk.coordinated.state_dict())), before[0])
     _finish_and_compare_with_three_plain_rounds(voided, plain, "the half-pushed voided round")
+
+
+@pytest.mark.parametrize("sampled", [False, True], ids=["ppo-matrl", "matrl"])
+def test_a_commit_missed_by_a_restarted_agent_is_taken_from_its_prepared_file(tmp_path, sampled):
+    """Round 2 prepared by both agents, its commit reaches agent 0 only; agent 1 is rebuilt from
+    its checkpoint (round 1) and ``<id>.prepared.pt`` (round 2, held prepared) and the coordinator
+    re-sends the commit: after rounds 3 and 4 both agents' policy versions, parameters and learner
+    state (``ppo-matrl``: critic weights, Adam state, seat generator) equal 4 rounds of agents that
+    never stopped exactly (0.0), and (``ppo-matrl``) the embedded run of 4 rounds."""
+    resent = InProcessRounds(tmp_path / "resent", sampled=sampled)
+    plain = InProcessRounds(tmp_path / "plain", sampled=sampled)
+    resent.play_round()
+    resent.play_round(commit_to=1)
+    out_of_step = [a.store.version("policy") for a in resent.agents]
+    resent.restart(1)
+    a1 = resent.agents[1]
+    held = (a1.coordinated.prepared and a1.coordinated.prepared.round, a1.store.version(PREPARED))
+    resent.push(a1, COMMIT, round_message(2))  # the coordinator's re-sent commit
+    taken = (a1.store.version("policy"), prepared_path(a1).exists())
+    print(f"policy versions after round 2's commit reached agent 0 only: {out_of_step}; agent 1 restarted holds "
+          f"(prepared round, matrl-prepared version) {held}; after the re-sent commit (policy version, file left) "
+          f"{taken}")
+    resent.play_round()
+    resent.play_round()
+    for _ in range(4):
+        plain.play_round()
+    gap = _max_gap(plain.params(), resent.params())
+    print(f"max |re-sent commit - never stopped| after 4 rounds: parameters {gap:.3g}; policy versions and "
+          f"learner state equal: {_same(plain.state(), resent.state())}")
+    assert _same(plain.state(), resent.state())  # policy versions, parameters, critic, Adam state, generator
+    assert _max_gap(resent.inits, resent.params()) > 100 * TOL  # it learned
+    if not sampled:  # plain rounds equal the embedded run (the tests above; sampled: tests/test_matrl_league.py)
+        final, _ = plain.embedded(4)
+        print(f"max |re-sent commit - embedded| {_max_gap(resent.params(), final):.3g}")
+        assert _max_gap(resent.params(), final) <= TOL
+    assert out_of_step == [3, 2] and held == (2, 2) and taken == (3, False)
+
+
+def test_a_prepared_file_of_another_round_is_not_committed(tmp_path):
+    """Agent 1 restarted holding round 2 prepared (from disk): commits for rounds 1 and 3 change
+    nothing (policy, parameters, learner state; round 2 stays prepared), the commit for round 2
+    takes it. A prepared file left beside a checkpoint that already holds its round (a crash
+    between the checkpoint and the file's removal) is dropped at start, not held; and the next
+    broadcast drops a prepared round the coordinator never committed, file included."""
+    rounds = InProcessRounds(tmp_path)
+    rounds.play_round()
+    rounds.play_round(commit_to=1)
+    rounds.restart(1)
+    a = rounds.agents[1]
+    path, before = prepared_path(a), copy.deepcopy((a.store.snapshot("policy"), a.coordinated.state_dict()))
+    for wrong in (1, 3):
+        rounds.push(a, COMMIT, round_message(wrong))
+        after = copy.deepcopy((a.store.snapshot("policy"), a.coordinated.state_dict()))
+        print(f"commit for round {wrong}, round 2 prepared: policy version {before[0][0]} -> {after[0][0]}, "
+              f"unchanged: {_same(before, after)}")
+        assert _same(before, after) and a.coordinated.prepared.round == 2
+    stale = path.read_bytes()
+    rounds.push(a, COMMIT, round_message(2))
+    assert a.store.version("policy") == 3 and not path.exists()
+    path.write_bytes(stale)  # as if the agent died after its checkpoint, before removing the file
+    rounds.restart(1)
+    assert rounds.agents[1].coordinated.prepared is None and not path.exists()
+    rounds.play_round(complete=False, mixture_to=2)  # round 3 prepared by both, never committed
+    assert all(prepared_path(x).exists() for x in rounds.agents)
+    rounds.broadcast()  # round 4's step voids it
+    assert all(x.coordinated.prepared is None and not prepared_path(x).exists() for x in rounds.agents)
 
 
 def test_a_commit_for_another_round_does_nothing(tmp_path):
@@ -265,13 +345,13 @@ def test_a_commit_for_another_round_does_nothing(tmp_path):
     for wrong in (r - 1, r + 1, 0):
         rounds.push(a, COMMIT, round_message(wrong))
         assert _same(rounds.state(), before), f"a commit for round {wrong} changed the agent (pending round {r})"
-    assert a.coordinated.pending.round == r and a.coordinated.pending.response is not None
+    assert a.coordinated.prepared.round == r
     for bad in (-1, 10_001):
         with pytest.raises(WireError, match="outside the allowed"):
             check_pushed_range(COMMIT, round_message(bad))
-    prepared = a.coordinated.pending.response
+    prepared = a.coordinated.prepared.response
     rounds.push(a, COMMIT, round_message(r))
-    assert a.store.version("policy") == versions[0] + 1 and a.coordinated.pending is None
+    assert a.store.version("policy") == versions[0] + 1 and a.coordinated.pending is a.coordinated.prepared is None
     assert _same(a.store.get("policy")[1], prepared)  # the prepared response, published
     assert _max_gap([prepared], [params[0]]) > 100 * TOL
 
@@ -419,3 +499,52 @@ def test_a_checkpoint_of_an_older_trust_layout_takes_the_new_pushes(tmp_path):
     assert "response" in rounds.agents[0].store.snapshot(TRUST)[1]
     rounds.play_round()  # the pushes fit; the round completes
     assert rounds.agents[0].store.version("policy") == 3
+
+
+@pytest.mark.slow  # about 30 s of CPU, 1 to 2 minutes of wall time (process starts, a 10 s lease to run out)
+def test_an_agent_killed_after_it_prepared_takes_the_resent_commit(tmp_path, caplog):
+    """Real referee and agent processes, the coordinator's ``MatrlMode`` in this process: in round
+    2, once both agents published ``matrl-prepared`` and before any commit push (the harness's
+    ``_commit``), p1 is SIGKILLed. p0 takes round 2, p1 owes its commit; the next round finds it
+    gone and is voided (logged as owing round 2). p1 started again with the same id and checkpoint
+    directory holds round 2 prepared from ``p1.prepared.pt``; the coordinator re-sends the commit
+    before the group's next round, and after rounds 3 and 4 the coordinator's parameters, weights
+    and meta-games equal ``run_deep_matrl`` of 4 rounds (1e-6)."""
+    ids, seed = ["p0", "p1"], 3
+    creds = league_credentials(tmp_path, ids, coordinator=True)
+    lg = start_league(tmp_path, _small_league(tmp_path, ids), ids, creds)
+
+    class KillBeforeCommit(MatrlMode):
+        """Round 2's commit phase starts with p1 dead: it prepared and got no commit."""
+
+        def _commit(self, g, r, seats, stubs, versions):
+            if r == 2:
+                os.kill(json.loads((tmp_path / "p1.json").read_text())["pid"], signal.SIGKILL)
+                lg.procs["p1"].wait(timeout=30)
+            return super()._commit(g, r, seats, stubs, versions)
+
+    cfg = CoordinatorConfig(referee=lg.ref["address"], meta_agent="", personas=[], timeout=20.0,
+                            credentials=load_credentials(creds["coordinator"]), agents={a: "" for a in ids})
+    mode = KillBeforeCommit(load_matrl_config(str(DEEP), SMALL), "matrl", seed, cfg)
+    caplog.set_level(logging.INFO, logger="league.coordinator")
+    try:
+        mode.wait_for_members()
+        first = [mode.iterate()["groups_played"] for _ in range(2)]  # round 2 stands, for p0 and p1
+        owed = {a: o.round for a, o in mode.owed.items()}
+        on_disk = (tmp_path / "ckpt" / "p1.prepared.pt").exists()
+        waiting = mode.iterate()["groups_voided"]  # p1 is gone: the group waits for it
+        wait_until(lambda: "p1" not in mode._members(), 60, "the referee to drop p1 (its lease to run out)")
+        assert lg.start_agent("p1", "--config", str(lg.config))["resumed"]
+        wait_until(lambda: "p1" in mode._members(), 60, "p1 to join again")
+        last = [mode.iterate()["groups_played"] for _ in range(2)]
+        result = mode.result()
+        print(f"rounds played {first} (p1 then owes {owed}, prepared file on disk: {on_disk}), voided "
+              f"{waiting}, played {last}; rounds {[r['round'] for r in result['rounds']]}, still owed {mode.owed}")
+        assert len(assert_league_equals_embedded(tmp_path, ids, seed, result)) == 4
+        assert first == [1.0, 1.0] and owed == {"p1": 2} and on_disk and waiting == 1.0 and last == [1.0, 1.0]
+        assert [r["round"] for r in result["rounds"]] == [1, 2, 4, 5]  # round 3 voided, its number not reused
+        assert not mode.owed and not (tmp_path / "ckpt" / "p1.prepared.pt").exists()
+        assert "p1 owes round 2's commit" in caplog.text and "p1 took round 2's commit late" in caplog.text
+    finally:
+        mode.channel.close()
+        lg.stop()
