@@ -206,12 +206,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     (out / "seeds").mkdir(parents=True, exist_ok=True)
     t_start, load_at_start = time.time(), os.getloadavg()
     per_seed: list[dict] = []
+    reused: list[int] = []
     for seed in seeds:
         path = out / "seeds" / f"seed_{seed}.json"
         saved = json.loads(path.read_text()) if args.resume and path.exists() else None
         if saved is not None and json.loads(json.dumps(setup)) == saved["setup"]:
             print(f"seed {seed}: reused {path}", flush=True)
             run = saved
+            reused.append(seed)
         else:
             run = {"setup": setup, **run_seed(table, base, seed)}
             path.write_text(json.dumps(run) + "\n")
@@ -222,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f.write(json.dumps(r) + "\n")
     n = len(seeds)
     plot_training_curves(records, out / "curves.png",
-                         f"pong-2p self-play: each seat's return per iteration ({ci_label(n)})",
+                         f"pong-2p self-play: each seat's return per iteration, {n} seeds",  # the helper adds the interval's label
                          panels=[("return_0", "Left paddle return"), ("return_1", "Right paddle return")])
     aggregate = aggregate_seeds(per_seed)
     contrasts = pair_contrasts(per_seed)
@@ -262,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                "wall_seconds_all_seeds": sum(r["wall_seconds"] for r in per_seed),
                "cpu_seconds_all_seeds": sum(r["cpu_seconds"] for r in per_seed),
                "wall_seconds_this_invocation": time.time() - t_start,
+               "reused_seed_files": reused,  # --resume: these seeds' runs (and seconds) are from an earlier invocation
                "aggregate": aggregate, "contrasts": contrasts,
                "per_seed": {str(r["seed"]): r["matrices"] for r in per_seed}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
