@@ -177,6 +177,25 @@ def pair_contrasts(per_seed: Sequence[dict]) -> dict[str, dict]:
     return out
 
 
+def training_drift(per_seed: Sequence[dict], key: str = "return_0") -> dict[str, dict]:
+    """Per variant, ``key`` (the left paddle's self-play return) averaged over the first and over
+    the last quarter of the training iterations of each seed, and their paired difference
+    (last minus first): mean and 95% t-interval over seeds. Says whether self-play moved the
+    seats' balance at all."""
+    out: dict[str, dict] = {}
+    for variant in dict.fromkeys(r["method"] for r in per_seed[0]["records"]):
+        first, last = [], []
+        for run in per_seed:
+            values = np.array([r[key] for r in sorted(run["records"], key=lambda r: r["iteration"])
+                               if r["method"] == variant], dtype=np.float64)
+            quarter = max(1, len(values) // 4)
+            first.append(values[:quarter].mean())
+            last.append(values[-quarter:].mean())
+        out[variant] = {"first_quarter": _interval(first), "last_quarter": _interval(last),
+                        "last_minus_first": _interval(np.subtract(last, first))}
+    return out
+
+
 def read_seeds(table: dict, config: str) -> list[int]:
     """The config's ``seeds`` list; a config that still has the single ``seed`` key is refused."""
     if "seed" in table:
@@ -228,12 +247,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                          panels=[("return_0", "Left paddle return"), ("return_1", "Right paddle return")])
     aggregate = aggregate_seeds(per_seed)
     contrasts = pair_contrasts(per_seed)
+    drift = training_drift(per_seed)
     for name, entry in aggregate.items():
         print(f"{name} over {n} seeds: mean margin {entry['overall']['mean']:.3f} ± {entry['overall']['ci95']:.3f}"
               + (f", transitivity {entry['transitivity']['mean']:.2f} ± {entry['transitivity']['ci95']:.2f}"
                  if "transitivity" in entry else ""), flush=True)
     for name, entry in contrasts.items():
         print(f"{name} over {n} seeds: {entry['mean']:.3f} ± {entry['ci95']:.3f}", flush=True)
+    for variant, entry in drift.items():
+        d = entry["last_minus_first"]
+        print(f"{variant} left paddle's training return, last minus first quarter of iterations over {n} seeds: "
+              f"{d['mean']:.3f} ± {d['ci95']:.3f}", flush=True)
     labels = per_seed[0]["checkpoint_iterations"]
     max_steps = int(base.env_kwargs.get("max_steps", 0)) or "the environment's"
     plot_crossplay(aggregate, labels, out / "crossplay.png",
@@ -253,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                    "aggregate.*.mean/ci95": f"per cell: {ci_label(n)} (one number per seed: that seed's cell mean)",
                    "aggregate.*.transitivity": f"{ci_label(n)}; one number per seed: that seed's transitivity",
                    "contrasts": f"{ci_label(n)}; one number per seed: the difference of the two pairs' matrix means",
+                   "training_drift": f"{ci_label(n)}; one number per seed: that seed's mean left-paddle "
+                                     "return over the first / last quarter of iterations, or their difference",
                    "curves.png": f"each seat's return per training iteration, {ci_label(n)}"},
                "score": "row's return minus column's (points won minus points lost, serve penalties included)",
                "machine": {"platform": platform.platform(), "processor": platform.processor(),
@@ -265,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                "cpu_seconds_all_seeds": sum(r["cpu_seconds"] for r in per_seed),
                "wall_seconds_this_invocation": time.time() - t_start,
                "reused_seed_files": reused,  # --resume: these seeds' runs (and seconds) are from an earlier invocation
-               "aggregate": aggregate, "contrasts": contrasts,
+               "aggregate": aggregate, "contrasts": contrasts, "training_drift": drift,
                "per_seed": {str(r["seed"]): r["matrices"] for r in per_seed}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 

@@ -109,3 +109,19 @@ def test_two_seed_run_aggregates_seeds_that_equal_their_single_seed_runs(tmp_pat
     pong.main(["--out", str(tmp_path / "both"), "--set", "seeds=[0,1]", *TINY, "--resume"])
     again = json.loads((tmp_path / "both" / "summary.json").read_text())
     assert again["aggregate"] == both["aggregate"] and again["seconds_per_seed"] == both["seconds_per_seed"]
+
+
+def test_training_drift_is_the_paired_quarter_difference_over_seeds():
+    """Two seeds of 4 iterations (records out of order): first quarter = iteration 0, last =
+    iteration 3; per seed the difference, then mean and t_{0.975,1} * sd / sqrt(2) over seeds."""
+    pong = _script()
+
+    def run(values):
+        recs = [{"method": "il", "iteration": i, "return_0": v} for i, v in enumerate(values)]
+        return {"records": recs[::-1]}
+
+    drift = pong.training_drift([run([1.0, 5.0, 5.0, 2.0]), run([3.0, 0.0, 0.0, 0.0])])
+    d = drift["il"]
+    assert d["first_quarter"]["per_seed"] == [1.0, 3.0] and d["last_quarter"]["per_seed"] == [2.0, 0.0]
+    assert d["last_minus_first"]["per_seed"] == [1.0, -3.0] and d["last_minus_first"]["mean"] == pytest.approx(-1.0)
+    assert d["last_minus_first"]["ci95"] == pytest.approx(12.706204736174707 * 2.0)  # sd = 2 sqrt 2, / sqrt 2
