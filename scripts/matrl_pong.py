@@ -15,7 +15,8 @@ t-interval over that seed's evaluation episodes. Over seeds (``aggregate_seeds``
 grand mean margin has a 95% t-interval over seeds (one number per seed: the mean of that seed's
 matrix), each cell its mean over seeds with a 95% t-interval over seeds, and so do the
 transitivity of the same-variant matrices and the paired contrasts between pairs that share a
-column (``pair_contrasts``). Writes ``crossplay.png`` (the seed-averaged matrices, as Figure 6),
+column (``pair_contrasts``) and the drift of the left paddle's self-play return from the first to the
+last quarter of the iterations (``training_drift``). Writes ``crossplay.png`` (the seed-averaged matrices, as Figure 6),
 ``curves.png`` (each seat's return per training iteration, mean and 95% band over seeds),
 ``records.jsonl``, ``seeds/seed_<s>.json`` (one seed's run: its matrices, records and seconds,
 written as soon as the seed finishes) and ``summary.json`` (budget, seeds, machine, seconds,
