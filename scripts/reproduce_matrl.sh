@@ -6,7 +6,7 @@
 #   benchmarks/matrl_metagame.json   meta-game build + solve time for n = 2..8 players
 #   results/matrl_gridworlds/, results/matrl_switch/, benchmarks/matrl_vs_il.json   deep MATRL (PPO) on the grid worlds
 #   results/matrl_mujoco/   deep MATRL vs IL on Hopper 3x1 and Ant 4x2 (MaMuJoCo)
-#   results/matrl_pong/     IL and MATRL self-play on two-player Pong and Figure 6's cross-play matrices
+#   results/matrl_pong/     IL and MATRL self-play on two-player Pong and Figure 6's cross-play matrices, 5 seeds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/league bench matrix-games --games 1000 --iterations 1000 --seed 0 --out results/matrl_matrix_games
@@ -20,7 +20,8 @@ cd "$(dirname "$0")/.."
 .venv/bin/python scripts/matrl_gridworlds.py --config configs/matrl/switch.toml --out results/matrl_switch
 # Hopper 3x1 and Ant 4x2, IL vs MATRL, 3 seeds x 20 iterations (about 10 min of one core, more on a loaded machine)
 .venv/bin/python scripts/matrl_mujoco.py --config configs/matrl/mujoco.toml --out results/matrl_mujoco
-# two-player Pong (needs the atari extra), IL and MATRL self-play, 32 iterations each, 8 checkpoints, cross-play
+# two-player Pong (needs the atari extra), IL and MATRL self-play, 5 seeds x 32 iterations each, 8 checkpoints,
+# cross-play per seed, intervals over seeds (about 19 min of one core, 25 min of wall time on a loaded machine)
 .venv/bin/python scripts/matrl_pong.py --config configs/matrl/pong.toml --out results/matrl_pong
 # seconds per iteration of deep MATRL vs IL, interleaved, against the 1.1x goal
 .venv/bin/python benchmarks/matrl_vs_il.py
