@@ -20,7 +20,10 @@ round of every group, one group after another:
    clip; every agent prepares its response (nothing committed or published) and publishes kind
    ``matrl-prepared`` at version = the round, which the coordinator waits for from every agent;
 4. only then it records the decision (every agent of the group owes round ``r``'s commit,
-   :class:`OwedCommit`) and pushes each agent kind ``matrl-commit`` (the round); every agent
+   :class:`OwedCommit`; the round counts as completed), saves it to ``--state``
+   (:meth:`MatrlMode.persist`: a coordinator killed from here on restarts knowing it, settles the
+   owed commits and resumes at the iteration's next group) and pushes each agent kind
+   ``matrl-commit`` (the round); every agent
    commits, checkpoints and publishes ``policy`` version ``v + 1``, which the coordinator waits
    for; each agent that publishes it has settled its commit.
 

@@ -31,6 +31,7 @@ from services.league_config import load_league_config
 from tests.inprocess_league import InProcessLeague
 from tests.league_procs import agent_toml
 from tests.test_matrl_league import EXPERIMENT, LEAGUE, _embedded
+from tests.test_matrl_league_state import _same
 
 torch.set_num_threads(1)
 IDS = ["a0", "a1", "b0", "b1"]  # groups (a0, a1) and (b0, b1)
@@ -95,17 +96,6 @@ def abandoning(pushes: int) -> type[MatrlMode]:
             return super()._commit(g, r, seats, stubs, versions)
 
     return AbandonedInTheCommitPhase
-
-
-def _same(a, b) -> bool:
-    """Exact equality of nested dicts, lists and tuples of tensors and plain values."""
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 def _without_times(iterations: list[dict]) -> list[dict]:
