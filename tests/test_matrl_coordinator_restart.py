@@ -7,8 +7,9 @@ In-process but over the real wire: the real referee and four agents (rule ``matr
 RPS, two groups) are gRPC servers in this process, each agent learning from the broadcast in
 its own threads, and the coordinator is ``run_coordinator`` itself, with ``--state``. The first
 coordinator is abandoned (an exception out of ``_commit``: nothing it held in memory is used
-again) in iteration 2's group-0 round, after the decision and either before any commit push or
-after the first agent's; a second ``run_coordinator`` on the same state file finishes the run.
+again) in a group-0 round after the decision, either before any commit push (in the last
+iteration, which has no later round of group 0 to settle the commits) or after the first agent's
+(in iteration 2); a second ``run_coordinator`` on the same state file finishes the run.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from tests.test_matrl_league_state import _same
 torch.set_num_threads(1)
 IDS = ["a0", "a1", "b0", "b1"]  # groups (a0, a1) and (b0, b1)
 ITERATIONS = 3
-ABANDONED_ROUND = 3  # iteration 2, group 0
 
 
 class Abandoned(Exception):
@@ -83,13 +83,13 @@ class League:
         self.referee.close()
 
 
-def abandoning(pushes: int) -> type[MatrlMode]:
-    """A ``MatrlMode`` that dies in round ``ABANDONED_ROUND``'s commit phase, after the decision
-    and after pushing the commit to the group's first ``pushes`` agents."""
+def abandoning(round_: int, pushes: int) -> type[MatrlMode]:
+    """A ``MatrlMode`` that dies in round ``round_``'s commit phase, after the decision and after
+    pushing the commit to the group's first ``pushes`` agents."""
 
     class AbandonedInTheCommitPhase(MatrlMode):
         def _commit(self, g, r, seats, stubs, versions):
-            if r == ABANDONED_ROUND:
+            if r == round_:
                 for stub in stubs[:pushes]:
                     self._push(stub, COMMIT, round_message(r))
                 raise Abandoned(f"coordinator abandoned in round {r}'s commit phase after {pushes} push(es)")
@@ -112,18 +112,21 @@ def uninterrupted(tmp_path_factory):
         league.close()
 
 
-@pytest.mark.parametrize("pushes", [0, 1], ids=["before-any-commit-push", "after-one-commit-push"])
-def test_a_coordinator_killed_in_the_commit_phase_restarts_in_step(tmp_path, monkeypatch, uninterrupted, pushes):
-    """The coordinator dies after round 3 (iteration 2, group 0) was decided, before any commit
-    push or after a0's; restarted on its state file it re-sends the owed commits, plays group 1's
-    round of iteration 2 (group 0's is not replayed) and iteration 3. Every agent's policy version,
-    parameters and learner state equal (0.0) the uninterrupted run's, as do the rounds' records
-    and the iterations' statistics; the parameters equal the embedded run's (1e-6)."""
+@pytest.mark.parametrize("round_, pushes", [(5, 0), (3, 1)],
+                         ids=["last-iteration-before-any-commit-push", "iteration-2-after-one-commit-push"])
+def test_a_coordinator_killed_in_the_commit_phase_restarts_in_step(tmp_path, monkeypatch, uninterrupted, round_,
+                                                                   pushes):
+    """The coordinator dies after round ``round_`` (group 0's round of iteration ``(round_ + 1) /
+    2``) was decided, before any commit push or after a0's; restarted on its state file it re-sends
+    the owed commits at once, plays group 1's round of that iteration (group 0's is not replayed)
+    and the iterations left. Every agent's policy version, parameters and learner state equal
+    (0.0) the uninterrupted run's, as do the rounds' records and the iterations' statistics; the
+    parameters equal the embedded run's (1e-6)."""
     want, want_agents = uninterrupted
     league = League(tmp_path)
     state = tmp_path / "coord.state.pt"
     try:
-        monkeypatch.setitem(coordinator_module.MODES, "matrl", abandoning(pushes))
+        monkeypatch.setitem(coordinator_module.MODES, "matrl", abandoning(round_, pushes))
         with pytest.raises(Abandoned):
             league.coordinate(state)
         saved = torch.load(state, weights_only=True)["mode_state"]
@@ -148,8 +151,9 @@ def test_a_coordinator_killed_in_the_commit_phase_restarts_in_step(tmp_path, mon
     assert [(r["round"], r["group"]) for r in got["rounds"]] == [(1, 0), (2, 1), (3, 0), (4, 1), (5, 0), (6, 1)]
     assert got["rounds"] == want["rounds"]
     assert _without_times(got["iterations"]) == _without_times(want["iterations"])
-    assert on_disk == {"iteration": 1, "round": 3, "owed": {"a0": [3, 2], "a1": [3, 2]}, "progress": [1, 1, 0],
-                       "rounds": [1, 2, 3]}  # the decision, its owed commits, group 0 of iteration 2 done
+    version = (round_ + 1) // 2  # group 0's policy version in round round_
+    assert on_disk == {"iteration": version - 1, "round": round_, "owed": {a: [round_, version] for a in ("a0", "a1")},
+                       "progress": [1, 1, 0], "rounds": list(range(1, round_ + 1))}  # the decision, group 0 done
     embedded, _ = _embedded(tmp_path, IDS, 2, ITERATIONS)
     for a in IDS:
         np.testing.assert_allclose(np.array(got["params"][a]["logits"]), embedded[a]["logits"].numpy(), atol=1e-6,
