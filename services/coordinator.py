@@ -30,7 +30,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
 
 import grpc
 import torch
@@ -145,7 +146,13 @@ class CoordinatorMode(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state_dict()``'s output: the next ``iterate()`` is the one that
-        followed it."""
+        followed it (or finishes the iteration it was saved in, by :attr:`persist`)."""
+
+    persist: Callable[[], None]
+    """Save ``--state`` now, mid-iteration, with the history so far (set by ``run_coordinator``;
+    a no-op without ``--state``): a mode calls it where a restart must not replay what it did,
+    e.g. ``matrl`` once a round is decided, before its first commit push. A mode that never calls
+    it is saved after every completed iteration only."""
 
 
 class MetaMapgMode:
@@ -360,6 +367,20 @@ class CoordinatorMetrics:
                     self.om_error.labels(key.rsplit("step", 1)[1], model).set(value)
 
 
+def state_writer(path: Path, expect: dict[str, Any], coordinator: CoordinatorMode,
+                 history: list[dict[str, Any]]) -> Callable[[], None]:
+    """A function that saves ``coordinator``'s state and ``history`` (the completed iterations'
+    statistics, read when called) to ``path`` atomically, with ``expect`` (mode, method, seed)
+    for :func:`services.coordinator_state.load` to check: ``run_coordinator``'s
+    :attr:`CoordinatorMode.persist`."""
+    from services import coordinator_state
+
+    def persist() -> None:
+        coordinator_state.save(path, {**expect, "history": history, "mode_state": coordinator.state_dict()})
+
+    return persist
+
+
 def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: CoordinatorConfig, iterations: int,
                     host: str, port: int, metrics_port: int, results: str | None, ready_file: str | None,
                     linger: float = 0.0, mode: str = "meta-mapg", state_file: str | None = None,
@@ -369,12 +390,12 @@ def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: C
 
     With ``state_file`` the run is resumable: after every completed iteration the mode's
     state (:meth:`CoordinatorMode.state_dict`) and the per-iteration history are saved there
-    atomically (:mod:`services.coordinator_state`); a coordinator started on an existing
-    file continues at the next iteration, so a run killed at any moment and restarted
+    atomically (:mod:`services.coordinator_state`), and whenever the mode calls
+    :attr:`CoordinatorMode.persist` mid-iteration; a coordinator started on an existing
+    file continues where it was saved, so a run killed at any moment and restarted
     with the same arguments ends with the uninterrupted run's numbers."""
     import json
     import os
-    from pathlib import Path
 
     from services import coordinator_state
     from services.gen.league.v1 import coordinator_pb2, coordinator_pb2_grpc
@@ -384,11 +405,12 @@ def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: C
     coordinator = MODES[mode](experiment, method, seed, cfg)
     state = {"state": "waiting", "objective": float("nan")}
     history: list[dict[str, Any]] = []
-    saved = coordinator_state.load(Path(state_file), {"mode": mode, "method": method, "seed": seed}) \
-        if state_file else None
+    expect = {"mode": mode, "method": method, "seed": seed}
+    saved = coordinator_state.load(Path(state_file), expect) if state_file else None
+    coordinator.persist = state_writer(Path(state_file), expect, coordinator, history) if state_file else lambda: None
     if saved is not None:
         coordinator.load_state_dict(saved["mode_state"])
-        history = saved["history"]
+        history[:] = saved["history"]  # in place: the state writer holds this list
         if history:
             state["objective"] = history[-1]["objective"]
         log.info("resumed from %s at iteration %d of %d", state_file, coordinator.iteration, iterations)
@@ -427,9 +449,7 @@ def run_coordinator(experiment: ExperimentConfig, method: str, seed: int, cfg: C
             state["objective"] = stats["objective"]
             # started_s: when the iteration began, in seconds since this process began training
             history.append({"iteration": coordinator.iteration, "started_s": started - training_since, **stats})
-            if state_file:
-                coordinator_state.save(Path(state_file), {"mode": mode, "method": method, "seed": seed,
-                                                          "history": history, "mode_state": coordinator.state_dict()})
+            coordinator.persist()
             write_results()
             log.info("iteration %d: %s", coordinator.iteration, stats)
             if coordinator.iteration < iterations:

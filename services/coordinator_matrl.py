@@ -20,7 +20,10 @@ round of every group, one group after another:
    clip; every agent prepares its response (nothing committed or published) and publishes kind
    ``matrl-prepared`` at version = the round, which the coordinator waits for from every agent;
 4. only then it records the decision (every agent of the group owes round ``r``'s commit,
-   :class:`OwedCommit`) and pushes each agent kind ``matrl-commit`` (the round); every agent
+   :class:`OwedCommit`; the round counts as completed), saves it to ``--state``
+   (:meth:`MatrlMode.persist`: a coordinator killed from here on restarts knowing it, settles the
+   owed commits and resumes at the iteration's next group) and pushes each agent kind
+   ``matrl-commit`` (the round); every agent
    commits, checkpoints and publishes ``policy`` version ``v + 1``, which the coordinator waits
    for; each agent that publishes it has settled its commit.
 
@@ -99,6 +102,20 @@ class OwedCommit:
     """The decided round (the commit's ``round``)."""
     version: int
     """The ``policy`` version the round was played at: the commit publishes ``version + 1``."""
+
+
+@dataclass
+class IterationProgress:
+    """How far the current iteration got, saved with each decision (:meth:`MatrlMode.persist`)
+    so that a restarted coordinator resumes at the iteration's next group instead of replaying
+    groups whose rounds were decided."""
+
+    groups_done: int = 0
+    """Groups of the iteration whose round was decided or voided, in group order."""
+    played: int = 0
+    """Of them, decided: their records are the last ``played`` entries of the history."""
+    voided: int = 0
+    """Of them, voided."""
 
 
 @dataclass(frozen=True)
@@ -353,6 +370,9 @@ class MatrlMode:
         self.policies: dict[str, Policy] = {}
         self.owed: dict[str, OwedCommit] = {}
         """By agent id: a decided commit the agent has not acknowledged (``_settle`` re-sends it)."""
+        self.progress = IterationProgress()
+        """The current iteration's groups done (reset when it completes)."""
+        self._resumed = False  # loaded from a state file: settle its owed commits before anything else
         self.metrics = CoordinatorMetrics(experiment.env, "matrl")
         self.matrl_metrics = MatrlMetrics(self.metrics.registry)
 
@@ -446,14 +466,39 @@ class MatrlMode:
             self.final[agent] = {name: t.tolist() for name, t in params.items()}
             log.info("%s took round %d's commit late (policy version %d)", agent, owed.round, owed.version + 1)
 
-    def _commit(self, g: int, r: int, seats: list[str], stubs: list, versions: list[int]) -> dict[str, Params]:
-        """Phase 2: the decision (every agent prepared round ``r``) is recorded as a commit owed by
-        every agent, then pushed to each; an agent's commit is settled once it publishes ``policy``
-        ``v + 1``. One that cannot be reached or does not publish keeps owing it (logged): the
-        round stands, for it too. Returns the new parameters of the agents that published."""
+    def persist(self) -> None:
+        """Save the coordinator's state now (``run_coordinator`` replaces this no-op with a writer
+        of ``--state`` when it has one): called once a round is decided, before its first commit
+        push, so a coordinator killed in the commit phase restarts knowing the decision."""
+
+    def _decide(self, g: int, r: int, seats: list[str], versions: list[int], record: dict[str, Any]) -> None:
+        """The decision (every agent of group ``g`` prepared round ``r``): the round counts as
+        completed (its record in the history, the group done in this iteration), every agent owes
+        its commit, and all of it is on disk (:meth:`persist`) before any commit is pushed."""
         for agent, v in zip(seats, versions):
             self.owed[agent] = OwedCommit(r, v)
         self.matrl_metrics.owed.set(len(self.owed))
+        self.history.append(record)
+        self.progress.groups_done, self.progress.played = g + 1, self.progress.played + 1
+        self.persist()
+
+    def _settle_on_resume(self, members: dict[str, str]) -> None:
+        """A coordinator loaded from its state file re-sends the owed commits of every group whose
+        agents are members at once (not only before the group's next round: a decision saved in
+        the last iteration has no next round), logging the ones that do not get through; those
+        stay owed and are re-sent before the group's next round."""
+        for seats in self.groups:
+            if any(a in self.owed for a in seats) and all(a in members for a in seats):
+                try:
+                    self._settle(seats, members)
+                except (RoundVoided, grpc.RpcError) as err:
+                    log.warning("after the restart: %s", _first_line(err))
+
+    def _commit(self, g: int, r: int, seats: list[str], stubs: list, versions: list[int]) -> dict[str, Params]:
+        """Phase 2, after :meth:`_decide`: the commit is pushed to every agent of the group; an
+        agent's commit is settled once it publishes ``policy`` ``v + 1``. One that cannot be
+        reached or does not publish keeps owing it (logged): the round stands, for it too. Returns
+        the new parameters of the agents that published."""
         failed: dict[str, str] = {}
         for stub, agent in zip(stubs, seats):
             try:
@@ -475,7 +520,9 @@ class MatrlMode:
                         "before the group's next round", r, g, agent, reason)
         return new
 
-    def _group_round(self, g: int, seats: list[str], members: dict[str, str]) -> dict[str, Any]:
+    def _group_round(self, g: int, seats: list[str], members: dict[str, str]) -> None:
+        """Group ``g``'s round: decided (:meth:`_decide`) and committed; RoundVoided (or a gRPC
+        error) only before the decision."""
         absent = [a for a in seats if a not in members]
         if absent:
             raise RoundVoided(f"{', '.join(absent)} not a member of the league{self._owes(seats)}")
@@ -512,6 +559,12 @@ class MatrlMode:
             self._push(stub, MIXTURE, message)
         for stub, agent in zip(stubs, seats):
             self._fetch(stub, agent, PREPARED, r)
+        record = {"round": r, "group": g, "agents": seats, "weights": out.weights.tolist(), "found": out.found,
+                  "solver": out.solver,
+                  "metagame": None if out.metagame is None else out.metagame.flatten().tolist(),
+                  "stderr": None if out.stderr is None else out.stderr.flatten().tolist(),
+                  "mean_reward": episodes.rewards.mean(dim=(0, 1, 2)).tolist()}
+        self._decide(g, r, seats, versions, record)
         new = self._commit(g, r, seats, stubs, versions)
         corners = ["".join("1" if c else "0" for c in row) for row in corner_choices(len(seats)).tolist()]
         for k, agent in enumerate(seats):
@@ -521,34 +574,37 @@ class MatrlMode:
                     self.matrl_metrics.value.labels(agent, corner).set(float(out.metagame[k].flatten()[c]))
             if agent in new:  # else it owes the commit: its final parameters come when it takes it
                 self.final[agent] = {name: t.tolist() for name, t in new[agent].items()}
-        return {"round": r, "group": g, "agents": seats, "weights": out.weights.tolist(), "found": out.found,
-                "solver": out.solver, "metagame": None if out.metagame is None else out.metagame.flatten().tolist(),
-                "stderr": None if out.stderr is None else out.stderr.flatten().tolist(),
-                "mean_reward": episodes.rewards.mean(dim=(0, 1, 2)).tolist()}
 
     def iterate(self) -> dict[str, float]:
-        """One round of every group; a group whose round fails is voided and the others go on."""
+        """One round of every group (from the first group not done: a coordinator restarted from a
+        decision saved mid-iteration finishes that iteration); a group whose round fails is voided
+        and the others go on."""
         t0 = time.perf_counter()
         members = self._members()
         if not self._numbered:
             self.round, self._numbered = self._first_round(members), True
-        records, voided = [], 0
-        for g, seats in enumerate(self.groups):
+        if self._resumed:
+            self._resumed = False
+            self._settle_on_resume(members)
+        progress = self.progress
+        for g in range(progress.groups_done, len(self.groups)):
+            seats = self.groups[g]
             self.round += 1
             stream = self.generator.get_state()
             try:
-                records.append(self._group_round(g, seats, members))
+                self._group_round(g, seats, members)  # its decision is counted by _decide
                 self.matrl_metrics.completed.inc()
             except (RoundVoided, grpc.RpcError) as err:
                 self.generator.set_state(stream)  # a voided round draws nothing: the next round plays its episodes
                 log.warning("round %d of group %d (%s) voided: %s", self.round, g, ", ".join(seats), _first_line(err))
-                voided += 1
+                progress.groups_done, progress.voided = g + 1, progress.voided + 1
                 self.matrl_metrics.voided.inc()
         self.iteration += 1
-        self.history.extend(records)
+        records = self.history[len(self.history) - progress.played:]
+        self.progress = IterationProgress()
         rewards = [x for rec in records for x in rec["mean_reward"]]
         stats = {"objective": sum(rewards) / len(rewards) if rewards else float("nan"),
-                 "groups_played": float(len(records)), "groups_voided": float(voided),
+                 "groups_played": float(len(records)), "groups_voided": float(progress.voided),
                  "seconds": time.perf_counter() - t0}
         self.metrics.iterations.inc()
         self.metrics.seconds.observe(stats["seconds"])
@@ -562,13 +618,16 @@ class MatrlMode:
     def state_dict(self) -> dict[str, Any]:
         return {"iteration": self.iteration, "round": self.round, "generator": self.generator.get_state(),
                 "history": self.history, "final": self.final,
-                "owed": {a: [o.round, o.version] for a, o in self.owed.items()}}
+                "owed": {a: [o.round, o.version] for a, o in self.owed.items()},
+                "progress": [self.progress.groups_done, self.progress.played, self.progress.voided]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.iteration, self.round = state["iteration"], state["round"]
         self.generator.set_state(state["generator"])
         self.history, self.final = state["history"], state["final"]
-        self.owed = {a: OwedCommit(*o) for a, o in state.get("owed", {}).items()}  # re-sent before the next rounds
+        self.owed = {a: OwedCommit(*o) for a, o in state.get("owed", {}).items()}  # re-sent at the first iterate
+        self.progress = IterationProgress(*state.get("progress", ()))  # older files: saved between iterations
+        self._resumed = True
         self.matrl_metrics.owed.set(len(self.owed))
         if self.iteration:
             self.metrics.iterations.inc(self.iteration)

@@ -1,6 +1,8 @@
 """The coordinator's durable state (``league coordinator --state PATH``): written atomically
-after every completed iteration so a coordinator killed at any moment restarts at the next
-iteration with the meta-learner, its optimisers and its random stream exactly as they were.
+after every completed iteration, and mid-iteration where a mode asks (``CoordinatorMode.persist``:
+the ``matrl`` mode at each decided round, before its commits are pushed), so a coordinator killed
+at any moment restarts where it was saved with the learner, its optimisers and its random stream
+exactly as they were.
 
 The file is a ``torch.save`` of a dict of tensors, optimizer state dicts and plain values
 (the learner's part comes from :meth:`league.meta_training.MetaTraining.state_dict`); it is

@@ -64,7 +64,7 @@ class InProcessRounds:
             (tmp / "league.toml").write_text(SAMPLED_LEAGUE.format(n=2) + "".join(
                 agent_toml(a, role="persona", rule="matrl", init=f"random:{i}", lr=[0.5]) for i, a in enumerate(["a0", "a1"])))
             experiment = tmp / "matrl.toml"
-            experiment.write_text(SAMPLED_EXPERIMENT.format(n=2, lrs=[0.5, 0.5]))
+            experiment.write_text(SAMPLED_EXPERIMENT.format(n=2, lrs=[0.5, 0.5], kl_coef=0.5, trust_steps=2))
         else:
             (tmp / "league.toml").write_text(_small_league(tmp, ["a0", "a1"]))
         self.tmp, self.league = tmp, load_league_config(tmp / "league.toml")
