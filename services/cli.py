@@ -349,7 +349,8 @@ def add_process_commands(command: Callable[[str, str], argparse.ArgumentParser])
                    help="largest difference allowed between a peer's published update and the coordinator's replica")
     c.add_argument("--results", help="write the iterations and final meta-parameters here (JSON)")
     c.add_argument("--state", help="resumable run: save the meta-learner, optimisers, random stream and history "
-                   "here after every iteration, and continue from this file if it exists (see docs/league.md)")
+                   "here after every iteration (mode matrl also at each decided round, before its commits), and continue "
+                   "from this file if it exists (see docs/league.md)")
     c.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     c.add_argument("--port", type=int, default=0, help="gRPC port (0: any free port)")
     c.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0: any free port)")
