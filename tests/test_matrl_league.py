@@ -270,56 +270,71 @@ def _logs_tail(tmp_path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(tmp_path.glob("coord*.log")))
 
 
-@pytest.mark.slow  # about 60 s on the 2 shared cores
+#: Where the coordinator is SIGKILLed, in turn: (round, after its commits were taken). Round 2:
+#: the decision on disk, no commit pushed; round 3: the commits taken, the iteration's end not yet
+#: saved; round 4, the last: no commit pushed and no later round to settle it but the restart's.
+KILLS = [(2, False), (3, True), (4, False)]
+
+
+@pytest.mark.slow  # about 50 s on the 2 shared cores
 @pytest.mark.skipif(not _strace_traces(), reason="strace (the slow rename that lands the kill) is missing or may not "
                                                   "trace here")
 def test_a_coordinator_sigkilled_in_commit_phases_resumes_to_the_embedded_rounds(tmp_path):
     """Real processes (referee, agents m0 and m1 with rule matrl, coordinator with ``--state``),
-    4 rounds; the coordinator is SIGKILLed (by PID) twice in a commit phase, each time restarted
-    with the same arguments:
+    4 rounds; the coordinator is SIGKILLed (by PID) in three commit phases (:data:`KILLS`), each
+    time restarted with the same arguments:
 
-    1. in round 2, after the decision is on disk and before any commit push (the coordinator's
-       renames return 2 s late, :func:`_renames_delayed`: it is held right after the decision's
-       rename): the agents hold round 2 prepared, at policy version 2;
-    2. in round 3, after both agents took the commit (policy version 4) and before the
-       iteration's end is saved (renames begin 2 s late): the file still says the commits are owed.
+    - before any commit push (rounds 2 and 4): the coordinator's renames return 2 s late
+      (:func:`_renames_delayed`), so it is held right after the decision's rename; the agents hold
+      the round prepared at the round's policy version, and the restart must re-send the commits
+      (in round 4, the last, only the restart's settling can);
+    - after the commits (round 3): the renames begin 2 s late, so it is held before the file
+      saying the iteration ended replaces the one saying the commits are owed; the agents already
+      published the next policy version, and the restart must not commit again.
 
-    The first restart re-sends round 2's commits, the second finds round 3's taken; the last
-    coordinator exits 0 and its rounds (numbered 1 to 4, once each), Nash weights, meta-games and
-    final parameters equal the embedded ``run_sampled_matrl`` of 4 rounds (1e-6), with no commit
-    owed."""
+    The last coordinator exits 0 and its rounds (numbered 1 to 4, once each), Nash weights,
+    meta-games and final parameters equal the embedded ``run_sampled_matrl`` of 4 rounds (1e-6),
+    with no commit owed."""
     ids, rounds, stall = ["m0", "m1"], 4, 2.0
     state = tmp_path / "coord.state"
     extra = ("--state", str(state), "--timeout", "10")
-    lg, coord = _league(tmp_path, 2, ids, [0.5, 1.0], rounds, *extra,
-                        prefix=_renames_delayed("exit", stall, tmp_path / "strace1.txt"))
+
+    def slow_renames(k: int, committed: bool) -> list[str]:
+        return _renames_delayed("enter" if committed else "exit", stall, tmp_path / f"strace{k}.txt")
+
+    lg, coord = _league(tmp_path, 2, ids, [0.5, 1.0], rounds, *extra, prefix=slow_renames(1, KILLS[0][1]))
+    landed = []
     try:
-        landed = [_kill_in_commit_phase(tmp_path, lg, coord, state, ids, 2, committed=False)]
-        restarts = [(_renames_delayed("enter", stall, tmp_path / "strace2.txt"), 3), ((), None)]
-        for k, (prefix, kill_round) in enumerate(restarts, start=2):
-            (tmp_path / "coord.ready.json").unlink()
-            coord = lg.procs["coordinator"] = spawn(_coordinator_args(tmp_path, lg, ids, rounds, *extra),
-                                                    tmp_path / f"coord{k}.log", prefix)
-            if kill_round is not None:
-                landed.append(_kill_in_commit_phase(tmp_path, lg, coord, state, ids, kill_round, committed=True))
+        for k, (round_, committed) in enumerate(KILLS, start=1):
+            if k > 1:
+                (tmp_path / "coord.ready.json").unlink()
+                coord = lg.procs["coordinator"] = spawn(_coordinator_args(tmp_path, lg, ids, rounds, *extra),
+                                                        tmp_path / f"coord{k}.log", slow_renames(k, committed))
+            landed.append(_kill_in_commit_phase(tmp_path, lg, coord, state, ids, round_, committed))
+        (tmp_path / "coord.ready.json").unlink()
+        coord = lg.procs["coordinator"] = spawn(_coordinator_args(tmp_path, lg, ids, rounds, *extra),
+                                                tmp_path / f"coord{len(KILLS) + 1}.log")
         assert coord.wait(timeout=180) == 0, _logs_tail(tmp_path)
         final_versions = _agent_versions(tmp_path, lg, ids)
     finally:
         lg.stop()
-    for where, kill in zip(["round 2, before any commit push", "round 3, after the commits"], landed):
-        print(f"killed in {where}: saved round {kill['round']}, owed {kill['owed']}, progress {kill['progress']}, "
-              f"rounds {kill['rounds']}; agents after the kill {kill['agents']}")
+    for (round_, committed), kill in zip(KILLS, landed):
+        print(f"killed in round {round_}, {'after the commits' if committed else 'before any commit push'}: saved "
+              f"round {kill['round']}, owed {kill['owed']}, progress {kill['progress']}, rounds {kill['rounds']}; "
+              f"agents after the kill {kill['agents']}")
     result = json.loads((tmp_path / "coord.json").read_text())
     print(f"rounds {[r['round'] for r in result['rounds']]}, iterations {[i['iteration'] for i in result['iterations']]}, "
           f"owed {result['owed_commits']}; agents at the end {final_versions}")
-    # where the kills landed: each decision on disk, its commits owed; none pushed / all taken
-    assert landed[0] == {"round": 2, "owed": {a: [2, 2] for a in ids}, "progress": [1, 1, 0], "rounds": [1, 2],
-                         "agents": {a: {"policy": 2, "prepared": 2, "commit": 1} for a in ids}}
-    assert landed[1] == {"round": 3, "owed": {a: [3, 3] for a in ids}, "progress": [1, 1, 0], "rounds": [1, 2, 3],
-                         "agents": {a: {"policy": 4, "prepared": 3, "commit": 3} for a in ids}}
-    logs = {k: (tmp_path / f"coord{k}.log").read_text() for k in (2, 3)}
-    assert all("resumed from" in text and "Traceback" not in text for text in logs.values()), _logs_tail(tmp_path)
-    assert "took round 2's commit late" in logs[2] and "took round 3's commit late" in logs[3]
+    # where each kill landed: the decision on disk with its commits owed, none pushed or all taken
+    for (round_, committed), kill in zip(KILLS, landed):
+        assert kill == {"round": round_, "owed": {a: [round_, round_] for a in ids}, "progress": [1, 1, 0],
+                        "rounds": list(range(1, round_ + 1)),
+                        "agents": {a: {"policy": round_ + committed, "prepared": round_,
+                                       "commit": round_ - 1 + committed} for a in ids}}, (round_, committed)
+    for k, (round_, _) in enumerate(KILLS, start=2):  # each restart took the killed round's commits
+        text = (tmp_path / f"coord{k}.log").read_text()
+        assert "resumed from" in text and f"took round {round_}'s commit late" in text, _logs_tail(tmp_path)
+    assert not any("Traceback" in p.read_text() for p in tmp_path.glob("*.log")), _logs_tail(tmp_path)
     # the run: every round once, no commit owed, the embedded run's numbers
     assert result["state"] == "done" and not result["owed_commits"]
     assert [r["round"] for r in result["rounds"]] == [1, 2, 3, 4]
