@@ -331,15 +331,15 @@ def test_a_coordinator_sigkilled_in_commit_phases_resumes_to_the_embedded_rounds
                         "rounds": list(range(1, round_ + 1)),
                         "agents": {a: {"policy": round_ + committed, "prepared": round_,
                                        "commit": round_ - 1 + committed} for a in ids}}, (round_, committed)
-    for k, (round_, _) in enumerate(KILLS, start=2):  # each restart took the killed round's commits
-        text = (tmp_path / f"coord{k}.log").read_text()
-        assert "resumed from" in text and f"took round {round_}'s commit late" in text, _logs_tail(tmp_path)
-    assert not any("Traceback" in p.read_text() for p in tmp_path.glob("*.log")), _logs_tail(tmp_path)
     # the run: every round once, no commit owed, the embedded run's numbers
     assert result["state"] == "done" and not result["owed_commits"]
     assert [r["round"] for r in result["rounds"]] == [1, 2, 3, 4]
     assert [i["iteration"] for i in result["iterations"]] == [1, 2, 3, 4]
     assert final_versions == {a: {"policy": 5, "prepared": 4, "commit": 4} for a in ids}
+    for k, (round_, _) in enumerate(KILLS, start=2):  # each restart took the killed round's commits
+        text = (tmp_path / f"coord{k}.log").read_text()
+        assert "resumed from" in text and f"took round {round_}'s commit late" in text, _logs_tail(tmp_path)
+    assert not any("Traceback" in p.read_text() for p in tmp_path.glob("*.log")), _logs_tail(tmp_path)
     embedded, history = _embedded(tmp_path, ids, 2, rounds)
     for a in ids:
         np.testing.assert_allclose(np.array(result["params"][a]["logits"]), embedded[a]["logits"].numpy(),
