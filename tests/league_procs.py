@@ -111,9 +111,11 @@ def start_league(tmp: Path, config_text: str, agents: tuple[str, ...] | list[str
     return league
 
 
-def spawn(args: list[str], log: Path) -> subprocess.Popen:
+def spawn(args: list[str], log: Path, prefix: list[str] | tuple[str, ...] = ()) -> subprocess.Popen:
+    """``league ARGS...`` in a fresh interpreter, output to ``log``; ``prefix``: a command that runs
+    it (e.g. ``strace ...``; the process's own PID is then the one its ready file names)."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "services.cli", *args], stdout=open(log, "w"),
+    return subprocess.Popen([*prefix, sys.executable, "-m", "services.cli", *args], stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, env=env(), cwd=str(ROOT), start_new_session=True)
 
 

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,21 +53,26 @@ clip = 0.5
 
 
 def _league(tmp_path, n: int, ids: list[str], lrs: list[float], iterations: int, *extra: str,
-            kl_coef: float = 0.5, trust_steps: int = 2):
+            kl_coef: float = 0.5, trust_steps: int = 2, prefix: list[str] | tuple[str, ...] = ()):
     """A secured league of ``ids`` (rule matrl, persona seats the coordinator alone schedules) and
-    a coordinator in mode matrl driving them for ``iterations`` rounds."""
+    a coordinator in mode matrl driving them for ``iterations`` rounds (run by ``prefix``, if any)."""
     text = LEAGUE.format(n=n) + "".join(agent_toml(a, role="persona", rule="matrl", init=f"random:{i}",
                                                      lr=[lrs[i % len(lrs)]]) for i, a in enumerate(ids))
     (tmp_path / "matrl.toml").write_text(EXPERIMENT.format(n=n, lrs=[lrs[i % len(lrs)] for i in range(n)],
                                                            kl_coef=kl_coef, trust_steps=trust_steps))
     creds = league_credentials(tmp_path, ids, coordinator=True)
     lg = start_league(tmp_path, text, ids, creds)
-    coord = spawn(["coordinator", "--join", lg.ref["address"], "--mode", "matrl", "--experiment",
-                   str(tmp_path / "matrl.toml"), "--agents", ",".join(ids), "--iterations", str(iterations),
-                   "--results", str(tmp_path / "coord.json"), "--ready-file", str(tmp_path / "coord.ready.json"),
-                   "--credentials", str(creds["coordinator"]), *extra], tmp_path / "coord.log")
+    coord = spawn(_coordinator_args(tmp_path, lg, ids, iterations, *extra), tmp_path / "coord.log", prefix)
     lg.procs["coordinator"] = coord
     return lg, coord
+
+
+def _coordinator_args(tmp_path, lg, ids: list[str], iterations: int, *extra: str) -> list[str]:
+    """``league coordinator`` in mode matrl on ``lg`` (a restart passes the same arguments)."""
+    return ["coordinator", "--join", lg.ref["address"], "--mode", "matrl", "--experiment",
+            str(tmp_path / "matrl.toml"), "--agents", ",".join(ids), "--iterations", str(iterations),
+            "--results", str(tmp_path / "coord.json"), "--ready-file", str(tmp_path / "coord.ready.json"),
+            "--credentials", str(lg.creds["coordinator"]), *extra]
 
 
 def _embedded(tmp_path, ids: list[str], n: int, rounds: int):
@@ -187,6 +193,161 @@ def kill_b1_and_check_its_group_voided(tmp_path, coord, rounds: int, first_round
     assert log.count("of group 1 (b0, b1) voided") == rounds - b_rounds, log[-3000:]
     assert "Traceback" not in log
     return ready, result, rounds - b_rounds
+
+
+def _strace_traces() -> bool:
+    """strace is installed and may trace a child here (a container can forbid ptrace)."""
+    strace = shutil.which("strace")
+    return strace is not None and subprocess.run(
+        [strace, "-f", "--seccomp-bpf", "-qq", "-o", os.devnull, "-e", "trace=rename", "true"], capture_output=True,
+        timeout=30).returncode == 0
+
+
+def _renames_delayed(at: str, seconds: float, trace: Path) -> list[str]:
+    """The prefix that runs a process under strace as on a slow disk: each of its rename(2) calls
+    (the last step of every atomic write, ``services.durable``: ``--state``, ``--results``)
+    returns ``seconds`` late (``at="exit"``: the file is already replaced) or begins ``seconds``
+    late (``at="enter"``: the previous file is still in place); no other call is touched. Only the
+    thread that writes (the coordinator's main thread) waits, and it waits at that exact point,
+    which a test polling the file cannot catch otherwise: the commit push follows the decision's
+    rename by a few milliseconds of gRPC."""
+    calls = "rename,renameat,renameat2"
+    return [shutil.which("strace"), "-f", "--seccomp-bpf", "-qq", "-e", "signal=none", "-o", str(trace),
+            "-e", f"trace={calls}", "-e", f"inject={calls}:delay_{at}={round(seconds * 1e6)}"]
+
+
+def _saved_mode_state(state) -> dict | None:
+    """The matrl mode's part of the coordinator's ``--state`` file, or None before the first save."""
+    return torch.load(state, weights_only=True)["mode_state"] if state.exists() else None
+
+
+def _agent_versions(tmp_path, lg, ids: list[str]) -> dict[str, dict[str, int]]:
+    """Each agent's ``policy`` version (its own ``league_agent_policy_version`` gauge) and the
+    versions of its ``matrl-prepared`` and ``matrl-commit`` kinds (``Describe`` as ``admin``: one
+    ``matrl-commit`` version per commit pushed to it)."""
+    from services import server as srv
+    from services.client import describe
+    from services.gen.league.v1 import agent_pb2_grpc
+    from services.pki import load_credentials
+
+    out = {}
+    for a in ids:
+        info = json.loads((tmp_path / f"{a}.json").read_text())
+        with srv.channel(info["address"], load_credentials(lg.creds["admin"])) as ch:
+            versions = describe(agent_pb2_grpc.AgentStub(ch), timeout=10).versions
+        out[a] = {"policy": int(metric_value(metrics(info["metrics"]), "league_agent_policy_version", agent_id=a)),
+                  "prepared": versions["matrl-prepared"], "commit": versions["matrl-commit"]}
+    return out
+
+
+def _kill_in_commit_phase(tmp_path, lg, coord, state, ids: list[str], round_: int, committed: bool,
+                          timeout: float = 120) -> dict:
+    """SIGKILL the coordinator (by the PID of its ready file) as soon as its ``--state`` holds
+    round ``round_`` (or later) and, with ``committed``, every agent publishes the policy version
+    after that round's (they took its commit). Returns where the kill landed: the saved round, owed
+    commits, iteration progress and rounds of the history, and the agents' versions after it."""
+    pid = wait_json(tmp_path / "coord.ready.json", coord, timeout=120)["pid"]
+
+    def reached():
+        assert coord.poll() is None, f"the coordinator exited ({coord.returncode}) before round {round_}'s commit " \
+                                     f"phase:\n{_logs_tail(tmp_path)}"
+        saved = _saved_mode_state(state)
+        if saved is None or saved["round"] < round_:
+            return None
+        if committed and any(v["policy"] != round_ + 1 for v in _agent_versions(tmp_path, lg, ids).values()):
+            return None
+        return saved
+
+    saved = wait_until(reached, timeout, f"a saved state of round {round_}" + (" and its commits" if committed else ""))
+    os.kill(pid, signal.SIGKILL)
+    coord.wait(timeout=30)
+    time.sleep(0.5)  # a commit pushed just before the kill would be published by now
+    return {"round": saved["round"], "owed": saved["owed"], "progress": saved["progress"],
+            "rounds": [r["round"] for r in saved["history"]], "agents": _agent_versions(tmp_path, lg, ids)}
+
+
+def _logs_tail(tmp_path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(tmp_path.glob("coord*.log")))
+
+
+#: Where the coordinator is SIGKILLed, in turn: (round, after its commits were taken). Round 2:
+#: the decision on disk, no commit pushed; round 3: the commits taken, the iteration's end not yet
+#: saved; round 4, the last: no commit pushed and no later round to settle it but the restart's.
+KILLS = [(2, False), (3, True), (4, False)]
+
+
+@pytest.mark.slow  # about 50 s on the 2 shared cores
+@pytest.mark.skipif(not _strace_traces(), reason="strace (the slow rename that lands the kill) is missing or may not "
+                                                  "trace here")
+def test_a_coordinator_sigkilled_in_commit_phases_resumes_to_the_embedded_rounds(tmp_path):
+    """Real processes (referee, agents m0 and m1 with rule matrl, coordinator with ``--state``),
+    4 rounds; the coordinator is SIGKILLed (by PID) in three commit phases (:data:`KILLS`), each
+    time restarted with the same arguments:
+
+    - before any commit push (rounds 2 and 4): the coordinator's renames return 2 s late
+      (:func:`_renames_delayed`), so it is held right after the decision's rename; the agents hold
+      the round prepared at the round's policy version, and the restart must re-send the commits
+      (in round 4, the last, only the restart's settling can);
+    - after the commits (round 3): the renames begin 2 s late, so it is held before the file
+      saying the iteration ended replaces the one saying the commits are owed; the agents already
+      published the next policy version, and the restart must not commit again.
+
+    The last coordinator exits 0 and its rounds (numbered 1 to 4, once each), Nash weights,
+    meta-games and final parameters equal the embedded ``run_sampled_matrl`` of 4 rounds (1e-6),
+    with no commit owed."""
+    ids, rounds, stall = ["m0", "m1"], 4, 2.0
+    state = tmp_path / "coord.state"
+    extra = ("--state", str(state), "--timeout", "10")
+
+    def slow_renames(k: int, committed: bool) -> list[str]:
+        return _renames_delayed("enter" if committed else "exit", stall, tmp_path / f"strace{k}.txt")
+
+    lg, coord = _league(tmp_path, 2, ids, [0.5, 1.0], rounds, *extra, prefix=slow_renames(1, KILLS[0][1]))
+    landed = []
+    try:
+        for k, (round_, committed) in enumerate(KILLS, start=1):
+            if k > 1:
+                (tmp_path / "coord.ready.json").unlink()
+                coord = lg.procs["coordinator"] = spawn(_coordinator_args(tmp_path, lg, ids, rounds, *extra),
+                                                        tmp_path / f"coord{k}.log", slow_renames(k, committed))
+            landed.append(_kill_in_commit_phase(tmp_path, lg, coord, state, ids, round_, committed))
+        (tmp_path / "coord.ready.json").unlink()
+        coord = lg.procs["coordinator"] = spawn(_coordinator_args(tmp_path, lg, ids, rounds, *extra),
+                                                tmp_path / f"coord{len(KILLS) + 1}.log")
+        assert coord.wait(timeout=180) == 0, _logs_tail(tmp_path)
+        final_versions = _agent_versions(tmp_path, lg, ids)
+    finally:
+        lg.stop()
+    for (round_, committed), kill in zip(KILLS, landed):
+        print(f"killed in round {round_}, {'after the commits' if committed else 'before any commit push'}: saved "
+              f"round {kill['round']}, owed {kill['owed']}, progress {kill['progress']}, rounds {kill['rounds']}; "
+              f"agents after the kill {kill['agents']}")
+    result = json.loads((tmp_path / "coord.json").read_text())
+    print(f"rounds {[r['round'] for r in result['rounds']]}, iterations {[i['iteration'] for i in result['iterations']]}, "
+          f"owed {result['owed_commits']}; agents at the end {final_versions}")
+    # where each kill landed: the decision on disk with its commits owed, none pushed or all taken
+    for (round_, committed), kill in zip(KILLS, landed):
+        assert kill == {"round": round_, "owed": {a: [round_, round_] for a in ids}, "progress": [1, 1, 0],
+                        "rounds": list(range(1, round_ + 1)),
+                        "agents": {a: {"policy": round_ + committed, "prepared": round_,
+                                       "commit": round_ - 1 + committed} for a in ids}}, (round_, committed)
+    # the run: every round once, no commit owed, the embedded run's numbers
+    assert result["state"] == "done" and not result["owed_commits"]
+    assert [r["round"] for r in result["rounds"]] == [1, 2, 3, 4]
+    assert [i["iteration"] for i in result["iterations"]] == [1, 2, 3, 4]
+    assert final_versions == {a: {"policy": 5, "prepared": 4, "commit": 4} for a in ids}
+    for k, (round_, _) in enumerate(KILLS, start=2):  # each restart took the killed round's commits
+        text = (tmp_path / f"coord{k}.log").read_text()
+        assert "resumed from" in text and f"took round {round_}'s commit late" in text, _logs_tail(tmp_path)
+    assert not any("Traceback" in p.read_text() for p in tmp_path.glob("*.log")), _logs_tail(tmp_path)
+    embedded, history = _embedded(tmp_path, ids, 2, rounds)
+    for a in ids:
+        np.testing.assert_allclose(np.array(result["params"][a]["logits"]), embedded[a]["logits"].numpy(),
+                                   atol=1e-6, rtol=0, err_msg=a)
+        assert not torch.allclose(embedded[a]["logits"], torch.zeros_like(embedded[a]["logits"]))  # it learned
+    for key in ("weights", "metagame"):
+        np.testing.assert_allclose(np.array([r[key] for r in result["rounds"]]), np.array([h[key] for h in history]),
+                                   atol=1e-6, rtol=0, err_msg=key)
 
 
 @pytest.mark.slow  # about 45 s
