@@ -32,13 +32,14 @@ import torch
 from league.config import build, read_table
 from league.eval.stats import mean_ci
 from league.games import make_game
-from league.matrl.experiments import MATCHING_PENNIES, _machine, wilson_interval
+from league.matrl.experiments import MATCHING_PENNIES, wilson_interval
 from league.matrl.matrix import MatrixMATRLConfig, run_dynamics, trust_region_step
 from league.matrl.random_games import GAME_CLASSES, random_games
 from league.matrl.sampled import SampledMATRLConfig, run_sampled_matrl
 from league.nash.metagame import exact_metagame
 from league.nash.solvers import equilibria_2x2
 from league.policies.tabular import Tabular
+from league.run import machine
 
 #: The league test's per-seat trust-region step sizes (tests/test_matrl_league.py), scaled by ``lr_scales``.
 BASE_LRS = (0.5, 1.0, 0.7)
@@ -264,7 +265,7 @@ def main() -> None:
         "budget": {"sampled_runs": len(sampled) * len(cfg.seeds), "sampled_rounds_per_run": s.rounds,
                    "exact_runs": len(exact) * len(cfg.seeds), "seconds_sampled": t_sampled,
                    "seconds": time.time() - t0},
-        "machine": _machine(),
+        "machine": {**machine(), "torch_threads": torch.get_num_threads()},
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
